@@ -1,0 +1,332 @@
+//! Control API types: HTTP/1.1 + JSON on a Unix socket, under `/v1`.
+//!
+//! Shared by the daemon's control server and by `vswitchctl`; nothing behind this module does
+//! I/O. Requests reject unknown fields. Every error is an [`ApiError`] with a stable
+//! [`ErrorCode`] and a message written for the person who typed the command.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | /v1/version | | [`Version`] |
+//! | GET | /v1/networks | | `[Network]` |
+//! | POST | /v1/networks | [`NetworkCreate`] | 201 [`Network`] |
+//! | GET | /v1/networks/{name} | | [`NetworkDetail`] |
+//! | DELETE | /v1/networks/{name}[?force=true] | | 204 |
+//! | POST | /v1/networks/{name}/endpoints | [`AttachRequest`] | 201 [`Endpoint`] |
+//! | DELETE | /v1/networks/{name}/endpoints/{endpoint} | | 204 |
+//! | GET | /v1/fdb[?network=NAME] | | `[FdbEntry]` |
+//! | POST | /v1/fdb | [`FdbAdd`] | 201 [`FdbEntry`] |
+//! | DELETE | /v1/fdb/{network}/{mac} | | 204 |
+//! | POST | /v1/fdb/flush | [`FdbFlush`] | [`Flushed`] |
+//! | GET | /v1/fdb/stats | | [`FdbStats`] |
+//! | GET | /v1/ports | | `[PortInfo]` |
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Mac, PortId};
+
+/// The path prefix of every route.
+pub const PREFIX: &str = "/v1";
+
+/// `GET /v1/version`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Version {
+    pub version: String,
+    pub api: String,
+}
+
+/// `POST /v1/networks`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkCreate {
+    pub name: String,
+    /// IPv4 subnet in CIDR form, e.g. `10.89.0.0/24`.
+    pub subnet: String,
+    /// Defaults to the first host address of the subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Defaults to 1500.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// An internal network forwards nothing outside itself.
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A network as listed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub id: u32,
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    pub gateway_mac: Mac,
+    pub mtu: u32,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub endpoints: usize,
+}
+
+/// Address usage of a network's subnet.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Usage {
+    /// Host addresses the subnet can hand out (network, broadcast and gateway excluded).
+    pub total: u64,
+    pub in_use: u64,
+    pub available: u64,
+}
+
+/// `GET /v1/networks/{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkDetail {
+    #[serde(flatten)]
+    pub network: Network,
+    pub usage: Usage,
+    pub endpoint_list: Vec<Endpoint>,
+}
+
+/// `POST /v1/networks/{name}/endpoints`: attach a container's network namespace.
+///
+/// Exactly one of `netns` (a path such as `/run/netns/NAME` or `/proc/PID/ns/net`) and `pid`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AttachRequest {
+    /// Endpoint (container) name; defaults to the netns file name or `pid-N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Interface name inside the namespace; defaults to `eth0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// A requested address inside the subnet; defaults to the next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+/// An attached container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub network: String,
+    pub netns: String,
+    pub ifname: String,
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub port: PortId,
+    pub aliases: Vec<String>,
+}
+
+/// One MAC table entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FdbEntry {
+    pub network: String,
+    pub mac: Mac,
+    /// Endpoint name, or `gateway`.
+    pub port: String,
+    pub port_id: PortId,
+    /// Seconds since the entry was last refreshed (0 for static entries).
+    pub age_secs: u64,
+    #[serde(rename = "static")]
+    pub is_static: bool,
+}
+
+/// `POST /v1/fdb`: a static entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FdbAdd {
+    pub network: String,
+    pub mac: Mac,
+    /// Endpoint name on that network.
+    pub port: String,
+}
+
+/// `POST /v1/fdb/flush`: learned entries of one network, one endpoint, or all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FdbFlush {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Endpoint name; needs `network`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+}
+
+/// How many entries a flush removed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Flushed {
+    pub removed: u64,
+}
+
+/// `GET /v1/fdb/stats`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct FdbStats {
+    pub entries: u64,
+    pub max_entries: u64,
+    pub per_port_max: u64,
+    pub aging_secs: u64,
+    pub learned: u64,
+    pub aged: u64,
+    pub evicted: u64,
+    pub moved: u64,
+    /// New source MACs not learned because their port was at its cap.
+    pub port_limit: u64,
+}
+
+/// One port's counters: `GET /v1/ports`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortInfo {
+    pub id: PortId,
+    pub network: String,
+    /// Endpoint name, or `gateway`.
+    pub name: String,
+    /// `tap` or `gateway`.
+    pub kind: String,
+    pub ifname: String,
+    pub mac: Mac,
+    /// Offloads negotiated with the kernel (`vnet_hdr`, `csum`, `tso4`, `tso6`, `ufo`/`uso`).
+    pub offloads: Vec<String>,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Dropped frames by reason (`too_short`, `too_long`, `bad_source`, `hairpin`, `tx_error`, ...).
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// Every error the API returns: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { error: ErrorBody { code, message: message.into() } }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.error.message, self.error.code.as_str())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Stable error codes. New codes may be added; existing ones never change meaning.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The body is not valid JSON for this route, or has unknown fields.
+    InvalidRequest,
+    InvalidName,
+    InvalidSubnet,
+    InvalidAddress,
+    InvalidMtu,
+    NetworkExists,
+    NetworkNotFound,
+    NetworkInUse,
+    SubnetOverlap,
+    EndpointExists,
+    EndpointNotFound,
+    AddressOutOfRange,
+    AddressTaken,
+    PoolExhausted,
+    MacTaken,
+    NetnsNotFound,
+    FdbEntryNotFound,
+    FdbFull,
+    PermissionDenied,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status the daemon answers with.
+    pub const fn status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest | InvalidName | InvalidSubnet | InvalidAddress | InvalidMtu
+            | AddressOutOfRange => 400,
+            PermissionDenied => 403,
+            NetworkNotFound | EndpointNotFound | NetnsNotFound | FdbEntryNotFound | NotFound => 404,
+            MethodNotAllowed => 405,
+            NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken
+            | PoolExhausted | MacTaken | FdbFull => 409,
+            PayloadTooLarge => 413,
+            Internal => 500,
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidRequest => "invalid_request",
+            InvalidName => "invalid_name",
+            InvalidSubnet => "invalid_subnet",
+            InvalidAddress => "invalid_address",
+            InvalidMtu => "invalid_mtu",
+            NetworkExists => "network_exists",
+            NetworkNotFound => "network_not_found",
+            NetworkInUse => "network_in_use",
+            SubnetOverlap => "subnet_overlap",
+            EndpointExists => "endpoint_exists",
+            EndpointNotFound => "endpoint_not_found",
+            AddressOutOfRange => "address_out_of_range",
+            AddressTaken => "address_taken",
+            PoolExhausted => "pool_exhausted",
+            MacTaken => "mac_taken",
+            NetnsNotFound => "netns_not_found",
+            FdbEntryNotFound => "fdb_entry_not_found",
+            FdbFull => "fdb_full",
+            PermissionDenied => "permission_denied",
+            NotFound => "not_found",
+            MethodNotAllowed => "method_not_allowed",
+            PayloadTooLarge => "payload_too_large",
+            Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let r: Result<NetworkCreate, _> =
+            serde_json::from_str(r#"{"name":"a","subnet":"10.0.0.0/24","colour":"red"}"#);
+        assert!(r.unwrap_err().to_string().contains("unknown field `colour`"));
+    }
+
+    #[test]
+    fn error_code_wire_form_matches_as_str() {
+        for code in [ErrorCode::InvalidSubnet, ErrorCode::NetworkNotFound, ErrorCode::AddressTaken] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+}
