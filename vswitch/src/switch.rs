@@ -1,1 +1,672 @@
-//! TODO
+//! The forwarding decision: which port(s) an Ethernet frame goes to.
+//!
+//! I/O-free and clock-free. The datapath hands [`Switch::handle_frame`] the bytes of a plain
+//! Ethernet frame (destination MAC at 0..6, source at 6..12, EtherType at 12..14), the port it
+//! came in on, and `now`; it gets a [`Verdict`] back and does the sending itself. Frames never
+//! cross networks: flooding and forwarding stay inside the ingress port's network, and the MAC
+//! table is keyed by (network, MAC).
+
+use std::fmt;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::fdb::{Fdb, FdbConfig, FdbError, Flush};
+use crate::types::{Mac, NetworkId, PortId};
+
+/// Ethernet header length: two MACs and the EtherType.
+pub const ETH_HLEN: usize = 14;
+/// The largest frame accepted even with GSO: a 64 KiB IP packet plus the Ethernet header.
+pub const MAX_GSO_FRAME: usize = 65535 + ETH_HLEN;
+
+/// Why a frame was dropped. Indexes [`PortCounters::drops`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than an Ethernet header.
+    TooShort,
+    /// Longer than the port's `max_frame` (without GSO) or than [`MAX_GSO_FRAME`].
+    TooLong,
+    /// Multicast, broadcast or all-zero source MAC.
+    BadSource,
+    /// The destination was learned on the ingress port itself.
+    Hairpin,
+    /// The ingress port does not exist (never counted: there is no port to count it on).
+    UnknownPort,
+    /// Sending failed; set by the datapath, never by the core.
+    TxError,
+    /// Reserved for the datapath.
+    NoRoute,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 7;
+    pub const ALL: [DropReason; Self::COUNT] = [
+        DropReason::TooShort,
+        DropReason::TooLong,
+        DropReason::BadSource,
+        DropReason::Hairpin,
+        DropReason::UnknownPort,
+        DropReason::TxError,
+        DropReason::NoRoute,
+    ];
+
+    /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The snake_case name used in counters and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::TooLong => "too_long",
+            DropReason::BadSource => "bad_source",
+            DropReason::Hairpin => "hairpin",
+            DropReason::UnknownPort => "unknown_port",
+            DropReason::TxError => "tx_error",
+            DropReason::NoRoute => "no_route",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it out of this one port (never the ingress port).
+    Forward(PortId),
+    /// Send it out of every port of the ingress port's network except the ingress port
+    /// ([`Switch::ports_of`]).
+    Flood,
+    Drop(DropReason),
+}
+
+/// A port's attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortConfig {
+    pub network: NetworkId,
+    /// Largest non-GSO frame, Ethernet header included (e.g. MTU + 18 to allow a VLAN tag and
+    /// slack).
+    pub max_frame: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("network {0} does not exist")]
+    UnknownNetwork(NetworkId),
+    #[error("port {0} does not exist")]
+    UnknownPort(PortId),
+    #[error("port {0} already exists")]
+    PortExists(PortId),
+    #[error("network {0} already exists")]
+    NetworkExists(NetworkId),
+    #[error("network {0} still has ports; remove them first")]
+    NetworkHasPorts(NetworkId),
+    #[error("port {port} is not on network {network}")]
+    WrongNetwork { port: PortId, network: NetworkId },
+    #[error(transparent)]
+    Fdb(#[from] FdbError),
+}
+
+/// One port's totals. `tx_*` and [`DropReason::TxError`] are the datapath's to bump.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Indexed by [`DropReason::index`].
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl PortCounters {
+    pub fn drops_of(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()]
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SwitchConfig {
+    pub fdb: FdbConfig,
+}
+
+#[derive(Debug)]
+struct Port {
+    network: NetworkId,
+    max_frame: usize,
+    counters: PortCounters,
+}
+
+/// The learning switch: networks, their ports, and one MAC table shared by all networks.
+#[derive(Debug)]
+pub struct Switch {
+    /// Indexed by `PortId.0`; port ids are small, dense, and reused.
+    ports: Vec<Option<Port>>,
+    /// Each network's ports, in the order they were added.
+    networks: FxHashMap<NetworkId, Vec<PortId>>,
+    fdb: Fdb,
+}
+
+impl Switch {
+    pub fn new(cfg: SwitchConfig) -> Self {
+        Switch { ports: Vec::new(), networks: FxHashMap::default(), fdb: Fdb::new(cfg.fdb) }
+    }
+
+    pub fn add_network(&mut self, net: NetworkId) -> Result<(), SwitchError> {
+        if self.networks.contains_key(&net) {
+            return Err(SwitchError::NetworkExists(net));
+        }
+        self.networks.insert(net, Vec::new());
+        Ok(())
+    }
+
+    /// Removes an empty network and every MAC table entry of it.
+    pub fn remove_network(&mut self, net: NetworkId) -> Result<(), SwitchError> {
+        match self.networks.get(&net) {
+            None => return Err(SwitchError::UnknownNetwork(net)),
+            Some(ports) if !ports.is_empty() => return Err(SwitchError::NetworkHasPorts(net)),
+            Some(_) => {}
+        }
+        self.networks.remove(&net);
+        self.fdb.flush(Flush::Network(net), true);
+        Ok(())
+    }
+
+    /// Adds `port` to an existing network. Port ids index a `Vec`: keep them small.
+    pub fn add_port(&mut self, port: PortId, cfg: PortConfig) -> Result<(), SwitchError> {
+        if self.port(port).is_some() {
+            return Err(SwitchError::PortExists(port));
+        }
+        let ports = self
+            .networks
+            .get_mut(&cfg.network)
+            .ok_or(SwitchError::UnknownNetwork(cfg.network))?;
+        ports.push(port);
+        let idx = port.0 as usize;
+        if self.ports.len() <= idx {
+            self.ports.resize_with(idx + 1, || None);
+        }
+        self.ports[idx] = Some(Port {
+            network: cfg.network,
+            max_frame: cfg.max_frame,
+            counters: PortCounters::default(),
+        });
+        // A reused id starts clean (entries are flushed on removal; this covers `fdb_mut` use).
+        self.fdb.flush(Flush::Port(port), true);
+        Ok(())
+    }
+
+    /// Removes `port` and every MAC table entry pointing at it, static ones included.
+    pub fn remove_port(&mut self, port: PortId) -> Result<(), SwitchError> {
+        let p = self
+            .ports
+            .get_mut(port.0 as usize)
+            .and_then(Option::take)
+            .ok_or(SwitchError::UnknownPort(port))?;
+        if let Some(ports) = self.networks.get_mut(&p.network) {
+            ports.retain(|&q| q != port);
+        }
+        while matches!(self.ports.last(), Some(None)) {
+            self.ports.pop();
+        }
+        self.fdb.flush(Flush::Port(port), true);
+        Ok(())
+    }
+
+    /// The ports of `net`; empty for an unknown network.
+    pub fn ports_of(&self, net: NetworkId) -> &[PortId] {
+        self.networks.get(&net).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn port_network(&self, port: PortId) -> Option<NetworkId> {
+        self.port(port).map(|p| p.network)
+    }
+
+    /// Decides where a frame received on `ingress` goes, learning its source MAC on the way.
+    /// `gso`: the frame is a GSO super-frame (up to [`MAX_GSO_FRAME`]), so the port's
+    /// `max_frame` does not apply. Never allocates; never panics on any bytes.
+    pub fn handle_frame(&mut self, now: Duration, ingress: PortId, frame: &[u8], gso: bool) -> Verdict {
+        let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) else {
+            return Verdict::Drop(DropReason::UnknownPort);
+        };
+        port.counters.rx_packets += 1;
+        port.counters.rx_bytes += frame.len() as u64;
+        let (net, max_frame) = (port.network, port.max_frame);
+        let verdict = self.decide(now, ingress, net, max_frame, frame, gso);
+        if let Verdict::Drop(reason) = verdict {
+            if let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) {
+                port.counters.drops[reason.index()] += 1;
+            }
+        }
+        verdict
+    }
+
+    fn decide(
+        &mut self,
+        now: Duration,
+        ingress: PortId,
+        net: NetworkId,
+        max_frame: usize,
+        frame: &[u8],
+        gso: bool,
+    ) -> Verdict {
+        let Some(hdr) = frame.first_chunk::<ETH_HLEN>() else {
+            return Verdict::Drop(DropReason::TooShort);
+        };
+        if frame.len() > MAX_GSO_FRAME || (!gso && frame.len() > max_frame) {
+            return Verdict::Drop(DropReason::TooLong);
+        }
+        let &[d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, _, _] = hdr;
+        let (dst, src) = (Mac([d0, d1, d2, d3, d4, d5]), Mac([s0, s1, s2, s3, s4, s5]));
+        if src.is_multicast() || src.is_zero() {
+            return Verdict::Drop(DropReason::BadSource);
+        }
+        self.fdb.learn(now, net, src, ingress);
+        if dst.is_multicast() {
+            return Verdict::Flood;
+        }
+        match self.fdb.lookup(now, net, dst) {
+            Some(p) if p == ingress => Verdict::Drop(DropReason::Hairpin),
+            // Entries only ever point at ports of their own network, unless someone wrote a
+            // bad one through `fdb_mut`: then flood within the network rather than leak.
+            Some(p) if self.port_network(p) == Some(net) => Verdict::Forward(p),
+            _ => Verdict::Flood,
+        }
+    }
+
+    /// Pins `mac` on `net` to `port`, which must be a port of `net`.
+    pub fn add_static(&mut self, net: NetworkId, mac: Mac, port: PortId) -> Result<(), SwitchError> {
+        if !self.networks.contains_key(&net) {
+            return Err(SwitchError::UnknownNetwork(net));
+        }
+        let p = self.port(port).ok_or(SwitchError::UnknownPort(port))?;
+        if p.network != net {
+            return Err(SwitchError::WrongNetwork { port, network: net });
+        }
+        self.fdb.add_static(net, mac, port)?;
+        Ok(())
+    }
+
+    pub fn fdb(&self) -> &Fdb {
+        &self.fdb
+    }
+
+    pub fn fdb_mut(&mut self) -> &mut Fdb {
+        &mut self.fdb
+    }
+
+    pub fn counters(&self, port: PortId) -> Option<&PortCounters> {
+        self.port(port).map(|p| &p.counters)
+    }
+
+    pub fn counters_mut(&mut self, port: PortId) -> Option<&mut PortCounters> {
+        self.ports.get_mut(port.0 as usize).and_then(Option::as_mut).map(|p| &mut p.counters)
+    }
+
+    fn port(&self, port: PortId) -> Option<&Port> {
+        self.ports.get(port.0 as usize).and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdb::Learn;
+
+    const NET_A: NetworkId = NetworkId(10);
+    const NET_B: NetworkId = NetworkId(20);
+    const MAX_FRAME: usize = 1500 + 18;
+
+    const MAC_1: Mac = Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x01]);
+    const MAC_2: Mac = Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x02]);
+    const MAC_3: Mac = Mac([0x02, 0x42, 0xac, 0x11, 0x00, 0x03]);
+
+    fn t(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    /// An ARP request, "who has 10.89.0.2? tell 10.89.0.1", as it is on the wire: broadcast
+    /// destination, EtherType 0x0806, then the 28-byte ARP body, padded to the 60-byte minimum.
+    fn arp_request(src: Mac) -> Vec<u8> {
+        let s = src.0;
+        #[rustfmt::skip]
+        let mut f = vec![
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff,     // destination: broadcast
+            s[0], s[1], s[2], s[3], s[4], s[5],     // source
+            0x08, 0x06,                             // EtherType: ARP
+            0x00, 0x01,                             // hardware type: Ethernet
+            0x08, 0x00,                             // protocol type: IPv4
+            0x06, 0x04,                             // hardware size 6, protocol size 4
+            0x00, 0x01,                             // opcode: request
+            s[0], s[1], s[2], s[3], s[4], s[5],     // sender MAC
+            10, 89, 0, 1,                           // sender IP
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00,     // target MAC: unknown
+            10, 89, 0, 2,                           // target IP
+        ];
+        f.resize(60, 0);
+        assert_eq!(f.len(), 60);
+        f
+    }
+
+    /// An IPv4 ICMP echo request from 10.89.0.1 to 10.89.0.2, with valid checksums.
+    fn icmp_echo(dst: Mac, src: Mac) -> Vec<u8> {
+        let (d, s) = (dst.0, src.0);
+        #[rustfmt::skip]
+        let mut f = vec![
+            d[0], d[1], d[2], d[3], d[4], d[5],
+            s[0], s[1], s[2], s[3], s[4], s[5],
+            0x08, 0x00,                             // EtherType: IPv4
+            // IPv4 header
+            0x45, 0x00, 0x00, 0x54,                 // v4, IHL 5, total length 84
+            0x12, 0x34, 0x40, 0x00,                 // id, DF
+            0x40, 0x01, 0x00, 0x00,                 // TTL 64, ICMP, checksum (below)
+            10, 89, 0, 1,
+            10, 89, 0, 2,
+            // ICMP echo request
+            0x08, 0x00, 0x00, 0x00,                 // type 8, code 0, checksum (below)
+            0x00, 0x2a, 0x00, 0x01,                 // id 42, seq 1
+        ];
+        f.extend((0u8..56).map(|i| i.wrapping_mul(7)));
+        let ip_ck = inet_checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&ip_ck.to_be_bytes());
+        let icmp_ck = inet_checksum(&f[34..]);
+        f[36..38].copy_from_slice(&icmp_ck.to_be_bytes());
+        assert_eq!(f.len(), 14 + 84);
+        assert_eq!(inet_checksum(&f[14..34]), 0);
+        f
+    }
+
+    fn inet_checksum(b: &[u8]) -> u16 {
+        let mut sum: u32 = b
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        !(sum as u16)
+    }
+
+    fn port_cfg(network: NetworkId) -> PortConfig {
+        PortConfig { network, max_frame: MAX_FRAME }
+    }
+
+    /// NET_A: ports 1, 2, 3. NET_B: ports 4, 5.
+    fn switch() -> Switch {
+        let mut sw = Switch::new(SwitchConfig::default());
+        sw.add_network(NET_A).unwrap();
+        sw.add_network(NET_B).unwrap();
+        for p in 1..=3 {
+            sw.add_port(PortId(p), port_cfg(NET_A)).unwrap();
+        }
+        for p in 4..=5 {
+            sw.add_port(PortId(p), port_cfg(NET_B)).unwrap();
+        }
+        sw
+    }
+
+    fn drops(sw: &Switch, port: u32, r: DropReason) -> u64 {
+        sw.counters(PortId(port)).unwrap().drops_of(r)
+    }
+
+    #[test]
+    fn drop_reasons_table() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        assert_eq!(DropReason::TooShort.as_str(), "too_short");
+        assert_eq!(DropReason::BadSource.to_string(), "bad_source");
+        assert_eq!(DropReason::NoRoute.as_str(), "no_route");
+        let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    #[test]
+    fn arp_floods_then_reply_is_forwarded() {
+        let mut sw = switch();
+        let arp = arp_request(MAC_1);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp, false), Verdict::Flood);
+        assert_eq!(sw.fdb().lookup(t(0), NET_A, MAC_1), Some(PortId(1)));
+        // The reply (unicast to MAC_1) goes straight to port 1, and teaches MAC_2 on port 2.
+        let reply = icmp_echo(MAC_1, MAC_2);
+        assert_eq!(sw.handle_frame(t(1), PortId(2), &reply, false), Verdict::Forward(PortId(1)));
+        let ping = icmp_echo(MAC_2, MAC_1);
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &ping, false), Verdict::Forward(PortId(2)));
+        let c = sw.counters(PortId(1)).unwrap();
+        assert_eq!(c.rx_packets, 2);
+        assert_eq!(c.rx_bytes, (arp.len() + ping.len()) as u64);
+        assert_eq!(c.drops, [0; DropReason::COUNT]);
+        assert_eq!(c.tx_packets, 0, "tx is the datapath's to count");
+        assert_eq!(sw.ports_of(NET_A), &[PortId(1), PortId(2), PortId(3)]);
+    }
+
+    #[test]
+    fn unknown_unicast_and_multicast_flood() {
+        let mut sw = switch();
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_3, MAC_1), false), Verdict::Flood);
+        let mcast = icmp_echo(Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]), MAC_1);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &mcast, false), Verdict::Flood);
+        // Broadcast floods even from a known source.
+        assert_eq!(sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false), Verdict::Flood);
+    }
+
+    #[test]
+    fn learned_entries_age_out_to_flooding() {
+        let mut sw = switch();
+        sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
+        let ping = icmp_echo(MAC_2, MAC_1);
+        assert_eq!(sw.handle_frame(t(300), PortId(1), &ping, false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.handle_frame(t(301), PortId(1), &ping, false), Verdict::Flood);
+    }
+
+    #[test]
+    fn networks_never_mix() {
+        let mut sw = switch();
+        // The same MAC lives on both networks.
+        sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
+        sw.handle_frame(t(0), PortId(5), &arp_request(MAC_2), false);
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_2, MAC_1), false), Verdict::Forward(PortId(5)));
+        // MAC_1 was learned on both networks, separately.
+        assert_eq!(sw.fdb().lookup(t(1), NET_A, MAC_1), Some(PortId(1)));
+        assert_eq!(sw.fdb().lookup(t(1), NET_B, MAC_1), Some(PortId(4)));
+        // A MAC known only on NET_A floods on NET_B.
+        sw.handle_frame(t(1), PortId(3), &arp_request(MAC_3), false);
+        assert_eq!(sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_3, MAC_1), false), Verdict::Flood);
+        assert_eq!(sw.ports_of(NET_B), &[PortId(4), PortId(5)]);
+        assert_eq!(sw.port_network(PortId(4)), Some(NET_B));
+    }
+
+    #[test]
+    fn hairpin_is_dropped() {
+        let mut sw = switch();
+        sw.handle_frame(t(0), PortId(1), &arp_request(MAC_1), false);
+        sw.handle_frame(t(0), PortId(1), &arp_request(MAC_3), false);
+        let f = icmp_echo(MAC_3, MAC_1);
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &f, false), Verdict::Drop(DropReason::Hairpin));
+        // To itself, too.
+        let f = icmp_echo(MAC_1, MAC_1);
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &f, false), Verdict::Drop(DropReason::Hairpin));
+        assert_eq!(drops(&sw, 1, DropReason::Hairpin), 2);
+    }
+
+    #[test]
+    fn malformed_frames_are_counted() {
+        let mut sw = switch();
+        for len in 0..ETH_HLEN {
+            let v = sw.handle_frame(t(0), PortId(1), &vec![0x02; len], false);
+            assert_eq!(v, Verdict::Drop(DropReason::TooShort));
+        }
+        // Exactly a header is fine.
+        let mut hdr = icmp_echo(MAC_2, MAC_1);
+        hdr.truncate(ETH_HLEN);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &hdr, false), Verdict::Flood);
+
+        let mut big = icmp_echo(MAC_2, MAC_1);
+        big.resize(MAX_FRAME, 0);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &big, false), Verdict::Flood);
+        big.push(0);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &big, false), Verdict::Drop(DropReason::TooLong));
+
+        for src in [Mac::BROADCAST, Mac([0x01, 0, 0x5e, 1, 2, 3]), Mac::default()] {
+            let v = sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, src), false);
+            assert_eq!(v, Verdict::Drop(DropReason::BadSource));
+        }
+        assert_eq!(sw.fdb().len(), 1, "only MAC_1 was learned");
+
+        let c = sw.counters(PortId(1)).unwrap();
+        assert_eq!(c.drops_of(DropReason::TooShort), ETH_HLEN as u64);
+        assert_eq!(c.drops_of(DropReason::TooLong), 1);
+        assert_eq!(c.drops_of(DropReason::BadSource), 3);
+        assert_eq!(c.rx_packets, ETH_HLEN as u64 + 1 + 2 + 3);
+        // The other ports saw nothing.
+        assert_eq!(sw.counters(PortId(2)).unwrap(), &PortCounters::default());
+    }
+
+    #[test]
+    fn unknown_ingress_port() {
+        let mut sw = switch();
+        let f = arp_request(MAC_1);
+        assert_eq!(sw.handle_frame(t(0), PortId(99), &f, false), Verdict::Drop(DropReason::UnknownPort));
+        assert_eq!(sw.handle_frame(t(0), PortId(0), &f, false), Verdict::Drop(DropReason::UnknownPort));
+        assert_eq!(sw.handle_frame(t(0), PortId(u32::MAX), &[], true), Verdict::Drop(DropReason::UnknownPort));
+        assert!(sw.counters(PortId(99)).is_none());
+        assert!(sw.fdb().is_empty());
+    }
+
+    #[test]
+    fn gso_allows_64k() {
+        let mut sw = switch();
+        sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
+        let mut f = icmp_echo(MAC_2, MAC_1);
+        f.resize(MAX_GSO_FRAME, 0);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, false), Verdict::Drop(DropReason::TooLong));
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, true), Verdict::Forward(PortId(2)));
+        f.push(0);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, true), Verdict::Drop(DropReason::TooLong));
+    }
+
+    #[test]
+    fn static_entry_beats_learning() {
+        let mut sw = switch();
+        sw.add_static(NET_A, MAC_2, PortId(2)).unwrap();
+        // MAC_2 shows up as a source on port 3: not learned there.
+        assert_eq!(sw.handle_frame(t(0), PortId(3), &arp_request(MAC_2), false), Verdict::Flood);
+        assert_eq!(sw.fdb().lookup(t(0), NET_A, MAC_2), Some(PortId(2)));
+        // And it never ages.
+        let f = icmp_echo(MAC_2, MAC_1);
+        assert_eq!(sw.handle_frame(t(100_000), PortId(1), &f, false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.fdb_mut().learn(t(0), NET_A, MAC_2, PortId(3)), Learn::Ignored);
+    }
+
+    #[test]
+    fn add_static_checks() {
+        let mut sw = switch();
+        assert!(matches!(
+            sw.add_static(NetworkId(99), MAC_1, PortId(1)),
+            Err(SwitchError::UnknownNetwork(NetworkId(99)))
+        ));
+        assert!(matches!(sw.add_static(NET_A, MAC_1, PortId(42)), Err(SwitchError::UnknownPort(PortId(42)))));
+        let e = sw.add_static(NET_A, MAC_1, PortId(4)).unwrap_err();
+        assert!(matches!(e, SwitchError::WrongNetwork { port: PortId(4), network: NET_A }));
+        assert_eq!(e.to_string(), "port 4 is not on network 10");
+        let e = sw.add_static(NET_A, Mac::BROADCAST, PortId(1)).unwrap_err();
+        assert!(matches!(e, SwitchError::Fdb(FdbError::InvalidMac(_))));
+        assert!(sw.fdb().is_empty());
+    }
+
+    #[test]
+    fn removed_port_entries_are_gone() {
+        let mut sw = switch();
+        sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
+        sw.add_static(NET_A, MAC_3, PortId(2)).unwrap();
+        assert_eq!(sw.fdb().len(), 2);
+        sw.remove_port(PortId(2)).unwrap();
+        assert!(sw.fdb().is_empty());
+        assert_eq!(sw.ports_of(NET_A), &[PortId(1), PortId(3)]);
+        assert_eq!(sw.port_network(PortId(2)), None);
+        assert!(sw.counters(PortId(2)).is_none());
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Flood);
+        assert!(matches!(sw.remove_port(PortId(2)), Err(SwitchError::UnknownPort(_))));
+        // The id can be reused, on another network, with fresh counters.
+        sw.add_port(PortId(2), port_cfg(NET_B)).unwrap();
+        assert_eq!(sw.counters(PortId(2)), Some(&PortCounters::default()));
+        assert_eq!(sw.ports_of(NET_B), &[PortId(4), PortId(5), PortId(2)]);
+    }
+
+    #[test]
+    fn network_and_port_management() {
+        let mut sw = switch();
+        assert!(matches!(sw.add_network(NET_A), Err(SwitchError::NetworkExists(NET_A))));
+        assert!(matches!(sw.add_port(PortId(1), port_cfg(NET_B)), Err(SwitchError::PortExists(_))));
+        assert!(matches!(
+            sw.add_port(PortId(9), port_cfg(NetworkId(7))),
+            Err(SwitchError::UnknownNetwork(NetworkId(7)))
+        ));
+        assert_eq!(sw.port_network(PortId(9)), None);
+        assert!(sw.ports_of(NetworkId(7)).is_empty());
+
+        sw.handle_frame(t(0), PortId(4), &arp_request(MAC_1), false);
+        sw.fdb_mut().add_static(NET_B, MAC_2, PortId(5)).unwrap();
+        assert!(matches!(sw.remove_network(NET_B), Err(SwitchError::NetworkHasPorts(NET_B))));
+        sw.remove_port(PortId(4)).unwrap();
+        // Entries of the network pointing at ports that are gone are dropped with it.
+        sw.fdb_mut().add_static(NET_B, MAC_3, PortId(77)).unwrap();
+        sw.remove_port(PortId(5)).unwrap();
+        assert_eq!(sw.fdb().len(), 1);
+        sw.remove_network(NET_B).unwrap();
+        assert!(sw.fdb().is_empty());
+        assert!(matches!(sw.remove_network(NET_B), Err(SwitchError::UnknownNetwork(_))));
+        assert!(matches!(sw.add_port(PortId(4), port_cfg(NET_B)), Err(SwitchError::UnknownNetwork(_))));
+    }
+
+    #[test]
+    fn bad_fdb_entries_do_not_leak_across_networks() {
+        let mut sw = switch();
+        // A static entry written directly into the table, pointing at a port of another network.
+        sw.fdb_mut().add_static(NET_A, MAC_2, PortId(4)).unwrap();
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Flood);
+    }
+
+    #[test]
+    fn counters_mut_for_the_datapath() {
+        let mut sw = switch();
+        let c = sw.counters_mut(PortId(3)).unwrap();
+        c.tx_packets += 1;
+        c.tx_bytes += 60;
+        c.drops[DropReason::TxError.index()] += 1;
+        let c = sw.counters(PortId(3)).unwrap();
+        assert_eq!((c.tx_packets, c.tx_bytes, c.drops_of(DropReason::TxError)), (1, 60, 1));
+        assert!(sw.counters_mut(PortId(1000)).is_none());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut sw = switch();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut buf = [0u8; 200];
+        for i in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 200) as usize;
+            for b in &mut buf[..len] {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let port = PortId((x % 7) as u32);
+            let v = sw.handle_frame(t(i / 100), port, &buf[..len], x & 1 == 0);
+            if let Verdict::Forward(p) = v {
+                assert_ne!(p, port);
+                assert_eq!(sw.port_network(p), sw.port_network(port));
+            }
+        }
+    }
+}

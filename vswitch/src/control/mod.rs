@@ -1,1 +1,592 @@
-//! placeholder
+//! The control plane: the daemon's model of networks and endpoints, and the operations the API
+//! offers on it.
+//!
+//! Every operation validates first and changes state last, so a refused request leaves what was
+//! good untouched. The datapath is reached only through [`Datapath::call`]; namespace work only
+//! through the [`NetnsWorker`] thread.
+
+pub mod server;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use tokio::sync::Mutex;
+
+use crate::api::{
+    ApiError, AttachRequest, Endpoint, ErrorCode, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network,
+    NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
+};
+use crate::datapath::Datapath;
+use crate::fdb::Flush;
+use crate::gateway::Gateway;
+use crate::switch::{DropReason, SwitchError};
+use crate::sys::{AttachSpec, NetnsRef, NetnsWorker, SysError};
+use crate::types::{Mac, NetworkId, PortId};
+
+/// Options the daemon was started with that shape control decisions.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Open TAPs with `IFF_VNET_HDR` and offloads.
+    pub offloads: bool,
+}
+
+/// The control plane. One request changes state at a time (the state mutex is held across an
+/// attach), so validation and commit never interleave.
+#[derive(Debug)]
+pub struct Control {
+    state: Mutex<State>,
+    dp: Datapath,
+    netns: Arc<NetnsWorker>,
+    opts: Options,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    networks: BTreeMap<String, Net>,
+    next_network: u32,
+    ports: PortIds,
+}
+
+#[derive(Debug)]
+struct Net {
+    id: NetworkId,
+    pool: ipam::Pool,
+    gw_mac: Mac,
+    gw_port: PortId,
+    mtu: u32,
+    internal: bool,
+    labels: BTreeMap<String, String>,
+    endpoints: BTreeMap<String, Ep>,
+}
+
+#[derive(Debug)]
+struct Ep {
+    api: Endpoint,
+    offloads: Vec<String>,
+}
+
+/// Dense port ids, reused after release (the datapath indexes vectors with them).
+#[derive(Debug, Default)]
+struct PortIds {
+    free: BTreeSet<u32>,
+    next: u32,
+}
+
+impl PortIds {
+    fn take(&mut self) -> PortId {
+        match self.free.pop_first() {
+            Some(id) => PortId(id),
+            None => {
+                self.next += 1;
+                PortId(self.next - 1)
+            }
+        }
+    }
+
+    fn give_back(&mut self, id: PortId) {
+        self.free.insert(id.0);
+    }
+}
+
+impl Control {
+    pub fn new(dp: Datapath, netns: Arc<NetnsWorker>, opts: Options) -> Control {
+        Control { state: Mutex::new(State::default()), dp, netns, opts }
+    }
+
+    /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made.
+    pub async fn shutdown(&self) {
+        let _in_flight_done = self.state.lock().await;
+        let _ = self.dp.call(|e| e.stop()).await;
+        self.dp.join();
+    }
+
+    pub fn version(&self) -> Version {
+        Version { version: env!("CARGO_PKG_VERSION").to_string(), api: "v1".to_string() }
+    }
+
+    pub async fn networks(&self) -> Vec<Network> {
+        let st = self.state.lock().await;
+        st.networks.iter().map(|(name, n)| n.to_api(name)).collect()
+    }
+
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network, ApiError> {
+        check_name(&req.name, "network")?;
+        let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {
+            ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {:?} is not an IPv4 CIDR like 10.89.0.0/24", req.subnet))
+        })?;
+        let gateway = req
+            .gateway
+            .as_deref()
+            .map(|g| g.parse::<Ipv4Addr>().map_err(|_| bad_address(g)))
+            .transpose()?;
+        let mtu = req.mtu.unwrap_or(1500);
+        if !(576..=65521).contains(&mtu) {
+            return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is outside 576..=65521")));
+        }
+        let pool = ipam::Pool::new(subnet, gateway).map_err(|e| ApiError::new(ErrorCode::InvalidSubnet, e.to_string()))?;
+        let mut st = self.state.lock().await;
+        if st.networks.contains_key(&req.name) {
+            return Err(ApiError::new(ErrorCode::NetworkExists, format!("network {} already exists", req.name)));
+        }
+        if let Some((other, n)) = st.networks.iter().find(|(_, n)| overlaps(n.pool.subnet(), pool.subnet())) {
+            return Err(ApiError::new(
+                ErrorCode::SubnetOverlap,
+                format!("subnet {} overlaps {} of network {other}", pool.subnet(), n.pool.subnet()),
+            ));
+        }
+        let id = NetworkId(st.next_network);
+        let gw_port = st.ports.take();
+        let gw_mac = Mac::local_from(0x4757_0000_0000 | u64::from(id.0));
+        let gw = Gateway { ip: pool.gateway(), mac: gw_mac };
+        let added = self.dp.call(move |e| e.add_network(id, gw_port, gw, mtu)).await.map_err(internal)?;
+        if let Err(e) = added {
+            st.ports.give_back(gw_port);
+            return Err(internal(e));
+        }
+        st.next_network += 1;
+        let net = Net { id, pool, gw_mac, gw_port, mtu, internal: req.internal, labels: req.labels, endpoints: BTreeMap::new() };
+        let api = net.to_api(&req.name);
+        st.networks.insert(req.name, net);
+        tracing::info!(network = %api.name, subnet = %api.subnet, gateway = %api.gateway, "network created");
+        Ok(api)
+    }
+
+    pub async fn inspect_network(&self, name: &str) -> Result<NetworkDetail, ApiError> {
+        let st = self.state.lock().await;
+        let net = find_net(&st, name)?;
+        Ok(NetworkDetail {
+            network: net.to_api(name),
+            usage: Usage { total: net.pool.capacity(), in_use: net.pool.in_use(), available: net.pool.available() },
+            endpoint_list: net.endpoints.values().map(|e| e.api.clone()).collect(),
+        })
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), ApiError> {
+        let mut st = self.state.lock().await;
+        let net = find_net(&st, name)?;
+        if !net.endpoints.is_empty() && !force {
+            return Err(ApiError::new(
+                ErrorCode::NetworkInUse,
+                format!("network {name} has {} endpoint(s) attached; detach them or remove with --force", net.endpoints.len()),
+            ));
+        }
+        let ports: Vec<PortId> = net.endpoints.values().map(|e| e.api.port).collect();
+        let (id, gw_port) = (net.id, net.gw_port);
+        let removed = self
+            .dp
+            .call(move |e| {
+                for p in ports {
+                    e.remove_tap(p)?;
+                }
+                e.remove_network(id, gw_port)
+            })
+            .await
+            .map_err(internal)?;
+        removed.map_err(internal)?;
+        let net = st.networks.remove(name).expect("found above under the same lock");
+        for ep in net.endpoints.values() {
+            st.ports.give_back(ep.api.port);
+        }
+        st.ports.give_back(net.gw_port);
+        tracing::info!(network = name, "network removed");
+        Ok(())
+    }
+
+    pub async fn attach(&self, network: &str, req: AttachRequest) -> Result<Endpoint, ApiError> {
+        let netns = match (&req.netns, req.pid) {
+            (Some(p), None) => NetnsRef::Path(PathBuf::from(p)),
+            (None, Some(pid)) => NetnsRef::Pid(pid),
+            _ => {
+                return Err(ApiError::new(ErrorCode::InvalidRequest, "give exactly one of netns (a path) and pid"));
+            }
+        };
+        let name = match &req.name {
+            Some(n) => n.clone(),
+            None => default_endpoint_name(&netns),
+        };
+        check_name(&name, "endpoint")?;
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".to_string());
+        for a in &req.aliases {
+            check_name(a, "alias")?;
+        }
+        let requested_ip = req.ip.as_deref().map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad_address(s))).transpose()?;
+        if let Some(mac) = req.mac {
+            if mac.is_multicast() || mac.is_zero() {
+                return Err(ApiError::new(ErrorCode::InvalidAddress, format!("MAC {mac} is not a unicast address")));
+            }
+        }
+
+        let mut st = self.state.lock().await;
+        let net = find_net_mut(&mut st, network)?;
+        if net.endpoints.contains_key(&name) {
+            return Err(ApiError::new(ErrorCode::EndpointExists, format!("endpoint {name} already exists on network {network}")));
+        }
+        let ip = match requested_ip {
+            Some(ip) => net.pool.reserve(ip).map(|()| ip),
+            None => net.pool.allocate(),
+        }
+        .map_err(ipam_error)?;
+        let mac = req.mac.unwrap_or_else(|| {
+            let o = ip.octets();
+            Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
+        });
+        if net.endpoints.values().any(|e| e.api.mac == mac) || mac == net.gw_mac {
+            net.pool.release(ip);
+            return Err(ApiError::new(ErrorCode::MacTaken, format!("MAC {mac} is already used on network {network}")));
+        }
+        let (net_id, mtu, gateway, prefix_len) = (net.id, net.mtu, net.pool.gateway(), net.pool.subnet().prefix_len());
+        let spec = AttachSpec {
+            netns: netns.clone(),
+            ifname: ifname.clone(),
+            mtu,
+            mac: mac.0,
+            addr: ip,
+            prefix_len,
+            gateway,
+            vnet_hdr: self.opts.offloads,
+        };
+        let worker = self.netns.clone();
+        let attached = tokio::task::spawn_blocking(move || worker.attach(spec)).await.map_err(internal);
+        let attached = match attached.and_then(|r| r.map_err(sys_error)) {
+            Ok(a) => a,
+            Err(e) => {
+                find_net_mut(&mut st, network)?.pool.release(ip);
+                return Err(e);
+            }
+        };
+        let port = st.ports.take();
+        let (fd, hdr) = (attached.fd, attached.vnet_hdr_len);
+        let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
+        if let Err(e) = added.and_then(|r| r.map_err(internal)) {
+            st.ports.give_back(port);
+            find_net_mut(&mut st, network)?.pool.release(ip);
+            return Err(e);
+        }
+        let api = Endpoint {
+            name: name.clone(),
+            network: network.to_string(),
+            netns: netns.display(),
+            ifname,
+            mac,
+            ip,
+            prefix_len,
+            port,
+            aliases: req.aliases,
+        };
+        let net = find_net_mut(&mut st, network)?;
+        net.endpoints.insert(name, Ep { api: api.clone(), offloads: attached.offloads.names() });
+        tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = port.0, "attached");
+        Ok(api)
+    }
+
+    pub async fn detach(&self, network: &str, name: &str) -> Result<(), ApiError> {
+        let mut st = self.state.lock().await;
+        let net = find_net_mut(&mut st, network)?;
+        let Some(ep) = net.endpoints.get(name) else {
+            return Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {name} on network {network}")));
+        };
+        let port = ep.api.port;
+        self.dp.call(move |e| e.remove_tap(port)).await.map_err(internal)?.map_err(internal)?;
+        let ep = net.endpoints.remove(name).expect("found above under the same lock");
+        net.pool.release(ep.api.ip);
+        st.ports.give_back(port);
+        tracing::info!(network, endpoint = name, "detached");
+        Ok(())
+    }
+
+    pub async fn fdb_show(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ApiError> {
+        let st = self.state.lock().await;
+        let only = network.map(|n| find_net(&st, n).map(|n| n.id)).transpose()?;
+        let rows = self
+            .dp
+            .call(move |e| {
+                let now = e.now();
+                e.switch()
+                    .fdb()
+                    .iter()
+                    .filter(|r| only.is_none_or(|n| n == r.network))
+                    .map(|r| (r.network, r.mac, r.port, if r.is_static { 0 } else { now.saturating_sub(r.last_seen).as_secs() }, r.is_static))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(internal)?;
+        let names = st.port_names();
+        let mut out: Vec<FdbEntry> = rows
+            .into_iter()
+            .filter_map(|(net, mac, port, age_secs, is_static)| {
+                let (network, port_name) = names.get(&port)?.clone();
+                let _ = net;
+                Some(FdbEntry { network, mac, port: port_name, port_id: port, age_secs, is_static })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.network, a.mac).cmp(&(&b.network, b.mac)));
+        Ok(out)
+    }
+
+    pub async fn fdb_add(&self, req: FdbAdd) -> Result<FdbEntry, ApiError> {
+        if req.mac.is_multicast() || req.mac.is_zero() {
+            return Err(ApiError::new(ErrorCode::InvalidAddress, format!("MAC {} is not a unicast address", req.mac)));
+        }
+        let st = self.state.lock().await;
+        let net = find_net(&st, &req.network)?;
+        let port = match net.endpoints.get(&req.port) {
+            Some(ep) => ep.api.port,
+            None if req.port == "gateway" => net.gw_port,
+            None => {
+                return Err(ApiError::new(
+                    ErrorCode::EndpointNotFound,
+                    format!("no endpoint {} on network {}", req.port, req.network),
+                ))
+            }
+        };
+        let (id, mac) = (net.id, req.mac);
+        self.dp.call(move |e| e.switch_mut().add_static(id, mac, port)).await.map_err(internal)?.map_err(|e| match e {
+            SwitchError::Fdb(f) => ApiError::new(ErrorCode::FdbFull, f.to_string()),
+            other => internal(other),
+        })?;
+        Ok(FdbEntry { network: req.network, mac, port: req.port, port_id: port, age_secs: 0, is_static: true })
+    }
+
+    pub async fn fdb_del(&self, network: &str, mac: &str) -> Result<(), ApiError> {
+        let mac: Mac = mac.parse().map_err(|e: crate::types::MacParseError| ApiError::new(ErrorCode::InvalidAddress, e.to_string()))?;
+        let st = self.state.lock().await;
+        let id = find_net(&st, network)?.id;
+        let removed = self.dp.call(move |e| e.switch_mut().fdb_mut().remove(id, mac)).await.map_err(internal)?;
+        if !removed {
+            return Err(ApiError::new(ErrorCode::FdbEntryNotFound, format!("no entry for {mac} on network {network}")));
+        }
+        Ok(())
+    }
+
+    pub async fn fdb_flush(&self, req: FdbFlush) -> Result<Flushed, ApiError> {
+        let st = self.state.lock().await;
+        let what = match (&req.network, &req.port) {
+            (None, None) => Flush::All,
+            (Some(n), None) => Flush::Network(find_net(&st, n)?.id),
+            (Some(n), Some(p)) => {
+                let net = find_net(&st, n)?;
+                let ep = net.endpoints.get(p).ok_or_else(|| {
+                    ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {p} on network {n}"))
+                })?;
+                Flush::Port(ep.api.port)
+            }
+            (None, Some(_)) => return Err(ApiError::new(ErrorCode::InvalidRequest, "port needs network")),
+        };
+        let removed = self.dp.call(move |e| e.switch_mut().fdb_mut().flush(what, false)).await.map_err(internal)?;
+        Ok(Flushed { removed: removed as u64 })
+    }
+
+    pub async fn fdb_stats(&self) -> Result<FdbStats, ApiError> {
+        self.dp
+            .call(|e| {
+                let fdb = e.switch().fdb();
+                let (cfg, c) = (fdb.config(), fdb.counters());
+                FdbStats {
+                    entries: fdb.len() as u64,
+                    max_entries: cfg.max_entries as u64,
+                    per_port_max: cfg.per_port_max as u64,
+                    aging_secs: cfg.aging.as_secs(),
+                    learned: c.learned,
+                    aged: c.aged,
+                    evicted: c.evicted,
+                    moved: c.moved,
+                    port_limit: c.port_limit,
+                }
+            })
+            .await
+            .map_err(internal)
+    }
+
+    pub async fn ports(&self) -> Result<Vec<PortInfo>, ApiError> {
+        let st = self.state.lock().await;
+        let mut rows = Vec::new();
+        for (net_name, net) in &st.networks {
+            rows.push((net.gw_port, net_name.clone(), "gateway".to_string(), "gateway", String::new(), net.gw_mac, Vec::new()));
+            for ep in net.endpoints.values() {
+                let a = &ep.api;
+                rows.push((a.port, net_name.clone(), a.name.clone(), "tap", a.ifname.clone(), a.mac, ep.offloads.clone()));
+            }
+        }
+        let ids: Vec<PortId> = rows.iter().map(|r| r.0).collect();
+        let counters = self
+            .dp
+            .call(move |e| ids.iter().map(|p| e.switch().counters(*p).cloned().unwrap_or_default()).collect::<Vec<_>>())
+            .await
+            .map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .zip(counters)
+            .map(|((id, network, name, kind, ifname, mac, offloads), c)| PortInfo {
+                id,
+                network,
+                name,
+                kind: kind.to_string(),
+                ifname,
+                mac,
+                offloads,
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                drops: DropReason::ALL
+                    .iter()
+                    .filter(|r| c.drops[r.index()] > 0)
+                    .map(|r| (r.as_str().to_string(), c.drops[r.index()]))
+                    .collect(),
+            })
+            .collect())
+    }
+}
+
+impl State {
+    /// Port id → (network name, endpoint name or `gateway`).
+    fn port_names(&self) -> BTreeMap<PortId, (String, String)> {
+        let mut m = BTreeMap::new();
+        for (net_name, net) in &self.networks {
+            m.insert(net.gw_port, (net_name.clone(), "gateway".to_string()));
+            for ep in net.endpoints.values() {
+                m.insert(ep.api.port, (net_name.clone(), ep.api.name.clone()));
+            }
+        }
+        m
+    }
+}
+
+impl Net {
+    fn to_api(&self, name: &str) -> Network {
+        Network {
+            name: name.to_string(),
+            id: self.id.0,
+            subnet: self.pool.subnet().to_string(),
+            gateway: self.pool.gateway(),
+            gateway_mac: self.gw_mac,
+            mtu: self.mtu,
+            internal: self.internal,
+            labels: self.labels.clone(),
+            endpoints: self.endpoints.len(),
+        }
+    }
+}
+
+impl NetnsRef {
+    fn display(&self) -> String {
+        match self {
+            NetnsRef::Path(p) => p.display().to_string(),
+            NetnsRef::Pid(pid) => format!("/proc/{pid}/ns/net"),
+        }
+    }
+}
+
+fn default_endpoint_name(netns: &NetnsRef) -> String {
+    match netns {
+        NetnsRef::Pid(pid) => format!("pid-{pid}"),
+        NetnsRef::Path(p) => match p.file_name().and_then(|f| f.to_str()) {
+            // /proc/PID/ns/net names every namespace "net": use the PID instead.
+            Some("net") => p
+                .parent()
+                .and_then(|d| d.parent())
+                .and_then(|d| d.file_name())
+                .and_then(|f| f.to_str())
+                .map(|pid| format!("pid-{pid}"))
+                .unwrap_or_else(|| "net".to_string()),
+            Some(f) => f.to_string(),
+            None => String::new(),
+        },
+    }
+}
+
+fn find_net<'a>(st: &'a State, name: &str) -> Result<&'a Net, ApiError> {
+    st.networks.get(name).ok_or_else(|| no_network(name))
+}
+
+fn find_net_mut<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Net, ApiError> {
+    st.networks.get_mut(name).ok_or_else(|| no_network(name))
+}
+
+fn no_network(name: &str) -> ApiError {
+    ApiError::new(ErrorCode::NetworkNotFound, format!("no network named {name}"))
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Names: 1-64 characters of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::InvalidName,
+            format!("{what} name {name:?} must be 1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"),
+        ))
+    }
+}
+
+fn bad_address(s: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv4 address"))
+}
+
+fn ipam_error(e: ipam::IpamError) -> ApiError {
+    use ipam::IpamError as I;
+    let code = match e {
+        I::OutOfRange { .. } | I::Reserved { .. } => ErrorCode::AddressOutOfRange,
+        I::Taken { .. } => ErrorCode::AddressTaken,
+        I::Exhausted { .. } => ErrorCode::PoolExhausted,
+        I::TooSmall { .. } | I::BadGateway { .. } => ErrorCode::InvalidSubnet,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn sys_error(e: SysError) -> ApiError {
+    let code = match &e {
+        SysError::NetnsNotFound(_) => ErrorCode::NetnsNotFound,
+        SysError::PermissionDenied(_) => ErrorCode::PermissionDenied,
+        SysError::InvalidName(_) => ErrorCode::InvalidName,
+        SysError::Exists(_) => ErrorCode::EndpointExists,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, format!("internal error: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("c1", "x").is_ok());
+        assert!(check_name("web.prod-1_a", "x").is_ok());
+        for bad in ["", "-a", "a b", "a/b", &"x".repeat(65)] {
+            assert_eq!(check_name(bad, "x").unwrap_err().error.code, ErrorCode::InvalidName);
+        }
+    }
+
+    #[test]
+    fn default_names() {
+        assert_eq!(default_endpoint_name(&NetnsRef::Path("/run/netns/c1".into())), "c1");
+        assert_eq!(default_endpoint_name(&NetnsRef::Path("/proc/42/ns/net".into())), "pid-42");
+        assert_eq!(default_endpoint_name(&NetnsRef::Pid(7)), "pid-7");
+    }
+
+    #[test]
+    fn port_ids_reuse() {
+        let mut p = PortIds::default();
+        assert_eq!(p.take(), PortId(0));
+        assert_eq!(p.take(), PortId(1));
+        p.give_back(PortId(0));
+        assert_eq!(p.take(), PortId(0));
+        assert_eq!(p.take(), PortId(2));
+    }
+}

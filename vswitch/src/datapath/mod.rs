@@ -1,1 +1,445 @@
-//! placeholder
+//! The datapath: one thread that owns the switch core and every port's fd.
+//!
+//! Each wakeup drains every ready TAP with a budget of [`BUDGET`] frames into buffers owned by
+//! the thread (not by the ports), asks the core for a verdict on the whole batch, then writes
+//! each frame to its egress ports. Nothing is allocated and no lock is taken per frame. The
+//! control plane never touches this state directly: it sends closures ([`Job`]) that run on this
+//! thread between batches and answer through a oneshot channel.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::gateway::{Gateway, Outcome};
+use crate::switch::{DropReason, PortConfig, Switch, SwitchConfig, Verdict};
+use crate::types::{NetworkId, PortId};
+
+/// Frames read from one port per wakeup before the next port gets its turn.
+pub const BUDGET: usize = 64;
+/// The virtio-net header length used on TAPs opened with `IFF_VNET_HDR`.
+pub const VNET_HDR_LEN: usize = 12;
+/// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
+const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
+const WAKER: Token = Token(usize::MAX);
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Work for the datapath thread, run between batches.
+pub type Job = Box<dyn FnOnce(&mut Engine) + Send>;
+
+/// What a port is attached to.
+#[derive(Debug)]
+pub enum PortIo {
+    /// A container TAP; `vnet_hdr_len` is 0 or [`VNET_HDR_LEN`].
+    Tap { file: File, vnet_hdr_len: usize },
+    /// The network's own address (ARP, ICMP echo).
+    Gateway(Gateway),
+}
+
+/// The control plane's handle on the datapath thread.
+#[derive(Debug)]
+pub struct Datapath {
+    jobs: crossbeam_channel::Sender<Job>,
+    waker: std::sync::Arc<Waker>,
+    thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Datapath {
+    /// Starts the datapath thread.
+    ///
+    /// # Errors
+    /// When epoll or the waker cannot be created.
+    pub fn spawn(cfg: SwitchConfig) -> io::Result<Datapath> {
+        let poll = Poll::new()?;
+        let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (jobs, rx) = crossbeam_channel::unbounded();
+        let mut engine = Engine::new(poll, rx, cfg);
+        let thread = std::thread::Builder::new()
+            .name("datapath".into())
+            .spawn(move || {
+                // A bug here must not leave a daemon that answers the API but switches nothing:
+                // exit, and let the supervisor restart it (the kernel removes our TAPs).
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run())).is_err() {
+                    tracing::error!("datapath thread panicked; vswitchd exits");
+                    std::process::exit(70);
+                }
+            })?;
+        Ok(Datapath { jobs, waker, thread: std::sync::Mutex::new(Some(thread)) })
+    }
+
+    /// Runs `f` on the datapath thread and returns its result.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] when the datapath thread has stopped.
+    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> R + Send + 'static) -> io::Result<R> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move |e: &mut Engine| {
+            let _ = tx.send(f(e));
+        }))?;
+        rx.await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath stopped"))
+    }
+
+    fn submit(&self, job: Job) -> io::Result<()> {
+        self.jobs.send(job).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath stopped"))?;
+        self.waker.wake()
+    }
+
+    /// Waits for the thread to end after [`Engine::stop`]; by then every port fd is closed
+    /// (which removes non-persistent TAPs).
+    pub fn join(&self) {
+        if let Some(t) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Datapath {
+    fn drop(&mut self) {
+        let _ = self.submit(Box::new(|e: &mut Engine| e.stop()));
+        self.join();
+    }
+}
+
+/// The datapath thread's state. Only [`Job`]s reach it from outside.
+#[derive(Debug)]
+pub struct Engine {
+    poll: Poll,
+    jobs: crossbeam_channel::Receiver<Job>,
+    running: bool,
+    start: Instant,
+    switch: Switch,
+    ports: Vec<Option<PortIo>>,
+    /// Ports whose last drain stopped at the budget, so still readable (epoll is edge-triggered).
+    backlog: VecDeque<PortId>,
+    in_backlog: Vec<bool>,
+    bufs: Vec<Box<[u8]>>,
+    lens: [usize; BUDGET],
+    verdicts: [Verdict; BUDGET],
+    /// Reusable copy of a network's port list while flooding.
+    flood: Vec<PortId>,
+    /// The same for a gateway reply, which is sent while `flood` may be in use.
+    gw_out: Vec<PortId>,
+    /// Where the gateway writes replies, header room in front.
+    reply: Box<[u8]>,
+}
+
+impl Engine {
+    fn new(poll: Poll, jobs: crossbeam_channel::Receiver<Job>, cfg: SwitchConfig) -> Engine {
+        Engine {
+            poll,
+            jobs,
+            running: true,
+            start: Instant::now(),
+            switch: Switch::new(cfg),
+            ports: Vec::new(),
+            backlog: VecDeque::new(),
+            in_backlog: Vec::new(),
+            bufs: (0..BUDGET).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
+            lens: [0; BUDGET],
+            verdicts: [Verdict::Drop(DropReason::NoRoute); BUDGET],
+            flood: Vec::with_capacity(64),
+            gw_out: Vec::with_capacity(64),
+            reply: vec![0u8; BUF_LEN].into_boxed_slice(),
+        }
+    }
+
+    /// Time since the datapath started: the clock every core decision is made with.
+    pub fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Ends the loop after the current batch; the thread then closes every port fd.
+    pub fn stop(&mut self) {
+        self.running = false;
+    }
+
+    pub fn switch(&self) -> &Switch {
+        &self.switch
+    }
+
+    pub fn switch_mut(&mut self) -> &mut Switch {
+        &mut self.switch
+    }
+
+    /// Adds a network and its gateway port.
+    ///
+    /// # Errors
+    /// When the core refuses (the network or port exists).
+    pub fn add_network(&mut self, net: NetworkId, gw_port: PortId, gw: Gateway, mtu: u32) -> Result<(), crate::switch::SwitchError> {
+        self.switch.add_network(net)?;
+        self.switch.add_port(gw_port, PortConfig { network: net, max_frame: max_frame(mtu) })?;
+        self.set_port(gw_port, Some(PortIo::Gateway(gw)));
+        Ok(())
+    }
+
+    /// Removes a network whose only port left is its gateway.
+    ///
+    /// # Errors
+    /// When the core refuses.
+    pub fn remove_network(&mut self, net: NetworkId, gw_port: PortId) -> Result<(), crate::switch::SwitchError> {
+        self.switch.remove_port(gw_port)?;
+        self.set_port(gw_port, None);
+        self.switch.remove_network(net)
+    }
+
+    /// Adds a TAP port; from now on its frames are switched.
+    ///
+    /// # Errors
+    /// When the core refuses the port or epoll cannot watch the fd.
+    pub fn add_tap(&mut self, port: PortId, net: NetworkId, fd: OwnedFd, vnet_hdr_len: usize, mtu: u32) -> io::Result<()> {
+        self.switch
+            .add_port(port, PortConfig { network: net, max_frame: max_frame(mtu) })
+            .map_err(io::Error::other)?;
+        let raw = fd.as_raw_fd();
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token(port), Interest::READABLE) {
+            let _ = self.switch.remove_port(port);
+            return Err(e);
+        }
+        self.set_port(port, Some(PortIo::Tap { file: File::from(fd), vnet_hdr_len }));
+        // Frames may already be queued: edge-triggered epoll will not tell us about them.
+        self.mark_ready(port);
+        Ok(())
+    }
+
+    /// Removes a TAP port and closes its fd (the kernel then deletes a non-persistent TAP).
+    ///
+    /// # Errors
+    /// When the port is unknown.
+    pub fn remove_tap(&mut self, port: PortId) -> Result<(), crate::switch::SwitchError> {
+        self.switch.remove_port(port)?;
+        if let Some(Some(PortIo::Tap { file, .. })) = self.ports.get(port.0 as usize) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+        }
+        self.set_port(port, None);
+        Ok(())
+    }
+
+    fn set_port(&mut self, port: PortId, io: Option<PortIo>) {
+        let i = port.0 as usize;
+        if self.ports.len() <= i {
+            self.ports.resize_with(i + 1, || None);
+            self.in_backlog.resize(i + 1, false);
+        }
+        self.ports[i] = io;
+    }
+
+    fn run(&mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = self.now() + SWEEP_EVERY;
+        while self.running {
+            let timeout = if self.backlog.is_empty() { Some(SWEEP_EVERY) } else { Some(Duration::ZERO) };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(error = %e, "epoll failed; datapath stops");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.mark_ready(PortId(ev.token().0 as u32));
+            }
+            self.run_jobs();
+            for _ in 0..self.backlog.len() {
+                let Some(port) = self.backlog.pop_front() else { break };
+                self.in_backlog[port.0 as usize] = false;
+                if self.drain(port) == BUDGET {
+                    self.mark_ready(port);
+                }
+            }
+            let now = self.now();
+            if now >= next_sweep {
+                self.switch.fdb_mut().expire(now);
+                next_sweep = now + SWEEP_EVERY;
+            }
+        }
+    }
+
+    fn run_jobs(&mut self) {
+        while let Ok(job) = self.jobs.try_recv() {
+            job(self);
+        }
+    }
+
+    fn mark_ready(&mut self, port: PortId) {
+        let i = port.0 as usize;
+        if i < self.in_backlog.len() && !self.in_backlog[i] {
+            self.in_backlog[i] = true;
+            self.backlog.push_back(port);
+        }
+    }
+
+    /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
+    /// many frames were read.
+    fn drain(&mut self, port: PortId) -> usize {
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(port.0 as usize) else {
+            return 0;
+        };
+        let hdr = *vnet_hdr_len;
+        let mut n = 0;
+        while n < BUDGET {
+            match file.read(&mut self.bufs[n]) {
+                Ok(len) => {
+                    self.lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        tracing::debug!(port = port.0, error = %e, "tap read failed");
+                    }
+                    break;
+                }
+            }
+        }
+        let now = self.now();
+        for i in 0..n {
+            let buf = &self.bufs[i][..self.lens[i]];
+            let (gso, frame) = split_vnet(buf, hdr);
+            self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
+        }
+        for i in 0..n {
+            self.emit(port, i, hdr);
+        }
+        n
+    }
+
+    /// Sends frame `i` of the batch (read from `ingress`) where its verdict says.
+    fn emit(&mut self, ingress: PortId, i: usize, hdr: usize) {
+        match self.verdicts[i] {
+            Verdict::Drop(_) => {}
+            Verdict::Forward(to) => self.send_from_batch(ingress, to, i, hdr),
+            Verdict::Flood => {
+                let Some(net) = self.switch.port_network(ingress) else { return };
+                self.flood.clear();
+                self.flood.extend(self.switch.ports_of(net).iter().copied().filter(|&p| p != ingress));
+                for k in 0..self.flood.len() {
+                    let to = self.flood[k];
+                    self.send_from_batch(ingress, to, i, hdr);
+                }
+            }
+        }
+    }
+
+    fn send_from_batch(&mut self, ingress: PortId, to: PortId, i: usize, hdr: usize) {
+        let len = self.lens[i];
+        match self.ports.get_mut(to.0 as usize) {
+            Some(Some(PortIo::Tap { file, vnet_hdr_len })) if *vnet_hdr_len == hdr => {
+                let ok = write_frame(file, &self.bufs[i][..len]);
+                self.count_tx(to, len - hdr, ok);
+            }
+            Some(Some(PortIo::Gateway(gw))) => {
+                let gw = *gw;
+                let frame = &self.bufs[i][hdr.min(len)..len];
+                match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..]) {
+                    Outcome::Reply(n) => {
+                        self.count_tx(to, frame.len(), true);
+                        self.from_gateway(to, n);
+                    }
+                    Outcome::Ignored => self.count_tx(to, frame.len(), true),
+                    Outcome::Malformed => self.count_drop(ingress, DropReason::NoRoute),
+                }
+            }
+            // A TAP with another header layout is never created by this daemon.
+            _ => self.count_drop(ingress, DropReason::NoRoute),
+        }
+    }
+
+    /// Switches a reply the gateway wrote at `reply[VNET_HDR_LEN..][..n]` as if it came in on
+    /// the gateway's port. It only ever goes to TAPs, so the gateway never answers itself.
+    fn from_gateway(&mut self, gw_port: PortId, n: usize) {
+        let now = self.now();
+        let frame = &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n];
+        let verdict = self.switch.handle_frame(now, gw_port, frame, false);
+        self.gw_out.clear();
+        match verdict {
+            Verdict::Forward(to) => self.gw_out.push(to),
+            Verdict::Flood => {
+                if let Some(net) = self.switch.port_network(gw_port) {
+                    self.gw_out.extend(self.switch.ports_of(net).iter().copied().filter(|&p| p != gw_port));
+                }
+            }
+            Verdict::Drop(_) => return,
+        }
+        self.reply[..VNET_HDR_LEN].fill(0);
+        for k in 0..self.gw_out.len() {
+            let to = self.gw_out[k];
+            if let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(to.0 as usize) {
+                let start = VNET_HDR_LEN - *vnet_hdr_len;
+                let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
+                self.count_tx(to, n, ok);
+            }
+        }
+    }
+
+    fn count_tx(&mut self, port: PortId, bytes: usize, ok: bool) {
+        if let Some(c) = self.switch.counters_mut(port) {
+            if ok {
+                c.tx_packets += 1;
+                c.tx_bytes += bytes as u64;
+            } else {
+                c.drops[DropReason::TxError.index()] += 1;
+            }
+        }
+    }
+
+    fn count_drop(&mut self, port: PortId, reason: DropReason) {
+        if let Some(c) = self.switch.counters_mut(port) {
+            c.drops[reason.index()] += 1;
+        }
+    }
+}
+
+/// One frame per `write`: a TAP takes exactly one frame per call. A full queue in the container
+/// (EAGAIN) or a TAP whose link is down drops the frame, like a NIC would.
+fn write_frame(file: &mut File, frame: &[u8]) -> bool {
+    loop {
+        match file.write(frame) {
+            Ok(n) => return n == frame.len(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Splits a TAP read into (is a GSO super-frame, the Ethernet frame).
+fn split_vnet(buf: &[u8], hdr: usize) -> (bool, &[u8]) {
+    if hdr == 0 {
+        return (false, buf);
+    }
+    match buf.get(hdr..) {
+        // virtio_net_hdr.gso_type is byte 1; VIRTIO_NET_HDR_GSO_NONE is 0.
+        Some(frame) => (buf[1] != 0, frame),
+        None => (false, &[]),
+    }
+}
+
+/// The largest frame a port of this MTU may send without GSO: MTU + Ethernet header + one VLAN tag.
+pub const fn max_frame(mtu: u32) -> usize {
+    mtu as usize + 14 + 4
+}
+
+fn token(port: PortId) -> Token {
+    Token(port.0 as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vnet_split() {
+        let mut b = [0u8; 30];
+        assert_eq!(split_vnet(&b, 12), (false, &b[12..]));
+        b[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+        assert!(split_vnet(&b, 12).0);
+        assert_eq!(split_vnet(&b[..5], 12), (false, &[][..]));
+        assert_eq!(split_vnet(&b, 0), (false, &b[..]));
+    }
+}

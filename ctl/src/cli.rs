@@ -1,0 +1,384 @@
+//! The command line (clap derive) and the client-side checks that are cheap to do before
+//! talking to the daemon. Every error found here is a usage error: clap prints it and exits 2.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::builder::NonEmptyStringValueParser;
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use vswitch::Mac;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vswitchctl",
+    version,
+    about = "Administer vswitchd, the vswitch userspace virtual switch",
+    after_help = "Exit status: 0 ok, 1 vswitchd answered with an error, 2 usage error, \
+                  3 vswitchd not reachable, 4 permission denied on the control socket."
+)]
+pub struct Cli {
+    /// vswitchd's control socket [env: VSWITCH_SOCKET] [default: /run/vswitch/vswitchd.sock
+    /// as root, else $XDG_RUNTIME_DIR/vswitch/vswitchd.sock]
+    #[arg(long, global = true, value_name = "PATH", display_order = 900)]
+    pub socket: Option<PathBuf>,
+
+    /// Print vswitchd's JSON answers instead of tables
+    #[arg(long, global = true, display_order = 901)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the versions of vswitchctl and vswitchd
+    Version,
+    /// Create, list, inspect and remove networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Attach a container's network namespace to a network
+    Attach(AttachArgs),
+    /// Detach an endpoint (container) from a network
+    Detach {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Endpoint name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+    },
+    /// Show and edit the MAC tables (forwarding databases)
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Show switch ports and their counters
+    #[command(subcommand)]
+    Port(PortCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network
+    Create(CreateArgs),
+    /// List networks
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show a network, its address usage and its endpoints
+    Inspect {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+    },
+    /// Remove a network
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+        /// Remove it even if endpoints are still attached, detaching them
+        #[arg(long, short)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Network name
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub name: String,
+    /// IPv4 subnet in CIDR form, e.g. 10.89.0.0/24
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub subnet: String,
+    /// Gateway address [default: the first host address of the subnet]
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<Ipv4Addr>,
+    /// MTU of the network's interfaces [default: 1500]
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// Forward nothing outside the network
+    #[arg(long)]
+    pub internal: bool,
+    /// A label, repeatable
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["netns", "pid"])))]
+pub struct AttachArgs {
+    /// Network name
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub network: String,
+    /// Network namespace file, e.g. /run/netns/NAME or /proc/PID/ns/net (a bare NAME that is
+    /// not a file here means /run/netns/NAME)
+    #[arg(long, value_name = "PATH")]
+    pub netns: Option<String>,
+    /// A process whose network namespace to attach
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Endpoint name [default: the netns file name, or pid-PID]
+    #[arg(long, value_name = "NAME", value_parser = NonEmptyStringValueParser::new())]
+    pub name: Option<String>,
+    /// Interface name inside the namespace [default: eth0]
+    #[arg(long, value_name = "IFNAME")]
+    pub ifname: Option<String>,
+    /// Address to use [default: the next free one]
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<Ipv4Addr>,
+    /// MAC address to use [default: one derived by vswitchd]
+    #[arg(long, value_name = "MAC", value_parser = parse_unicast_mac)]
+    pub mac: Option<Mac>,
+    /// A DNS alias of the endpoint, repeatable
+    #[arg(long = "alias", value_name = "A")]
+    pub aliases: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FdbCmd {
+    /// Show MAC table entries, of one network or of all
+    #[command(visible_alias = "ls")]
+    Show {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: Option<String>,
+    },
+    /// Forget learned entries, of one network (or one endpoint of it), or of all
+    Flush {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: Option<String>,
+        /// Only the entries learned on this endpoint
+        #[arg(long, value_name = "ENDPOINT", requires = "network", value_parser = NonEmptyStringValueParser::new())]
+        port: Option<String>,
+    },
+    /// Add a static entry
+    Add {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// MAC address, e.g. 02:42:ac:11:00:02
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+        /// Endpoint name on that network
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        port: String,
+    },
+    /// Delete an entry
+    #[command(visible_alias = "rm")]
+    Del {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// MAC address
+        #[arg(value_parser = parse_mac)]
+        mac: Mac,
+    },
+    /// Show MAC table counters
+    Stats,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// List ports with their counters
+    #[command(visible_alias = "list")]
+    Ls,
+}
+
+/// `K=V`, with a non-empty key.
+pub fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        Some(_) => Err("the label key is empty: expected K=V".to_string()),
+        None => Err("expected K=V".to_string()),
+    }
+}
+
+/// An IPv4 network in CIDR form; whether it is a sensible subnet is the daemon's call.
+pub fn parse_cidr(s: &str) -> Result<String, String> {
+    let err = || format!("expected an IPv4 subnet like 10.89.0.0/24, got {s:?}");
+    let (addr, len) = s.split_once('/').ok_or_else(err)?;
+    addr.parse::<Ipv4Addr>().map_err(|_| err())?;
+    if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err());
+    }
+    match len.parse::<u8>() {
+        Ok(n) if n <= 32 => Ok(s.to_string()),
+        _ => Err(format!("the prefix length of {s:?} is not between 0 and 32")),
+    }
+}
+
+pub fn parse_mac(s: &str) -> Result<Mac, String> {
+    s.parse::<Mac>().map_err(|e| e.to_string())
+}
+
+/// A MAC an interface can have: not multicast or broadcast, not all zeros.
+pub fn parse_unicast_mac(s: &str) -> Result<Mac, String> {
+    let mac = parse_mac(s)?;
+    if mac.is_multicast() {
+        return Err(format!("{mac} is a multicast address; an interface needs a unicast one"));
+    }
+    if mac.is_zero() {
+        return Err("00:00:00:00:00:00 is not a usable interface address".to_string());
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("vswitchctl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_go_before_or_after_the_command() {
+        let cli = parse(&["--socket", "/tmp/s", "--json", "network", "ls"]).unwrap();
+        assert_eq!(cli.socket.as_deref(), Some(std::path::Path::new("/tmp/s")));
+        assert!(cli.json);
+        assert!(matches!(cli.command, Command::Network(NetworkCmd::Ls)));
+
+        let cli = parse(&["port", "ls", "--json", "--socket=/x"]).unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.socket.as_deref(), Some(std::path::Path::new("/x")));
+    }
+
+    #[test]
+    fn network_create_with_everything() {
+        let cli = parse(&[
+            "network", "create", "net1", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.254",
+            "--mtu", "9000", "--internal", "--label", "a=b", "--label", "c=d=e", "--label", "empty=",
+        ])
+        .unwrap();
+        let Command::Network(NetworkCmd::Create(c)) = cli.command else { panic!("not create") };
+        assert_eq!(c.name, "net1");
+        assert_eq!(c.subnet, "10.89.0.0/24");
+        assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 89, 0, 254)));
+        assert_eq!(c.mtu, Some(9000));
+        assert!(c.internal);
+        assert_eq!(
+            c.labels,
+            vec![
+                ("a".into(), "b".into()),
+                ("c".into(), "d=e".into()),
+                ("empty".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn network_create_rejects_bad_values() {
+        for bad in [
+            &["network", "create", "n"][..],
+            &["network", "create", "n", "--subnet", "10.89.0.0"],
+            &["network", "create", "n", "--subnet", "10.89.0.0/33"],
+            &["network", "create", "n", "--subnet", "10.89.0/24"],
+            &["network", "create", "n", "--subnet", "10.89.0.0/+4"],
+            &["network", "create", "n", "--subnet", "10.0.0.0/8", "--gateway", "x"],
+            &["network", "create", "n", "--subnet", "10.0.0.0/8", "--mtu", "-1"],
+            &["network", "create", "n", "--subnet", "10.0.0.0/8", "--label", "novalue"],
+            &["network", "create", "n", "--subnet", "10.0.0.0/8", "--label", "=v"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn network_rm_force() {
+        let cli = parse(&["network", "rm", "net1", "--force"]).unwrap();
+        assert!(matches!(cli.command, Command::Network(NetworkCmd::Rm { ref name, force: true }) if name == "net1"));
+        let cli = parse(&["network", "rm", "net1"]).unwrap();
+        assert!(matches!(cli.command, Command::Network(NetworkCmd::Rm { force: false, .. })));
+    }
+
+    #[test]
+    fn attach_needs_exactly_one_of_netns_and_pid() {
+        let cli = parse(&["attach", "net1", "--netns", "/run/netns/c1"]).unwrap();
+        let Command::Attach(a) = cli.command else { panic!("not attach") };
+        assert_eq!(a.netns.as_deref(), Some("/run/netns/c1"));
+        assert_eq!(a.pid, None);
+
+        let cli = parse(&["attach", "net1", "--pid", "42", "--name", "c1", "--ifname", "eth1",
+            "--ip", "10.89.0.9", "--mac", "02:42:AC:11:00:02", "--alias", "web", "--alias", "www"])
+        .unwrap();
+        let Command::Attach(a) = cli.command else { panic!("not attach") };
+        assert_eq!(a.pid, Some(42));
+        assert_eq!(a.name.as_deref(), Some("c1"));
+        assert_eq!(a.ifname.as_deref(), Some("eth1"));
+        assert_eq!(a.ip, Some(Ipv4Addr::new(10, 89, 0, 9)));
+        assert_eq!(a.mac, Some(Mac([0x02, 0x42, 0xac, 0x11, 0, 2])));
+        assert_eq!(a.aliases, ["web", "www"]);
+
+        let err = parse(&["attach", "net1"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::MissingRequiredArgument);
+        let err = parse(&["attach", "net1", "--netns", "/x", "--pid", "1"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ArgumentConflict);
+        assert_eq!(parse(&["attach", "net1", "--pid", "0"]).unwrap_err().exit_code(), 2);
+    }
+
+    #[test]
+    fn attach_checks_the_mac() {
+        for bad in ["02:42:ac:11:00", "zz:42:ac:11:00:02", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "0:0:0:0:0:0"] {
+            let err = parse(&["attach", "n", "--pid", "1", "--mac", bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad}");
+        }
+    }
+
+    #[test]
+    fn fdb_commands() {
+        let cli = parse(&["fdb", "show"]).unwrap();
+        assert!(matches!(cli.command, Command::Fdb(FdbCmd::Show { network: None })));
+        let cli = parse(&["fdb", "show", "net1"]).unwrap();
+        assert!(matches!(cli.command, Command::Fdb(FdbCmd::Show { network: Some(_) })));
+        let cli = parse(&["fdb", "flush", "net1", "--port", "c1"]).unwrap();
+        assert!(matches!(cli.command, Command::Fdb(FdbCmd::Flush { network: Some(_), port: Some(_) })));
+        // --port needs a network.
+        assert_eq!(parse(&["fdb", "flush", "--port", "c1"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+
+        let cli = parse(&["fdb", "add", "net1", "02:42:ac:11:00:02", "c1"]).unwrap();
+        let Command::Fdb(FdbCmd::Add { network, mac, port }) = cli.command else { panic!() };
+        assert_eq!((network.as_str(), mac.to_string().as_str(), port.as_str()), ("net1", "02:42:ac:11:00:02", "c1"));
+        assert_eq!(parse(&["fdb", "add", "net1", "nope", "c1"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert_eq!(parse(&["fdb", "del", "net1", "02:42:ac:11:00"]).unwrap_err().kind(), ErrorKind::ValueValidation);
+        assert!(matches!(parse(&["fdb", "stats"]).unwrap().command, Command::Fdb(FdbCmd::Stats)));
+    }
+
+    #[test]
+    fn unknown_commands_are_usage_errors() {
+        assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["network"]).unwrap_err().exit_code(), 2);
+        assert_eq!(parse(&["detach", "net1"]).unwrap_err().exit_code(), 2);
+        // The daemon's router skips empty path segments: "" would address another route.
+        for empty in [
+            &["network", "inspect", ""][..],
+            &["network", "rm", ""],
+            &["detach", "net1", ""],
+            &["fdb", "show", ""],
+            &["fdb", "flush", "net1", "--port", ""],
+            &["attach", "", "--pid", "1"],
+            &["attach", "n", "--pid", "1", "--name", ""],
+        ] {
+            assert_eq!(parse(empty).unwrap_err().kind(), ErrorKind::InvalidValue, "{empty:?}");
+        }
+    }
+
+    #[test]
+    fn label_and_cidr_parsers() {
+        assert_eq!(parse_label("k=v"), Ok(("k".into(), "v".into())));
+        assert!(parse_label("k").is_err());
+        assert!(parse_label("=v").is_err());
+        assert_eq!(parse_cidr("0.0.0.0/0"), Ok("0.0.0.0/0".into()));
+        assert!(parse_cidr("10.0.0.0/").is_err());
+        assert!(parse_cidr("10.0.0.0/024x").is_err());
+        assert!(parse_cidr("fd00::/64").is_err());
+    }
+}

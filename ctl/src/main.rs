@@ -1,0 +1,309 @@
+//! `vswitchctl`: the admin CLI of vswitch. Talks HTTP/1.1 + JSON to vswitchd over its Unix
+//! socket (routes and types: `vswitch::api`).
+//!
+//! Exit status: 0 ok, 1 the daemon answered with an error (or with something unexpected),
+//! 2 usage error, 3 the daemon cannot be reached, 4 permission denied on the socket.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod client;
+mod error;
+mod output;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use serde::de::DeserializeOwned;
+use vswitch::api::{
+    AttachRequest, Endpoint, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail,
+    PortInfo, Version, PREFIX,
+};
+
+use crate::cli::{AttachArgs, Cli, Command, CreateArgs, FdbCmd, NetworkCmd, PortCmd};
+use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
+use crate::error::Failure;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and --version exit 0, usage errors 2.
+        Err(e) => e.exit(),
+    };
+    let (socket, source) = client::resolve_socket(cli.socket);
+    match run(&cli.command, cli.json, &socket) {
+        Ok(out) => {
+            write_stdout(&out);
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            if let (true, Failure::Api { json, .. }) = (cli.json, &failure) {
+                write_stdout(&format!("{json}\n"));
+            }
+            let failure = with_hint(failure, source);
+            // Nothing sensible is left to do if stderr is gone.
+            let _ = writeln!(io::stderr().lock(), "vswitchctl: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Writes everything or gives up quietly: `vswitchctl port ls | head -1` is not an error.
+fn write_stdout(s: &str) {
+    let mut out = io::stdout().lock();
+    let _ = out.write_all(s.as_bytes()).and_then(|()| out.flush());
+}
+
+/// Runs one command; the text to print on success.
+fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> {
+    if let (Command::Version, false) = (command, json) {
+        // The client's version is worth printing even when the daemon is down.
+        write_stdout(&output::version_client(env!("CARGO_PKG_VERSION")));
+    }
+    let call = plan(command)?;
+    let reply = client::call(socket, &call)?;
+    if !reply.status.is_success() {
+        return Err(Failure::from_error_reply(reply.status, &reply.body));
+    }
+    if json {
+        return json_out(&reply);
+    }
+    human_out(command, &reply)
+}
+
+/// The request a command makes.
+fn plan(command: &Command) -> Result<Call, Failure> {
+    Ok(match command {
+        Command::Version => Call::get(format!("{PREFIX}/version")),
+        Command::Network(NetworkCmd::Create(args)) => Call::post(format!("{PREFIX}/networks"), &network_create(args)),
+        Command::Network(NetworkCmd::Ls) => Call::get(format!("{PREFIX}/networks")),
+        Command::Network(NetworkCmd::Inspect { name }) => Call::get(format!("{PREFIX}/networks/{}", enc(name))),
+        Command::Network(NetworkCmd::Rm { name, force }) => {
+            let query = if *force { "?force=true" } else { "" };
+            Call::delete(format!("{PREFIX}/networks/{}{query}", enc(name)))
+        }
+        Command::Attach(args) => {
+            Call::post(format!("{PREFIX}/networks/{}/endpoints", enc(&args.network)), &attach_request(args)?)
+        }
+        Command::Detach { network, name } => {
+            Call::delete(format!("{PREFIX}/networks/{}/endpoints/{}", enc(network), enc(name)))
+        }
+        Command::Fdb(FdbCmd::Show { network }) => match network {
+            Some(n) => Call::get(format!("{PREFIX}/fdb?network={}", enc(n))),
+            None => Call::get(format!("{PREFIX}/fdb")),
+        },
+        Command::Fdb(FdbCmd::Flush { network, port }) => {
+            Call::post(format!("{PREFIX}/fdb/flush"), &FdbFlush { network: network.clone(), port: port.clone() })
+        }
+        Command::Fdb(FdbCmd::Add { network, mac, port }) => {
+            Call::post(format!("{PREFIX}/fdb"), &FdbAdd { network: network.clone(), mac: *mac, port: port.clone() })
+        }
+        Command::Fdb(FdbCmd::Del { network, mac }) => {
+            Call::delete(format!("{PREFIX}/fdb/{}/{}", enc(network), enc(&mac.to_string())))
+        }
+        Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
+        Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
+    })
+}
+
+fn network_create(args: &CreateArgs) -> NetworkCreate {
+    NetworkCreate {
+        name: args.name.clone(),
+        subnet: args.subnet.clone(),
+        gateway: args.gateway.map(|g| g.to_string()),
+        mtu: args.mtu,
+        internal: args.internal,
+        labels: args.labels.iter().cloned().collect(),
+    }
+}
+
+fn attach_request(args: &AttachArgs) -> Result<AttachRequest, Failure> {
+    let netns = match &args.netns {
+        Some(p) => Some(netns_path(p)?),
+        None => None,
+    };
+    Ok(AttachRequest {
+        name: args.name.clone(),
+        netns,
+        pid: args.pid,
+        ifname: args.ifname.clone(),
+        ip: args.ip.map(|ip| ip.to_string()),
+        mac: args.mac,
+        aliases: args.aliases.clone(),
+    })
+}
+
+/// The daemon resolves paths in its own working directory, so a relative path is made
+/// absolute here. A bare name that is no file here but is one under `/run/netns` (as
+/// `ip netns add` makes them) means that one.
+fn netns_path(arg: &str) -> Result<String, Failure> {
+    let path = Path::new(arg);
+    if path.is_absolute() {
+        return Ok(arg.to_string());
+    }
+    if arg.is_empty() {
+        return Err(Failure::Usage("--netns needs a path".to_string()));
+    }
+    let named = Path::new("/run/netns").join(arg);
+    let chosen: PathBuf = if !arg.contains('/') && !path.exists() && named.exists() {
+        named
+    } else {
+        std::path::absolute(path)
+            .map_err(|e| Failure::Usage(format!("cannot make --netns {arg} absolute: {}", client::io_reason(&e))))?
+    };
+    chosen.into_os_string().into_string().map_err(|p| Failure::Usage(format!("--netns {p:?} is not UTF-8")))
+}
+
+/// `--json`: the daemon's answer as it is, pretty; nothing for an empty (204) answer.
+fn json_out(reply: &Reply) -> Result<String, Failure> {
+    if reply.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    output::pretty_json(&reply.body)
+        .map(|s| s + "\n")
+        .ok_or_else(|| Failure::BadAnswer { status: reply.status, detail: error::snippet(&reply.body) })
+}
+
+fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", error::snippet(&reply.body)) })
+}
+
+fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
+    Ok(match command {
+        Command::Version => output::version_daemon(&decode::<Version>(reply)?),
+        Command::Network(NetworkCmd::Create(_)) => output::network_created(&decode::<Network>(reply)?),
+        Command::Network(NetworkCmd::Ls) => output::network_list(&decode::<Vec<Network>>(reply)?),
+        Command::Network(NetworkCmd::Inspect { .. }) => output::network_detail(&decode::<NetworkDetail>(reply)?),
+        Command::Network(NetworkCmd::Rm { name, .. }) => output::network_removed(name),
+        Command::Attach(_) => output::attached(&decode::<Endpoint>(reply)?),
+        Command::Detach { network, name } => output::detached(network, name),
+        Command::Fdb(FdbCmd::Show { .. }) => output::fdb_entries(&decode::<Vec<FdbEntry>>(reply)?),
+        Command::Fdb(FdbCmd::Flush { network, port }) => {
+            output::flushed(&decode::<Flushed>(reply)?, network.as_deref(), port.as_deref())
+        }
+        Command::Fdb(FdbCmd::Add { .. }) => output::fdb_added(&decode::<FdbEntry>(reply)?),
+        Command::Fdb(FdbCmd::Del { network, mac }) => output::fdb_deleted(network, mac),
+        Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
+        Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
+    })
+}
+
+/// A non-root user whose own socket is missing may want the system daemon.
+fn with_hint(failure: Failure, source: SocketSource) -> Failure {
+    match failure {
+        Failure::Unreachable { socket, reason, hint: None }
+            if source == SocketSource::Default
+                && socket != Path::new(SYSTEM_SOCKET)
+                && Path::new(SYSTEM_SOCKET).exists() =>
+        {
+            let hint = Some(format!("; a system vswitchd listens at {SYSTEM_SOCKET}: use --socket {SYSTEM_SOCKET}"));
+            Failure::Unreachable { socket, reason, hint }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::Method;
+
+    fn plan_of(args: &[&str]) -> Call {
+        let cli = Cli::try_parse_from(std::iter::once("vswitchctl").chain(args.iter().copied())).unwrap();
+        plan(&cli.command).unwrap()
+    }
+
+    fn body(c: &Call) -> serde_json::Value {
+        serde_json::from_slice(c.body.as_deref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let cases: &[(&[&str], Method, &str)] = &[
+            (&["version"], Method::GET, "/v1/version"),
+            (&["network", "ls"], Method::GET, "/v1/networks"),
+            (&["network", "inspect", "net1"], Method::GET, "/v1/networks/net1"),
+            (&["network", "rm", "net1"], Method::DELETE, "/v1/networks/net1"),
+            (&["network", "rm", "net1", "--force"], Method::DELETE, "/v1/networks/net1?force=true"),
+            (&["detach", "net1", "c1"], Method::DELETE, "/v1/networks/net1/endpoints/c1"),
+            (&["fdb", "show"], Method::GET, "/v1/fdb"),
+            (&["fdb", "show", "net1"], Method::GET, "/v1/fdb?network=net1"),
+            (&["fdb", "del", "net1", "02:42:AC:11:00:02"], Method::DELETE, "/v1/fdb/net1/02:42:ac:11:00:02"),
+            (&["fdb", "stats"], Method::GET, "/v1/fdb/stats"),
+            (&["fdb", "flush"], Method::POST, "/v1/fdb/flush"),
+            (&["fdb", "add", "net1", "02:42:ac:11:00:02", "c1"], Method::POST, "/v1/fdb"),
+            (&["port", "ls"], Method::GET, "/v1/ports"),
+            (&["network", "create", "n", "--subnet", "10.0.0.0/8"], Method::POST, "/v1/networks"),
+            (&["attach", "net1", "--pid", "7"], Method::POST, "/v1/networks/net1/endpoints"),
+        ];
+        for (args, method, path) in cases {
+            let c = plan_of(args);
+            assert_eq!((&c.method, c.path.as_str()), (method, *path), "{args:?}");
+            assert_eq!(c.body.is_some(), *method == Method::POST, "{args:?}");
+        }
+        assert_eq!(plan_of(&["network", "inspect", "a b"]).path, "/v1/networks/a%20b");
+    }
+
+    #[test]
+    fn request_bodies() {
+        let c = plan_of(&[
+            "network", "create", "net1", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.1", "--mtu", "1400",
+            "--label", "k=v",
+        ]);
+        assert_eq!(
+            body(&c),
+            serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","gateway":"10.89.0.1","mtu":1400,
+                               "internal":false,"labels":{"k":"v"}})
+        );
+        let c = plan_of(&["network", "create", "net1", "--subnet", "10.89.0.0/24", "--internal"]);
+        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"labels":{}}));
+
+        let c = plan_of(&["attach", "net1", "--netns", "/run/netns/c1", "--ip", "10.89.0.7", "--alias", "web"]);
+        assert_eq!(
+            body(&c),
+            serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]})
+        );
+        let c = plan_of(&["attach", "net1", "--pid", "42", "--name", "c1", "--mac", "02:42:AC:11:00:02", "--ifname", "e1"]);
+        assert_eq!(
+            body(&c),
+            serde_json::json!({"name":"c1","pid":42,"ifname":"e1","mac":"02:42:ac:11:00:02"})
+        );
+
+        assert_eq!(body(&plan_of(&["fdb", "flush"])), serde_json::json!({}));
+        assert_eq!(
+            body(&plan_of(&["fdb", "flush", "net1", "--port", "c1"])),
+            serde_json::json!({"network":"net1","port":"c1"})
+        );
+        assert_eq!(
+            body(&plan_of(&["fdb", "add", "net1", "02:42:ac:11:00:02", "c1"])),
+            serde_json::json!({"network":"net1","mac":"02:42:ac:11:00:02","port":"c1"})
+        );
+        // What we send is what the daemon accepts (it rejects unknown fields).
+        let c = plan_of(&["attach", "net1", "--pid", "42"]);
+        let _: AttachRequest = serde_json::from_slice(c.body.as_deref().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn relative_netns_paths_become_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(netns_path("/proc/1/ns/net").unwrap(), "/proc/1/ns/net");
+        assert_eq!(netns_path("dir/ns").unwrap(), cwd.join("dir/ns").to_str().unwrap());
+        assert!(matches!(netns_path(""), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn json_mode_prints_the_answer_or_nothing() {
+        let reply = |status: u16, body: &'static [u8]| Reply {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            body: bytes::Bytes::from_static(body),
+        };
+        assert_eq!(json_out(&reply(204, b"")).unwrap(), "");
+        assert_eq!(json_out(&reply(200, br#"{"b":1,"a":2}"#)).unwrap(), "{\n  \"b\": 1,\n  \"a\": 2\n}\n");
+        assert!(matches!(json_out(&reply(200, b"nope")), Err(Failure::BadAnswer { .. })));
+        // A 2xx answer that does not decode is reported, not a panic.
+        let err = human_out(&Command::Port(PortCmd::Ls), &reply(200, br#"{"a":1}"#)).unwrap_err();
+        assert!(err.to_string().starts_with("unexpected answer from vswitchd (200 OK): invalid type"), "{err}");
+    }
+}

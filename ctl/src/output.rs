@@ -1,0 +1,557 @@
+//! Rendering answers for people (tables, one-line confirmations) and for `--json`.
+//! Pure functions from API values to text.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use vswitch::api::{Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, PortInfo, Version};
+use vswitch::Mac;
+
+/// Re-indents a JSON document the way `serde_json::to_string_pretty` does, but keeping the
+/// daemon's key order and number spelling. `None` if `raw` is not JSON.
+pub fn pretty_json(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+
+    fn newline(out: &mut String, indent: usize) {
+        out.push('\n');
+        for _ in 0..indent {
+            out.push_str("  ");
+        }
+    }
+
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut indent = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            '"' => {
+                in_string = true;
+                out.push(c);
+            }
+            '{' | '[' => {
+                let close = if c == '{' { '}' } else { ']' };
+                while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+                    chars.next();
+                }
+                out.push(c);
+                if chars.peek() == Some(&close) {
+                    chars.next();
+                    out.push(close);
+                } else {
+                    indent += 1;
+                    newline(&mut out, indent);
+                }
+            }
+            '}' | ']' => {
+                indent = indent.saturating_sub(1);
+                newline(&mut out, indent);
+                out.push(c);
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, indent);
+            }
+            ':' => out.push_str(": "),
+            c if c.is_ascii_whitespace() => {}
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// Column alignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// An aligned table: a header row, then one line per row, columns two spaces apart, no
+/// trailing blanks. Empty cells print as `-`.
+pub fn table(headers: &[(&str, Align)], rows: &[Vec<String>]) -> String {
+    let cell = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let header: Vec<String> = headers.iter().map(|(h, _)| h.to_string()).collect();
+    let body: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(|c| cell(c)).collect()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &body {
+        for (w, c) in widths.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&body) {
+        let mut line = String::new();
+        for (i, ((c, w), (_, align))) in row.iter().zip(&widths).zip(headers).enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let pad = w - c.chars().count();
+            match align {
+                Align::Left => {
+                    line.push_str(c);
+                    line.push_str(&" ".repeat(pad));
+                }
+                Align::Right => {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(c);
+                }
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `key: value` lines with the values lined up.
+pub fn key_values(pairs: &[(&str, String)]) -> String {
+    let width = pairs.iter().map(|(k, _)| k.chars().count() + 1).max().unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in pairs {
+        let key = format!("{k}:");
+        let _ = writeln!(out, "{key:<width$}  {v}");
+    }
+    out
+}
+
+/// The client's line of `version`, printed even when the daemon cannot be reached.
+pub fn version_client(client: &str) -> String {
+    format!("vswitchctl {client}\n")
+}
+
+pub fn version_daemon(daemon: &Version) -> String {
+    format!("vswitchd   {} (api {})\n", daemon.version, daemon.api)
+}
+
+pub fn network_created(n: &Network) -> String {
+    let mut s = format!("created network {}: {} gateway {} mtu {}", n.name, n.subnet, n.gateway, n.mtu);
+    if n.internal {
+        s.push_str(" internal");
+    }
+    s.push('\n');
+    s
+}
+
+pub fn network_list(networks: &[Network]) -> String {
+    use Align::*;
+    let mut networks: Vec<&Network> = networks.iter().collect();
+    networks.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows: Vec<Vec<String>> = networks
+        .iter()
+        .map(|n| {
+            vec![n.name.clone(), n.subnet.clone(), n.gateway.to_string(), n.mtu.to_string(), n.endpoints.to_string()]
+        })
+        .collect();
+    table(&[("NAME", Left), ("SUBNET", Left), ("GATEWAY", Left), ("MTU", Right), ("ENDPOINTS", Right)], &rows)
+}
+
+fn labels(l: &BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "-".to_string();
+    }
+    l.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn network_detail(d: &NetworkDetail) -> String {
+    let n = &d.network;
+    let u = &d.usage;
+    let mut out = key_values(&[
+        ("Name", n.name.clone()),
+        ("ID", n.id.to_string()),
+        ("Subnet", n.subnet.clone()),
+        ("Gateway", format!("{} ({})", n.gateway, n.gateway_mac)),
+        ("MTU", n.mtu.to_string()),
+        ("Internal", if n.internal { "yes" } else { "no" }.to_string()),
+        ("Labels", labels(&n.labels)),
+        ("Addresses", format!("{} in use, {} available, {} total", u.in_use, u.available, u.total)),
+        ("Endpoints", d.endpoint_list.len().to_string()),
+    ]);
+    if !d.endpoint_list.is_empty() {
+        out.push('\n');
+        out.push_str(&endpoint_table(&d.endpoint_list));
+    }
+    out
+}
+
+/// NAME IP MAC IFNAME NETNS, plus ALIASES when any endpoint has some.
+pub fn endpoint_table(endpoints: &[Endpoint]) -> String {
+    use Align::*;
+    let mut endpoints: Vec<&Endpoint> = endpoints.iter().collect();
+    endpoints.sort_by(|a, b| a.name.cmp(&b.name));
+    let with_aliases = endpoints.iter().any(|e| !e.aliases.is_empty());
+    let mut headers = vec![("NAME", Left), ("IP", Left), ("MAC", Left), ("IFNAME", Left), ("NETNS", Left)];
+    if with_aliases {
+        headers.push(("ALIASES", Left));
+    }
+    let rows: Vec<Vec<String>> = endpoints
+        .iter()
+        .map(|e| {
+            let mut row = vec![
+                e.name.clone(),
+                format!("{}/{}", e.ip, e.prefix_len),
+                e.mac.to_string(),
+                e.ifname.clone(),
+                e.netns.clone(),
+            ];
+            if with_aliases {
+                row.push(e.aliases.join(","));
+            }
+            row
+        })
+        .collect();
+    table(&headers, &rows)
+}
+
+pub fn attached(e: &Endpoint) -> String {
+    format!("attached {} to {}: {}/{} {}\n", e.name, e.network, e.ip, e.prefix_len, e.mac)
+}
+
+pub fn detached(network: &str, name: &str) -> String {
+    format!("detached {name} from {network}\n")
+}
+
+pub fn network_removed(name: &str) -> String {
+    format!("removed network {name}\n")
+}
+
+pub fn fdb_added(e: &FdbEntry) -> String {
+    format!("added static entry {} -> {} on {}\n", e.mac, e.port, e.network)
+}
+
+pub fn fdb_deleted(network: &str, mac: &Mac) -> String {
+    format!("deleted entry {mac} on {network}\n")
+}
+
+pub fn flushed(f: &Flushed, network: Option<&str>, port: Option<&str>) -> String {
+    let what = if f.removed == 1 { "entry" } else { "entries" };
+    let scope = match (network, port) {
+        (Some(n), Some(p)) => format!(" on {p} in {n}"),
+        (Some(n), None) => format!(" in {n}"),
+        _ => String::new(),
+    };
+    format!("flushed {} learned {what}{scope}\n", f.removed)
+}
+
+/// A duration in seconds, short: `42s`, `3m05s`, `2h07m`, `3d04h`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub fn fdb_entries(entries: &[FdbEntry]) -> String {
+    use Align::*;
+    let mut entries: Vec<&FdbEntry> = entries.iter().collect();
+    entries.sort_by(|a, b| (&a.network, a.mac).cmp(&(&b.network, b.mac)));
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.network.clone(),
+                e.mac.to_string(),
+                e.port.clone(),
+                if e.is_static { "-".to_string() } else { age(e.age_secs) },
+                if e.is_static { "yes" } else { "no" }.to_string(),
+            ]
+        })
+        .collect();
+    table(&[("NETWORK", Left), ("MAC", Left), ("PORT", Left), ("AGE", Right), ("STATIC", Left)], &rows)
+}
+
+pub fn fdb_stats(s: &FdbStats) -> String {
+    key_values(&[
+        ("entries", s.entries.to_string()),
+        ("max_entries", s.max_entries.to_string()),
+        ("per_port_max", s.per_port_max.to_string()),
+        ("aging_secs", s.aging_secs.to_string()),
+        ("learned", s.learned.to_string()),
+        ("aged", s.aged.to_string()),
+        ("evicted", s.evicted.to_string()),
+        ("moved", s.moved.to_string()),
+        ("port_limit", s.port_limit.to_string()),
+    ])
+}
+
+/// `reason=count,...` for the non-zero counters, `-` without drops.
+pub fn drops(d: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = d.iter().filter(|(_, &n)| n > 0).map(|(k, n)| format!("{k}={n}")).collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
+pub fn ports(ports: &[PortInfo]) -> String {
+    use Align::*;
+    let mut ports: Vec<&PortInfo> = ports.iter().collect();
+    ports.sort_by_key(|p| p.id);
+    let rows: Vec<Vec<String>> = ports
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.to_string(),
+                p.network.clone(),
+                p.name.clone(),
+                p.kind.clone(),
+                p.ifname.clone(),
+                p.rx_packets.to_string(),
+                p.rx_bytes.to_string(),
+                p.tx_packets.to_string(),
+                p.tx_bytes.to_string(),
+                drops(&p.drops),
+                p.offloads.join(","),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("ID", Right),
+            ("NETWORK", Left),
+            ("NAME", Left),
+            ("KIND", Left),
+            ("IFNAME", Left),
+            ("RX_PKTS", Right),
+            ("RX_BYTES", Right),
+            ("TX_PKTS", Right),
+            ("TX_BYTES", Right),
+            ("DROPS", Left),
+            ("OFFLOADS", Left),
+        ],
+        &rows,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use vswitch::api::Usage;
+    use vswitch::PortId;
+
+    fn net(name: &str, subnet: &str, gw: [u8; 4], endpoints: usize) -> Network {
+        Network {
+            name: name.into(),
+            id: 1,
+            subnet: subnet.into(),
+            gateway: Ipv4Addr::from(gw),
+            gateway_mac: Mac([2, 0x56, 0, 0, 0, 1]),
+            mtu: 1500,
+            internal: false,
+            labels: BTreeMap::new(),
+            endpoints,
+        }
+    }
+
+    fn endpoint(name: &str, last: u8, aliases: &[&str]) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            network: "net1".into(),
+            netns: format!("/run/netns/{name}"),
+            ifname: "eth0".into(),
+            mac: Mac([2, 0x42, 10, 89, 0, last]),
+            ip: Ipv4Addr::new(10, 89, 0, last),
+            prefix_len: 24,
+            port: PortId(u32::from(last)),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn pretty_json_keeps_key_order_and_matches_serde_layout() {
+        let raw = br#"{"name":"net1","id":3,"labels":{},"list":[],"nested":{"z":[1,2.50,{"a":null}],"b":"x:\"y\",{}"},"e":[ ]}"#;
+        let got = pretty_json(raw).unwrap();
+        let want = r#"{
+  "name": "net1",
+  "id": 3,
+  "labels": {},
+  "list": [],
+  "nested": {
+    "z": [
+      1,
+      2.50,
+      {
+        "a": null
+      }
+    ],
+    "b": "x:\"y\",{}"
+  },
+  "e": []
+}"#;
+        assert_eq!(got, want);
+        // Same layout as serde_json's for already-sorted input.
+        let sorted = br#"{"a":[1,{"b":true}],"c":"\\"}"#;
+        let v: serde_json::Value = serde_json::from_slice(sorted).unwrap();
+        assert_eq!(pretty_json(sorted).unwrap(), serde_json::to_string_pretty(&v).unwrap());
+        assert_eq!(pretty_json(b"[]").unwrap(), "[]");
+        assert_eq!(pretty_json(b" \"s\" ").unwrap(), "\"s\"");
+        assert!(pretty_json(b"{\"a\":").is_none());
+        assert!(pretty_json(b"not json").is_none());
+        assert!(pretty_json(b"{} trailing").is_none());
+    }
+
+    #[test]
+    fn table_aligns_and_trims() {
+        use Align::*;
+        let t = table(
+            &[("NAME", Left), ("N", Right), ("LAST", Left)],
+            &[vec!["a".into(), "1".into(), "x".into()], vec!["long-name".into(), "1234".into(), String::new()]],
+        );
+        assert_eq!(t, "NAME          N  LAST\na             1  x\nlong-name  1234  -\n");
+        assert_eq!(table(&[("A", Left), ("B", Left)], &[]), "A  B\n");
+    }
+
+    #[test]
+    fn network_ls_table() {
+        let mut b = net("beta", "10.90.0.0/16", [10, 90, 0, 1], 12);
+        b.mtu = 9000;
+        let out = network_list(&[b, net("alpha", "10.89.0.0/24", [10, 89, 0, 1], 0)]);
+        assert_eq!(
+            out,
+            "NAME   SUBNET        GATEWAY     MTU  ENDPOINTS\n\
+             alpha  10.89.0.0/24  10.89.0.1  1500          0\n\
+             beta   10.90.0.0/16  10.90.0.1  9000         12\n"
+        );
+    }
+
+    #[test]
+    fn network_inspect_output() {
+        let mut n = net("net1", "10.89.0.0/24", [10, 89, 0, 1], 2);
+        n.labels.insert("team".into(), "infra".into());
+        n.internal = true;
+        let d = NetworkDetail {
+            network: n,
+            usage: Usage { total: 253, in_use: 2, available: 251 },
+            endpoint_list: vec![endpoint("web", 3, &["www", "site"]), endpoint("db", 2, &[])],
+        };
+        let out = network_detail(&d);
+        assert_eq!(
+            out,
+            "Name:       net1\n\
+             ID:         1\n\
+             Subnet:     10.89.0.0/24\n\
+             Gateway:    10.89.0.1 (02:56:00:00:00:01)\n\
+             MTU:        1500\n\
+             Internal:   yes\n\
+             Labels:     team=infra\n\
+             Addresses:  2 in use, 251 available, 253 total\n\
+             Endpoints:  2\n\
+             \n\
+             NAME  IP            MAC                IFNAME  NETNS           ALIASES\n\
+             db    10.89.0.2/24  02:42:0a:59:00:02  eth0    /run/netns/db   -\n\
+             web   10.89.0.3/24  02:42:0a:59:00:03  eth0    /run/netns/web  www,site\n"
+        );
+        // Without aliases there is no ALIASES column; without endpoints, no table.
+        let e = endpoint_table(&[endpoint("db", 2, &[])]);
+        assert!(e.starts_with("NAME  IP            MAC                IFNAME  NETNS\n"), "{e}");
+        let empty = NetworkDetail { endpoint_list: vec![], ..d };
+        assert!(network_detail(&empty).ends_with("Endpoints:  0\n"));
+    }
+
+    #[test]
+    fn fdb_tables() {
+        let entries = [
+            FdbEntry {
+                network: "net2".into(),
+                mac: Mac([2, 0, 0, 0, 0, 9]),
+                port: "gateway".into(),
+                port_id: PortId(1),
+                age_secs: 0,
+                is_static: true,
+            },
+            FdbEntry {
+                network: "net1".into(),
+                mac: Mac([2, 0x42, 0, 0, 0, 2]),
+                port: "c1".into(),
+                port_id: PortId(3),
+                age_secs: 125,
+                is_static: false,
+            },
+        ];
+        assert_eq!(
+            fdb_entries(&entries),
+            "NETWORK  MAC                PORT       AGE  STATIC\n\
+             net1     02:42:00:00:00:02  c1       2m05s  no\n\
+             net2     02:00:00:00:00:09  gateway      -  yes\n"
+        );
+        let stats = FdbStats { entries: 2, max_entries: 8192, learned: 10, ..FdbStats::default() };
+        let out = fdb_stats(&stats);
+        assert!(out.starts_with("entries:       2\nmax_entries:   8192\n"), "{out}");
+        assert!(out.ends_with("port_limit:    0\n"), "{out}");
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(0), "0s");
+        assert_eq!(age(59), "59s");
+        assert_eq!(age(60), "1m00s");
+        assert_eq!(age(3599), "59m59s");
+        assert_eq!(age(3600 * 2 + 7 * 60 + 5), "2h07m");
+        assert_eq!(age(86400 * 3 + 3600 * 4), "3d04h");
+    }
+
+    #[test]
+    fn port_table() {
+        let mut drops_map = BTreeMap::new();
+        drops_map.insert("too_short".to_string(), 2);
+        drops_map.insert("hairpin".to_string(), 0);
+        drops_map.insert("bad_source".to_string(), 7);
+        let p = |id: u32, name: &str, kind: &str, d: BTreeMap<String, u64>, off: &[&str]| PortInfo {
+            id: PortId(id),
+            network: "net1".into(),
+            name: name.into(),
+            kind: kind.into(),
+            ifname: if kind == "tap" { format!("vs{id}") } else { String::new() },
+            mac: Mac([2, 0, 0, 0, 0, id as u8]),
+            offloads: off.iter().map(|s| s.to_string()).collect(),
+            rx_packets: u64::from(id) * 10,
+            rx_bytes: u64::from(id) * 1000,
+            tx_packets: 1,
+            tx_bytes: 60,
+            drops: d,
+        };
+        let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
+        assert_eq!(
+            out,
+            "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS\n \
+             1  net1     gateway  gateway  -            10      1000        1        60  -                         -\n\
+             12  net1     c1       tap      vs12        120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum\n"
+        );
+    }
+
+    #[test]
+    fn one_liners() {
+        assert_eq!(attached(&endpoint("c1", 2, &[])), "attached c1 to net1: 10.89.0.2/24 02:42:0a:59:00:02\n");
+        let mut n = net("net1", "10.89.0.0/24", [10, 89, 0, 1], 0);
+        assert_eq!(network_created(&n), "created network net1: 10.89.0.0/24 gateway 10.89.0.1 mtu 1500\n");
+        n.internal = true;
+        assert!(network_created(&n).ends_with("mtu 1500 internal\n"));
+        assert_eq!(detached("net1", "c1"), "detached c1 from net1\n");
+        assert_eq!(network_removed("net1"), "removed network net1\n");
+        assert_eq!(flushed(&Flushed { removed: 1 }, None, None), "flushed 1 learned entry\n");
+        assert_eq!(flushed(&Flushed { removed: 3 }, Some("net1"), None), "flushed 3 learned entries in net1\n");
+        assert_eq!(
+            flushed(&Flushed { removed: 0 }, Some("net1"), Some("c1")),
+            "flushed 0 learned entries on c1 in net1\n"
+        );
+        let v = Version { version: "0.1.0".into(), api: "v1".into() };
+        assert_eq!(version_client("0.1.0") + &version_daemon(&v), "vswitchctl 0.1.0\nvswitchd   0.1.0 (api v1)\n");
+    }
+}

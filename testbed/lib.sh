@@ -1,0 +1,76 @@
+# Shared shell helpers for testbed scripts. Source it; it never runs anything by itself.
+# Every helper that makes something registers its undo, and tb_cleanup (on EXIT) undoes all of
+# it in reverse order, so a script that fails half way still leaves nothing behind.
+
+TB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TB_UNDO=()
+
+tb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+tb_need_root() {
+    [ "$(id -u)" -eq 0 ] || tb_die "this script needs root (network namespaces and TAPs): run it with sudo"
+}
+
+# Install the Debian packages the testbed uses, once per machine.
+tb_install_deps() {
+    local need=()
+    command -v ip >/dev/null || need+=(iproute2)
+    command -v ping >/dev/null || need+=(iputils-ping)
+    command -v iperf3 >/dev/null || need+=(iperf3)
+    command -v dig >/dev/null || need+=(dnsutils)
+    command -v tcpdump >/dev/null || need+=(tcpdump)
+    command -v curl >/dev/null || need+=(curl)
+    command -v python3 >/dev/null || need+=(python3)
+    if [ ${#need[@]} -gt 0 ]; then
+        tb_log "installing ${need[*]}"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+            || tb_die "apt-get install ${need[*]} failed"
+    fi
+    if ! command -v cargo >/dev/null; then
+        tb_die "cargo not found: install a Rust toolchain (rustup) first"
+    fi
+}
+
+tb_undo() { TB_UNDO+=("$*"); }
+
+tb_cleanup() {
+    local i
+    for ((i = ${#TB_UNDO[@]} - 1; i >= 0; i--)); do
+        eval "${TB_UNDO[$i]}" >/dev/null 2>&1 || true
+    done
+    TB_UNDO=()
+}
+
+# tb_netns NAME: a "container" network namespace, deleted on exit.
+tb_netns() {
+    ip netns add "$1" || tb_die "cannot create netns $1"
+    tb_undo "ip netns del '$1'"
+    ip -n "$1" link set lo up
+}
+
+# tb_build [release]: build the workspace binaries; prints the target directory.
+tb_build() {
+    local profile=${1:-debug}
+    local flag=()
+    [ "$profile" = release ] && flag=(--release)
+    (cd "$TB_ROOT" && cargo build -q "${flag[@]}" -p vswitch -p ctl) >&2 || tb_die "cargo build failed"
+    echo "$TB_ROOT/target/$profile"
+}
+
+# tb_daemon BIN_DIR SOCKET [vswitchd args...]: start vswitchd in the background, wait for its
+# socket, stop it (SIGTERM) on exit.
+tb_daemon() {
+    local bin=$1 sock=$2
+    shift 2
+    "$bin/vswitchd" --socket "$sock" --state-dir "$(dirname "$sock")/state" "$@" &
+    local pid=$!
+    tb_undo "kill -TERM $pid; wait $pid"
+    local i
+    for i in $(seq 100); do
+        [ -S "$sock" ] && return 0
+        kill -0 "$pid" 2>/dev/null || tb_die "vswitchd exited during start"
+        sleep 0.05
+    done
+    tb_die "vswitchd did not create $sock"
+}

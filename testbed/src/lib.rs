@@ -1,0 +1,262 @@
+//! Harness for the root integration tests: a vswitchd of the test's own, throwaway network
+//! namespaces, and the real tools (ping, iperf3, tcpdump, curl) run inside them.
+//!
+//! Everything a test makes is undone by `Drop`, so a failing assertion still tears down.
+//! The binaries come from the same `target/` directory as the test executable: build the
+//! workspace first (`testbed/run-tests.sh` does).
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this test process: `PREFIX<pid>-<n>`, short enough for a netns.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}-{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The directory holding `vswitchd` and `vswitchctl`.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    assert!(
+        dir.join("vswitchd").exists() && dir.join("vswitchctl").exists(),
+        "vswitchd/vswitchctl not built in {}: run `cargo build --workspace` first",
+        dir.display()
+    );
+    dir
+}
+
+/// Fails the test unless it runs as root (the root tests need namespaces and TAPs).
+pub fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
+        s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from))
+    });
+    assert_eq!(uid.as_deref(), Some("0"), "root integration tests must run as root (testbed/run-tests.sh)");
+}
+
+/// A vswitchd started for one test, with its own socket and state directory.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Daemon {
+        require_root();
+        let dir = std::env::temp_dir().join(unique("vswitch-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vswitchd.sock");
+        let log = std::fs::File::create(dir.join("vswitchd.log")).unwrap();
+        let child = Command::new(bin_dir().join("vswitchd"))
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(["--log-level", "debug"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn vswitchd");
+        let mut d = Daemon { child: Some(child), dir, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !d.socket.exists() {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("vswitchd exited during start ({status}): {}", d.log());
+            }
+            assert!(Instant::now() < deadline, "vswitchd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
+    }
+
+    /// Runs `vswitchctl --socket S ARGS...`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("vswitchctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run vswitchctl")
+    }
+
+    /// Runs vswitchctl and returns stdout; panics with stderr and the daemon log on failure.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "vswitchctl {args:?} failed ({}): {}\n--- daemon log ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `vswitchctl --json ARGS...`, parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ctl_ok(&all)).expect("vswitchctl --json prints JSON")
+    }
+
+    /// A raw API call with curl over the Unix socket: (HTTP status, JSON body or Null).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-X", method, "--unix-socket"]).arg(&self.socket);
+        if let Some(b) = body {
+            cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+        }
+        cmd.args(["-w", "\n%{http_code}", &format!("http://localhost{path}")]);
+        let out = cmd.output().expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, status) = text.trim_end().rsplit_once('\n').unwrap_or(("", text.trim()));
+        let status = status.trim().parse().unwrap_or_else(|_| panic!("curl gave no status: {text:?}"));
+        (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("daemon still running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("vswitchd did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Creates a network through vswitchctl.
+    pub fn network(&self, name: &str, subnet: &str) {
+        self.ctl_ok(&["network", "create", name, "--subnet", subnet]);
+    }
+
+    /// Attaches `ns` to `network` under the namespace's own name; returns the endpoint JSON.
+    pub fn attach(&self, network: &str, ns: &Netns) -> Value {
+        self.ctl_json(&["attach", network, "--netns", &ns.path(), "--name", &ns.name])
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.terminate();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A throwaway network namespace ("container"), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        run_ok("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.name]).args(cmd).output().expect("ip netns exec")
+    }
+
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let out = self.exec(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts a command inside the namespace in the background.
+    pub fn spawn(&self, cmd: &[&str]) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec (background)")
+    }
+
+    /// True when `ping -c COUNT` to `ip` gets every reply.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+    }
+
+    /// Names of the links inside the namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.exec_ok(&["ip", "-j", "link", "show"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().iter().filter_map(|l| l["ifname"].as_str().map(String::from)).collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Runs a host command and panics with its output on failure.
+pub fn run_ok(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Retries `f` for up to `timeout`; true as soon as it returns true.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

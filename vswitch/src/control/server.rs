@@ -1,0 +1,208 @@
+//! HTTP/1.1 on the Unix socket: routing, body limits, JSON in and out.
+//!
+//! Requests become calls on [`super::Control`]; this file knows HTTP and nothing about switching.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixListener;
+
+use super::Control;
+use crate::api::{self, ApiError, ErrorCode};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+type Reply = Result<Response<Full<Bytes>>, ApiError>;
+
+/// Binds the control socket at `path` with mode 0600, without a window where it is wider:
+/// the socket is bound inside a fresh 0700 directory, narrowed, then renamed into place.
+///
+/// # Errors
+/// When another daemon answers on `path`, or any filesystem step fails.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!("another vswitchd is already listening on {}", path.display()),
+        ));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp_dir = dir.join(format!(".vswitchd.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    std::fs::create_dir(&tmp_dir)?;
+    std::fs::set_permissions(&tmp_dir, std::fs::Permissions::from_mode(0o700))?;
+    let tmp_sock = tmp_dir.join("sock");
+    let result = (|| {
+        let listener = UnixListener::bind(&tmp_sock)?;
+        std::fs::set_permissions(&tmp_sock, std::fs::Permissions::from_mode(0o600))?;
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        std::fs::rename(&tmp_sock, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_dir_all(&tmp_dir);
+    result
+}
+
+/// Serves connections until `shutdown` resolves; then removes the socket file.
+pub async fn serve(listener: UnixListener, path: PathBuf, control: Arc<Control>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept on control socket failed");
+                        continue;
+                    }
+                };
+                let control = control.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let control = control.clone();
+                        async move { Ok::<_, Infallible>(handle(&control, req).await) }
+                    });
+                    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                        tracing::debug!(error = %e, "control connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let reply = route(control, req, &method, &path, &query).await;
+    match reply {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%method, %path, code = e.error.code.as_str(), message = %e.error.message, "request refused");
+            json(StatusCode::from_u16(e.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e)
+        }
+    }
+}
+
+async fn route(control: &Control, req: Request<Incoming>, method: &Method, path: &str, query: &str) -> Reply {
+    let Some(rest) = path.strip_prefix(api::PREFIX) else {
+        return Err(not_found(path));
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let force = query_flag(query, "force");
+    match (method, segs.as_slice()) {
+        (&Method::GET, ["version"]) => ok(&control.version()),
+        (&Method::GET, ["networks"]) => ok(&control.networks().await),
+        (&Method::POST, ["networks"]) => created(&control.create_network(body(req).await?).await?),
+        (&Method::GET, ["networks", name]) => ok(&control.inspect_network(name).await?),
+        (&Method::DELETE, ["networks", name]) => {
+            control.remove_network(name, force).await?;
+            Ok(no_content())
+        }
+        (&Method::POST, ["networks", name, "endpoints"]) => created(&control.attach(name, body(req).await?).await?),
+        (&Method::DELETE, ["networks", name, "endpoints", ep]) => {
+            control.detach(name, ep).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["fdb"]) => ok(&control.fdb_show(query_value(query, "network")).await?),
+        (&Method::POST, ["fdb"]) => created(&control.fdb_add(body(req).await?).await?),
+        (&Method::POST, ["fdb", "flush"]) => ok(&control.fdb_flush(body(req).await?).await?),
+        (&Method::GET, ["fdb", "stats"]) => ok(&control.fdb_stats().await?),
+        (&Method::DELETE, ["fdb", net, mac]) => {
+            control.fdb_del(net, mac).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["ports"]) => ok(&control.ports().await?),
+        (_, ["version" | "networks" | "fdb" | "ports", ..]) if known_path(&segs) => Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{method} is not allowed on {path}"),
+        )),
+        _ => Err(not_found(path)),
+    }
+}
+
+fn known_path(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
+            | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
+    )
+}
+
+fn not_found(path: &str) -> ApiError {
+    ApiError::new(ErrorCode::NotFound, format!("no such route: {path} (routes live under {}/)", api::PREFIX))
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("request body over {MAX_BODY} bytes")));
+        }
+        Err(e) => return Err(ApiError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {e}"))),
+    };
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("invalid request body: {e}")))
+}
+
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn query_flag(query: &str, key: &str) -> bool {
+    matches!(query_value(query, key), Some("true" | "1"))
+}
+
+fn ok<T: Serialize>(v: &T) -> Reply {
+    Ok(json(StatusCode::OK, v))
+}
+
+fn created<T: Serialize>(v: &T) -> Reply {
+    Ok(json(StatusCode::CREATED, v))
+}
+
+fn no_content() -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    body.push(b'\n');
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        assert_eq!(query_value("network=a&x=1", "network"), Some("a"));
+        assert_eq!(query_value("networks=a", "network"), None);
+        assert!(query_flag("force=true", "force"));
+        assert!(!query_flag("force=no", "force"));
+    }
+}

@@ -1,0 +1,376 @@
+//! Network namespaces and the netns worker thread.
+//!
+//! `setns(CLONE_NEWNET)` changes the namespace of the *calling thread* only. Doing that on a
+//! tokio or datapath thread would make whatever else runs there act in the container's
+//! namespace, so all namespace hopping happens on one dedicated OS thread
+//! ([`NetnsWorker`]) that does nothing else. Callers on any thread send it a request over a
+//! channel and block for the reply.
+//!
+//! Inside the target namespace the worker only *opens* things: `/dev/net/tun` and a
+//! NETLINK_ROUTE socket. Both stay bound to the namespace they were opened in, so it switches
+//! back right away (a guard restores the home namespace on every path) and does the ioctls
+//! and netlink requests from home.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::ffi;
+use super::netlink::{LinkConfig, RtSocket};
+use super::tap::{self, Offloads};
+
+/// A network namespace, by namespace file or by a process inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NetnsRef {
+    /// A namespace file, e.g. `/run/netns/NAME` or `/proc/PID/ns/net`.
+    Path(PathBuf),
+    /// The namespace of process `PID`: `/proc/PID/ns/net`.
+    Pid(u32),
+}
+
+impl NetnsRef {
+    /// The namespace file to open.
+    pub fn path(&self) -> PathBuf {
+        match self {
+            NetnsRef::Path(p) => p.clone(),
+            NetnsRef::Pid(pid) => PathBuf::from(format!("/proc/{pid}/ns/net")),
+        }
+    }
+}
+
+impl fmt::Display for NetnsRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetnsRef::Path(p) => write!(f, "{}", p.display()),
+            NetnsRef::Pid(pid) => write!(f, "network namespace of pid {pid}"),
+        }
+    }
+}
+
+/// What [`NetnsWorker::attach`] creates and configures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachSpec {
+    /// Where the TAP goes.
+    pub netns: NetnsRef,
+    /// Interface name inside the namespace, e.g. `eth0`: 1..=15 bytes; no '/', ':', '%',
+    /// whitespace or control characters; not "." or "..".
+    pub ifname: String,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Default route via this address. `0.0.0.0` means: add no default route. A gateway
+    /// outside `addr/prefix_len` gets an `onlink` route.
+    pub gateway: Ipv4Addr,
+    /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
+    pub vnet_hdr: bool,
+}
+
+/// An attached TAP. Dropping `fd` removes the interface (the TAP is not persistent).
+#[derive(Debug)]
+pub struct Attached {
+    /// The TAP queue fd; O_NONBLOCK and O_CLOEXEC are set.
+    pub fd: OwnedFd,
+    /// The interface index inside the target namespace.
+    pub ifindex: u32,
+    /// What the kernel accepted.
+    pub offloads: Offloads,
+    /// 0 when vnet_hdr is off, else [`tap::VNET_HDR_LEN`] (12).
+    pub vnet_hdr_len: usize,
+}
+
+/// Errors from namespace and interface setup.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    #[error("network namespace not found: {0}")]
+    NetnsNotFound(String),
+    #[error(
+        "permission denied: {0} (vswitchd needs CAP_SYS_ADMIN and CAP_NET_ADMIN; run it as root)"
+    )]
+    PermissionDenied(String),
+    #[error("invalid interface name: {0}")]
+    InvalidName(String),
+    #[error("interface {0:?} already exists in the target network namespace; choose another name or delete it")]
+    Exists(String),
+    #[error("{op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+    #[error("netlink: {op} failed: {message}")]
+    Netlink { op: &'static str, message: String },
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SysError {
+    move |source| SysError::Io { op, source }
+}
+
+/// Check an interface name the way the kernel's `dev_valid_name()` does, and also reject
+/// '%' (the kernel would treat it as a `%d` template and pick another name).
+pub fn validate_ifname(name: &str) -> Result<(), SysError> {
+    let bad = |why: &str| Err(SysError::InvalidName(format!("{name:?} {why}")));
+    if name.is_empty() {
+        return bad("is empty");
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        return bad("is longer than 15 bytes");
+    }
+    if name == "." || name == ".." {
+        return bad("is reserved");
+    }
+    for b in name.bytes() {
+        // The kernel's isspace() also counts \v and 0xa0.
+        if b.is_ascii_whitespace() || b == 0x0b || b == 0xa0 {
+            return bad("contains whitespace");
+        }
+        if b.is_ascii_control() {
+            return bad("contains a control character");
+        }
+        if matches!(b, b'/' | b':' | b'%') {
+            return bad(&format!("contains {:?}", char::from(b)));
+        }
+    }
+    Ok(())
+}
+
+/// `(st_dev, st_ino)` of the calling thread's network namespace: equal pairs mean the same
+/// namespace.
+pub fn current_netns_id() -> io::Result<(u64, u64)> {
+    netns_id(&NetnsRef::Path(PathBuf::from("/proc/thread-self/ns/net")))
+}
+
+/// `(st_dev, st_ino)` of a namespace file.
+pub fn netns_id(r: &NetnsRef) -> io::Result<(u64, u64)> {
+    let meta = std::fs::metadata(r.path())?;
+    Ok((meta.dev(), meta.ino()))
+}
+
+/// Open a namespace file and check that it is a network namespace.
+fn open_netns(r: &NetnsRef) -> Result<OwnedFd, SysError> {
+    let path = r.path();
+    let file = File::open(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => SysError::NetnsNotFound(match r {
+            NetnsRef::Path(p) => format!("{} does not exist", p.display()),
+            NetnsRef::Pid(pid) => format!("process {pid} does not exist"),
+        }),
+        io::ErrorKind::PermissionDenied => {
+            SysError::PermissionDenied(format!("opening {}", path.display()))
+        }
+        _ => SysError::Io {
+            op: "open network namespace file",
+            source: e,
+        },
+    })?;
+    Ok(OwnedFd::from(file))
+}
+
+fn is_netns(fd: BorrowedFd<'_>) -> bool {
+    ffi::ns_get_nstype(fd).is_ok_and(|t| t == libc::CLONE_NEWNET)
+}
+
+/// While alive, the calling thread is in another network namespace; dropping it switches
+/// back to `home`.
+struct NetnsGuard<'a> {
+    home: BorrowedFd<'a>,
+}
+
+impl<'a> NetnsGuard<'a> {
+    fn enter(home: BorrowedFd<'a>, target: BorrowedFd<'_>, r: &NetnsRef) -> Result<Self, SysError> {
+        ffi::setns_net(target).map_err(|e| match e.raw_os_error() {
+            Some(libc::EPERM | libc::EACCES) => SysError::PermissionDenied(format!("entering {r}")),
+            Some(libc::EINVAL) => {
+                SysError::NetnsNotFound(format!("{r} is not a network namespace"))
+            }
+            _ => SysError::Io {
+                op: "setns",
+                source: e,
+            },
+        })?;
+        Ok(NetnsGuard { home })
+    }
+}
+
+impl Drop for NetnsGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = ffi::setns_net(self.home) {
+            // Never seen in practice (we hold an fd to our own namespace). The worker keeps
+            // working, since every request enters its target explicitly, but say so loudly.
+            tracing::error!("netns worker: cannot return to its own network namespace: {e}");
+        }
+    }
+}
+
+enum Request {
+    Attach(Box<AttachSpec>, Sender<Result<Attached, SysError>>),
+    NetnsId(Sender<io::Result<(u64, u64)>>),
+}
+
+/// A dedicated OS thread that does all `setns` work and nothing else. Dropping it stops the
+/// thread (after any request in progress).
+#[derive(Debug)]
+pub struct NetnsWorker {
+    tx: Option<Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+const WORKER_GONE: &str = "the netns worker thread has exited";
+
+impl NetnsWorker {
+    /// Start the worker thread.
+    pub fn spawn() -> io::Result<NetnsWorker> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Request>();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
+        let thread = std::thread::Builder::new()
+            .name("vswitch-netns".into())
+            .spawn(move || {
+                let home = match File::open("/proc/thread-self/ns/net") {
+                    Ok(f) => OwnedFd::from(f),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                worker_loop(home.as_fd(), rx);
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(NetnsWorker {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("netns worker: open /proc/thread-self/ns/net: {e}"),
+                ))
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other("netns worker thread died during startup"))
+            }
+        }
+    }
+
+    /// Create a TAP `spec.ifname` in `spec.netns` and configure MAC, MTU, up, address and
+    /// default route. Blocks until done (typically well under a millisecond of kernel work).
+    /// On any error nothing is left behind: the TAP vanishes with its fd.
+    pub fn attach(&self, spec: AttachSpec) -> Result<Attached, SysError> {
+        validate_ifname(&spec.ifname)?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.request(Request::Attach(Box::new(spec), reply_tx))?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+
+    /// Whether `r` names an existing network namespace (checked on the calling thread; no
+    /// namespace switch needed).
+    pub fn netns_exists(&self, r: &NetnsRef) -> bool {
+        open_netns(r).is_ok_and(|fd| is_netns(fd.as_fd()))
+    }
+
+    /// `(st_dev, st_ino)` of the namespace the worker thread is in right now (between
+    /// requests that is always the namespace it started in).
+    pub fn worker_netns_id(&self) -> io::Result<(u64, u64)> {
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.request(Request::NetnsId(reply_tx))
+            .map_err(|_| io::Error::other(WORKER_GONE))?;
+        reply_rx.recv().map_err(|_| io::Error::other(WORKER_GONE))?
+    }
+
+    fn request(&self, req: Request) -> Result<(), SysError> {
+        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        tx.send(req).map_err(|_| gone())
+    }
+}
+
+fn gone() -> SysError {
+    SysError::Io {
+        op: "netns worker",
+        source: io::Error::other(WORKER_GONE),
+    }
+}
+
+impl Drop for NetnsWorker {
+    fn drop(&mut self) {
+        drop(self.tx.take()); // ends the worker's receive loop
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
+    for req in rx {
+        match req {
+            Request::Attach(spec, reply) => {
+                let res = catch_unwind(AssertUnwindSafe(|| attach_here(home, &spec)))
+                    .unwrap_or_else(|_| {
+                        Err(SysError::Io {
+                            op: "attach",
+                            source: io::Error::other("netns worker panicked"),
+                        })
+                    });
+                // If the caller has gone away, dropping the reply closes the TAP again.
+                let _ = reply.send(res);
+            }
+            Request::NetnsId(reply) => {
+                let _ = reply.send(current_netns_id());
+            }
+        }
+    }
+}
+
+/// The attach itself, on the worker thread. `home` is the worker's own namespace.
+fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysError> {
+    let start = Instant::now();
+    let target = open_netns(&spec.netns)?;
+    let (tun, mut rt) = {
+        let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
+        let tun = tap::open_tun().map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => {
+                SysError::PermissionDenied("opening /dev/net/tun".into())
+            }
+            _ => SysError::Io {
+                op: "open /dev/net/tun",
+                source: e,
+            },
+        })?;
+        let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
+        (tun, rt)
+        // _inside drops here: back in the home namespace.
+    };
+    drop(target);
+
+    let tap = tap::create(tun, &spec.ifname, spec.vnet_hdr)?;
+    let ifindex = rt
+        .ifindex(&spec.ifname)
+        .map_err(io_err("look up ifindex (SIOCGIFINDEX)"))?;
+    rt.configure_link(&LinkConfig {
+        ifindex,
+        mac: spec.mac,
+        mtu: spec.mtu,
+        addr: spec.addr,
+        prefix_len: spec.prefix_len,
+        gateway: (!spec.gateway.is_unspecified()).then_some(spec.gateway),
+    })?;
+    tracing::debug!(
+        netns = %spec.netns,
+        ifname = %spec.ifname,
+        ifindex,
+        offloads = ?tap.offloads.names(),
+        elapsed_us = start.elapsed().as_micros() as u64,
+        "attached TAP"
+    );
+    Ok(Attached {
+        fd: tap.fd,
+        ifindex,
+        offloads: tap.offloads,
+        vnet_hdr_len: tap.vnet_hdr_len,
+    })
+}
