@@ -2,6 +2,10 @@
 """Send COUNT Ethernet frames out of IFACE, each from a distinct source MAC (a MAC-table flood).
 
 usage: flood.py IFACE COUNT [DST_MAC]   (run inside a container namespace, as root)
+
+Frames go in chunks; a chunk during which the interface counted a transmit drop (the switch
+did not read fast enough and the kernel's queue overflowed) is sent again, so every one of the
+COUNT source MACs reaches the switch at least once. Prints COUNT and the frames sent in all.
 """
 import socket
 import struct
@@ -9,20 +13,33 @@ import sys
 
 iface, count = sys.argv[1], int(sys.argv[2])
 dst = bytes.fromhex(sys.argv[3].replace(":", "")) if len(sys.argv) > 3 else bytes.fromhex("020000000001")
+CHUNK = 256
+
+
+def tx_dropped():
+    with open(f"/sys/class/net/{iface}/statistics/tx_dropped") as f:
+        return int(f.read())
+
+
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind((iface, 0))
 payload = b"vswitch-flood".ljust(46, b"\0")
+frames = [dst + b"\x02\xf1" + struct.pack(">I", i) + b"\x88\xb5" + payload for i in range(count)]
 sent = 0
-for i in range(count):
-    src = b"\x02\xf1" + struct.pack(">I", i)
-    while True:
-        try:
-            s.send(dst + src + b"\x88\xb5" + payload)
+for start in range(0, count, CHUNK):
+    for attempt in range(1000):
+        before = tx_dropped()
+        for frame in frames[start:start + CHUNK]:
+            while True:
+                try:
+                    s.send(frame)
+                    sent += 1
+                    break
+                except OSError as e:  # ENOBUFS: the qdisc is full; try again
+                    if e.errno != 105:
+                        raise
+        if tx_dropped() == before:
             break
-        except BlockingIOError:
-            pass
-        except OSError as e:  # ENOBUFS: the qdisc is full; try again
-            if e.errno != 105:
-                raise
-    sent += 1
-print(sent)
+    else:
+        sys.exit(f"chunk at {start} kept being dropped")
+print(count, sent)

@@ -253,8 +253,22 @@ mod tests {
     #[test]
     fn network_create_with_everything() {
         let cli = parse(&[
-            "network", "create", "net1", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.254",
-            "--mtu", "9000", "--internal", "--label", "a=b", "--label", "c=d=e", "--label", "empty=",
+            "network",
+            "create",
+            "net1",
+            "--subnet",
+            "10.89.0.0/24",
+            "--gateway",
+            "10.89.0.254",
+            "--mtu",
+            "9000",
+            "--internal",
+            "--label",
+            "a=b",
+            "--label",
+            "c=d=e",
+            "--label",
+            "empty=",
         ])
         .unwrap();
         let Command::Network(NetworkCmd::Create(c)) = cli.command else { panic!("not create") };
@@ -265,11 +279,7 @@ mod tests {
         assert!(c.internal);
         assert_eq!(
             c.labels,
-            vec![
-                ("a".into(), "b".into()),
-                ("c".into(), "d=e".into()),
-                ("empty".into(), String::new())
-            ]
+            vec![("a".into(), "b".into()), ("c".into(), "d=e".into()), ("empty".into(), String::new())]
         );
     }
 
@@ -306,8 +316,24 @@ mod tests {
         assert_eq!(a.netns.as_deref(), Some("/run/netns/c1"));
         assert_eq!(a.pid, None);
 
-        let cli = parse(&["attach", "net1", "--pid", "42", "--name", "c1", "--ifname", "eth1",
-            "--ip", "10.89.0.9", "--mac", "02:42:AC:11:00:02", "--alias", "web", "--alias", "www"])
+        let cli = parse(&[
+            "attach",
+            "net1",
+            "--pid",
+            "42",
+            "--name",
+            "c1",
+            "--ifname",
+            "eth1",
+            "--ip",
+            "10.89.0.9",
+            "--mac",
+            "02:42:AC:11:00:02",
+            "--alias",
+            "web",
+            "--alias",
+            "www",
+        ])
         .unwrap();
         let Command::Attach(a) = cli.command else { panic!("not attach") };
         assert_eq!(a.pid, Some(42));

@@ -45,12 +45,10 @@ impl Failure {
     /// Reads a non-2xx answer. The error code is read as a string so that codes added to the
     /// daemon later (`ErrorCode` is non-exhaustive) still print.
     pub fn from_error_reply(status: StatusCode, body: &[u8]) -> Failure {
-        let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                let e = v.get("error")?;
-                Some((e.get("code")?.as_str()?.to_string(), e.get("message")?.as_str()?.to_string()))
-            });
+        let parsed: Option<(String, String)> = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+            let e = v.get("error")?;
+            Some((e.get("code")?.as_str()?.to_string(), e.get("message")?.as_str()?.to_string()))
+        });
         match (parsed, pretty_json(body)) {
             (Some((code, message)), Some(json)) => Failure::Api { code, message, json },
             _ => Failure::BadAnswer { status, detail: snippet(body) },
@@ -104,7 +102,11 @@ mod tests {
 
     #[test]
     fn messages() {
-        let f = Failure::Unreachable { socket: "/run/vswitch/vswitchd.sock".into(), reason: "no such file".into(), hint: None };
+        let f = Failure::Unreachable {
+            socket: "/run/vswitch/vswitchd.sock".into(),
+            reason: "no such file".into(),
+            hint: None,
+        };
         assert_eq!(
             f.to_string(),
             "cannot reach vswitchd at /run/vswitch/vswitchd.sock: no such file (is vswitchd running?)"

@@ -166,8 +166,10 @@ fn json_out(reply: &Reply) -> Result<String, Failure> {
 }
 
 fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
-    serde_json::from_slice(&reply.body)
-        .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", error::snippet(&reply.body)) })
+    serde_json::from_slice(&reply.body).map_err(|e| Failure::BadAnswer {
+        status: reply.status,
+        detail: format!("{e}: {}", error::snippet(&reply.body)),
+    })
 }
 
 fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
@@ -249,8 +251,17 @@ mod tests {
     #[test]
     fn request_bodies() {
         let c = plan_of(&[
-            "network", "create", "net1", "--subnet", "10.89.0.0/24", "--gateway", "10.89.0.1", "--mtu", "1400",
-            "--label", "k=v",
+            "network",
+            "create",
+            "net1",
+            "--subnet",
+            "10.89.0.0/24",
+            "--gateway",
+            "10.89.0.1",
+            "--mtu",
+            "1400",
+            "--label",
+            "k=v",
         ]);
         assert_eq!(
             body(&c),
@@ -261,15 +272,10 @@ mod tests {
         assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"labels":{}}));
 
         let c = plan_of(&["attach", "net1", "--netns", "/run/netns/c1", "--ip", "10.89.0.7", "--alias", "web"]);
-        assert_eq!(
-            body(&c),
-            serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]})
-        );
-        let c = plan_of(&["attach", "net1", "--pid", "42", "--name", "c1", "--mac", "02:42:AC:11:00:02", "--ifname", "e1"]);
-        assert_eq!(
-            body(&c),
-            serde_json::json!({"name":"c1","pid":42,"ifname":"e1","mac":"02:42:ac:11:00:02"})
-        );
+        assert_eq!(body(&c), serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]}));
+        let c =
+            plan_of(&["attach", "net1", "--pid", "42", "--name", "c1", "--mac", "02:42:AC:11:00:02", "--ifname", "e1"]);
+        assert_eq!(body(&c), serde_json::json!({"name":"c1","pid":42,"ifname":"e1","mac":"02:42:ac:11:00:02"}));
 
         assert_eq!(body(&plan_of(&["fdb", "flush"])), serde_json::json!({}));
         assert_eq!(

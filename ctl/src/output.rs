@@ -527,7 +527,10 @@ mod tests {
             tx_bytes: 60,
             drops: d,
         };
-        let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
+        let out = ports(&[
+            p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]),
+            p(1, "gateway", "gateway", BTreeMap::new(), &[]),
+        ]);
         assert_eq!(
             out,
             "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS\n \

@@ -15,8 +15,11 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir()
-            .join(format!("vswitchctl-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        let dir = std::env::temp_dir().join(format!(
+            "vswitchctl-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -135,7 +138,10 @@ fn missing_socket_exits_3() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(
         text(&out.stderr),
-        format!("vswitchctl: cannot reach vswitchd at {}: no such file (is vswitchd running?)\n", dir.socket().display())
+        format!(
+            "vswitchctl: cannot reach vswitchd at {}: no such file (is vswitchd running?)\n",
+            dir.socket().display()
+        )
     );
     assert_eq!(text(&out.stdout), "");
 }

@@ -404,3 +404,12 @@ fn worker_drop_stops_thread() {
     );
     drop(worker); // joins; a hang here is the failure
 }
+
+#[test]
+fn api_types_are_thread_safe() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<NetnsWorker>();
+    send_sync::<SysError>();
+    send_sync::<Attached>();
+    send_sync::<AttachSpec>();
+}
