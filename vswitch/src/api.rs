@@ -261,6 +261,9 @@ pub enum ErrorCode {
     MethodNotAllowed,
     PayloadTooLarge,
     Internal,
+    /// A code this build does not know (sent by a newer daemon).
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
@@ -276,7 +279,7 @@ impl ErrorCode {
             NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken
             | PoolExhausted | MacTaken | FdbFull => 409,
             PayloadTooLarge => 413,
-            Internal => 500,
+            Internal | Unknown => 500,
         }
     }
 
@@ -307,6 +310,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             PayloadTooLarge => "payload_too_large",
             Internal => "internal",
+            Unknown => "unknown",
         }
     }
 }

@@ -54,7 +54,7 @@ impl Gateway {
         else {
             return Outcome::Ignored;
         };
-        if operation != ArpOperation::Request || target_protocol_addr != Ipv4Address::from(self.ip) {
+        if operation != ArpOperation::Request || target_protocol_addr != self.ip {
             return Outcome::Ignored;
         }
         let reply = ArpRepr::EthernetIpv4 {
@@ -76,7 +76,7 @@ impl Gateway {
         let caps = ChecksumCapabilities::default();
         let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Outcome::Malformed };
         let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else { return Outcome::Malformed };
-        if ip_repr.dst_addr != Ipv4Address::from(self.ip) || ip_repr.next_header != IpProtocol::Icmp {
+        if ip_repr.dst_addr != self.ip || ip_repr.next_header != IpProtocol::Icmp {
             return Outcome::Ignored;
         }
         let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else { return Outcome::Malformed };

@@ -66,6 +66,8 @@ struct Net {
 struct Ep {
     api: Endpoint,
     offloads: Vec<String>,
+    /// (dev, inode) of the namespace: the same container may sit on several networks.
+    netns_id: Option<(u64, u64)>,
 }
 
 /// Dense port ids, reused after release (the datapath indexes vectors with them).
@@ -203,11 +205,23 @@ impl Control {
                 return Err(ApiError::new(ErrorCode::InvalidRequest, "give exactly one of netns (a path) and pid"));
             }
         };
+        // A TAP in the daemon's own namespace would wire the host itself into the switch.
+        let own = crate::sys::netns::current_netns_id().ok();
+        let netns_id = crate::sys::netns::netns_id(&netns).ok();
+        if own.is_some() && netns_id == own {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{netns} is vswitchd's own network namespace; attach a container's namespace instead"),
+            ));
+        }
         let name = match &req.name {
             Some(n) => n.clone(),
             None => default_endpoint_name(&netns),
         };
         check_name(&name, "endpoint")?;
+        if name == "gateway" {
+            return Err(ApiError::new(ErrorCode::InvalidName, "endpoint name \"gateway\" is reserved for the network's gateway port"));
+        }
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".to_string());
         for a in &req.aliases {
             check_name(a, "alias")?;
@@ -220,6 +234,7 @@ impl Control {
         }
 
         let mut st = self.state.lock().await;
+        let second_network = netns_id.is_some() && st.has_netns(netns_id);
         let net = find_net_mut(&mut st, network)?;
         if net.endpoints.contains_key(&name) {
             return Err(ApiError::new(ErrorCode::EndpointExists, format!("endpoint {name} already exists on network {network}")));
@@ -237,7 +252,10 @@ impl Control {
             net.pool.release(ip);
             return Err(ApiError::new(ErrorCode::MacTaken, format!("MAC {mac} is already used on network {network}")));
         }
-        let (net_id, mtu, gateway, prefix_len) = (net.id, net.mtu, net.pool.gateway(), net.pool.subnet().prefix_len());
+        let (net_id, mtu, prefix_len) = (net.id, net.mtu, net.pool.subnet().prefix_len());
+        // Like a container on several Docker networks: the first network gives the default
+        // route, later ones only their subnet (0.0.0.0 tells sys to add no default route).
+        let gateway = if second_network { Ipv4Addr::UNSPECIFIED } else { net.pool.gateway() };
         let spec = AttachSpec {
             netns: netns.clone(),
             ifname: ifname.clone(),
@@ -277,7 +295,7 @@ impl Control {
             aliases: req.aliases,
         };
         let net = find_net_mut(&mut st, network)?;
-        net.endpoints.insert(name, Ep { api: api.clone(), offloads: attached.offloads.names() });
+        net.endpoints.insert(name, Ep { api: api.clone(), offloads: attached.offloads.names(), netns_id });
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = port.0, "attached");
         Ok(api)
     }
@@ -344,7 +362,8 @@ impl Control {
         };
         let (id, mac) = (net.id, req.mac);
         self.dp.call(move |e| e.switch_mut().add_static(id, mac, port)).await.map_err(internal)?.map_err(|e| match e {
-            SwitchError::Fdb(f) => ApiError::new(ErrorCode::FdbFull, f.to_string()),
+            SwitchError::Fdb(f @ crate::fdb::FdbError::Full) => ApiError::new(ErrorCode::FdbFull, f.to_string()),
+            SwitchError::Fdb(f) => ApiError::new(ErrorCode::InvalidAddress, f.to_string()),
             other => internal(other),
         })?;
         Ok(FdbEntry { network: req.network, mac, port: req.port, port_id: port, age_secs: 0, is_static: true })
@@ -442,6 +461,11 @@ impl Control {
 }
 
 impl State {
+    /// True when some endpoint (on any network) lives in that namespace.
+    fn has_netns(&self, id: Option<(u64, u64)>) -> bool {
+        self.networks.values().flat_map(|n| n.endpoints.values()).any(|e| e.netns_id == id)
+    }
+
     /// Port id → (network name, endpoint name or `gateway`).
     fn port_names(&self) -> BTreeMap<PortId, (String, String)> {
         let mut m = BTreeMap::new();

@@ -340,7 +340,7 @@ impl Engine {
                 match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..]) {
                     Outcome::Reply(n) => {
                         self.count_tx(to, frame.len(), true);
-                        self.from_gateway(to, n);
+                        self.send_gateway_reply(to, n);
                     }
                     Outcome::Ignored => self.count_tx(to, frame.len(), true),
                     Outcome::Malformed => self.count_drop(ingress, DropReason::NoRoute),
@@ -353,7 +353,7 @@ impl Engine {
 
     /// Switches a reply the gateway wrote at `reply[VNET_HDR_LEN..][..n]` as if it came in on
     /// the gateway's port. It only ever goes to TAPs, so the gateway never answers itself.
-    fn from_gateway(&mut self, gw_port: PortId, n: usize) {
+    fn send_gateway_reply(&mut self, gw_port: PortId, n: usize) {
         let now = self.now();
         let frame = &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n];
         let verdict = self.switch.handle_frame(now, gw_port, frame, false);
