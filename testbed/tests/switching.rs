@@ -136,3 +136,26 @@ fn sigterm_leaves_no_tap_and_no_socket() {
     let left = testbed::run_ok("ip", &["netns", "list"]);
     assert!(!left.lines().any(|l| l.starts_with("vswitch")), "{left}");
 }
+
+#[test]
+fn one_container_on_two_networks() {
+    let d = Daemon::start();
+    d.network("front", "10.76.1.0/24");
+    d.network("back", "10.76.2.0/24");
+    let (web, db, client) = (Netns::new("vt-w"), Netns::new("vt-db"), Netns::new("vt-cl"));
+    let ec = d.attach("front", &client);
+    d.attach("front", &web);
+    d.ctl_ok(&["attach", "back", "--netns", &web.path(), "--name", "web-back", "--ifname", "eth1"]);
+    let edb = d.attach("back", &db);
+    // web reaches both sides; its default route stays on the first network.
+    assert!(web.ping(ec["ip"].as_str().unwrap(), 1));
+    assert!(web.ping(edb["ip"].as_str().unwrap(), 1));
+    let route = web.exec_ok(&["ip", "route", "show", "default"]);
+    assert!(route.contains("via 10.76.1.1 dev eth0") && !route.contains("eth1"), "{route}");
+    // client (front only) still cannot reach db: web is not a router and neither is the switch.
+    assert!(!client.ping(edb["ip"].as_str().unwrap(), 1));
+    // Attaching the daemon's own namespace is refused.
+    let body = format!(r#"{{"pid":{},"name":"host"}}"#, d.pid());
+    let (status, v) = d.api("POST", "/v1/networks/front/endpoints", Some(&body));
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{v}");
+}
