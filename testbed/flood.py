@@ -10,6 +10,7 @@ COUNT source MACs reaches the switch at least once. Prints COUNT and the frames 
 import socket
 import struct
 import sys
+import time
 
 iface, count = sys.argv[1], int(sys.argv[2])
 dst = bytes.fromhex(sys.argv[3].replace(":", "")) if len(sys.argv) > 3 else bytes.fromhex("020000000001")
@@ -27,7 +28,9 @@ payload = b"vswitch-flood".ljust(46, b"\0")
 frames = [dst + b"\x02\xf1" + struct.pack(">I", i) + b"\x88\xb5" + payload for i in range(count)]
 sent = 0
 for start in range(0, count, CHUNK):
-    for attempt in range(1000):
+    for attempt in range(2000):
+        if attempt:
+            time.sleep(0.002)  # the switch is behind: let it drain the queue
         before = tx_dropped()
         for frame in frames[start:start + CHUNK]:
             while True:
