@@ -1,21 +1,24 @@
 //! The gateway of a network: an address that the switch itself owns.
 //!
 //! I/O-free: a frame addressed to the gateway goes in, a reply frame (or nothing) comes out.
-//! It answers ARP requests for its address and ICMP echo requests to it. Packet views come from
-//! `smoltcp::wire`, which validates lengths and checksums before any field is read.
+//! It answers ARP requests for its address and ICMP echo requests to it, and hands DNS queries
+//! (UDP to port 53) back to the caller, who answers them into the payload room of a reply that
+//! [`Gateway::finish_udp_reply`] then wraps. Packet views come from `smoltcp::wire`, which
+//! validates lengths and checksums before any field is read.
 
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+    Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
 };
 
 use crate::types::Mac;
 
 /// What the gateway did with a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// A reply of this many bytes was written to the output buffer.
     Reply(usize),
@@ -23,7 +26,23 @@ pub enum Outcome {
     Ignored,
     /// Addressed to the gateway but malformed (bad length or checksum): dropped.
     Malformed,
+    /// A DNS query over UDP to the gateway: the caller answers it.
+    Dns(UdpQuery),
 }
+
+/// Where a UDP query to the gateway came from, and where its payload sits in the frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpQuery {
+    pub client_mac: Mac,
+    pub client_ip: Ipv4Addr,
+    pub client_port: u16,
+    pub payload: Range<usize>,
+}
+
+/// The DNS port the gateway serves.
+pub const DNS_PORT: u16 = 53;
+/// Where a reply's UDP payload starts in the frame: Ethernet (14) + IPv4 (20) + UDP (8).
+pub const UDP_PAYLOAD_OFFSET: usize = 42;
 
 /// One network's gateway identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,16 +53,43 @@ pub struct Gateway {
 
 impl Gateway {
     /// Answers `frame` into `out` (which must hold at least `frame.len()` bytes; a reply is
-    /// never longer than its request).
-    pub fn handle(&self, frame: &[u8], out: &mut [u8]) -> Outcome {
+    /// never longer than its request). `csum_partial` says the sender left the transport
+    /// checksum to offload (virtio `NEEDS_CSUM`), so it is not verified.
+    pub fn handle(&self, frame: &[u8], out: &mut [u8], csum_partial: bool) -> Outcome {
         let Ok(eth) = EthernetFrame::new_checked(frame) else {
             return Outcome::Malformed;
         };
         match eth.ethertype() {
             EthernetProtocol::Arp => self.arp(&eth, out),
-            EthernetProtocol::Ipv4 if Mac(eth.dst_addr().0) == self.mac => self.ipv4(&eth, out),
+            EthernetProtocol::Ipv4 if Mac(eth.dst_addr().0) == self.mac => self.ipv4(&eth, out, csum_partial),
             _ => Outcome::Ignored,
         }
+    }
+
+    /// Wraps a UDP reply to `q` whose payload the caller wrote at
+    /// `out[UDP_PAYLOAD_OFFSET..][..payload_len]`: fills the Ethernet, IPv4 and UDP headers and
+    /// the checksums. Returns the frame length, or `None` when `out` is too short.
+    pub fn finish_udp_reply(&self, q: &UdpQuery, payload_len: usize, out: &mut [u8]) -> Option<usize> {
+        let caps = ChecksumCapabilities::default();
+        let udp = UdpRepr { src_port: DNS_PORT, dst_port: q.client_port };
+        let ip = Ipv4Repr {
+            src_addr: self.ip,
+            dst_addr: q.client_ip,
+            next_header: IpProtocol::Udp,
+            payload_len: 8 + payload_len,
+            hop_limit: 64,
+        };
+        let len = UDP_PAYLOAD_OFFSET + payload_len;
+        let buf = out.get_mut(..len)?;
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        self.eth_header(EthernetAddress(q.client_mac.0), EthernetProtocol::Ipv4).emit(&mut frame);
+        let mut ip_out = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut ip_out, &caps);
+        let mut udp_out = UdpPacket::new_unchecked(ip_out.payload_mut());
+        let (src, dst) = (IpAddress::Ipv4(self.ip), IpAddress::Ipv4(q.client_ip));
+        // The payload is already in place: emit only writes the header and the checksum.
+        udp.emit(&mut udp_out, &src, &dst, payload_len, |_| {}, &caps);
+        Some(len)
     }
 
     fn arp(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8]) -> Outcome {
@@ -72,13 +118,44 @@ impl Gateway {
         Outcome::Reply(len)
     }
 
-    fn ipv4(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8]) -> Outcome {
+    fn ipv4(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8], csum_partial: bool) -> Outcome {
         let caps = ChecksumCapabilities::default();
         let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Outcome::Malformed };
         let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else { return Outcome::Malformed };
-        if ip_repr.dst_addr != self.ip || ip_repr.next_header != IpProtocol::Icmp {
+        if ip_repr.dst_addr != self.ip {
             return Outcome::Ignored;
         }
+        match ip_repr.next_header {
+            IpProtocol::Icmp => self.icmp(eth, &ip, &ip_repr, out),
+            IpProtocol::Udp => self.udp(eth, &ip, &ip_repr, csum_partial),
+            _ => Outcome::Ignored,
+        }
+    }
+
+    fn udp(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv4Packet<&[u8]>, ip_repr: &Ipv4Repr, csum_partial: bool) -> Outcome {
+        let mut caps = ChecksumCapabilities::default();
+        if csum_partial {
+            caps.udp = smoltcp::phy::Checksum::None;
+        }
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return Outcome::Malformed };
+        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
+        let Ok(repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else { return Outcome::Malformed };
+        if repr.dst_port != DNS_PORT || ip.more_frags() || ip.frag_offset() != 0 {
+            return Outcome::Ignored;
+        }
+        // Offsets of the UDP payload inside the Ethernet frame.
+        let start = EthernetFrame::<&[u8]>::header_len() + ip.header_len() as usize + 8;
+        let end = EthernetFrame::<&[u8]>::header_len() + ip.header_len() as usize + udp.len() as usize;
+        Outcome::Dns(UdpQuery {
+            client_mac: Mac(eth.src_addr().0),
+            client_ip: ip_repr.src_addr,
+            client_port: repr.src_port,
+            payload: start..end,
+        })
+    }
+
+    fn icmp(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv4Packet<&[u8]>, ip_repr: &Ipv4Repr, out: &mut [u8]) -> Outcome {
+        let caps = ChecksumCapabilities::default();
         let Ok(icmp) = Icmpv4Packet::new_checked(ip.payload()) else { return Outcome::Malformed };
         let Ok(icmp_repr) = Icmpv4Repr::parse(&icmp, &caps) else { return Outcome::Malformed };
         let Icmpv4Repr::EchoRequest { ident, seq_no, data } = icmp_repr else { return Outcome::Ignored };
@@ -151,7 +228,7 @@ mod tests {
     #[test]
     fn answers_arp_for_its_address() {
         let mut out = [0u8; 128];
-        let Outcome::Reply(n) = GW.handle(&arp_request([10, 89, 0, 1]), &mut out) else { panic!() };
+        let Outcome::Reply(n) = GW.handle(&arp_request([10, 89, 0, 1]), &mut out, false) else { panic!() };
         let r = &out[..n];
         assert_eq!(&r[0..6], &C1);
         assert_eq!(&r[6..12], &GW.mac.0);
@@ -165,14 +242,14 @@ mod tests {
     #[test]
     fn ignores_arp_for_other_addresses() {
         let mut out = [0u8; 128];
-        assert_eq!(GW.handle(&arp_request([10, 89, 0, 3]), &mut out), Outcome::Ignored);
+        assert_eq!(GW.handle(&arp_request([10, 89, 0, 3]), &mut out, false), Outcome::Ignored);
     }
 
     #[test]
     fn answers_echo_with_valid_checksums() {
         let req = echo_request();
         let mut out = [0u8; 128];
-        let Outcome::Reply(n) = GW.handle(&req, &mut out) else { panic!() };
+        let Outcome::Reply(n) = GW.handle(&req, &mut out, false) else { panic!() };
         let r = &out[..n];
         assert_eq!(n, req.len());
         assert_eq!(&r[0..6], &C1);
@@ -184,17 +261,69 @@ mod tests {
         assert_eq!(&r[38..], &req[38..], "id, seq and payload echoed");
     }
 
+    /// A UDP datagram from 10.89.0.2:40000 to the gateway's port 53 carrying `payload`.
+    fn dns_query(payload: &[u8], udp_csum: bool) -> Vec<u8> {
+        let mut f = GW.mac.0.to_vec();
+        f.extend_from_slice(&C1);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let total = (20 + 8 + payload.len()) as u16;
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 89, 0, 2, 10, 89, 0, 1];
+        ip[2..4].copy_from_slice(&total.to_be_bytes());
+        let c = !checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut udp = vec![0x9c, 0x40, 0, 53, 0, 0, 0, 0];
+        udp[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        udp.extend_from_slice(payload);
+        if udp_csum {
+            let mut pseudo = vec![10, 89, 0, 2, 10, 89, 0, 1, 0, 17];
+            pseudo.extend_from_slice(&((udp.len()) as u16).to_be_bytes());
+            pseudo.extend_from_slice(&udp);
+            let c = !checksum(&pseudo);
+            udp[6..8].copy_from_slice(&c.to_be_bytes());
+        }
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&udp);
+        f
+    }
+
+    #[test]
+    fn dns_queries_are_handed_out_and_replies_wrapped() {
+        let q = dns_query(b"QUERYBYTES", true);
+        let mut out = [0u8; 256];
+        let Outcome::Dns(uq) = GW.handle(&q, &mut out, false) else { panic!("not a DNS query") };
+        assert_eq!(&q[uq.payload.clone()], b"QUERYBYTES");
+        assert_eq!((uq.client_ip, uq.client_port, uq.client_mac), (Ipv4Addr::new(10, 89, 0, 2), 40000, Mac(C1)));
+        // A bad UDP checksum is refused, unless the sender left it to offload.
+        let mut bad = dns_query(b"QUERYBYTES", true);
+        bad[40] ^= 0x55;
+        assert_eq!(GW.handle(&bad, &mut out, false), Outcome::Malformed);
+        assert!(matches!(GW.handle(&bad, &mut out, true), Outcome::Dns(_)));
+
+        out[UDP_PAYLOAD_OFFSET..UDP_PAYLOAD_OFFSET + 6].copy_from_slice(b"ANSWER");
+        let n = GW.finish_udp_reply(&uq, 6, &mut out).unwrap();
+        let r = &out[..n];
+        assert_eq!(n, 42 + 6);
+        assert_eq!(&r[0..6], &C1);
+        assert_eq!(checksum(&r[14..34]), 0xffff, "ip header checksum");
+        assert_eq!(&r[34..36], &53u16.to_be_bytes());
+        assert_eq!(&r[36..38], &40000u16.to_be_bytes());
+        let mut pseudo = vec![10, 89, 0, 1, 10, 89, 0, 2, 0, 17, 0, 14];
+        pseudo.extend_from_slice(&r[34..]);
+        assert_eq!(checksum(&pseudo), 0xffff, "udp checksum");
+        assert_eq!(GW.finish_udp_reply(&uq, 6, &mut [0u8; 20]), None);
+    }
+
     #[test]
     fn malformed_input_never_panics() {
         let mut out = [0u8; 128];
         let mut bad = echo_request();
         bad[40] ^= 0xff; // breaks the ICMP checksum
-        assert_eq!(GW.handle(&bad, &mut out), Outcome::Malformed);
+        assert_eq!(GW.handle(&bad, &mut out, false), Outcome::Malformed);
         for len in 0..echo_request().len() {
-            let _ = GW.handle(&echo_request()[..len], &mut out);
-            let _ = GW.handle(&arp_request([10, 89, 0, 1])[..len.min(42)], &mut out);
+            let _ = GW.handle(&echo_request()[..len], &mut out, false);
+            let _ = GW.handle(&arp_request([10, 89, 0, 1])[..len.min(42)], &mut out, false);
         }
         let mut tiny = [0u8; 8];
-        assert_eq!(GW.handle(&arp_request([10, 89, 0, 1]), &mut tiny), Outcome::Ignored);
+        assert_eq!(GW.handle(&arp_request([10, 89, 0, 1]), &mut tiny, false), Outcome::Ignored);
     }
 }

@@ -24,6 +24,8 @@ use crate::types::{NetworkId, PortId};
 pub const BUDGET: usize = 64;
 /// The virtio-net header length used on TAPs opened with `IFF_VNET_HDR`.
 pub const VNET_HDR_LEN: usize = 12;
+/// virtio_net_hdr.flags bit: the transport checksum is left to the receiver (offload).
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
@@ -337,13 +339,16 @@ impl Engine {
             Some(Some(PortIo::Gateway(gw))) => {
                 let gw = *gw;
                 let frame = &self.bufs[i][hdr.min(len)..len];
-                match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..]) {
+                let csum_partial = hdr > 0 && self.bufs[i][0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+                match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..], csum_partial) {
                     Outcome::Reply(n) => {
                         self.count_tx(to, frame.len(), true);
                         self.send_gateway_reply(to, n);
                     }
                     Outcome::Ignored => self.count_tx(to, frame.len(), true),
                     Outcome::Malformed => self.count_drop(ingress, DropReason::NoRoute),
+                    // DNS comes with its own issue; until then the query goes unanswered.
+                    Outcome::Dns(_) => self.count_tx(to, frame.len(), true),
                 }
             }
             // A TAP with another header layout is never created by this daemon.
