@@ -19,6 +19,11 @@
 //! | POST | /v1/fdb/flush | [`FdbFlush`] | [`Flushed`] |
 //! | GET | /v1/fdb/stats | | [`FdbStats`] |
 //! | GET | /v1/ports | | `[PortInfo]` |
+//! | PATCH | /v1/networks/{name}/endpoints/{endpoint} | [`EndpointUpdate`] | [`Endpoint`] |
+//! | GET | /v1/dns/records[?network=NAME] | | `[DnsRecord]` |
+//! | GET | /v1/dns/stats | | [`DnsStats`] |
+//! | GET | /v1/networks/{name}/dns | | [`DnsUpstreams`] |
+//! | PUT | /v1/networks/{name}/dns | [`DnsUpstreamsSet`] | [`DnsUpstreams`] |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -127,6 +132,62 @@ pub struct Endpoint {
     pub prefix_len: u8,
     pub port: PortId,
     pub aliases: Vec<String>,
+}
+
+/// `PATCH /v1/networks/{name}/endpoints/{endpoint}`: rename, or replace the aliases. DNS
+/// records follow at once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
+}
+
+/// One name the gateway answers: `GET /v1/dns/records`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsRecord {
+    pub network: String,
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub ipv4: Vec<Ipv4Addr>,
+}
+
+/// A network's DNS upstreams: `GET /v1/networks/{name}/dns`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DnsUpstreams {
+    pub network: String,
+    /// Upstreams set for this network (empty: the daemon's defaults apply).
+    pub upstreams: Vec<String>,
+    /// Where forwarded queries actually go (empty: nowhere; unknown names get SERVFAIL, or
+    /// NXDOMAIN on an internal network).
+    pub effective: Vec<String>,
+    pub internal: bool,
+}
+
+/// `PUT /v1/networks/{name}/dns`: `IP` or `IP:PORT` each; an empty list restores the defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsUpstreamsSet {
+    pub upstreams: Vec<String>,
+}
+
+/// `GET /v1/dns/stats`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct DnsStats {
+    /// Queries that reached a gateway.
+    pub queries: u64,
+    /// Answered by the gateway itself (records, NODATA, NXDOMAIN, error answers).
+    pub answers: u64,
+    /// Sent to an upstream.
+    pub forwarded: u64,
+    /// Upstream answers relayed back.
+    pub forward_answers: u64,
+    /// Forwarded queries that got SERVFAIL (every upstream failed or none is set).
+    pub failures: u64,
+    /// Queries dropped unanswered (unreadable).
+    pub dropped: u64,
 }
 
 /// One MAC table entry.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
+use vswitch::control::dns::{parse_upstream, DnsCounters};
 use vswitch::control::{server, Control, Options};
 use vswitch::datapath::Datapath;
 use vswitch::fdb::FdbConfig;
@@ -41,6 +42,14 @@ struct Args {
     /// Open TAPs without IFF_VNET_HDR and offloads (one MTU-sized frame per syscall).
     #[arg(long)]
     no_offloads: bool,
+    /// Where the gateways forward DNS names they do not own: IP or IP:PORT, repeatable, tried
+    /// in order; `none` forwards nothing. Default: the nameservers of /etc/resolv.conf, asked
+    /// from the daemon's namespace (so 127.0.0.53 works). Networks can override it.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    dns_upstreams: Vec<String>,
+    /// How long to wait for one upstream before trying the next, in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    dns_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
@@ -73,9 +82,12 @@ fn run(args: Args) -> Result<(), String> {
             aging: Duration::from_secs(args.fdb_aging_secs.max(1)),
         },
     };
-    let dp = Datapath::spawn(cfg).map_err(|e| format!("cannot start the datapath: {e}"))?;
+    let upstreams = default_upstreams(&args.dns_upstreams)?;
+    let dns_counters = Arc::new(DnsCounters::default());
+    let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);
     let netns = Arc::new(NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?);
-    let control = Arc::new(Control::new(dp, netns, Options { offloads: !args.no_offloads }));
+    let opts = Options { offloads: !args.no_offloads };
+    let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -84,6 +96,8 @@ fn run(args: Args) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        tracing::info!(upstreams = ?upstreams, "DNS forwarding");
+        let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -99,6 +113,18 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!("stopped; every TAP removed");
         Ok(())
     })
+}
+
+/// `--dns-upstream` values, or the host's resolv.conf when none is given.
+fn default_upstreams(given: &[String]) -> Result<Vec<std::net::SocketAddr>, String> {
+    if given.iter().any(|g| g == "none") {
+        return Ok(Vec::new());
+    }
+    if !given.is_empty() {
+        return given.iter().map(|g| parse_upstream(g)).collect();
+    }
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    Ok(dns::parse_resolv_conf(&text).into_iter().map(|ip| std::net::SocketAddr::new(ip, 53)).collect())
 }
 
 fn is_root() -> bool {

@@ -5,6 +5,7 @@
 //! good untouched. The datapath is reached only through [`Datapath::call`]; namespace work only
 //! through the [`NetnsWorker`] thread.
 
+pub mod dns;
 pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,10 +17,11 @@ use ipnet::Ipv4Net;
 use tokio::sync::Mutex;
 
 use crate::api::{
-    ApiError, AttachRequest, Endpoint, ErrorCode, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network,
-    NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
+    ApiError, AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
+    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
 };
-use crate::datapath::Datapath;
+use crate::datapath::{Datapath, DnsView, DNS_TTL};
+use dns::{DnsCounters, Upstreams};
 use crate::fdb::Flush;
 use crate::gateway::Gateway;
 use crate::switch::{DropReason, SwitchError};
@@ -38,9 +40,11 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Control {
     state: Mutex<State>,
-    dp: Datapath,
+    dp: Arc<Datapath>,
     netns: Arc<NetnsWorker>,
     opts: Options,
+    dns_counters: Arc<DnsCounters>,
+    upstreams: Arc<std::sync::RwLock<Upstreams>>,
 }
 
 #[derive(Debug, Default)]
@@ -94,8 +98,22 @@ impl PortIds {
 }
 
 impl Control {
-    pub fn new(dp: Datapath, netns: Arc<NetnsWorker>, opts: Options) -> Control {
-        Control { state: Mutex::new(State::default()), dp, netns, opts }
+    /// The control plane over a running datapath. DNS queries the gateways do not own are
+    /// forwarded to `upstreams` (the defaults, then per network) by a task started here: call it
+    /// inside the tokio runtime.
+    pub fn new(
+        dp: Arc<Datapath>,
+        netns: Arc<NetnsWorker>,
+        opts: Options,
+        dns_counters: Arc<DnsCounters>,
+        default_upstreams: Vec<std::net::SocketAddr>,
+        dns_timeout: std::time::Duration,
+    ) -> Control {
+        let upstreams = Arc::new(std::sync::RwLock::new(Upstreams { default: default_upstreams, ..Default::default() }));
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        tokio::spawn(dns::run(rx, dp.clone(), upstreams.clone(), dns_counters.clone(), dns_timeout));
+        let _ = dp.submit_fn(move |e| e.set_dns_forwarder(tx));
+        Control { state: Mutex::new(State::default()), dp, netns, opts, dns_counters, upstreams }
     }
 
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made.
@@ -152,6 +170,7 @@ impl Control {
         let net = Net { id, pool, gw_mac, gw_port, mtu, internal: req.internal, labels: req.labels, endpoints: BTreeMap::new() };
         let api = net.to_api(&req.name);
         st.networks.insert(req.name, net);
+        self.push_dns(&st);
         tracing::info!(network = %api.name, subnet = %api.subnet, gateway = %api.gateway, "network created");
         Ok(api)
     }
@@ -193,6 +212,10 @@ impl Control {
             st.ports.give_back(ep.api.port);
         }
         st.ports.give_back(net.gw_port);
+        if let Ok(mut u) = self.upstreams.write() {
+            u.per_network.remove(name);
+        }
+        self.push_dns(&st);
         tracing::info!(network = name, "network removed");
         Ok(())
     }
@@ -296,6 +319,7 @@ impl Control {
         };
         let net = find_net_mut(&mut st, network)?;
         net.endpoints.insert(name, Ep { api: api.clone(), offloads: attached.offloads.names(), netns_id });
+        self.push_dns(&st);
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = port.0, "attached");
         Ok(api)
     }
@@ -311,8 +335,139 @@ impl Control {
         let ep = net.endpoints.remove(name).expect("found above under the same lock");
         net.pool.release(ep.api.ip);
         st.ports.give_back(port);
+        self.push_dns(&st);
         tracing::info!(network, endpoint = name, "detached");
         Ok(())
+    }
+
+    /// Renames an endpoint or replaces its aliases; DNS follows at once.
+    pub async fn update_endpoint(&self, network: &str, name: &str, req: EndpointUpdate) -> Result<Endpoint, ApiError> {
+        if let Some(n) = &req.name {
+            check_name(n, "endpoint")?;
+            if n == "gateway" {
+                return Err(ApiError::new(ErrorCode::InvalidName, "endpoint name \"gateway\" is reserved"));
+            }
+        }
+        for a in req.aliases.iter().flatten() {
+            check_name(a, "alias")?;
+        }
+        let mut st = self.state.lock().await;
+        let net = find_net_mut(&mut st, network)?;
+        if !net.endpoints.contains_key(name) {
+            return Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {name} on network {network}")));
+        }
+        if let Some(new) = req.name.as_ref().filter(|n| n.as_str() != name) {
+            if net.endpoints.contains_key(new) {
+                return Err(ApiError::new(ErrorCode::EndpointExists, format!("endpoint {new} already exists on network {network}")));
+            }
+        }
+        let mut ep = net.endpoints.remove(name).expect("checked above under the same lock");
+        if let Some(new) = req.name {
+            ep.api.name = new;
+        }
+        if let Some(aliases) = req.aliases {
+            ep.api.aliases = aliases;
+        }
+        let api = ep.api.clone();
+        net.endpoints.insert(api.name.clone(), ep);
+        self.push_dns(&st);
+        Ok(api)
+    }
+
+    pub async fn dns_records(&self, network: Option<&str>) -> Result<Vec<DnsRecord>, ApiError> {
+        let st = self.state.lock().await;
+        if let Some(n) = network {
+            find_net(&st, n)?;
+        }
+        Ok(st
+            .networks
+            .iter()
+            .filter(|(n, _)| network.is_none_or(|want| want == n.as_str()))
+            .flat_map(|(n, net)| {
+                net.endpoints.values().map(move |e| DnsRecord {
+                    network: n.clone(),
+                    name: e.api.name.clone(),
+                    aliases: e.api.aliases.clone(),
+                    ipv4: vec![e.api.ip],
+                })
+            })
+            .collect())
+    }
+
+    pub async fn dns_upstreams(&self, network: &str) -> Result<DnsUpstreams, ApiError> {
+        let st = self.state.lock().await;
+        let net = find_net(&st, network)?;
+        let u = self.upstreams.read().map_err(internal)?;
+        let own: Vec<String> = u.per_network.get(network).map(|v| v.iter().map(|a| a.to_string()).collect()).unwrap_or_default();
+        let effective = if net.internal { Vec::new() } else { u.for_network(network).iter().map(|a| a.to_string()).collect() };
+        Ok(DnsUpstreams { network: network.to_string(), upstreams: own, effective, internal: net.internal })
+    }
+
+    pub async fn set_dns_upstreams(&self, network: &str, req: DnsUpstreamsSet) -> Result<DnsUpstreams, ApiError> {
+        let addrs = req
+            .upstreams
+            .iter()
+            .map(|s| dns::parse_upstream(s).map_err(|m| ApiError::new(ErrorCode::InvalidAddress, m)))
+            .collect::<Result<Vec<_>, _>>()?;
+        {
+            let st = self.state.lock().await;
+            find_net(&st, network)?;
+            let mut u = self.upstreams.write().map_err(internal)?;
+            if addrs.is_empty() {
+                u.per_network.remove(network);
+            } else {
+                u.per_network.insert(network.to_string(), addrs);
+            }
+        }
+        self.dns_upstreams(network).await
+    }
+
+    pub fn dns_stats(&self) -> DnsStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.dns_counters;
+        DnsStats {
+            queries: c.queries.load(Relaxed),
+            answers: c.answers.load(Relaxed),
+            forwarded: c.forwarded.load(Relaxed),
+            forward_answers: c.forward_answers.load(Relaxed),
+            failures: c.failures.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+        }
+    }
+
+    /// Rebuilds the DNS records and every port's view from the model and hands them to the
+    /// datapath in one job: a pointer swap there, no socket touched, no query lost.
+    fn push_dns(&self, st: &State) {
+        let mut records = ::dns::Records::new(DNS_TTL);
+        for (name, net) in &st.networks {
+            let entries = net
+                .endpoints
+                .values()
+                .map(|e| ::dns::Entry {
+                    name: e.api.name.clone(),
+                    aliases: e.api.aliases.clone(),
+                    v4: vec![e.api.ip],
+                    ..Default::default()
+                })
+                .collect();
+            records.set_network(name, None, entries);
+        }
+        let mut views = Vec::new();
+        for (name, net) in &st.networks {
+            for ep in net.endpoints.values() {
+                let mut visible = vec![name.clone()];
+                for (other, onet) in &st.networks {
+                    if other != name && ep.netns_id.is_some() && onet.endpoints.values().any(|e| e.netns_id == ep.netns_id) {
+                        visible.push(other.clone());
+                    }
+                }
+                views.push((ep.api.port, DnsView { network: name.clone(), visible, internal: net.internal, mtu: net.mtu }));
+            }
+        }
+        let records = Arc::new(records);
+        if let Err(e) = self.dp.submit_fn(move |e| e.set_dns(records, views)) {
+            tracing::error!(error = %e, "cannot update DNS records: datapath stopped");
+        }
     }
 
     pub async fn fdb_show(&self, network: Option<&str>) -> Result<Vec<FdbEntry>, ApiError> {

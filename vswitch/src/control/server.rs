@@ -131,7 +131,12 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["ports"]) => ok(&control.ports().await?),
-        (_, ["version" | "networks" | "fdb" | "ports", ..]) if known_path(&segs) => Err(ApiError::new(
+        (&Method::PATCH, ["networks", name, "endpoints", ep]) => ok(&control.update_endpoint(name, ep, body(req).await?).await?),
+        (&Method::GET, ["networks", name, "dns"]) => ok(&control.dns_upstreams(name).await?),
+        (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
+        (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
+        (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns", ..]) if known_path(&segs) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
@@ -144,6 +149,7 @@ fn known_path(segs: &[&str]) -> bool {
         segs,
         ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
             | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
+            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"]
     )
 }
 

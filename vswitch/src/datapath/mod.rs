@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::gateway::{Gateway, Outcome};
+use crate::control::dns::DnsCounters;
+use crate::gateway::{Gateway, Outcome, UdpQuery, UDP_PAYLOAD_OFFSET};
 use crate::switch::{DropReason, PortConfig, Switch, SwitchConfig, Verdict};
 use crate::types::{NetworkId, PortId};
 
@@ -24,6 +25,8 @@ use crate::types::{NetworkId, PortId};
 pub const BUDGET: usize = 64;
 /// The virtio-net header length used on TAPs opened with `IFF_VNET_HDR`.
 pub const VNET_HDR_LEN: usize = 12;
+/// TTL of the gateway's DNS answers, in seconds: short, since endpoints come and go.
+pub const DNS_TTL: u32 = 5;
 /// virtio_net_hdr.flags bit: the transport checksum is left to the receiver (offload).
 const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
@@ -43,6 +46,45 @@ pub enum PortIo {
     Gateway(Gateway),
 }
 
+/// What a container port sees of DNS: the networks whose names it may resolve (its own first)
+/// and whether its network forwards nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsView {
+    pub network: String,
+    pub visible: Vec<String>,
+    pub internal: bool,
+    pub mtu: u32,
+}
+
+/// A query the responder does not own, on its way to an upstream.
+#[derive(Debug)]
+pub struct ForwardRequest {
+    pub port: PortId,
+    pub gw_port: PortId,
+    pub gw: Gateway,
+    pub client: UdpQuery,
+    pub network: String,
+    pub query: Vec<u8>,
+}
+
+/// An upstream's answer (or `None`: every upstream failed) for a [`ForwardRequest`].
+#[derive(Debug)]
+pub struct DnsReply {
+    pub upstream: Option<Vec<u8>>,
+    pub req: ForwardRequest,
+}
+
+/// The datapath's DNS state: the records snapshot and each port's view, swapped whole by the
+/// control plane (a single owner: no lock).
+#[derive(Debug)]
+struct Dns {
+    responder: dns::Responder,
+    views: Vec<Option<std::sync::Arc<DnsView>>>,
+    forward: Option<tokio::sync::mpsc::Sender<ForwardRequest>>,
+    counters: std::sync::Arc<DnsCounters>,
+    rng: u64,
+}
+
 /// The control plane's handle on the datapath thread.
 #[derive(Debug)]
 pub struct Datapath {
@@ -56,11 +98,11 @@ impl Datapath {
     ///
     /// # Errors
     /// When epoll or the waker cannot be created.
-    pub fn spawn(cfg: SwitchConfig) -> io::Result<Datapath> {
+    pub fn spawn(cfg: SwitchConfig, dns_counters: std::sync::Arc<DnsCounters>) -> io::Result<Datapath> {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (jobs, rx) = crossbeam_channel::unbounded();
-        let mut engine = Engine::new(poll, rx, cfg);
+        let mut engine = Engine::new(poll, rx, cfg, dns_counters);
         let thread = std::thread::Builder::new()
             .name("datapath".into())
             .spawn(move || {
@@ -84,6 +126,14 @@ impl Datapath {
             let _ = tx.send(f(e));
         }))?;
         rx.await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath stopped"))
+    }
+
+    /// Runs `f` on the datapath thread without waiting for it.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] when the datapath thread has stopped.
+    pub fn submit_fn(&self, f: impl FnOnce(&mut Engine) + Send + 'static) -> io::Result<()> {
+        self.submit(Box::new(f))
     }
 
     fn submit(&self, job: Job) -> io::Result<()> {
@@ -128,10 +178,12 @@ pub struct Engine {
     gw_out: Vec<PortId>,
     /// Where the gateway writes replies, header room in front.
     reply: Box<[u8]>,
+    dns: Dns,
 }
 
 impl Engine {
-    fn new(poll: Poll, jobs: crossbeam_channel::Receiver<Job>, cfg: SwitchConfig) -> Engine {
+    fn new(poll: Poll, jobs: crossbeam_channel::Receiver<Job>, cfg: SwitchConfig, counters: std::sync::Arc<DnsCounters>) -> Engine {
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         Engine {
             poll,
             jobs,
@@ -147,12 +199,55 @@ impl Engine {
             flood: Vec::with_capacity(64),
             gw_out: Vec::with_capacity(64),
             reply: vec![0u8; BUF_LEN].into_boxed_slice(),
+            dns: Dns {
+                responder: dns::Responder::new(std::sync::Arc::new(dns::Records::new(DNS_TTL))),
+                views: Vec::new(),
+                forward: None,
+                counters,
+                rng: seed | 1,
+            },
         }
     }
 
     /// Time since the datapath started: the clock every core decision is made with.
     pub fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    /// Installs a new DNS records snapshot and every port's view of it. Sockets and queries in
+    /// flight are untouched: forwarded answers still find their port.
+    pub fn set_dns(&mut self, records: std::sync::Arc<dns::Records>, views: Vec<(PortId, DnsView)>) {
+        self.dns.responder.swap(records);
+        self.dns.views.clear();
+        for (port, view) in views {
+            let i = port.0 as usize;
+            if self.dns.views.len() <= i {
+                self.dns.views.resize(i + 1, None);
+            }
+            self.dns.views[i] = Some(std::sync::Arc::new(view));
+        }
+    }
+
+    /// Where queries the responder does not own are sent.
+    pub fn set_dns_forwarder(&mut self, tx: tokio::sync::mpsc::Sender<ForwardRequest>) {
+        self.dns.forward = Some(tx);
+    }
+
+    /// Sends an upstream's answer (or SERVFAIL) back to the container that asked.
+    pub fn send_dns_reply(&mut self, reply: DnsReply) {
+        let req = reply.req;
+        let room = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
+        let n = match reply.upstream {
+            Some(answer) if answer.len() <= room.len() => {
+                room[..answer.len()].copy_from_slice(&answer);
+                Some(answer.len())
+            }
+            _ => dns::servfail(&req.query, room),
+        };
+        let Some(n) = n else { return };
+        if let Some(len) = req.gw.finish_udp_reply(&req.client, n, &mut self.reply[VNET_HDR_LEN..]) {
+            self.send_gateway_reply(req.gw_port, len);
+        }
     }
 
     /// Ends the loop after the current batch; the thread then closes every port fd.
@@ -347,12 +442,61 @@ impl Engine {
                     }
                     Outcome::Ignored => self.count_tx(to, frame.len(), true),
                     Outcome::Malformed => self.count_drop(ingress, DropReason::NoRoute),
-                    // DNS comes with its own issue; until then the query goes unanswered.
-                    Outcome::Dns(_) => self.count_tx(to, frame.len(), true),
+                    Outcome::Dns(q) => {
+                        self.count_tx(to, frame.len(), true);
+                        self.answer_dns(ingress, to, gw, q, i, hdr);
+                    }
                 }
             }
             // A TAP with another header layout is never created by this daemon.
             _ => self.count_drop(ingress, DropReason::NoRoute),
+        }
+    }
+
+    /// Answers (or forwards) the DNS query at `q.payload` of batch frame `i`.
+    fn answer_dns(&mut self, ingress: PortId, gw_port: PortId, gw: Gateway, q: UdpQuery, i: usize, hdr: usize) {
+        let counters = self.dns.counters.clone();
+        DnsCounters::add(&counters.queries);
+        let Some(view) = self.dns.views.get(ingress.0 as usize).cloned().flatten() else {
+            DnsCounters::add(&counters.dropped);
+            return;
+        };
+        let query = &self.bufs[i][hdr + q.payload.start..hdr + q.payload.end];
+        let visible: Vec<&str> = view.visible.iter().map(String::as_str).collect();
+        // xorshift64: orders several addresses of one name; not for anything secret.
+        let r = &mut self.dns.rng;
+        *r ^= *r << 13;
+        *r ^= *r >> 7;
+        *r ^= *r << 17;
+        let limit = dns::Limit::Udp(view.mtu as usize - 28);
+        let out = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
+        let n = match self.dns.responder.respond(&visible, view.internal, query, *r, out, limit) {
+            dns::Decision::Answer(n) | dns::Decision::Reject(n, _) => n,
+            dns::Decision::Drop(_) => {
+                DnsCounters::add(&counters.dropped);
+                return;
+            }
+            dns::Decision::Forward => {
+                DnsCounters::add(&counters.forwarded);
+                let req = ForwardRequest { port: ingress, gw_port, gw, client: q, network: view.network.clone(), query: query.to_vec() };
+                let sent = self.dns.forward.as_ref().map(|tx| tx.try_send(req));
+                match sent {
+                    Some(Ok(())) => return,
+                    Some(Err(e)) => {
+                        let req = match e {
+                            tokio::sync::mpsc::error::TrySendError::Full(r) | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
+                        };
+                        DnsCounters::add(&counters.failures);
+                        self.send_dns_reply(DnsReply { upstream: None, req });
+                    }
+                    None => DnsCounters::add(&counters.failures),
+                }
+                return;
+            }
+        };
+        DnsCounters::add(&counters.answers);
+        if let Some(len) = gw.finish_udp_reply(&q, n, &mut self.reply[VNET_HDR_LEN..]) {
+            self.send_gateway_reply(gw_port, len);
         }
     }
 
