@@ -19,6 +19,7 @@ tb_install_deps() {
     command -v ping >/dev/null || need+=(iputils-ping)
     command -v iperf3 >/dev/null || need+=(iperf3)
     command -v dig >/dev/null || need+=(dnsutils)
+    command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
     command -v tcpdump >/dev/null || need+=(tcpdump)
     command -v curl >/dev/null || need+=(curl)
     command -v python3 >/dev/null || need+=(python3)

@@ -60,12 +60,15 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
         let log = std::fs::File::create(dir.join("vswitchd.log")).unwrap();
+        // Never forward to the machine's own resolver: tests that forward start their own.
+        let no_upstream: &[&str] = if args.contains(&"--dns-upstream") { &[] } else { &["--dns-upstream", "none"] };
         let child = Command::new(bin_dir().join("vswitchd"))
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
             .args(["--log-level", "debug"])
+            .args(no_upstream)
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -159,9 +162,15 @@ impl Daemon {
         self.ctl_ok(&["network", "create", name, "--subnet", subnet]);
     }
 
-    /// Attaches `ns` to `network` under the namespace's own name; returns the endpoint JSON.
+    /// Attaches `ns` to `network` under the namespace's own name and points its resolv.conf
+    /// at the network's gateway; returns the endpoint JSON.
     pub fn attach(&self, network: &str, ns: &Netns) -> Value {
-        self.ctl_json(&["attach", network, "--netns", &ns.path(), "--name", &ns.name])
+        let ep = self.ctl_json(&["attach", network, "--netns", &ns.path(), "--name", &ns.name]);
+        if !ns.has_resolver() {
+            let gw = self.ctl_json(&["network", "inspect", network])["gateway"].as_str().unwrap().to_string();
+            ns.set_resolver(&gw);
+        }
+        ep
     }
 }
 
@@ -226,6 +235,33 @@ impl Netns {
         self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
     }
 
+    /// Writes `/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts over
+    /// `/etc/resolv.conf`.
+    pub fn set_resolver(&self, server: &str) {
+        let dir = PathBuf::from("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("resolv.conf"), format!("nameserver {server}\noptions timeout:1 attempts:2\n")).unwrap();
+    }
+
+    fn has_resolver(&self) -> bool {
+        PathBuf::from("/etc/netns").join(&self.name).join("resolv.conf").exists()
+    }
+
+    /// `dig +short` inside the namespace against its resolver; the answer lines.
+    pub fn dig(&self, args: &[&str]) -> Vec<String> {
+        let mut cmd = vec!["dig", "+short", "+tries=1", "+time=3"];
+        cmd.extend_from_slice(args);
+        let out = self.exec(&cmd);
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.starts_with(';')).map(String::from).collect()
+    }
+
+    /// Full `dig` output (for the status line).
+    pub fn dig_full(&self, args: &[&str]) -> String {
+        let mut cmd = vec!["dig", "+tries=1", "+time=3"];
+        cmd.extend_from_slice(args);
+        String::from_utf8_lossy(&self.exec(&cmd).stdout).to_string()
+    }
+
     /// Names of the links inside the namespace.
     pub fn links(&self) -> Vec<String> {
         let out = self.exec_ok(&["ip", "-j", "link", "show"]);
@@ -237,6 +273,7 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
 }
 
