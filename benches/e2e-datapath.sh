@@ -51,7 +51,14 @@ trap 'echo "e2e-datapath: interrupted" >&2; exit 130' INT TERM
 
 # Bound the whole run: 4 switches x 4 cells x REPS x (SECONDS + overhead), plus setup.
 limit=$((4 * 4 * reps * (secs + 4) + 180))
-( sleep "$limit"; echo "e2e-datapath: watchdog: over ${limit}s, stopping" >&2; kill -TERM $$ ) 2>/dev/null &
+(
+    sleep "$limit" </dev/null >/dev/null 2>&1 &
+    s=$!
+    trap 'kill $s 2>/dev/null; exit 0' TERM
+    wait $s
+    echo "e2e-datapath: watchdog: over ${limit}s, stopping" >&2
+    kill -TERM $$
+) &
 watchdog=$!
 
 # ---- dependencies -------------------------------------------------------------------------
@@ -193,7 +200,7 @@ run_vde() {
         -t "${tag}a" -t "${tag}b" </dev/null >"$run/vde/log" 2>&1 || tb_die "vde_switch did not start: $(cat "$run/vde/log")"
     for i in $(seq 50); do [ -s "$run/vde/pid" ] && break; sleep 0.05; done
     pid=$(cat "$run/vde/pid")
-    tb_undo "kill $pid; for i in \$(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done"
+    tb_undo "kill $pid; for _w in \$(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done"
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = vde_switch ] || tb_die "cannot find the vde_switch pid"
     for i in 1 2; do
         local tap=${tag}$([ $i = 1 ] && echo a || echo b) c=$tag-$name-c$i

@@ -1,7 +1,7 @@
 //! The command line (clap derive) and the client-side checks that are cheap to do before
 //! talking to the daemon. Every error found here is a usage error: clap prints it and exits 2.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::builder::NonEmptyStringValueParser;
@@ -54,6 +54,12 @@ pub enum Command {
     /// Show switch ports and their counters
     #[command(subcommand)]
     Port(PortCmd),
+    /// Rename an endpoint or replace its DNS aliases
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Show the gateways' DNS records and counters, and set where they forward
+    #[command(subcommand)]
+    Dns(DnsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +190,60 @@ pub enum PortCmd {
     Ls,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum EndpointCmd {
+    /// Rename an endpoint (its DNS name follows at once)
+    Rename {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Endpoint name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+        /// The new name
+        #[arg(value_name = "NEWNAME", value_parser = NonEmptyStringValueParser::new())]
+        new_name: String,
+    },
+    /// Replace an endpoint's DNS aliases (none given: remove them all)
+    Alias {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Endpoint name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+        /// The aliases the endpoint is to have
+        #[arg(value_name = "ALIAS", value_parser = NonEmptyStringValueParser::new())]
+        aliases: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Show the names the gateways answer, of one network or of all
+    #[command(visible_alias = "ls")]
+    Records {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: Option<String>,
+    },
+    /// Show a network's DNS upstreams, or set them
+    Upstreams {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Upstream resolvers to forward unknown names to, tried in order: IP (port 53) or
+        /// IP:PORT ([IPv6]:PORT)
+        #[arg(value_name = "ADDR", value_parser = parse_upstream)]
+        addrs: Vec<String>,
+        /// Forget the network's own upstreams: vswitchd's defaults apply again
+        #[arg(long, conflicts_with = "addrs")]
+        default: bool,
+    },
+    /// Show DNS counters
+    Stats,
+}
+
 /// `K=V`, with a non-empty key.
 pub fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -205,6 +265,20 @@ pub fn parse_cidr(s: &str) -> Result<String, String> {
         Ok(n) if n <= 32 => Ok(s.to_string()),
         _ => Err(format!("the prefix length of {s:?} is not between 0 and 32")),
     }
+}
+
+/// A DNS upstream as vswitchd takes it: `IP` or `IP:PORT` (IPv6 with a port in brackets).
+/// Sent as given; vswitchd adds port 53 to a bare IP.
+pub fn parse_upstream(s: &str) -> Result<String, String> {
+    if s.parse::<IpAddr>().is_ok() || s.parse::<SocketAddr>().is_ok() {
+        return Ok(s.to_string());
+    }
+    let what = if s.bytes().any(|b| b.is_ascii_alphabetic()) && !s.contains(':') {
+        "host names are not resolved here; "
+    } else {
+        ""
+    };
+    Err(format!("{what}expected IP or IP:PORT, e.g. 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:5353"))
 }
 
 pub fn parse_mac(s: &str) -> Result<Mac, String> {
@@ -378,6 +452,70 @@ mod tests {
     }
 
     #[test]
+    fn endpoint_commands() {
+        let cli = parse(&["endpoint", "rename", "net1", "c1", "c2"]).unwrap();
+        let Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) = cli.command else { panic!() };
+        assert_eq!((network.as_str(), name.as_str(), new_name.as_str()), ("net1", "c1", "c2"));
+        assert_eq!(
+            parse(&["endpoint", "rename", "net1", "c1"]).unwrap_err().kind(),
+            ErrorKind::MissingRequiredArgument
+        );
+
+        let cli = parse(&["endpoint", "alias", "net1", "c1", "web", "www"]).unwrap();
+        let Command::Endpoint(EndpointCmd::Alias { aliases, .. }) = cli.command else { panic!() };
+        assert_eq!(aliases, ["web", "www"]);
+        let cli = parse(&["endpoint", "alias", "net1", "c1"]).unwrap();
+        assert!(matches!(cli.command, Command::Endpoint(EndpointCmd::Alias { ref aliases, .. }) if aliases.is_empty()));
+        assert_eq!(parse(&["endpoint", "alias", "net1"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn dns_commands() {
+        assert!(matches!(parse(&["dns", "records"]).unwrap().command, Command::Dns(DnsCmd::Records { network: None })));
+        assert!(matches!(
+            parse(&["dns", "records", "net1"]).unwrap().command,
+            Command::Dns(DnsCmd::Records { network: Some(_) })
+        ));
+        assert!(matches!(parse(&["dns", "stats"]).unwrap().command, Command::Dns(DnsCmd::Stats)));
+
+        let cli = parse(&["dns", "upstreams", "net1"]).unwrap();
+        let Command::Dns(DnsCmd::Upstreams { network, addrs, default }) = cli.command else { panic!() };
+        assert_eq!((network.as_str(), addrs.len(), default), ("net1", 0, false));
+
+        let cli = parse(&["dns", "upstreams", "net1", "192.0.2.53", "::1", "192.0.2.54:5353", "[::1]:53"]).unwrap();
+        let Command::Dns(DnsCmd::Upstreams { addrs, default: false, .. }) = cli.command else { panic!() };
+        assert_eq!(addrs, ["192.0.2.53", "::1", "192.0.2.54:5353", "[::1]:53"]);
+
+        let cli = parse(&["dns", "upstreams", "net1", "--default"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Dns(DnsCmd::Upstreams { default: true, ref addrs, .. }) if addrs.is_empty())
+        );
+        assert_eq!(
+            parse(&["dns", "upstreams", "net1", "--default", "192.0.2.53"]).unwrap_err().kind(),
+            ErrorKind::ArgumentConflict
+        );
+        assert_eq!(parse(&["dns", "upstreams"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn dns_upstreams_must_be_addresses() {
+        for bad in
+            ["dns.google", "192.0.2.53:", "192.0.2.53:99999", "192.0.2", "::1:53:x", "2001:db8::53:53:1:2:3:4", ""]
+        {
+            let err = parse(&["dns", "upstreams", "net1", bad]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
+            assert_eq!(err.exit_code(), 2);
+        }
+        let err = parse(&["dns", "upstreams", "net1", "192.0.2.53", "dns.google"]).unwrap_err().to_string();
+        assert!(err.contains("'dns.google'"), "{err}");
+        assert!(err.contains(": host names are not resolved here; expected IP or IP:PORT, e.g. "), "{err}");
+        let err = parse_upstream("192.0.2.53:").unwrap_err();
+        assert!(err.starts_with("expected IP or IP:PORT, e.g. 192.0.2.53,"), "{err}");
+        assert_eq!(parse_upstream("[2001:db8::53]:5353"), Ok("[2001:db8::53]:5353".into()));
+        assert_eq!(parse_upstream("2001:db8::53"), Ok("2001:db8::53".into()));
+    }
+
+    #[test]
     fn unknown_commands_are_usage_errors() {
         assert_eq!(parse(&[]).unwrap_err().exit_code(), 2);
         assert_eq!(parse(&["frobnicate"]).unwrap_err().exit_code(), 2);
@@ -392,6 +530,12 @@ mod tests {
             &["fdb", "flush", "net1", "--port", ""],
             &["attach", "", "--pid", "1"],
             &["attach", "n", "--pid", "1", "--name", ""],
+            &["endpoint", "rename", "", "c1", "c2"],
+            &["endpoint", "rename", "net1", "", "c2"],
+            &["endpoint", "rename", "net1", "c1", ""],
+            &["endpoint", "alias", "net1", "c1", "web", ""],
+            &["dns", "records", ""],
+            &["dns", "upstreams", ""],
         ] {
             assert_eq!(parse(empty).unwrap_err().kind(), ErrorKind::InvalidValue, "{empty:?}");
         }

@@ -39,9 +39,21 @@ impl Call {
     }
 
     pub fn post<T: serde::Serialize>(path: String, body: &T) -> Call {
+        Call::with_body(Method::POST, path, body)
+    }
+
+    pub fn put<T: serde::Serialize>(path: String, body: &T) -> Call {
+        Call::with_body(Method::PUT, path, body)
+    }
+
+    pub fn patch<T: serde::Serialize>(path: String, body: &T) -> Call {
+        Call::with_body(Method::PATCH, path, body)
+    }
+
+    fn with_body<T: serde::Serialize>(method: Method, path: String, body: &T) -> Call {
         // Serializing the API request types (strings, numbers, maps with string keys) cannot fail.
         let body = serde_json::to_vec(body).unwrap_or_default();
-        Call { method: Method::POST, path, body: Some(body) }
+        Call { method, path, body: Some(body) }
     }
 }
 
@@ -245,5 +257,9 @@ mod tests {
         let c = Call::post("/v1/fdb/flush".into(), &vswitch::api::FdbFlush::default());
         assert_eq!(c.method, Method::POST);
         assert_eq!(c.body.as_deref(), Some(&b"{}"[..]));
+        let c = Call::put("/v1/networks/n/dns".into(), &vswitch::api::DnsUpstreamsSet::default());
+        assert_eq!((c.method, c.body.as_deref()), (Method::PUT, Some(&br#"{"upstreams":[]}"#[..])));
+        let c = Call::patch("/v1/networks/n/endpoints/c1".into(), &vswitch::api::EndpointUpdate::default());
+        assert_eq!((c.method, c.body.as_deref()), (Method::PATCH, Some(&b"{}"[..])));
     }
 }

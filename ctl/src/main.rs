@@ -17,11 +17,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
-    AttachRequest, Endpoint, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail,
-    PortInfo, Version, PREFIX,
+    AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
+    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX,
 };
 
-use crate::cli::{AttachArgs, Cli, Command, CreateArgs, FdbCmd, NetworkCmd, PortCmd};
+use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, NetworkCmd, PortCmd};
 use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use crate::error::Failure;
 
@@ -86,9 +86,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Attach(args) => {
             Call::post(format!("{PREFIX}/networks/{}/endpoints", enc(&args.network)), &attach_request(args)?)
         }
-        Command::Detach { network, name } => {
-            Call::delete(format!("{PREFIX}/networks/{}/endpoints/{}", enc(network), enc(name)))
-        }
+        Command::Detach { network, name } => Call::delete(endpoint_path(network, name)),
         Command::Fdb(FdbCmd::Show { network }) => match network {
             Some(n) => Call::get(format!("{PREFIX}/fdb?network={}", enc(n))),
             None => Call::get(format!("{PREFIX}/fdb")),
@@ -104,7 +102,31 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         }
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
+        Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
+            Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), aliases: None })
+        }
+        Command::Endpoint(EndpointCmd::Alias { network, name, aliases }) => {
+            Call::patch(endpoint_path(network, name), &EndpointUpdate { name: None, aliases: Some(aliases.clone()) })
+        }
+        Command::Dns(DnsCmd::Records { network }) => match network {
+            Some(n) => Call::get(format!("{PREFIX}/dns/records?network={}", enc(n))),
+            None => Call::get(format!("{PREFIX}/dns/records")),
+        },
+        Command::Dns(DnsCmd::Upstreams { network, addrs, default }) => {
+            let path = format!("{PREFIX}/networks/{}/dns", enc(network));
+            // An empty list puts the daemon's defaults back.
+            if *default || !addrs.is_empty() {
+                Call::put(path, &DnsUpstreamsSet { upstreams: addrs.clone() })
+            } else {
+                Call::get(path)
+            }
+        }
+        Command::Dns(DnsCmd::Stats) => Call::get(format!("{PREFIX}/dns/stats")),
     })
+}
+
+fn endpoint_path(network: &str, name: &str) -> String {
+    format!("{PREFIX}/networks/{}/endpoints/{}", enc(network), enc(name))
 }
 
 fn network_create(args: &CreateArgs) -> NetworkCreate {
@@ -189,6 +211,13 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Fdb(FdbCmd::Del { network, mac }) => output::fdb_deleted(network, mac),
         Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
         Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
+        Command::Endpoint(EndpointCmd::Rename { name, .. }) => {
+            output::endpoint_renamed(name, &decode::<Endpoint>(reply)?)
+        }
+        Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
+        Command::Dns(DnsCmd::Records { .. }) => output::dns_records(&decode::<Vec<DnsRecord>>(reply)?),
+        Command::Dns(DnsCmd::Upstreams { .. }) => output::dns_upstreams(&decode::<DnsUpstreams>(reply)?),
+        Command::Dns(DnsCmd::Stats) => output::dns_stats(&decode::<DnsStats>(reply)?),
     })
 }
 
@@ -239,13 +268,51 @@ mod tests {
             (&["port", "ls"], Method::GET, "/v1/ports"),
             (&["network", "create", "n", "--subnet", "10.0.0.0/8"], Method::POST, "/v1/networks"),
             (&["attach", "net1", "--pid", "7"], Method::POST, "/v1/networks/net1/endpoints"),
+            (&["endpoint", "rename", "net1", "c1", "c2"], Method::PATCH, "/v1/networks/net1/endpoints/c1"),
+            (&["endpoint", "alias", "net1", "c1"], Method::PATCH, "/v1/networks/net1/endpoints/c1"),
+            (&["endpoint", "alias", "net1", "c1", "web"], Method::PATCH, "/v1/networks/net1/endpoints/c1"),
+            (&["dns", "records"], Method::GET, "/v1/dns/records"),
+            (&["dns", "records", "net1"], Method::GET, "/v1/dns/records?network=net1"),
+            (&["dns", "ls"], Method::GET, "/v1/dns/records"),
+            (&["dns", "stats"], Method::GET, "/v1/dns/stats"),
+            (&["dns", "upstreams", "net1"], Method::GET, "/v1/networks/net1/dns"),
+            (&["dns", "upstreams", "net1", "192.0.2.53"], Method::PUT, "/v1/networks/net1/dns"),
+            (&["dns", "upstreams", "net1", "--default"], Method::PUT, "/v1/networks/net1/dns"),
         ];
         for (args, method, path) in cases {
             let c = plan_of(args);
             assert_eq!((&c.method, c.path.as_str()), (method, *path), "{args:?}");
-            assert_eq!(c.body.is_some(), *method == Method::POST, "{args:?}");
+            let with_body = [Method::POST, Method::PUT, Method::PATCH].contains(method);
+            assert_eq!(c.body.is_some(), with_body, "{args:?}");
         }
         assert_eq!(plan_of(&["network", "inspect", "a b"]).path, "/v1/networks/a%20b");
+        assert_eq!(plan_of(&["endpoint", "rename", "n/1", "c 1", "c2"]).path, "/v1/networks/n%2F1/endpoints/c%201");
+        assert_eq!(plan_of(&["dns", "upstreams", ".."]).path, "/v1/networks/%2E%2E/dns");
+        assert_eq!(plan_of(&["dns", "records", "a&b"]).path, "/v1/dns/records?network=a%26b");
+    }
+
+    #[test]
+    fn endpoint_and_dns_bodies() {
+        assert_eq!(body(&plan_of(&["endpoint", "rename", "net1", "c1", "c2"])), serde_json::json!({"name":"c2"}));
+        assert_eq!(
+            body(&plan_of(&["endpoint", "alias", "net1", "c1", "web", "www"])),
+            serde_json::json!({"aliases":["web","www"]})
+        );
+        // No alias given: an empty list, which clears them (no field at all would change nothing).
+        assert_eq!(body(&plan_of(&["endpoint", "alias", "net1", "c1"])), serde_json::json!({"aliases":[]}));
+
+        assert_eq!(
+            body(&plan_of(&["dns", "upstreams", "net1", "192.0.2.53", "192.0.2.54:5353", "[2001:db8::53]:53"])),
+            serde_json::json!({"upstreams":["192.0.2.53","192.0.2.54:5353","[2001:db8::53]:53"]})
+        );
+        assert_eq!(body(&plan_of(&["dns", "upstreams", "net1", "--default"])), serde_json::json!({"upstreams":[]}));
+
+        // What we send is what the daemon accepts (it rejects unknown fields).
+        for args in [&["endpoint", "rename", "n", "a", "b"][..], &["endpoint", "alias", "n", "a", "x"]] {
+            let _: EndpointUpdate = serde_json::from_slice(plan_of(args).body.as_deref().unwrap()).unwrap();
+        }
+        let c = plan_of(&["dns", "upstreams", "n", "::1"]);
+        let _: DnsUpstreamsSet = serde_json::from_slice(c.body.as_deref().unwrap()).unwrap();
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use vswitch::api::{Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, PortInfo, Version};
+use vswitch::api::{
+    DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, PortInfo, Version,
+};
 use vswitch::Mac;
 
 /// Re-indents a JSON document the way `serde_json::to_string_pretty` does, but keeping the
@@ -289,6 +291,54 @@ pub fn fdb_stats(s: &FdbStats) -> String {
     ])
 }
 
+pub fn endpoint_renamed(old: &str, e: &Endpoint) -> String {
+    format!("renamed {old} to {} on {}\n", e.name, e.network)
+}
+
+pub fn aliases_set(e: &Endpoint) -> String {
+    if e.aliases.is_empty() {
+        format!("cleared the aliases of {} on {}\n", e.name, e.network)
+    } else {
+        format!("set the aliases of {} on {}: {}\n", e.name, e.network, e.aliases.join(", "))
+    }
+}
+
+pub fn dns_records(records: &[DnsRecord]) -> String {
+    use Align::*;
+    let mut records: Vec<&DnsRecord> = records.iter().collect();
+    records.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            let ipv4: Vec<String> = r.ipv4.iter().map(|ip| ip.to_string()).collect();
+            vec![r.network.clone(), r.name.clone(), r.aliases.join(","), ipv4.join(",")]
+        })
+        .collect();
+    table(&[("NETWORK", Left), ("NAME", Left), ("ALIASES", Left), ("IPV4", Left)], &rows)
+}
+
+/// A network's upstreams: its own (or the defaults) and where queries really go.
+pub fn dns_upstreams(u: &DnsUpstreams) -> String {
+    let upstreams = if u.upstreams.is_empty() { "(defaults)".to_string() } else { u.upstreams.join(", ") };
+    let effective = match (u.effective.is_empty(), u.internal) {
+        (false, _) => u.effective.join(", "),
+        (true, false) => "none: unknown names get SERVFAIL".to_string(),
+        (true, true) => "none: internal network, unknown names get NXDOMAIN".to_string(),
+    };
+    key_values(&[("network", u.network.clone()), ("upstreams", upstreams), ("effective", effective)])
+}
+
+pub fn dns_stats(s: &DnsStats) -> String {
+    key_values(&[
+        ("queries", s.queries.to_string()),
+        ("answers", s.answers.to_string()),
+        ("forwarded", s.forwarded.to_string()),
+        ("forward_answers", s.forward_answers.to_string()),
+        ("failures", s.failures.to_string()),
+        ("dropped", s.dropped.to_string()),
+    ])
+}
+
 /// `reason=count,...` for the non-zero counters, `-` without drops.
 pub fn drops(d: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = d.iter().filter(|(_, &n)| n > 0).map(|(k, n)| format!("{k}={n}")).collect();
@@ -498,6 +548,72 @@ mod tests {
     }
 
     #[test]
+    fn dns_tables() {
+        let rec = |network: &str, name: &str, aliases: &[&str], ipv4: &[[u8; 4]]| DnsRecord {
+            network: network.into(),
+            name: name.into(),
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            ipv4: ipv4.iter().map(|&a| Ipv4Addr::from(a)).collect(),
+        };
+        let out = dns_records(&[
+            rec("net2", "db", &[], &[[10, 90, 0, 2]]),
+            rec("net1", "web", &["www", "site"], &[[10, 89, 0, 3]]),
+            rec("net1", "app", &[], &[[10, 89, 0, 4], [10, 89, 0, 5]]),
+        ]);
+        assert_eq!(
+            out,
+            "NETWORK  NAME  ALIASES   IPV4\n\
+             net1     app   -         10.89.0.4,10.89.0.5\n\
+             net1     web   www,site  10.89.0.3\n\
+             net2     db    -         10.90.0.2\n"
+        );
+        assert_eq!(dns_records(&[]), "NETWORK  NAME  ALIASES  IPV4\n");
+
+        let stats = DnsStats { queries: 12, answers: 9, forwarded: 3, forward_answers: 2, failures: 1, dropped: 0 };
+        assert_eq!(
+            dns_stats(&stats),
+            "queries:          12\n\
+             answers:          9\n\
+             forwarded:        3\n\
+             forward_answers:  2\n\
+             failures:         1\n\
+             dropped:          0\n"
+        );
+    }
+
+    #[test]
+    fn dns_upstreams_views() {
+        let u = |upstreams: &[&str], effective: &[&str], internal: bool| DnsUpstreams {
+            network: "net1".into(),
+            upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
+            effective: effective.iter().map(|s| s.to_string()).collect(),
+            internal,
+        };
+        let set = ["192.0.2.53:53", "[2001:db8::53]:5353"];
+        assert_eq!(
+            dns_upstreams(&u(&set, &set, false)),
+            "network:    net1\n\
+             upstreams:  192.0.2.53:53, [2001:db8::53]:5353\n\
+             effective:  192.0.2.53:53, [2001:db8::53]:5353\n"
+        );
+        assert_eq!(
+            dns_upstreams(&u(&[], &["127.0.0.53:53"], false)),
+            "network:    net1\nupstreams:  (defaults)\neffective:  127.0.0.53:53\n"
+        );
+        assert_eq!(
+            dns_upstreams(&u(&[], &[], false)),
+            "network:    net1\nupstreams:  (defaults)\neffective:  none: unknown names get SERVFAIL\n"
+        );
+        // An internal network forwards nothing, whatever is set.
+        assert_eq!(
+            dns_upstreams(&u(&["192.0.2.53:53"], &[], true)),
+            "network:    net1\n\
+             upstreams:  192.0.2.53:53\n\
+             effective:  none: internal network, unknown names get NXDOMAIN\n"
+        );
+    }
+
+    #[test]
     fn ages() {
         assert_eq!(age(0), "0s");
         assert_eq!(age(59), "59s");
@@ -548,6 +664,11 @@ mod tests {
         assert!(network_created(&n).ends_with("mtu 1500 internal\n"));
         assert_eq!(detached("net1", "c1"), "detached c1 from net1\n");
         assert_eq!(network_removed("net1"), "removed network net1\n");
+        let mut e = endpoint("c2", 2, &[]);
+        assert_eq!(endpoint_renamed("c1", &e), "renamed c1 to c2 on net1\n");
+        assert_eq!(aliases_set(&e), "cleared the aliases of c2 on net1\n");
+        e.aliases = vec!["web".into(), "www".into()];
+        assert_eq!(aliases_set(&e), "set the aliases of c2 on net1: web, www\n");
         assert_eq!(flushed(&Flushed { removed: 1 }, None, None), "flushed 1 learned entry\n");
         assert_eq!(flushed(&Flushed { removed: 3 }, Some("net1"), None), "flushed 3 learned entries in net1\n");
         assert_eq!(

@@ -217,6 +217,10 @@ fn usage_errors_exit_2_without_contacting_the_daemon() {
         &["fdb", "add", "net1", "02:42:ac:11:00", "c1"],
         &["network", "create", "net1", "--subnet", "10.0.0.0/8", "--label", "nokey"],
         &["bogus"],
+        &["dns", "upstreams", "net1", "dns.google"],
+        &["dns", "upstreams", "net1", "192.0.2.53:99999"],
+        &["dns", "upstreams", "net1", "--default", "192.0.2.53"],
+        &["endpoint", "rename", "net1", "c1"],
     ] {
         let out = vswitchctl(&dir.socket(), args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
@@ -276,4 +280,136 @@ fn no_content_answers_print_a_confirmation() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert_eq!(text(&out.stdout), "deleted entry 02:42:ac:11:00:02 on net1\n");
     assert!(request.starts_with("DELETE /v1/fdb/net1/02:42:ac:11:00:02 HTTP/1.1\r\n"), "{request}");
+}
+
+/// The JSON body of a request as received.
+fn sent_body(request: &str) -> serde_json::Value {
+    let (_, sent) = request.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(sent).unwrap()
+}
+
+const ENDPOINT_C2: &str = r#"{"name":"c2","network":"net1","netns":"/run/netns/c1","ifname":"eth0",
+    "mac":"02:42:0a:59:00:02","ip":"10.89.0.2","prefix_len":24,"port":3,"aliases":["web","www"]}"#;
+
+#[test]
+fn endpoint_rename_patches_the_endpoint() {
+    let dir = TempDir::new();
+    let server = serve_once(&dir.socket(), http("200 OK", ENDPOINT_C2));
+    let out = vswitchctl(&dir.socket(), &["endpoint", "rename", "net1", "c1", "c2"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "renamed c1 to c2 on net1\n");
+    assert!(request.starts_with("PATCH /v1/networks/net1/endpoints/c1 HTTP/1.1\r\n"), "{request}");
+    assert!(request.to_ascii_lowercase().contains("\r\ncontent-type: application/json\r\n"), "{request}");
+    assert_eq!(sent_body(&request), serde_json::json!({"name": "c2"}));
+}
+
+#[test]
+fn endpoint_alias_replaces_or_clears() {
+    let dir = TempDir::new();
+    let server = serve_once(&dir.socket(), http("200 OK", ENDPOINT_C2));
+    let out = vswitchctl(&dir.socket(), &["endpoint", "alias", "net1", "c2", "web", "www"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "set the aliases of c2 on net1: web, www\n");
+    assert!(request.starts_with("PATCH /v1/networks/net1/endpoints/c2 HTTP/1.1\r\n"), "{request}");
+    assert_eq!(sent_body(&request), serde_json::json!({"aliases": ["web", "www"]}));
+
+    let dir = TempDir::new();
+    let server = serve_once(&dir.socket(), http("200 OK", &ENDPOINT_C2.replace(r#"["web","www"]"#, "[]")));
+    let out = vswitchctl(&dir.socket(), &["endpoint", "alias", "net1", "c2"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "cleared the aliases of c2 on net1\n");
+    assert_eq!(sent_body(&request), serde_json::json!({"aliases": []}));
+}
+
+#[test]
+fn endpoint_rename_conflict_exits_1() {
+    let dir = TempDir::new();
+    let err = r#"{"error":{"code":"endpoint_exists","message":"endpoint c2 already exists on network net1"}}"#;
+    let server = serve_once(&dir.socket(), http("409 Conflict", err));
+    let out = vswitchctl(&dir.socket(), &["endpoint", "rename", "net1", "c1", "c2"]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(text(&out.stderr), "vswitchctl: endpoint c2 already exists on network net1 (endpoint_exists)\n");
+    assert_eq!(text(&out.stdout), "");
+}
+
+#[test]
+fn dns_records_renders_a_table() {
+    let dir = TempDir::new();
+    let body = r#"[{"network":"net1","name":"web","aliases":["www"],"ipv4":["10.89.0.3"]},
+        {"network":"net1","name":"db","aliases":[],"ipv4":["10.89.0.2"]}]"#;
+    let server = serve_once(&dir.socket(), http("200 OK", body));
+    let out = vswitchctl(&dir.socket(), &["dns", "records", "net1"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "NETWORK  NAME  ALIASES  IPV4\nnet1     db    -        10.89.0.2\nnet1     web   www      10.89.0.3\n"
+    );
+    assert!(request.starts_with("GET /v1/dns/records?network=net1 HTTP/1.1\r\n"), "{request}");
+}
+
+#[test]
+fn dns_upstreams_shows_without_addresses() {
+    let dir = TempDir::new();
+    let body = r#"{"network":"net1","upstreams":[],"effective":[],"internal":false}"#;
+    let server = serve_once(&dir.socket(), http("200 OK", body));
+    let out = vswitchctl(&dir.socket(), &["dns", "upstreams", "net1"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "network:    net1\nupstreams:  (defaults)\neffective:  none: unknown names get SERVFAIL\n"
+    );
+    assert!(request.starts_with("GET /v1/networks/net1/dns HTTP/1.1\r\n"), "{request}");
+}
+
+#[test]
+fn dns_upstreams_puts_addresses_or_the_defaults() {
+    let dir = TempDir::new();
+    let body = r#"{"network":"net1","upstreams":["192.0.2.53:53","[2001:db8::53]:5353"],
+        "effective":["192.0.2.53:53","[2001:db8::53]:5353"],"internal":false}"#;
+    let server = serve_once(&dir.socket(), http("200 OK", body));
+    let out = vswitchctl(&dir.socket(), &["dns", "upstreams", "net1", "192.0.2.53", "[2001:db8::53]:5353"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "network:    net1\n\
+         upstreams:  192.0.2.53:53, [2001:db8::53]:5353\n\
+         effective:  192.0.2.53:53, [2001:db8::53]:5353\n"
+    );
+    assert!(request.starts_with("PUT /v1/networks/net1/dns HTTP/1.1\r\n"), "{request}");
+    assert_eq!(sent_body(&request), serde_json::json!({"upstreams": ["192.0.2.53", "[2001:db8::53]:5353"]}));
+
+    let dir = TempDir::new();
+    let body = r#"{"network":"net1","upstreams":[],"effective":[],"internal":true}"#;
+    let server = serve_once(&dir.socket(), http("200 OK", body));
+    let out = vswitchctl(&dir.socket(), &["dns", "upstreams", "net1", "--default", "--json"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "{\n  \"network\": \"net1\",\n  \"upstreams\": [],\n  \"effective\": [],\n  \"internal\": true\n}\n"
+    );
+    assert!(request.starts_with("PUT /v1/networks/net1/dns HTTP/1.1\r\n"), "{request}");
+    assert_eq!(sent_body(&request), serde_json::json!({"upstreams": []}));
+}
+
+#[test]
+fn dns_stats_prints_counters() {
+    let dir = TempDir::new();
+    let body = r#"{"queries":7,"answers":5,"forwarded":2,"forward_answers":1,"failures":1,"dropped":0}"#;
+    let server = serve_once(&dir.socket(), http("200 OK", body));
+    let out = vswitchctl(&dir.socket(), &["dns", "stats"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out.stdout),
+        "queries:          7\nanswers:          5\nforwarded:        2\nforward_answers:  1\nfailures:         1\ndropped:          0\n"
+    );
+    assert!(request.starts_with("GET /v1/dns/stats HTTP/1.1\r\n"), "{request}");
 }

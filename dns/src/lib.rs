@@ -184,14 +184,19 @@ struct RawHeader {
 }
 
 fn raw_header(query: &[u8]) -> Result<RawHeader, DropReason> {
-    let Some(h) = query.get(..HEADER_LEN) else { return Err(DropReason::TooShort) };
+    let Some(h) = query.get(..HEADER_LEN) else {
+        return Err(DropReason::TooShort);
+    };
     if query.len() > MAX_QUERY_LEN {
         return Err(DropReason::TooLong);
     }
     if h[2] & 0x80 != 0 {
         return Err(DropReason::NotAQuery);
     }
-    Ok(RawHeader { opcode: (h[2] >> 3) & 0x0f, qdcount: u16::from_be_bytes([h[4], h[5]]) })
+    Ok(RawHeader {
+        opcode: (h[2] >> 3) & 0x0f,
+        qdcount: u16::from_be_bytes([h[4], h[5]]),
+    })
 }
 
 /// Answers one query. See the crate documentation for what is answered.
@@ -374,7 +379,10 @@ struct QKey {
 
 impl QKey {
     fn new(name: &Name) -> Option<QKey> {
-        let mut k = QKey { buf: [0; MAX_KEY + 2], len: 0 };
+        let mut k = QKey {
+            buf: [0; MAX_KEY + 2],
+            len: 0,
+        };
         for label in name.iter() {
             let end = k.len + 1 + label.len();
             let dst = k.buf.get_mut(k.len..end)?;
@@ -397,7 +405,9 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
     if q.query_class() != DNSClass::IN {
         return false;
     }
-    let Some(key) = QKey::new(q.name()) else { return false };
+    let Some(key) = QKey::new(q.name()) else {
+        return false;
+    };
     let key = key.bytes();
     let nets = || networks.iter().filter_map(|n| records.nets.get(*n));
     let qtype = q.query_type();
@@ -405,12 +415,17 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
     let mut rng = SplitMix(rand);
 
     if let Some(addr) = reverse_addr(key) {
-        let Some((net, idx)) = nets().find_map(|n| n.ptr.get(&addr).map(|i| (n, *i as usize))) else {
+        let Some((net, idx)) = nets().find_map(|n| n.ptr.get(&addr).map(|i| (n, *i as usize)))
+        else {
             return false;
         };
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ep) = net.endpoints.get(idx) {
-                resp.add_answer(Record::from_rdata(q.name().clone(), ttl, RData::PTR(PTR(ep.fqdn.clone()))));
+                resp.add_answer(Record::from_rdata(
+                    q.name().clone(),
+                    ttl,
+                    RData::PTR(PTR(ep.fqdn.clone())),
+                ));
             }
         }
         return true;
@@ -419,7 +434,10 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
     if let Some((service, base)) = split_service(key) {
         let found = nets().find_map(|n| {
             let host = n.names.get(base)?;
-            host.srv.iter().any(|s| &*s.service == service).then_some((n, host))
+            host.srv
+                .iter()
+                .any(|s| &*s.service == service)
+                .then_some((n, host))
         });
         if let Some((net, host)) = found {
             if matches!(qtype, RecordType::SRV | RecordType::ANY) {
@@ -429,7 +447,9 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
         }
     }
 
-    let Some(host) = nets().find_map(|n| n.names.get(key)) else { return false };
+    let Some(host) = nets().find_map(|n| n.names.get(key)) else {
+        return false;
+    };
     if matches!(qtype, RecordType::A | RecordType::ANY) {
         add_addrs(q.name(), ttl, &host.v4, &[], &mut rng, &mut resp.answers);
     }
@@ -440,13 +460,24 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
 }
 
 /// SRV answers for `service` on `host`, shuffled, and their targets' addresses as additionals.
-fn add_srv(net: &Net, host: &Host, service: &[u8], owner: &Name, ttl: u32, rng: &mut SplitMix, resp: &mut Message) {
+fn add_srv(
+    net: &Net,
+    host: &Host,
+    service: &[u8],
+    owner: &Name,
+    ttl: u32,
+    rng: &mut SplitMix,
+    resp: &mut Message,
+) {
     let start = resp.answers.len();
     let mut targets: Vec<u32> = Vec::new();
     for s in host.srv.iter().filter(|s| &*s.service == service) {
-        let Some(ep) = net.endpoints.get(s.target as usize) else { continue };
+        let Some(ep) = net.endpoints.get(s.target as usize) else {
+            continue;
+        };
         let srv = SRV::new(s.priority, s.weight, s.port, ep.fqdn.clone());
-        resp.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
+        resp.answers
+            .push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
         if !targets.contains(&s.target) {
             targets.push(s.target);
         }
@@ -460,12 +491,25 @@ fn add_srv(net: &Net, host: &Host, service: &[u8], owner: &Name, ttl: u32, rng: 
 }
 
 /// A and AAAA records for `owner`, each family shuffled.
-fn add_addrs(owner: &Name, ttl: u32, v4: &[Ipv4Addr], v6: &[Ipv6Addr], rng: &mut SplitMix, to: &mut Vec<Record>) {
+fn add_addrs(
+    owner: &Name,
+    ttl: u32,
+    v4: &[Ipv4Addr],
+    v6: &[Ipv6Addr],
+    rng: &mut SplitMix,
+    to: &mut Vec<Record>,
+) {
     let start = to.len();
-    to.extend(v4.iter().map(|a| Record::from_rdata(owner.clone(), ttl, RData::A(A(*a)))));
+    to.extend(
+        v4.iter()
+            .map(|a| Record::from_rdata(owner.clone(), ttl, RData::A(A(*a)))),
+    );
     rng.shuffle(&mut to[start..]);
     let start = to.len();
-    to.extend(v6.iter().map(|a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a)))));
+    to.extend(
+        v6.iter()
+            .map(|a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a)))),
+    );
     rng.shuffle(&mut to[start..]);
 }
 
@@ -498,7 +542,9 @@ fn reverse_addr(key: &[u8]) -> Option<IpAddr> {
             if !label.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let v = label.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+            let v = label
+                .iter()
+                .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
             *slot = u8::try_from(v).ok()?;
             n += 1;
         }

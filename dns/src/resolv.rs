@@ -15,7 +15,9 @@ pub fn parse_resolv_conf(text: &str) -> Vec<IpAddr> {
         if words.next() != Some("nameserver") {
             continue;
         }
-        let Some(addr) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else { continue };
+        let Some(addr) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
         if !out.contains(&addr) {
             out.push(addr);
         }
@@ -42,8 +44,10 @@ mod tests {
                       nameserver 192.0.2.1  \n\
                     nameserver 192.0.2.2 extra words\n";
         let got = parse_resolv_conf(text);
-        let want: Vec<IpAddr> =
-            ["10.0.0.2", "2001:db8::53", "192.0.2.1", "192.0.2.2"].iter().map(|s| s.parse().unwrap()).collect();
+        let want: Vec<IpAddr> = ["10.0.0.2", "2001:db8::53", "192.0.2.1", "192.0.2.2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(got, want);
         assert!(parse_resolv_conf("").is_empty());
         assert!(parse_resolv_conf("nameserver").is_empty());

@@ -64,6 +64,11 @@ fn names_aliases_ptr_and_isolation() {
     assert_eq!(api.dig(&["www"]), vec![ip_web], "alias");
     assert_eq!(api.dig(&["www.front."]), vec![ip_web], "alias.network FQDN");
     assert_eq!(web.dig(&["-x", ip_api]), vec!["api.front."], "PTR");
+    // Over TCP too, answered by the switch's own TCP stack; several connections in a row.
+    for _ in 0..5 {
+        assert_eq!(web.dig(&["+tcp", "api"]), vec![ip_api], "dig +tcp\n{}", d.log());
+    }
+    assert_eq!(web.dig(&["+tcp", "-x", ip_web]), vec!["web.front."], "PTR over TCP");
     assert!(web.dig(&["api", "AAAA"]).is_empty(), "no IPv6 address: NODATA");
     assert!(web.dig_full(&["api", "AAAA"]).contains("status: NOERROR"));
     // The name resolves for ping through the container's own resolver (glibc).
@@ -119,6 +124,7 @@ fn forwarding_internal_and_failover() {
     d.attach("priv", &c2);
 
     assert_eq!(c1.dig(&["upstream.test"]), vec!["192.0.2.55"], "forwarded\n{}", d.log());
+    assert_eq!(c1.dig(&["+tcp", "upstream.test"]), vec!["192.0.2.55"], "forwarded, asked over TCP");
     // The internal network forwards nothing.
     let out = c2.dig_full(&["upstream.test"]);
     assert!(out.contains("status: NXDOMAIN"), "{out}");

@@ -28,6 +28,9 @@ pub enum Outcome {
     Malformed,
     /// A DNS query over UDP to the gateway: the caller answers it.
     Dns(UdpQuery),
+    /// A TCP segment to the gateway's DNS port: the IPv4 packet at `ip` goes to the caller's
+    /// TCP stack.
+    DnsTcp { client_mac: Mac, ip: Range<usize> },
 }
 
 /// Where a UDP query to the gateway came from, and where its payload sits in the frame.
@@ -128,6 +131,14 @@ impl Gateway {
         match ip_repr.next_header {
             IpProtocol::Icmp => self.icmp(eth, &ip, &ip_repr, out),
             IpProtocol::Udp => self.udp(eth, &ip, &ip_repr, csum_partial),
+            IpProtocol::Tcp => match smoltcp::wire::TcpPacket::new_checked(ip.payload()) {
+                Ok(tcp) if tcp.dst_port() == DNS_PORT => {
+                    let start = EthernetFrame::<&[u8]>::header_len();
+                    Outcome::DnsTcp { client_mac: Mac(eth.src_addr().0), ip: start..start + usize::from(ip.total_len()) }
+                }
+                Ok(_) => Outcome::Ignored,
+                Err(_) => Outcome::Malformed,
+            },
             _ => Outcome::Ignored,
         }
     }

@@ -161,7 +161,8 @@ impl Control {
         let gw_port = st.ports.take();
         let gw_mac = Mac::local_from(0x4757_0000_0000 | u64::from(id.0));
         let gw = Gateway { ip: pool.gateway(), mac: gw_mac };
-        let added = self.dp.call(move |e| e.add_network(id, gw_port, gw, mtu)).await.map_err(internal)?;
+        let prefix_len = pool.subnet().prefix_len();
+        let added = self.dp.call(move |e| e.add_network(id, gw_port, gw, prefix_len, mtu)).await.map_err(internal)?;
         if let Err(e) = added {
             st.ports.give_back(gw_port);
             return Err(internal(e));

@@ -6,7 +6,9 @@
 //! control plane never touches this state directly: it sends closures ([`Job`]) that run on this
 //! thread between batches and answer through a oneshot channel.
 
-use std::collections::VecDeque;
+pub mod dns_tcp;
+
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -62,9 +64,16 @@ pub struct ForwardRequest {
     pub port: PortId,
     pub gw_port: PortId,
     pub gw: Gateway,
-    pub client: UdpQuery,
+    pub client: ReplyTo,
     pub network: String,
     pub query: Vec<u8>,
+}
+
+/// Where the answer to a forwarded query goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    Udp(UdpQuery),
+    Tcp(dns_tcp::ConnId),
 }
 
 /// An upstream's answer (or `None`: every upstream failed) for a [`ForwardRequest`].
@@ -83,6 +92,21 @@ struct Dns {
     forward: Option<tokio::sync::mpsc::Sender<ForwardRequest>>,
     counters: std::sync::Arc<DnsCounters>,
     rng: u64,
+    /// DNS over TCP, per gateway port, made on first use.
+    tcp: HashMap<PortId, dns_tcp::TcpDns>,
+    /// (prefix length, MTU) of each gateway port's network.
+    gw_nets: HashMap<PortId, (u8, u32)>,
+}
+
+impl Dns {
+    /// xorshift64: orders several addresses of one name; not for anything secret.
+    fn next_rand(&mut self) -> u64 {
+        let r = &mut self.rng;
+        *r ^= *r << 13;
+        *r ^= *r >> 7;
+        *r ^= *r << 17;
+        *r
+    }
 }
 
 /// The control plane's handle on the datapath thread.
@@ -205,6 +229,8 @@ impl Engine {
                 forward: None,
                 counters,
                 rng: seed | 1,
+                tcp: HashMap::new(),
+                gw_nets: HashMap::new(),
             },
         }
     }
@@ -236,6 +262,23 @@ impl Engine {
     /// Sends an upstream's answer (or SERVFAIL) back to the container that asked.
     pub fn send_dns_reply(&mut self, reply: DnsReply) {
         let req = reply.req;
+        let client = match &req.client {
+            ReplyTo::Udp(q) => q.clone(),
+            ReplyTo::Tcp(conn) => {
+                let answer = reply.upstream.or_else(|| {
+                    let mut b = vec![0u8; 512];
+                    dns::servfail(&req.query, &mut b).map(|n| {
+                        b.truncate(n);
+                        b
+                    })
+                });
+                if let (Some(tcp), Some(a)) = (self.dns.tcp.get_mut(&req.gw_port), answer) {
+                    tcp.reply(*conn, &a);
+                }
+                self.poll_tcp_dns(req.gw_port);
+                return;
+            }
+        };
         let room = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
         let n = match reply.upstream {
             Some(answer) if answer.len() <= room.len() => {
@@ -245,9 +288,95 @@ impl Engine {
             _ => dns::servfail(&req.query, room),
         };
         let Some(n) = n else { return };
-        if let Some(len) = req.gw.finish_udp_reply(&req.client, n, &mut self.reply[VNET_HDR_LEN..]) {
+        if let Some(len) = req.gw.finish_udp_reply(&client, n, &mut self.reply[VNET_HDR_LEN..]) {
             self.send_gateway_reply(req.gw_port, len);
         }
+    }
+
+    /// Feeds a TCP segment for the gateway's DNS port to that network's TCP stack.
+    fn feed_tcp_dns(&mut self, ingress: PortId, gw_port: PortId, gw: Gateway, client_mac: crate::types::Mac, ip: &[u8]) {
+        let now = self.now();
+        let seed = self.dns.next_rand();
+        let Some(&(prefix_len, mtu)) = self.dns.gw_nets.get(&gw_port) else { return };
+        let tcp = self.dns.tcp.entry(gw_port).or_insert_with(|| dns_tcp::TcpDns::new(gw, prefix_len, mtu, now, seed));
+        tcp.feed(ip, client_mac, ingress);
+    }
+
+    /// Runs one gateway's TCP stack: answers complete queries, sends what it has to send.
+    fn poll_tcp_dns(&mut self, gw_port: PortId) {
+        let Some(mut tcp) = self.dns.tcp.remove(&gw_port) else { return };
+        let now = self.now();
+        let Some(Some(PortIo::Gateway(gw))) = self.ports.get(gw_port.0 as usize) else { return };
+        let gw = *gw;
+        let dns = &mut self.dns;
+        let frames = tcp.poll(now, |dns_tcp::Query::Ask { conn, port, bytes }| {
+            let counters = dns.counters.clone();
+            DnsCounters::add(&counters.queries);
+            let view = dns.views.get(port.0 as usize).cloned().flatten()?;
+            let visible: Vec<&str> = view.visible.iter().map(String::as_str).collect();
+            let rand = dns.next_rand();
+            let mut out = vec![0u8; dns::TCP_MAX];
+            match dns.responder.respond(&visible, view.internal, bytes, rand, &mut out, dns::Limit::Tcp) {
+                dns::Decision::Answer(n) | dns::Decision::Reject(n, _) => {
+                    DnsCounters::add(&counters.answers);
+                    out.truncate(n);
+                    Some(out)
+                }
+                dns::Decision::Drop(_) => {
+                    DnsCounters::add(&counters.dropped);
+                    let n = dns::servfail(bytes, &mut out).unwrap_or(0);
+                    out.truncate(n);
+                    Some(out)
+                }
+                dns::Decision::Forward => {
+                    DnsCounters::add(&counters.forwarded);
+                    let req = ForwardRequest {
+                        port,
+                        gw_port,
+                        gw,
+                        client: ReplyTo::Tcp(conn),
+                        network: view.network.clone(),
+                        query: bytes.to_vec(),
+                    };
+                    match dns.forward.as_ref().map(|tx| tx.try_send(req)) {
+                        Some(Ok(())) => None,
+                        _ => {
+                            DnsCounters::add(&counters.failures);
+                            let n = dns::servfail(bytes, &mut out).unwrap_or(0);
+                            out.truncate(n);
+                            Some(out)
+                        }
+                    }
+                }
+            }
+        });
+        self.dns.tcp.insert(gw_port, tcp);
+        for (_, frame) in frames {
+            let Some(room) = self.reply.get_mut(VNET_HDR_LEN..VNET_HDR_LEN + frame.len()) else { continue };
+            room.copy_from_slice(&frame);
+            self.send_gateway_reply(gw_port, frame.len());
+        }
+    }
+
+    /// Runs every TCP stack whose timers are due; returns how long until the next one is.
+    fn tcp_dns_timers(&mut self) -> Option<Duration> {
+        if self.dns.tcp.is_empty() {
+            return None;
+        }
+        let now = self.now();
+        let mut due = Vec::new();
+        let mut next: Option<Duration> = None;
+        for (port, tcp) in self.dns.tcp.iter_mut() {
+            match tcp.poll_delay(now) {
+                Some(d) if d.is_zero() => due.push(*port),
+                Some(d) => next = Some(next.map_or(d, |n| n.min(d))),
+                None => {}
+            }
+        }
+        for port in due {
+            self.poll_tcp_dns(port);
+        }
+        next
     }
 
     /// Ends the loop after the current batch; the thread then closes every port fd.
@@ -267,10 +396,18 @@ impl Engine {
     ///
     /// # Errors
     /// When the core refuses (the network or port exists).
-    pub fn add_network(&mut self, net: NetworkId, gw_port: PortId, gw: Gateway, mtu: u32) -> Result<(), crate::switch::SwitchError> {
+    pub fn add_network(
+        &mut self,
+        net: NetworkId,
+        gw_port: PortId,
+        gw: Gateway,
+        prefix_len: u8,
+        mtu: u32,
+    ) -> Result<(), crate::switch::SwitchError> {
         self.switch.add_network(net)?;
         self.switch.add_port(gw_port, PortConfig { network: net, max_frame: max_frame(mtu) })?;
         self.set_port(gw_port, Some(PortIo::Gateway(gw)));
+        self.dns.gw_nets.insert(gw_port, (prefix_len, mtu));
         Ok(())
     }
 
@@ -281,6 +418,8 @@ impl Engine {
     pub fn remove_network(&mut self, net: NetworkId, gw_port: PortId) -> Result<(), crate::switch::SwitchError> {
         self.switch.remove_port(gw_port)?;
         self.set_port(gw_port, None);
+        self.dns.tcp.remove(&gw_port);
+        self.dns.gw_nets.remove(&gw_port);
         self.switch.remove_network(net)
     }
 
@@ -329,7 +468,9 @@ impl Engine {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = self.now() + SWEEP_EVERY;
         while self.running {
-            let timeout = if self.backlog.is_empty() { Some(SWEEP_EVERY) } else { Some(Duration::ZERO) };
+            let tcp_next = self.tcp_dns_timers();
+            let idle = tcp_next.map_or(SWEEP_EVERY, |d| d.min(SWEEP_EVERY));
+            let timeout = if self.backlog.is_empty() { Some(idle) } else { Some(Duration::ZERO) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "epoll failed; datapath stops");
@@ -446,6 +587,15 @@ impl Engine {
                         self.count_tx(to, frame.len(), true);
                         self.answer_dns(ingress, to, gw, q, i, hdr);
                     }
+                    Outcome::DnsTcp { client_mac, ip } => {
+                        self.count_tx(to, frame.len(), true);
+                        let start = hdr.min(len);
+                        let packet = &self.bufs[i][start..len];
+                        let Some(ip_bytes) = packet.get(ip) else { return };
+                        let ip_bytes = ip_bytes.to_vec();
+                        self.feed_tcp_dns(ingress, to, gw, client_mac, &ip_bytes);
+                        self.poll_tcp_dns(to);
+                    }
                 }
             }
             // A TAP with another header layout is never created by this daemon.
@@ -463,14 +613,10 @@ impl Engine {
         };
         let query = &self.bufs[i][hdr + q.payload.start..hdr + q.payload.end];
         let visible: Vec<&str> = view.visible.iter().map(String::as_str).collect();
-        // xorshift64: orders several addresses of one name; not for anything secret.
-        let r = &mut self.dns.rng;
-        *r ^= *r << 13;
-        *r ^= *r >> 7;
-        *r ^= *r << 17;
+        let rand = self.dns.next_rand();
         let limit = dns::Limit::Udp(view.mtu as usize - 28);
         let out = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
-        let n = match self.dns.responder.respond(&visible, view.internal, query, *r, out, limit) {
+        let n = match self.dns.responder.respond(&visible, view.internal, query, rand, out, limit) {
             dns::Decision::Answer(n) | dns::Decision::Reject(n, _) => n,
             dns::Decision::Drop(_) => {
                 DnsCounters::add(&counters.dropped);
@@ -478,7 +624,14 @@ impl Engine {
             }
             dns::Decision::Forward => {
                 DnsCounters::add(&counters.forwarded);
-                let req = ForwardRequest { port: ingress, gw_port, gw, client: q, network: view.network.clone(), query: query.to_vec() };
+                let req = ForwardRequest {
+                    port: ingress,
+                    gw_port,
+                    gw,
+                    client: ReplyTo::Udp(q),
+                    network: view.network.clone(),
+                    query: query.to_vec(),
+                };
                 let sent = self.dns.forward.as_ref().map(|tx| tx.try_send(req));
                 match sent {
                     Some(Ok(())) => return,
