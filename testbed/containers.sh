@@ -5,7 +5,8 @@
 #   testbed/containers.sh [-n N] [-p PREFIX] [-N NETWORK] [-s SUBNET] [-S SOCKET] [-- COMMAND...]
 #
 # The network is created when missing (and removed at the end if this script created it).
-# Inside COMMAND, $TB_CONTAINERS lists the namespace names: `ip netns exec c1 ping ...`.
+# Inside COMMAND, $TB_CONTAINERS lists the namespace names: `ip netns exec c1 ping c2` (each
+# container's resolv.conf points at the network's gateway, which answers for their names).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 trap tb_cleanup EXIT
@@ -34,6 +35,7 @@ for i in $(seq "$n"); do
     tb_netns "$ns"
     "$ctl" attach "$network" --netns "/run/netns/$ns" --name "$ns"
     tb_undo "'$ctl' detach '$network' '$ns'"
+    tb_resolver "$ns" "$("$ctl" --json network inspect "$network" | python3 -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')"
     names+=("$ns")
 done
 export TB_CONTAINERS="${names[*]}"

@@ -50,6 +50,14 @@ tb_netns() {
     ip -n "$1" link set lo up
 }
 
+# tb_resolver NETNS SERVER: point the namespace's resolv.conf (as `ip netns exec` mounts it:
+# /etc/netns/NETNS/resolv.conf) at SERVER, removed on exit.
+tb_resolver() {
+    mkdir -p "/etc/netns/$1"
+    printf 'nameserver %s\noptions timeout:1 attempts:2\n' "$2" > "/etc/netns/$1/resolv.conf"
+    tb_undo "rm -rf '/etc/netns/$1'"
+}
+
 # tb_build [release]: build the workspace binaries; prints the target directory.
 tb_build() {
     local profile=${1:-debug}

@@ -241,6 +241,9 @@ pub fn respond(
         return reject(out, ResponseCode::FormErr, DropReason::NoQuestion);
     };
     let max = max_len(limit, msg.edns.as_ref(), out.len());
+    if max < HEADER_LEN {
+        return Decision::Drop(DropReason::NoRoom);
+    }
     let mut resp = response_to(&msg, question);
     if msg.edns.as_ref().is_some_and(|e| e.version() != 0) {
         resp.metadata.response_code = ResponseCode::BADVERS;

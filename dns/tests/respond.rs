@@ -519,6 +519,10 @@ fn truncation_sets_tc_and_drops_records() {
     assert_eq!(n, 12);
     let m = Message::from_vec(&out[..n]).unwrap();
     assert!(m.metadata.truncation && m.metadata.id == 0x1234 && m.queries.is_empty());
+    // A UDP ceiling under a header: nothing either.
+    let mut out = [0u8; 512];
+    let d = dns::respond(&r, &["net1"], false, &q, 0, &mut out, Limit::Udp(11));
+    assert_eq!(d, Decision::Drop(DropReason::NoRoom));
     // Under a header: nothing.
     let mut out = [0u8; 11];
     assert_eq!(
