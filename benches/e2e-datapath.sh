@@ -81,6 +81,8 @@ fi
 [ -x "$bin/vswitchd" ] && [ -x "$bin/vswitchctl" ] || tb_die "no $bin/vswitchd: build it first"
 
 hz=$(getconf CLK_TCK)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+awk '{ exit !($1 > 0.5) }' /proc/loadavg && tb_log "warning: load average is $load_start before the run; other work on these cores skews every figure"
 tag="vsbe$$"          # every namespace and link name this run makes starts with it
 
 # ---- measurement helpers ------------------------------------------------------------------
@@ -237,7 +239,8 @@ report=$run/report.md
     echo "Command: \`sudo $cmdline\` (iperf3 $(iperf3 --version | awk 'NR == 1 { print $2 }'), ${secs} s per run, median of $reps;"
     echo "$(nproc) vCPU $cpu_model; client, server and switch share the same cores). TCP between two"
     echo "namespaces, MTU 1500. CPU = the switch process's utime+stime over the 1-stream runs (median);"
-    echo "the kernel bridge's work is softirq in the senders' context, not a process."
+    echo "the kernel bridge's work is softirq in the senders' context, not a process. Load average before the"
+    echo "run $load_start, after $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
     echo "| path | 1 stream Gbit/s | 1 stream -R | 4 streams | 4 streams -R | RTT ms | CPU % (1 stream) | CPU % per Gbit/s |"
     echo "|---|---|---|---|---|---|---|---|"

@@ -98,6 +98,12 @@ pub struct CreateArgs {
     /// Gateway address [default: the first host address of the subnet]
     #[arg(long, value_name = "IP")]
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 subnet for dual-stack endpoints, e.g. fd00:89::/64
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr6)]
+    pub subnet6: Option<String>,
+    /// IPv6 gateway address [default: ::1 of subnet6]
+    #[arg(long, value_name = "IP6", requires = "subnet6")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// MTU of the network's interfaces [default: 1500]
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
@@ -131,6 +137,9 @@ pub struct AttachArgs {
     /// Address to use [default: the next free one]
     #[arg(long, value_name = "IP")]
     pub ip: Option<Ipv4Addr>,
+    /// IPv6 address to use on a dual-stack network [default: the next free one]
+    #[arg(long, value_name = "IP6")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// MAC address to use [default: one derived by vswitchd]
     #[arg(long, value_name = "MAC", value_parser = parse_unicast_mac)]
     pub mac: Option<Mac>,
@@ -250,6 +259,17 @@ pub fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         Some(_) => Err("the label key is empty: expected K=V".to_string()),
         None => Err("expected K=V".to_string()),
+    }
+}
+
+/// An IPv6 network in CIDR form; whether it is a sensible subnet is the daemon's call.
+fn parse_cidr6(s: &str) -> Result<String, String> {
+    let err = || format!("expected an IPv6 subnet like fd00:89::/64, got {s:?}");
+    let (addr, len) = s.split_once('/').ok_or_else(err)?;
+    addr.parse::<std::net::Ipv6Addr>().map_err(|_| err())?;
+    match len.parse::<u8>() {
+        Ok(l) if l <= 128 && !len.starts_with('+') => Ok(s.to_string()),
+        _ => Err(err()),
     }
 }
 

@@ -134,6 +134,8 @@ fn network_create(args: &CreateArgs) -> NetworkCreate {
         name: args.name.clone(),
         subnet: args.subnet.clone(),
         gateway: args.gateway.map(|g| g.to_string()),
+        subnet6: args.subnet6.clone(),
+        gateway6: args.gateway6.map(|g| g.to_string()),
         mtu: args.mtu,
         internal: args.internal,
         labels: args.labels.iter().cloned().collect(),
@@ -151,6 +153,7 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest, Failure> {
         pid: args.pid,
         ifname: args.ifname.clone(),
         ip: args.ip.map(|ip| ip.to_string()),
+        ip6: args.ip6.map(|ip| ip.to_string()),
         mac: args.mac,
         aliases: args.aliases.clone(),
     })

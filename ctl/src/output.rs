@@ -171,17 +171,24 @@ fn labels(l: &BTreeMap<String, String>) -> String {
 pub fn network_detail(d: &NetworkDetail) -> String {
     let n = &d.network;
     let u = &d.usage;
-    let mut out = key_values(&[
+    let mut fields = vec![
         ("Name", n.name.clone()),
         ("ID", n.id.to_string()),
         ("Subnet", n.subnet.clone()),
         ("Gateway", format!("{} ({})", n.gateway, n.gateway_mac)),
+    ];
+    if let (Some(s6), Some(g6)) = (&n.subnet6, &n.gateway6) {
+        fields.push(("Subnet6", s6.clone()));
+        fields.push(("Gateway6", g6.to_string()));
+    }
+    fields.extend([
         ("MTU", n.mtu.to_string()),
         ("Internal", if n.internal { "yes" } else { "no" }.to_string()),
         ("Labels", labels(&n.labels)),
         ("Addresses", format!("{} in use, {} available, {} total", u.in_use, u.available, u.total)),
         ("Endpoints", d.endpoint_list.len().to_string()),
     ]);
+    let mut out = key_values(&fields);
     if !d.endpoint_list.is_empty() {
         out.push('\n');
         out.push_str(&endpoint_table(&d.endpoint_list));
@@ -195,7 +202,11 @@ pub fn endpoint_table(endpoints: &[Endpoint]) -> String {
     let mut endpoints: Vec<&Endpoint> = endpoints.iter().collect();
     endpoints.sort_by(|a, b| a.name.cmp(&b.name));
     let with_aliases = endpoints.iter().any(|e| !e.aliases.is_empty());
+    let with_ip6 = endpoints.iter().any(|e| e.ip6.is_some());
     let mut headers = vec![("NAME", Left), ("IP", Left), ("MAC", Left), ("IFNAME", Left), ("NETNS", Left)];
+    if with_ip6 {
+        headers.insert(2, ("IP6", Left));
+    }
     if with_aliases {
         headers.push(("ALIASES", Left));
     }
@@ -209,6 +220,9 @@ pub fn endpoint_table(endpoints: &[Endpoint]) -> String {
                 e.ifname.clone(),
                 e.netns.clone(),
             ];
+            if with_ip6 {
+                row.insert(2, e.ip6.map_or_else(|| "-".to_string(), |a| a.to_string()));
+            }
             if with_aliases {
                 row.push(e.aliases.join(","));
             }
@@ -219,7 +233,10 @@ pub fn endpoint_table(endpoints: &[Endpoint]) -> String {
 }
 
 pub fn attached(e: &Endpoint) -> String {
-    format!("attached {} to {}: {}/{} {}\n", e.name, e.network, e.ip, e.prefix_len, e.mac)
+    match e.ip6 {
+        Some(a6) => format!("attached {} to {}: {}/{} {} {}\n", e.name, e.network, e.ip, e.prefix_len, a6, e.mac),
+        None => format!("attached {} to {}: {}/{} {}\n", e.name, e.network, e.ip, e.prefix_len, e.mac),
+    }
 }
 
 pub fn detached(network: &str, name: &str) -> String {
@@ -307,14 +324,24 @@ pub fn dns_records(records: &[DnsRecord]) -> String {
     use Align::*;
     let mut records: Vec<&DnsRecord> = records.iter().collect();
     records.sort_by(|a, b| (&a.network, &a.name).cmp(&(&b.network, &b.name)));
+    let with_ip6 = records.iter().any(|r| !r.ipv6.is_empty());
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|r| {
             let ipv4: Vec<String> = r.ipv4.iter().map(|ip| ip.to_string()).collect();
-            vec![r.network.clone(), r.name.clone(), r.aliases.join(","), ipv4.join(",")]
+            let mut row = vec![r.network.clone(), r.name.clone(), r.aliases.join(","), ipv4.join(",")];
+            if with_ip6 {
+                let ipv6: Vec<String> = r.ipv6.iter().map(|ip| ip.to_string()).collect();
+                row.push(ipv6.join(","));
+            }
+            row
         })
         .collect();
-    table(&[("NETWORK", Left), ("NAME", Left), ("ALIASES", Left), ("IPV4", Left)], &rows)
+    let mut headers = vec![("NETWORK", Left), ("NAME", Left), ("ALIASES", Left), ("IPV4", Left)];
+    if with_ip6 {
+        headers.push(("IPV6", Left));
+    }
+    table(&headers, &rows)
 }
 
 /// A network's upstreams: its own (or the defaults) and where queries really go.
@@ -403,6 +430,8 @@ mod tests {
             subnet: subnet.into(),
             gateway: Ipv4Addr::from(gw),
             gateway_mac: Mac([2, 0x56, 0, 0, 0, 1]),
+            subnet6: None,
+            gateway6: None,
             mtu: 1500,
             internal: false,
             labels: BTreeMap::new(),
@@ -419,6 +448,7 @@ mod tests {
             mac: Mac([2, 0x42, 10, 89, 0, last]),
             ip: Ipv4Addr::new(10, 89, 0, last),
             prefix_len: 24,
+            ip6: None,
             port: PortId(u32::from(last)),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
         }
@@ -554,6 +584,7 @@ mod tests {
             name: name.into(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             ipv4: ipv4.iter().map(|&a| Ipv4Addr::from(a)).collect(),
+            ipv6: Vec::new(),
         };
         let out = dns_records(&[
             rec("net2", "db", &[], &[[10, 90, 0, 2]]),

@@ -7,36 +7,87 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 /// Why an allocation or a reservation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IpamError {
     #[error("{addr} is outside subnet {subnet}")]
-    OutOfRange { addr: Ipv4Addr, subnet: Ipv4Net },
+    OutOfRange { addr: IpAddr, subnet: IpNet },
     #[error("{addr} is the {what} address of {subnet} and cannot be assigned")]
-    Reserved { addr: Ipv4Addr, what: &'static str, subnet: Ipv4Net },
+    Reserved { addr: IpAddr, what: &'static str, subnet: IpNet },
     #[error("{addr} is already in use")]
-    Taken { addr: Ipv4Addr },
+    Taken { addr: IpAddr },
     #[error("subnet {subnet} has no free address left ({used} in use)")]
-    Exhausted { subnet: Ipv4Net, used: u64 },
-    #[error("subnet {subnet} is too small: it needs room for a gateway and at least one host (a /30 or larger)")]
-    TooSmall { subnet: Ipv4Net },
+    Exhausted { subnet: IpNet, used: u64 },
+    #[error("subnet {subnet} is too small: it needs room for a gateway and at least one host (IPv4 /30, IPv6 /120 or larger)")]
+    TooSmall { subnet: IpNet },
     #[error("gateway {gateway} is not a host address of {subnet}")]
-    BadGateway { gateway: Ipv4Addr, subnet: Ipv4Net },
+    BadGateway { gateway: IpAddr, subnet: IpNet },
 }
 
-/// The addresses of one subnet.
+/// Serial allocation over a range of host numbers, shared by the IPv4 and IPv6 pools.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Serial {
+    lo: u128,
+    hi: u128,
+    gateway: u128,
+    used: BTreeSet<u128>,
+    /// Where the next serial search starts.
+    cursor: u128,
+}
+
+impl Serial {
+    fn new(lo: u128, hi: u128, gateway: u128) -> Serial {
+        Serial { lo, hi, gateway, used: BTreeSet::new(), cursor: lo }
+    }
+
+    fn capacity(&self) -> u128 {
+        self.hi - self.lo + 1 - u128::from((self.lo..=self.hi).contains(&self.gateway))
+    }
+
+    /// The next free host after the last one handed out, wrapping around once. A huge free
+    /// range (IPv6) is found without walking it: the search only skips used entries.
+    fn allocate(&mut self) -> Option<u128> {
+        let start = self.cursor.clamp(self.lo, self.hi);
+        let found = self.first_free(start, self.hi).or_else(|| self.first_free(self.lo, start))?;
+        self.used.insert(found);
+        self.cursor = if found == self.hi { self.lo } else { found + 1 };
+        Some(found)
+    }
+
+    fn first_free(&self, from: u128, to: u128) -> Option<u128> {
+        let mut a = from;
+        while a <= to {
+            if a != self.gateway && !self.used.contains(&a) {
+                return Some(a);
+            }
+            if a == u128::MAX {
+                break;
+            }
+            a += 1;
+        }
+        None
+    }
+
+    fn reserve(&mut self, a: u128) -> bool {
+        self.used.insert(a)
+    }
+
+    fn release(&mut self, a: u128) -> bool {
+        self.used.remove(&a)
+    }
+}
+
+/// The IPv4 addresses of one subnet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     subnet: Ipv4Net,
     gateway: Ipv4Addr,
-    used: BTreeSet<u32>,
-    /// Where the next serial search starts.
-    cursor: u32,
+    hosts: Serial,
 }
 
 impl Pool {
@@ -48,15 +99,15 @@ impl Pool {
     pub fn new(subnet: Ipv4Net, gateway: Option<Ipv4Addr>) -> Result<Pool, IpamError> {
         let subnet = subnet.trunc();
         if subnet.prefix_len() > 30 {
-            return Err(IpamError::TooSmall { subnet });
+            return Err(IpamError::TooSmall { subnet: subnet.into() });
         }
-        let first = u32::from(subnet.network()) + 1;
-        let gateway = gateway.unwrap_or(Ipv4Addr::from(first));
+        let (lo, hi) = (u32::from(subnet.network()) + 1, u32::from(subnet.broadcast()) - 1);
+        let gateway = gateway.unwrap_or(Ipv4Addr::from(lo));
         let g = u32::from(gateway);
-        if !subnet.contains(&gateway) || g == u32::from(subnet.network()) || g == u32::from(subnet.broadcast()) {
-            return Err(IpamError::BadGateway { gateway, subnet });
+        if !(lo..=hi).contains(&g) {
+            return Err(IpamError::BadGateway { gateway: gateway.into(), subnet: subnet.into() });
         }
-        Ok(Pool { subnet, gateway, used: BTreeSet::new(), cursor: first })
+        Ok(Pool { subnet, gateway, hosts: Serial::new(lo.into(), hi.into(), g.into()) })
     }
 
     pub fn subnet(&self) -> Ipv4Net {
@@ -69,11 +120,11 @@ impl Pool {
 
     /// Host addresses that can be handed out (network, broadcast and gateway excluded).
     pub fn capacity(&self) -> u64 {
-        (1u64 << (32 - self.subnet.prefix_len())) - 3
+        self.hosts.capacity() as u64
     }
 
     pub fn in_use(&self) -> u64 {
-        self.used.len() as u64
+        self.hosts.used.len() as u64
     }
 
     pub fn available(&self) -> u64 {
@@ -81,7 +132,7 @@ impl Pool {
     }
 
     pub fn is_used(&self, addr: Ipv4Addr) -> bool {
-        self.used.contains(&u32::from(addr))
+        self.hosts.used.contains(&u128::from(u32::from(addr)))
     }
 
     /// Takes the next free address after the last one handed out, wrapping around once.
@@ -89,17 +140,10 @@ impl Pool {
     /// # Errors
     /// [`IpamError::Exhausted`] when every host address is in use.
     pub fn allocate(&mut self) -> Result<Ipv4Addr, IpamError> {
-        let (lo, hi) = self.host_range();
-        let start = self.cursor.clamp(lo, hi);
-        let candidates = (start..=hi).chain(lo..start);
-        for a in candidates {
-            if a != u32::from(self.gateway) && !self.used.contains(&a) {
-                self.used.insert(a);
-                self.cursor = if a == hi { lo } else { a + 1 };
-                return Ok(Ipv4Addr::from(a));
-            }
+        match self.hosts.allocate() {
+            Some(a) => Ok(Ipv4Addr::from(a as u32)),
+            None => Err(IpamError::Exhausted { subnet: self.subnet.into(), used: self.in_use() }),
         }
-        Err(IpamError::Exhausted { subnet: self.subnet, used: self.in_use() })
     }
 
     /// Takes a specific address.
@@ -108,15 +152,15 @@ impl Pool {
     /// Outside the subnet, the network/broadcast/gateway address, or already in use.
     pub fn reserve(&mut self, addr: Ipv4Addr) -> Result<(), IpamError> {
         self.check_assignable(addr)?;
-        if !self.used.insert(u32::from(addr)) {
-            return Err(IpamError::Taken { addr });
+        if !self.hosts.reserve(u32::from(addr).into()) {
+            return Err(IpamError::Taken { addr: addr.into() });
         }
         Ok(())
     }
 
     /// Gives an address back; returns false when it was not in use.
     pub fn release(&mut self, addr: Ipv4Addr) -> bool {
-        self.used.remove(&u32::from(addr))
+        self.hosts.release(u32::from(addr).into())
     }
 
     /// Checks that `addr` could be assigned to an endpoint, ignoring whether it is in use.
@@ -126,7 +170,7 @@ impl Pool {
     pub fn check_assignable(&self, addr: Ipv4Addr) -> Result<(), IpamError> {
         let subnet = self.subnet;
         if !subnet.contains(&addr) {
-            return Err(IpamError::OutOfRange { addr, subnet });
+            return Err(IpamError::OutOfRange { addr: addr.into(), subnet: subnet.into() });
         }
         let what = if addr == subnet.network() {
             "network"
@@ -137,11 +181,84 @@ impl Pool {
         } else {
             return Ok(());
         };
-        Err(IpamError::Reserved { addr, what, subnet })
+        Err(IpamError::Reserved { addr: addr.into(), what, subnet: subnet.into() })
+    }
+}
+
+/// The IPv6 addresses of one subnet (a /64 is usual; /120 is the smallest accepted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool6 {
+    subnet: Ipv6Net,
+    gateway: Ipv6Addr,
+    hosts: Serial,
+}
+
+impl Pool6 {
+    /// A pool for `subnet` whose gateway is `gateway`, or `::1` of the subnet. The subnet-router
+    /// anycast address (host part 0) is never handed out.
+    ///
+    /// # Errors
+    /// [`IpamError::TooSmall`] beyond a /120; [`IpamError::BadGateway`] outside the subnet.
+    pub fn new(subnet: Ipv6Net, gateway: Option<Ipv6Addr>) -> Result<Pool6, IpamError> {
+        let subnet = subnet.trunc();
+        if subnet.prefix_len() > 120 {
+            return Err(IpamError::TooSmall { subnet: subnet.into() });
+        }
+        let (lo, hi) = (u128::from(subnet.network()) + 1, u128::from(subnet.broadcast()));
+        let gateway = gateway.unwrap_or(Ipv6Addr::from(lo));
+        let g = u128::from(gateway);
+        if !(lo..=hi).contains(&g) {
+            return Err(IpamError::BadGateway { gateway: gateway.into(), subnet: subnet.into() });
+        }
+        Ok(Pool6 { subnet, gateway, hosts: Serial::new(lo, hi, g) })
     }
 
-    fn host_range(&self) -> (u32, u32) {
-        (u32::from(self.subnet.network()) + 1, u32::from(self.subnet.broadcast()) - 1)
+    pub fn subnet(&self) -> Ipv6Net {
+        self.subnet
+    }
+
+    pub fn gateway(&self) -> Ipv6Addr {
+        self.gateway
+    }
+
+    pub fn in_use(&self) -> u64 {
+        self.hosts.used.len() as u64
+    }
+
+    /// # Errors
+    /// [`IpamError::Exhausted`] when every host address is in use.
+    pub fn allocate(&mut self) -> Result<Ipv6Addr, IpamError> {
+        match self.hosts.allocate() {
+            Some(a) => Ok(Ipv6Addr::from(a)),
+            None => Err(IpamError::Exhausted { subnet: self.subnet.into(), used: self.in_use() }),
+        }
+    }
+
+    /// # Errors
+    /// Outside the subnet, the subnet-router or gateway address, or already in use.
+    pub fn reserve(&mut self, addr: Ipv6Addr) -> Result<(), IpamError> {
+        let subnet = self.subnet;
+        if !subnet.contains(&addr) {
+            return Err(IpamError::OutOfRange { addr: addr.into(), subnet: subnet.into() });
+        }
+        let what = if addr == subnet.network() {
+            "subnet-router"
+        } else if addr == self.gateway {
+            "gateway"
+        } else {
+            ""
+        };
+        if !what.is_empty() {
+            return Err(IpamError::Reserved { addr: addr.into(), what, subnet: subnet.into() });
+        }
+        if !self.hosts.reserve(addr.into()) {
+            return Err(IpamError::Taken { addr: addr.into() });
+        }
+        Ok(())
+    }
+
+    pub fn release(&mut self, addr: Ipv6Addr) -> bool {
+        self.hosts.release(addr.into())
     }
 }
 
@@ -160,7 +277,7 @@ mod tests {
         let got: Vec<_> = (0..5).map(|_| p.allocate().unwrap()).collect();
         assert_eq!(got[0], Ipv4Addr::new(10, 0, 0, 2));
         assert_eq!(got[4], Ipv4Addr::new(10, 0, 0, 6));
-        assert_eq!(p.allocate(), Err(IpamError::Exhausted { subnet: p.subnet(), used: 5 }));
+        assert_eq!(p.allocate(), Err(IpamError::Exhausted { subnet: p.subnet().into(), used: 5 }));
         assert_eq!(p.capacity(), 5);
         assert_eq!(p.available(), 0);
     }
@@ -192,6 +309,28 @@ mod tests {
         assert!(matches!(Pool::new("10.0.0.0/24".parse().unwrap(), gw), Err(IpamError::BadGateway { .. })));
         let p = Pool::new("10.0.0.77/24".parse().unwrap(), None).unwrap();
         assert_eq!(p.subnet().to_string(), "10.0.0.0/24");
+    }
+
+    #[test]
+    fn ipv6_pool() {
+        let mut p = Pool6::new("fd00:89::/64".parse().unwrap(), None).unwrap();
+        assert_eq!(p.gateway(), "fd00:89::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(p.allocate().unwrap(), "fd00:89::2".parse::<Ipv6Addr>().unwrap());
+        let a: Ipv6Addr = "fd00:89::2:5".parse().unwrap();
+        p.reserve(a).unwrap();
+        assert!(matches!(p.reserve(a), Err(IpamError::Taken { .. })));
+        assert!(matches!(p.reserve("fd00:89::".parse().unwrap()), Err(IpamError::Reserved { .. })));
+        assert!(matches!(p.reserve("fd00:89::1".parse().unwrap()), Err(IpamError::Reserved { .. })));
+        assert!(matches!(p.reserve("fd00:90::5".parse().unwrap()), Err(IpamError::OutOfRange { .. })));
+        assert!(p.release(a));
+        assert_eq!(p.in_use(), 1);
+        assert!(matches!(Pool6::new("fd00::/121".parse().unwrap(), None), Err(IpamError::TooSmall { .. })));
+        // A /120: 255 hosts minus the gateway, then exhausted.
+        let mut small = Pool6::new("fd00:1::/120".parse().unwrap(), None).unwrap();
+        for _ in 0..254 {
+            small.allocate().unwrap();
+        }
+        assert!(matches!(small.allocate(), Err(IpamError::Exhausted { .. })));
     }
 
     #[derive(Debug, Clone)]

@@ -192,3 +192,35 @@ fn records_change_1000_times_while_a_client_queries() {
     assert_eq!(c1.dig(&["alias-999"]), vec![d.ctl_json(&["network", "inspect", "n1"])["endpoint_list"]
         .as_array().unwrap().iter().find(|e| e["name"] == c3.name.as_str()).unwrap()["ip"].as_str().unwrap()]);
 }
+
+#[test]
+fn dual_stack_ping6_aaaa_and_ptr6() {
+    let d = Daemon::start();
+    d.ctl_ok(&["network", "create", "ds", "--subnet", "10.87.0.0/24", "--subnet6", "fd00:87::/64"]);
+    let (c1, c2) = (Netns::new("vd6-a"), Netns::new("vd6-b"));
+    let e1 = d.attach("ds", &c1);
+    let e2 = d.ctl_json(&["attach", "ds", "--netns", &c2.path(), "--name", &c2.name, "--ip6", "fd00:87::beef"]);
+    c2.set_resolver("10.87.0.1");
+    assert_eq!(e1["ip6"], "fd00:87::2");
+    assert_eq!(e2["ip6"], "fd00:87::beef");
+    let addrs = c2.exec_ok(&["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]);
+    assert!(addrs.contains("fd00:87::beef/64"), "{addrs}");
+    let ok = c1.exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:87::beef"]).status.success();
+    assert!(ok, "ping6 between containers\n{}", d.log());
+    assert_eq!(c1.dig(&[&c2.name, "AAAA"]), vec!["fd00:87::beef"], "AAAA");
+    assert_eq!(c1.dig(&[&c2.name, "A"]), vec![e2["ip"].as_str().unwrap()]);
+    assert_eq!(c1.dig(&["-x", "fd00:87::beef"]), vec![format!("{}.ds.", c2.name)], "PTR for IPv6");
+    // A taken IPv6 address, and an IPv6 address on a network without an IPv6 subnet.
+    let c3 = Netns::new("vd6-c");
+    let body = format!(r#"{{"netns":"{}","name":"x","ip6":"fd00:87::beef"}}"#, c3.path());
+    let (status, v) = d.api("POST", "/v1/networks/ds/endpoints", Some(&body));
+    assert_eq!((status, v["error"]["code"].as_str()), (409, Some("address_taken")), "{v}");
+    d.network("v4only", "10.87.1.0/24");
+    let body = format!(r#"{{"netns":"{}","name":"x","ip6":"fd00:87::9"}}"#, c3.path());
+    let (status, v) = d.api("POST", "/v1/networks/v4only/endpoints", Some(&body));
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("address_out_of_range")), "{v}");
+    // Neither failure leaked an address.
+    let detail = d.ctl_json(&["network", "inspect", "ds"]);
+    assert_eq!(detail["usage"]["in_use"], 2, "{detail}");
+    assert!(!c3.links().contains(&"eth0".to_string()));
+}

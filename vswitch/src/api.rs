@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,12 @@ pub struct NetworkCreate {
     /// Defaults to the first host address of the subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// An IPv6 subnet (e.g. a ULA /64, `fd00:89::/64`) for dual-stack endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    /// Defaults to `::1` of `subnet6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
     /// Defaults to 1500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -71,6 +77,10 @@ pub struct Network {
     pub subnet: String,
     pub gateway: Ipv4Addr,
     pub gateway_mac: Mac,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
     pub mtu: u32,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
@@ -114,6 +124,9 @@ pub struct AttachRequest {
     /// A requested address inside the subnet; defaults to the next free one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// A requested IPv6 address (dual-stack networks); defaults to the next free one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -130,6 +143,8 @@ pub struct Endpoint {
     pub mac: Mac,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub port: PortId,
     pub aliases: Vec<String>,
 }
@@ -152,6 +167,8 @@ pub struct DnsRecord {
     pub name: String,
     pub aliases: Vec<String>,
     pub ipv4: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Addr>,
 }
 
 /// A network's DNS upstreams: `GET /v1/networks/{name}/dns`.

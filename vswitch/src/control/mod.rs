@@ -9,11 +9,11 @@ pub mod dns;
 pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::Mutex;
 
 use crate::api::{
@@ -58,6 +58,7 @@ struct State {
 struct Net {
     id: NetworkId,
     pool: ipam::Pool,
+    pool6: Option<ipam::Pool6>,
     gw_mac: Mac,
     gw_port: PortId,
     mtu: u32,
@@ -147,6 +148,23 @@ impl Control {
             return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is outside 576..=65521")));
         }
         let pool = ipam::Pool::new(subnet, gateway).map_err(|e| ApiError::new(ErrorCode::InvalidSubnet, e.to_string()))?;
+        let pool6 = match &req.subnet6 {
+            None => None,
+            Some(s6) => {
+                let net6: Ipv6Net = s6.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s6:?} is not an IPv6 CIDR like fd00:89::/64"))
+                })?;
+                let gw6 = req
+                    .gateway6
+                    .as_deref()
+                    .map(|g| g.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{g:?} is not an IPv6 address"))))
+                    .transpose()?;
+                if mtu < 1280 {
+                    return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is below IPv6's minimum of 1280")));
+                }
+                Some(ipam::Pool6::new(net6, gw6).map_err(|e| ApiError::new(ErrorCode::InvalidSubnet, e.to_string()))?)
+            }
+        };
         let mut st = self.state.lock().await;
         if st.networks.contains_key(&req.name) {
             return Err(ApiError::new(ErrorCode::NetworkExists, format!("network {} already exists", req.name)));
@@ -156,6 +174,18 @@ impl Control {
                 ErrorCode::SubnetOverlap,
                 format!("subnet {} overlaps {} of network {other}", pool.subnet(), n.pool.subnet()),
             ));
+        }
+        if let Some(p6) = &pool6 {
+            let clash = st.networks.iter().find_map(|(name, n)| {
+                let theirs = n.pool6.as_ref()?.subnet();
+                (theirs.contains(&p6.subnet().network()) || p6.subnet().contains(&theirs.network())).then_some((name, theirs))
+            });
+            if let Some((other, theirs)) = clash {
+                return Err(ApiError::new(
+                    ErrorCode::SubnetOverlap,
+                    format!("subnet6 {} overlaps {theirs} of network {other}", p6.subnet()),
+                ));
+            }
         }
         let id = NetworkId(st.next_network);
         let gw_port = st.ports.take();
@@ -168,7 +198,7 @@ impl Control {
             return Err(internal(e));
         }
         st.next_network += 1;
-        let net = Net { id, pool, gw_mac, gw_port, mtu, internal: req.internal, labels: req.labels, endpoints: BTreeMap::new() };
+        let net = Net { id, pool, pool6, gw_mac, gw_port, mtu, internal: req.internal, labels: req.labels, endpoints: BTreeMap::new() };
         let api = net.to_api(&req.name);
         st.networks.insert(req.name, net);
         self.push_dns(&st);
@@ -251,6 +281,11 @@ impl Control {
             check_name(a, "alias")?;
         }
         let requested_ip = req.ip.as_deref().map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad_address(s))).transpose()?;
+        let requested_ip6 = req
+            .ip6
+            .as_deref()
+            .map(|s| s.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv6 address"))))
+            .transpose()?;
         if let Some(mac) = req.mac {
             if mac.is_multicast() || mac.is_zero() {
                 return Err(ApiError::new(ErrorCode::InvalidAddress, format!("MAC {mac} is not a unicast address")));
@@ -268,12 +303,28 @@ impl Control {
             None => net.pool.allocate(),
         }
         .map_err(ipam_error)?;
+        let ip6 = match (&mut net.pool6, requested_ip6) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(ApiError::new(
+                ErrorCode::AddressOutOfRange,
+                format!("network {network} has no IPv6 subnet (create it with --subnet6)"),
+            )),
+            (Some(p6), Some(a)) => p6.reserve(a).map(|()| Some(a)).map_err(ipam_error),
+            (Some(p6), None) => p6.allocate().map(Some).map_err(ipam_error),
+        };
+        let ip6 = match ip6 {
+            Ok(a) => a,
+            Err(e) => {
+                net.pool.release(ip);
+                return Err(e);
+            }
+        };
         let mac = req.mac.unwrap_or_else(|| {
             let o = ip.octets();
             Mac([0x02, 0x42, o[0], o[1], o[2], o[3]])
         });
         if net.endpoints.values().any(|e| e.api.mac == mac) || mac == net.gw_mac {
-            net.pool.release(ip);
+            net.release(ip, ip6);
             return Err(ApiError::new(ErrorCode::MacTaken, format!("MAC {mac} is already used on network {network}")));
         }
         let (net_id, mtu, prefix_len) = (net.id, net.mtu, net.pool.subnet().prefix_len());
@@ -288,6 +339,7 @@ impl Control {
             addr: ip,
             prefix_len,
             gateway,
+            addr6: ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
             vnet_hdr: self.opts.offloads,
         };
         let worker = self.netns.clone();
@@ -295,7 +347,7 @@ impl Control {
         let attached = match attached.and_then(|r| r.map_err(sys_error)) {
             Ok(a) => a,
             Err(e) => {
-                find_net_mut(&mut st, network)?.pool.release(ip);
+                find_net_mut(&mut st, network)?.release(ip, ip6);
                 return Err(e);
             }
         };
@@ -304,7 +356,7 @@ impl Control {
         let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
         if let Err(e) = added.and_then(|r| r.map_err(internal)) {
             st.ports.give_back(port);
-            find_net_mut(&mut st, network)?.pool.release(ip);
+            find_net_mut(&mut st, network)?.release(ip, ip6);
             return Err(e);
         }
         let api = Endpoint {
@@ -315,6 +367,7 @@ impl Control {
             mac,
             ip,
             prefix_len,
+            ip6,
             port,
             aliases: req.aliases,
         };
@@ -334,7 +387,7 @@ impl Control {
         let port = ep.api.port;
         self.dp.call(move |e| e.remove_tap(port)).await.map_err(internal)?.map_err(internal)?;
         let ep = net.endpoints.remove(name).expect("found above under the same lock");
-        net.pool.release(ep.api.ip);
+        net.release(ep.api.ip, ep.api.ip6);
         st.ports.give_back(port);
         self.push_dns(&st);
         tracing::info!(network, endpoint = name, "detached");
@@ -390,6 +443,7 @@ impl Control {
                     name: e.api.name.clone(),
                     aliases: e.api.aliases.clone(),
                     ipv4: vec![e.api.ip],
+                    ipv6: e.api.ip6.into_iter().collect(),
                 })
             })
             .collect())
@@ -448,6 +502,7 @@ impl Control {
                     name: e.api.name.clone(),
                     aliases: e.api.aliases.clone(),
                     v4: vec![e.api.ip],
+                    v6: e.api.ip6.into_iter().collect(),
                     ..Default::default()
                 })
                 .collect();
@@ -636,6 +691,14 @@ impl State {
 }
 
 impl Net {
+    /// Gives an endpoint's addresses back to the pools.
+    fn release(&mut self, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) {
+        self.pool.release(ip);
+        if let (Some(p6), Some(a)) = (&mut self.pool6, ip6) {
+            p6.release(a);
+        }
+    }
+
     fn to_api(&self, name: &str) -> Network {
         Network {
             name: name.to_string(),
@@ -643,6 +706,8 @@ impl Net {
             subnet: self.pool.subnet().to_string(),
             gateway: self.pool.gateway(),
             gateway_mac: self.gw_mac,
+            subnet6: self.pool6.as_ref().map(|p| p.subnet().to_string()),
+            gateway6: self.pool6.as_ref().map(|p| p.gateway()),
             mtu: self.mtu,
             internal: self.internal,
             labels: self.labels.clone(),

@@ -43,6 +43,8 @@ pub struct LinkConfig {
     pub prefix_len: u8,
     /// Default route via this gateway; `None` adds no route.
     pub gateway: Option<Ipv4Addr>,
+    /// An IPv6 address to add as well, with DAD off (IPAM made it unique).
+    pub addr6: Option<(std::net::Ipv6Addr, u8)>,
 }
 
 /// A NETLINK_ROUTE socket used synchronously: one batch out, the acks back.
@@ -118,6 +120,20 @@ impl RtSocket {
             NLM_F_CREATE | NLM_F_EXCL,
             RouteNetlinkMessage::NewAddress(addr),
         ));
+
+        if let Some((a6, len6)) = cfg.addr6 {
+            let mut addr = AddressMessage::default();
+            addr.header.family = AddressFamily::Inet6;
+            addr.header.prefix_len = len6;
+            addr.header.scope = AddressScope::Universe;
+            addr.header.index = cfg.ifindex;
+            addr.attributes = vec![
+                AddressAttribute::Local(IpAddr::V6(a6)),
+                AddressAttribute::Address(IpAddr::V6(a6)),
+                AddressAttribute::Flags(netlink_packet_route::address::AddressFlags::Nodad),
+            ];
+            reqs.push(("add IPv6 address", NLM_F_CREATE | NLM_F_EXCL, RouteNetlinkMessage::NewAddress(addr)));
+        }
 
         if let Some(gw) = cfg.gateway {
             let mut route = RouteMessage::default();

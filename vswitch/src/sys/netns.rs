@@ -71,6 +71,9 @@ pub struct AttachSpec {
     /// Default route via this address. `0.0.0.0` means: add no default route. A gateway
     /// outside `addr/prefix_len` gets an `onlink` route.
     pub gateway: Ipv4Addr,
+    /// An IPv6 address and prefix length to add too (without duplicate address detection:
+    /// the switch's IPAM already made it unique).
+    pub addr6: Option<(std::net::Ipv6Addr, u8)>,
     /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
     pub vnet_hdr: bool,
 }
@@ -358,6 +361,7 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
         addr: spec.addr,
         prefix_len: spec.prefix_len,
         gateway: (!spec.gateway.is_unspecified()).then_some(spec.gateway),
+        addr6: spec.addr6,
     })?;
     tracing::debug!(
         netns = %spec.netns,

@@ -118,6 +118,7 @@ impl Drop for NsSleeper {
 
 fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
     AttachSpec {
+        addr6: None,
         netns,
         ifname: ifname.to_string(),
         mtu: 1400,

@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# attach-bench.sh: how long attaching a container takes, in-process (vswitchd's API) against the
+# same steps done with `ip` commands, and 1 000 containers attached in a row.
+#
+#   sudo benches/attach-bench.sh [-n COUNT] [-s SINGLES] [-x] [-B]
+#     -n COUNT     containers attached in a row (default 1000; at most 1021: one /22)
+#     -s SINGLES   attaches per variant for the one-attach figures, medians reported (default 30)
+#     -x           do not write benches/RESULTS.md (print only)
+#     -B           do not build (use target/release as it is)
+#
+# One attach = a TAP named eth0 inside an EXISTING namespace, with MAC, MTU 1500, link up, an
+# address and a default route. `ip netns add` is EXCLUDED from every variant: all namespaces are
+# created beforehand (in one `ip -batch`), and the cost of one `ip netns add` is printed apart.
+#   vswitchd API        POST /v1/networks/NET/endpoints on one kept-alive connection
+#                       (benches/src/bin/attach-timer.rs): the daemon's whole attach plus one
+#                       local round trip, no client start-up
+#   vswitchctl attach   the same through the CLI: one process start per attach
+#   curl --unix-socket  the same through curl
+#   ip x6               ip tuntap add; link set address; link set mtu; link set up; addr add;
+#                       route add (the usual script: one process per step)
+#   ip x4               ip tuntap add; link set address+mtu+up; addr add; route add
+#   ip -batch           the same steps in one ip process
+# The `ip` variants leave a persistent TAP that no process has open; vswitchd also keeps the fd
+# and registers it with its datapath, so it does strictly more.
+#
+# Then COUNT containers in a row through vswitchctl, the same COUNT detached and attached again
+# (on a second network) through the kept-alive API connection. Namespace creation is not timed.
+# Everything made here (up to COUNT + 6 x SINGLES namespaces, the daemon) is removed on exit.
+set -euo pipefail
+. "$(dirname "$0")/../testbed/lib.sh"
+
+count=1000 singles=30 write=1 build=1
+cmdline="benches/attach-bench.sh${*:+ $*}"
+while getopts "n:s:xBh" o; do
+    case $o in
+        n) count=$OPTARG ;; s) singles=$OPTARG ;; x) write=0 ;; B) build=0 ;;
+        *) sed -n '2,28p' "$0"; exit 2 ;;
+    esac
+done
+[[ $count =~ ^[0-9]+$ && $count -ge 1 && $count -le 1021 ]] || tb_die "-n takes 1..1021"
+[[ $singles =~ ^[0-9]+$ && $singles -ge 1 && $singles -le 300 ]] || tb_die "-s takes 1..300"
+tb_need_root
+
+run=$(mktemp -d /tmp/vswitch-attach.XXXXXX)
+watchdog=
+on_exit() {
+    local rc=$?
+    tb_cleanup
+    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
+    rm -rf "$run"
+    exit $rc
+}
+trap on_exit EXIT
+trap 'echo "attach-bench: interrupted" >&2; exit 130' INT TERM
+limit=$((240 + count / 5))
+(
+    sleep "$limit" </dev/null >/dev/null 2>&1 &
+    s=$!
+    trap 'kill $s 2>/dev/null; exit 0' TERM
+    wait $s
+    echo "attach-bench: watchdog: over ${limit}s, stopping" >&2
+    kill -TERM $$
+) &
+watchdog=$!
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    tb_log "installing ${need[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+        || tb_die "apt-get install ${need[*]} failed"
+fi
+bin=$TB_ROOT/target/release
+if [ $build = 1 ]; then
+    tb_log "building vswitchd, vswitchctl, attach-timer (release)"
+    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl && cargo build -q --release -p vswitch-benches --bin attach-timer) \
+        || tb_die "cargo build failed"
+fi
+for b in vswitchd vswitchctl attach-timer; do [ -x "$bin/$b" ] || tb_die "no $bin/$b: build it first"; done
+
+tag="vsba$$"
+sock=$run/vswitchd.sock
+ctl() { "$bin/vswitchctl" --socket "$sock" "$@"; }
+
+# ---- namespaces: made before any timing, deleted on exit --------------------------------------
+variants=(api ctl curl ip6 ip4 ipb)
+names() { local v=$1 n=$2 i; for ((i = 1; i <= n; i++)); do echo "$tag-$v$i"; done; }
+: >"$run/all"
+for v in "${variants[@]}"; do names "$v" "$singles" >"$run/ns-$v"; done
+names k "$count" >"$run/ns-k"
+cat "$run"/ns-* >"$run/all"
+sed 's/^/netns del /' "$run/all" >"$run/del.batch"
+tb_undo "ip -force -batch '$run/del.batch'"
+# One `ip netns add` per process for the ip variants' first namespaces, to show what it costs;
+# everything else in one batch.
+: >"$run/t-netnsadd"
+while read -r ns; do
+    t0=$EPOCHREALTIME; ip netns add "$ns"; t1=$EPOCHREALTIME
+    echo "$t0 $t1" >>"$run/t-netnsadd"
+done <"$run/ns-ip6"
+tb_log "creating $(($(wc -l <"$run/all") - singles)) more namespaces (ip -batch, not timed)"
+grep -vxFf "$run/ns-ip6" "$run/all" | sed 's/^/netns add /' >"$run/add.batch"
+ip -batch "$run/add.batch" || tb_die "cannot create the namespaces"
+
+# ---- the daemon -------------------------------------------------------------------------------
+# The netns thread logs each attach's own duration at debug level (elapsed_us).
+NO_COLOR=1 tb_daemon "$bin" "$sock" --log-level warn,vswitch::sys::netns=debug 2>"$run/vswitchd.log"
+pid=$!
+[ "$(cat /proc/$pid/comm 2>/dev/null)" = vswitchd ] || tb_die "cannot find the vswitchd pid"
+# Undone before the daemon stops: deleting the namespaces removes their TAPs in a few kernel
+# batches; the daemon closing them one by one costs a netdev unregister each (slow, see detach).
+tb_undo "ip -force -batch '$run/del.batch'"
+ctl network create single --subnet 10.240.0.0/22 >/dev/null
+ctl network create k --subnet 10.244.0.0/22 >/dev/null
+ctl network create k2 --subnet 10.248.0.0/22 >/dev/null
+
+# stats FILE: "median mean total n" in ms from lines "t0 t1" (seconds) or "ms". (mawk: no asort)
+stats() {
+    awk '{ printf "%.6f\n", (NF == 2) ? ($2 - $1) * 1000 : $1 }' "$1" | sort -g |
+        awk '{ v[NR] = $1; s += $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+               printf "%.3f %.3f %.3f %d\n", m, s / NR, s, NR }'
+}
+# first/last 100 mean in ms from lines "t0 t1" (seconds) or "ms".
+firstlast() {
+    awk '{ d[NR] = (NF == 2) ? ($2 - $1) * 1000 : $1 } END { k = (NR < 100) ? NR : 100
+          for (i = 1; i <= k; i++) { f += d[i]; l += d[NR - k + i] } printf "%.3f %.3f\n", f / k, l / k }' "$1"
+}
+log_mark() { wc -l <"$run/vswitchd.log"; }
+# netns_thread_ms FROM_LINE: median of the netns thread's elapsed_us since that log line, in ms.
+netns_thread_ms() {
+    tail -n +"$(($1 + 1))" "$run/vswitchd.log" | sed 's/\x1b\[[0-9;]*m//g' | sed -n 's/.*attached TAP.*elapsed_us=\([0-9]*\).*/\1/p' | sort -g |
+        awk '{ v[NR] = $1 / 1000 } END { if (!NR) { print "-"; exit } printf "%.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+mac_of() { printf '02:42:0a:f1:%02x:%02x' $(($1 / 256)) $(($1 % 256)); }
+
+# ---- one attach, each variant -----------------------------------------------------------------
+tb_log "one attach: $singles of each variant"
+mark=$(log_mark)
+"$bin/attach-timer" --socket "$sock" --network single --names "$run/ns-api" --times "$run/t-api" >/dev/null
+api_netns_ms=$(netns_thread_ms "$mark")
+: >"$run/t-ctl"
+while read -r ns; do
+    t0=$EPOCHREALTIME; ctl attach single --netns "/run/netns/$ns" --name "$ns" >/dev/null; t1=$EPOCHREALTIME
+    echo "$t0 $t1" >>"$run/t-ctl"
+done <"$run/ns-ctl"
+: >"$run/t-curl"
+while read -r ns; do
+    t0=$EPOCHREALTIME
+    code=$(curl -s -o /dev/null -w '%{http_code}' --unix-socket "$sock" -X POST -H 'Content-Type: application/json' \
+        -d "{\"netns\":\"/run/netns/$ns\",\"name\":\"$ns\"}" http://localhost/v1/networks/single/endpoints)
+    t1=$EPOCHREALTIME
+    [ "$code" = 201 ] || tb_die "curl attach $ns: HTTP $code"
+    echo "$t0 $t1" >>"$run/t-curl"
+done <"$run/ns-curl"
+# The ip variants: 10.241.0.0/22, gateway 10.241.0.1, in their own namespaces.
+i=0
+for v in ip6 ip4 ipb; do
+    : >"$run/t-$v"
+    while read -r ns; do
+        i=$((i + 1))
+        a="10.241.$((i / 250)).$((i % 250 + 2))" mac=$(mac_of "$i")
+        t0=$EPOCHREALTIME
+        case $v in
+            ip6)
+                ip -n "$ns" tuntap add dev eth0 mode tap vnet_hdr
+                ip -n "$ns" link set eth0 address "$mac"
+                ip -n "$ns" link set eth0 mtu 1500
+                ip -n "$ns" link set eth0 up
+                ip -n "$ns" addr add "$a/22" dev eth0
+                ip -n "$ns" route add default via 10.241.0.1
+                ;;
+            ip4)
+                ip -n "$ns" tuntap add dev eth0 mode tap vnet_hdr
+                ip -n "$ns" link set eth0 address "$mac" mtu 1500 up
+                ip -n "$ns" addr add "$a/22" dev eth0
+                ip -n "$ns" route add default via 10.241.0.1
+                ;;
+            ipb)
+                ip -n "$ns" -batch - <<EOF
+tuntap add dev eth0 mode tap vnet_hdr
+link set eth0 address $mac mtu 1500 up
+addr add $a/22 dev eth0
+route add default via 10.241.0.1
+EOF
+                ;;
+        esac
+        t1=$EPOCHREALTIME
+        echo "$t0 $t1" >>"$run/t-$v"
+    done <"$run/ns-$v"
+done
+# Each variant must have produced a working interface: check one of each.
+for v in "${variants[@]}"; do
+    ns=$(head -1 "$run/ns-$v")
+    ip -n "$ns" -4 route show default | grep -q . || tb_die "variant $v: no default route in $ns"
+    ip -n "$ns" link show eth0 | grep -q 'mtu 1500' || tb_die "variant $v: eth0 missing in $ns"
+done
+
+# ---- COUNT in a row -----------------------------------------------------------------------------
+tb_log "$count attaches in a row through vswitchctl"
+mark=$(log_mark)
+: >"$run/t-k"
+T0=$EPOCHREALTIME
+while read -r ns; do
+    t0=$EPOCHREALTIME; ctl attach k --netns "/run/netns/$ns" --name "$ns" >/dev/null; t1=$EPOCHREALTIME
+    echo "$t0 $t1" >>"$run/t-k"
+done <"$run/ns-k"
+T1=$EPOCHREALTIME
+k_total=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }')
+k_netns_ms=$(netns_thread_ms "$mark")
+[ "$(ctl --json network inspect k | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["endpoint_list"]))')" = "$count" ] \
+    || tb_die "network k does not hold $count endpoints"
+tb_log "$count detaches, then $count attaches again, through one kept-alive API connection"
+det=$("$bin/attach-timer" --socket "$sock" --network k --detach --names "$run/ns-k")
+mark=$(log_mark)
+api=$("$bin/attach-timer" --socket "$sock" --network k2 --names "$run/ns-k" --times "$run/t-k2")
+k2_netns_ms=$(netns_thread_ms "$mark")
+kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
+rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+
+# ---- report -------------------------------------------------------------------------------------
+read -r m_api a_api _ _ < <(stats "$run/t-api")
+row() { # label file [netns-thread]
+    local m a
+    read -r m a _ _ < <(stats "$2")
+    printf '| %s | %s | %s | %s |\n' "$1" "$m" "$a" "${3:--}"
+}
+read -r km ka _ kn < <(stats "$run/t-k")
+read -r kf kl < <(firstlast "$run/t-k")
+read -r k2m k2a _ _ < <(stats "$run/t-k2")
+read -r k2f k2l < <(firstlast "$run/t-k2")
+k2_total=$(kv total_s "$api")
+report=$run/report.md
+{
+    echo "## Attach: $(date -u +%Y-%m-%d), kernel $(uname -r)"
+    echo
+    echo "Command: \`sudo $cmdline\` ($(nproc) vCPU $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(ip -V | sed 's/.*iproute2-\([^,]*\).*/iproute2 \1/'),"
+    echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)). One attach = TAP eth0 in an existing namespace + MAC, MTU 1500, up,"
+    echo "address, default route. \`ip netns add\` is excluded from every row (namespaces made beforehand);"
+    echo "alone it costs $(stats "$run/t-netnsadd" | awk '{ print $1 }') ms (median, one \`ip\` process). Medians and means over $singles attaches each."
+    echo
+    echo "| one attach | median ms | mean ms | of which netns thread (TAP + netlink), median ms |"
+    echo "|---|---|---|---|"
+    row "vswitchd API, kept-alive connection (attach-timer)" "$run/t-api" "$api_netns_ms"
+    row "vswitchctl attach (a process per attach)" "$run/t-ctl"
+    row "curl --unix-socket" "$run/t-curl"
+    row "ip x6 (tuntap add; link set address; mtu; up; addr add; route add)" "$run/t-ip6"
+    row "ip x4 (tuntap add; link set address mtu up; addr add; route add)" "$run/t-ip4"
+    row "ip -batch, one process, same 4 steps" "$run/t-ipb"
+    echo
+    echo "| $count containers in a row | total s | mean ms | median ms | first 100 mean ms | last 100 mean ms | netns thread median ms |"
+    echo "|---|---|---|---|---|---|---|"
+    echo "| vswitchctl attach ($kn processes) | $k_total | $ka | $km | $kf | $kl | $k_netns_ms |"
+    echo "| vswitchd API, kept-alive connection | $k2_total | $k2a | $k2m | $k2f | $k2l | $k2_netns_ms |"
+    echo "| (detach, API, kept-alive) | $(kv total_s "$det") | $(kv mean_ms "$det") | $(kv median_ms "$det") | $(kv first100_mean_ms "$det") | $(kv last100_mean_ms "$det") | - |"
+    echo
+    echo "vswitchd RSS with $count attached: $((rss_kib / 1024)) MiB ($rss_kib KiB)."
+    echo
+    echo "Goals: one attach ≤ 1.5 ms in-process: API median $m_api ms → $(awk -v m="$m_api" 'BEGIN { print (m <= 1.5) ? "met" : "NOT met" }');"
+    echo "$count containers in under 3 s: vswitchctl $k_total s → $(awk -v t="$k_total" 'BEGIN { print (t < 3) ? "met" : "NOT met" }'),"
+    echo "API $k2_total s → $(awk -v t="$k2_total" 'BEGIN { print (t < 3) ? "met" : "NOT met" }')."
+} >"$report"
+echo
+cat "$report"
+if [ $write = 1 ]; then
+    { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
+    tb_log "appended to benches/RESULTS.md"
+fi
+tb_log "tearing down (vswitchd closes $count TAPs, $(wc -l <"$run/all") namespaces deleted)"
