@@ -23,8 +23,10 @@
 # The `ip` variants leave a persistent TAP that no process has open; vswitchd also keeps the fd
 # and registers it with its datapath, so it does strictly more.
 #
-# Then COUNT containers in a row through vswitchctl, the same COUNT detached and attached again
-# (on a second network) through the kept-alive API connection. Namespace creation is not timed.
+# Then COUNT containers in a row, four rounds on the same namespaces (each on a new /22 network,
+# all detached in between, detach timed too): vswitchctl and the kept-alive API connection, with
+# the namespaces' IPv6 on (as `ip netns add` makes them), then with IPv6 disabled in them.
+# Namespace creation and the sysctl are not timed.
 # Everything made here (up to COUNT + 6 x SINGLES namespaces, the daemon) is removed on exit.
 set -euo pipefail
 . "$(dirname "$0")/../testbed/lib.sh"
@@ -34,7 +36,7 @@ cmdline="benches/attach-bench.sh${*:+ $*}"
 while getopts "n:s:xBh" o; do
     case $o in
         n) count=$OPTARG ;; s) singles=$OPTARG ;; x) write=0 ;; B) build=0 ;;
-        *) sed -n '2,28p' "$0"; exit 2 ;;
+        *) sed -n '2,29p' "$0"; exit 2 ;;
     esac
 done
 [[ $count =~ ^[0-9]+$ && $count -ge 1 && $count -le 1021 ]] || tb_die "-n takes 1..1021"
@@ -52,7 +54,7 @@ on_exit() {
 }
 trap on_exit EXIT
 trap 'echo "attach-bench: interrupted" >&2; exit 130' INT TERM
-limit=$((240 + count / 5))
+limit=$((300 + count / 5))
 (
     sleep "$limit" </dev/null >/dev/null 2>&1 &
     s=$!
@@ -112,8 +114,6 @@ pid=$!
 # batches; the daemon closing them one by one costs a netdev unregister each (slow, see detach).
 tb_undo "ip -force -batch '$run/del.batch'"
 ctl network create single --subnet 10.240.0.0/22 >/dev/null
-ctl network create k --subnet 10.244.0.0/22 >/dev/null
-ctl network create k2 --subnet 10.248.0.0/22 >/dev/null
 
 # stats FILE: "median mean total n" in ms from lines "t0 t1" (seconds) or "ms". (mawk: no asort)
 stats() {
@@ -197,26 +197,57 @@ for v in "${variants[@]}"; do
 done
 
 # ---- COUNT in a row -----------------------------------------------------------------------------
-tb_log "$count attaches in a row through vswitchctl"
-mark=$(log_mark)
-: >"$run/t-k"
-T0=$EPOCHREALTIME
-while read -r ns; do
-    t0=$EPOCHREALTIME; ctl attach k --netns "/run/netns/$ns" --name "$ns" >/dev/null; t1=$EPOCHREALTIME
-    echo "$t0 $t1" >>"$run/t-k"
-done <"$run/ns-k"
-T1=$EPOCHREALTIME
-k_total=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }')
-k_netns_ms=$(netns_thread_ms "$mark")
-[ "$(ctl --json network inspect k | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["endpoint_list"]))')" = "$count" ] \
-    || tb_die "network k does not hold $count endpoints"
-tb_log "$count detaches, then $count attaches again, through one kept-alive API connection"
-det=$("$bin/attach-timer" --socket "$sock" --network k --detach --names "$run/ns-k")
-mark=$(log_mark)
-api=$("$bin/attach-timer" --socket "$sock" --network k2 --names "$run/ns-k" --times "$run/t-k2")
-k2_netns_ms=$(netns_thread_ms "$mark")
+# Four rounds on the same COUNT namespaces, each on a fresh network, all detached in between:
+#   IPv6 on (what `ip netns add` gives): vswitchctl, then the kept-alive API connection;
+#   IPv6 off in every namespace (sysctl disable_ipv6, as Docker does on IPv4-only networks):
+#   the same two. A new interface with IPv6 sends MLD reports, a DAD neighbour solicitation and
+#   router solicitations: multicast, which the switch floods to every other port of the network.
 kv() { tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p"; }
-rss_kib=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+# tx_sum NETWORK: frames the switch wrote to the TAPs of NETWORK so far.
+tx_sum() {
+    ctl --json port ls | python3 -c "import json,sys; print(sum(p['tx_packets'] for p in json.load(sys.stdin) if p['network'] == '$1' and p['kind'] == 'tap'))"
+}
+declare -A K
+# round ID NETWORK SUBNET ctl|api
+round() {
+    local id=$1 net=$2 subnet=$3 how=$4 mark T0 T1 out
+    ctl network create "$net" --subnet "$subnet" >/dev/null
+    tb_log "round $id: $count attaches in a row, $how"
+    mark=$(log_mark)
+    if [ "$how" = ctl ]; then
+        : >"$run/t-$id"
+        T0=$EPOCHREALTIME
+        while read -r ns; do
+            t0=$EPOCHREALTIME; ctl attach "$net" --netns "/run/netns/$ns" --name "$ns" >/dev/null; t1=$EPOCHREALTIME
+            echo "$t0 $t1" >>"$run/t-$id"
+        done <"$run/ns-k"
+        T1=$EPOCHREALTIME
+        K[$id,total]=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.3f", b - a }')
+    else
+        out=$("$bin/attach-timer" --socket "$sock" --network "$net" --names "$run/ns-k" --times "$run/t-$id")
+        K[$id,total]=$(printf '%.3f' "$(kv total_s "$out")")
+    fi
+    K[$id,netns]=$(netns_thread_ms "$mark")
+    local m a f l
+    read -r m a _ _ < <(stats "$run/t-$id")
+    read -r f l < <(firstlast "$run/t-$id")
+    K[$id,median]=$m K[$id,mean]=$a K[$id,first]=$f K[$id,last]=$l
+    [ "$(ctl --json network inspect "$net" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["endpoint_list"]))')" = "$count" ] \
+        || tb_die "network $net does not hold $count endpoints"
+    K[$id,tx]=$(tx_sum "$net")
+    K[$id,rss]=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+    tb_log "round $id: ${K[$id,total]} s; detaching all $count"
+    out=$("$bin/attach-timer" --socket "$sock" --network "$net" --detach --names "$run/ns-k")
+    K[$id,dtotal]=$(printf '%.3f' "$(kv total_s "$out")") K[$id,dmedian]=$(kv median_ms "$out")
+}
+round v6ctl k 10.244.0.0/22 ctl
+round v6api k2 10.248.0.0/22 api
+tb_log "disabling IPv6 in the $count namespaces (not timed)"
+while read -r ns; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done <"$run/ns-k"
+round v4ctl k3 10.252.0.0/22 ctl
+round v4api k4 10.216.0.0/22 api
 
 # ---- report -------------------------------------------------------------------------------------
 read -r m_api a_api _ _ < <(stats "$run/t-api")
@@ -225,11 +256,11 @@ row() { # label file [netns-thread]
     read -r m a _ _ < <(stats "$2")
     printf '| %s | %s | %s | %s |\n' "$1" "$m" "$a" "${3:--}"
 }
-read -r km ka _ kn < <(stats "$run/t-k")
-read -r kf kl < <(firstlast "$run/t-k")
-read -r k2m k2a _ _ < <(stats "$run/t-k2")
-read -r k2f k2l < <(firstlast "$run/t-k2")
-k2_total=$(kv total_s "$api")
+krow() { # label id
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${K[$2,total]}" "${K[$2,mean]}" "${K[$2,median]}" \
+        "${K[$2,first]}" "${K[$2,last]}" "${K[$2,netns]}" "${K[$2,tx]}" "${K[$2,dtotal]} s (median ${K[$2,dmedian]} ms)"
+}
+met() { awk -v t="$1" -v lim="$2" 'BEGIN { print (t + 0 < lim) ? "met" : "NOT met" }'; }
 report=$run/report.md
 {
     echo "## Attach: $(date -u +%Y-%m-%d), kernel $(uname -r)"
@@ -248,17 +279,22 @@ report=$run/report.md
     row "ip x4 (tuntap add; link set address mtu up; addr add; route add)" "$run/t-ip4"
     row "ip -batch, one process, same 4 steps" "$run/t-ipb"
     echo
-    echo "| $count containers in a row | total s | mean ms | median ms | first 100 mean ms | last 100 mean ms | netns thread median ms |"
-    echo "|---|---|---|---|---|---|---|"
-    echo "| vswitchctl attach ($kn processes) | $k_total | $ka | $km | $kf | $kl | $k_netns_ms |"
-    echo "| vswitchd API, kept-alive connection | $k2_total | $k2a | $k2m | $k2f | $k2l | $k2_netns_ms |"
-    echo "| (detach, API, kept-alive) | $(kv total_s "$det") | $(kv mean_ms "$det") | $(kv median_ms "$det") | $(kv first100_mean_ms "$det") | $(kv last100_mean_ms "$det") | - |"
+    echo "$count containers attached in a row to one /22 network (times in ms unless said; \"frames written\" = frames"
+    echo "the switch wrote to the network's TAPs during the round, almost all of them floods of the new interfaces'"
+    echo "IPv6 multicast; detach = all $count detached afterwards through the API):"
     echo
-    echo "vswitchd RSS with $count attached: $((rss_kib / 1024)) MiB ($rss_kib KiB)."
+    echo "| $count in a row | total s | mean | median | first 100 mean | last 100 mean | netns thread median | frames written | detach $count |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    krow "vswitchctl attach, IPv6 on in the namespaces" v6ctl
+    krow "API kept-alive, IPv6 on" v6api
+    krow "vswitchctl attach, IPv6 off (disable_ipv6)" v4ctl
+    krow "API kept-alive, IPv6 off" v4api
+    echo
+    echo "vswitchd RSS with $count attached: $((K[v4api,rss] / 1024)) MiB (${K[v4api,rss]} KiB)."
     echo
     echo "Goals: one attach ≤ 1.5 ms in-process: API median $m_api ms → $(awk -v m="$m_api" 'BEGIN { print (m <= 1.5) ? "met" : "NOT met" }');"
-    echo "$count containers in under 3 s: vswitchctl $k_total s → $(awk -v t="$k_total" 'BEGIN { print (t < 3) ? "met" : "NOT met" }'),"
-    echo "API $k2_total s → $(awk -v t="$k2_total" 'BEGIN { print (t < 3) ? "met" : "NOT met" }')."
+    echo "$count containers in under 3 s: IPv6 on: vswitchctl ${K[v6ctl,total]} s → $(met "${K[v6ctl,total]}" 3), API ${K[v6api,total]} s → $(met "${K[v6api,total]}" 3);"
+    echo "IPv6 off: vswitchctl ${K[v4ctl,total]} s → $(met "${K[v4ctl,total]}" 3), API ${K[v4api,total]} s → $(met "${K[v4api,total]}" 3)."
 } >"$report"
 echo
 cat "$report"
@@ -266,4 +302,4 @@ if [ $write = 1 ]; then
     { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
     tb_log "appended to benches/RESULTS.md"
 fi
-tb_log "tearing down (vswitchd closes $count TAPs, $(wc -l <"$run/all") namespaces deleted)"
+tb_log "tearing down ($(wc -l <"$run/all") namespaces, vswitchd)"

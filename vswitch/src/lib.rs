@@ -19,6 +19,8 @@ pub mod control;
 #[cfg(feature = "daemon")]
 pub mod datapath;
 #[cfg(feature = "daemon")]
+pub mod state;
+#[cfg(feature = "daemon")]
 pub mod sys;
 
 pub use types::{Mac, NetworkId, PortId};

@@ -50,6 +50,11 @@ struct Args {
     /// How long to wait for one upstream before trying the next, in milliseconds.
     #[arg(long, default_value_t = 1500)]
     dns_timeout_ms: u64,
+    /// Keep the containers' TAPs on a planned stop (SIGINT/SIGTERM), like Docker's
+    /// live-restore; the next start picks them up. Without it a planned stop removes them and
+    /// the next start makes them again.
+    #[arg(long)]
+    live_restore: bool,
 }
 
 fn main() -> ExitCode {
@@ -74,6 +79,8 @@ fn run(args: Args) -> Result<(), String> {
     let socket = args.socket.clone().unwrap_or_else(|| default_dir(root, "XDG_RUNTIME_DIR", "/run").join("vswitchd.sock"));
     let state_dir = args.state_dir.clone().unwrap_or_else(|| default_dir(root, "XDG_DATA_HOME", "/var/lib"));
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    // Read before anything starts: a bad state file stops the daemon and is never overwritten.
+    let snapshot = vswitch::state::load(&state_dir).map_err(|e| e.to_string())?;
 
     let cfg = SwitchConfig {
         fdb: FdbConfig {
@@ -86,7 +93,7 @@ fn run(args: Args) -> Result<(), String> {
     let dns_counters = Arc::new(DnsCounters::default());
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);
     let netns = Arc::new(NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?);
-    let opts = Options { offloads: !args.no_offloads };
+    let opts = Options { offloads: !args.no_offloads, state_dir: state_dir.clone(), live_restore: args.live_restore };
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -98,6 +105,14 @@ fn run(args: Args) -> Result<(), String> {
     rt.block_on(async move {
         tracing::info!(upstreams = ?upstreams, "DNS forwarding");
         let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
+        if let Some(snap) = snapshot {
+            let (networks, endpoints) = (snap.networks.len(), snap.networks.iter().map(|n| n.endpoints.len()).sum::<usize>());
+            let dropped = control.restore(snap).await.map_err(|e| format!("cannot restore the saved state: {e}"))?;
+            for line in &dropped {
+                tracing::warn!("{line}");
+            }
+            tracing::info!(networks, endpoints, dropped = dropped.len(), "state restored");
+        }
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;

@@ -25,6 +25,7 @@ use dns::{DnsCounters, Upstreams};
 use crate::fdb::Flush;
 use crate::gateway::Gateway;
 use crate::switch::{DropReason, SwitchError};
+use crate::state::{self, EndpointState, NetworkState, Phase, Snapshot};
 use crate::sys::{AttachSpec, NetnsRef, NetnsWorker, SysError};
 use crate::types::{Mac, NetworkId, PortId};
 
@@ -33,6 +34,12 @@ use crate::types::{Mac, NetworkId, PortId};
 pub struct Options {
     /// Open TAPs with `IFF_VNET_HDR` and offloads.
     pub offloads: bool,
+    /// Where `state.json` lives.
+    pub state_dir: PathBuf,
+    /// Keep the TAPs on a planned stop (like Docker's live-restore): containers keep their
+    /// interfaces and the next start picks them up. Without it a planned stop removes them
+    /// (the next start makes them again for every endpoint whose namespace still exists).
+    pub live_restore: bool,
 }
 
 /// The control plane. One request changes state at a time (the state mutex is held across an
@@ -65,6 +72,10 @@ struct Net {
     internal: bool,
     labels: BTreeMap<String, String>,
     endpoints: BTreeMap<String, Ep>,
+    /// DNS upstreams set for this network, as given (the forwarder has them parsed).
+    upstreams: Vec<String>,
+    /// Static MAC table entries: MAC → endpoint name (or `gateway`).
+    static_macs: BTreeMap<Mac, String>,
 }
 
 #[derive(Debug)]
@@ -73,6 +84,9 @@ struct Ep {
     offloads: Vec<String>,
     /// (dev, inode) of the namespace: the same container may sit on several networks.
     netns_id: Option<(u64, u64)>,
+    phase: Phase,
+    /// This endpoint gives its container the default route (its first network).
+    default_route: bool,
 }
 
 /// Dense port ids, reused after release (the datapath indexes vectors with them).
@@ -95,6 +109,12 @@ impl PortIds {
 
     fn give_back(&mut self, id: PortId) {
         self.free.insert(id.0);
+    }
+
+    /// Ids in `used` are taken; the gaps below the highest are free.
+    fn with_used(used: &BTreeSet<u32>) -> PortIds {
+        let next = used.last().map_or(0, |m| m + 1);
+        PortIds { free: (0..next).filter(|i| !used.contains(i)).collect(), next }
     }
 }
 
@@ -120,7 +140,16 @@ impl Control {
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made.
     pub async fn shutdown(&self) {
         let _in_flight_done = self.state.lock().await;
-        let _ = self.dp.call(|e| e.stop()).await;
+        let keep = self.opts.live_restore;
+        let _ = self
+            .dp
+            .call(move |e| {
+                if !keep {
+                    e.unpersist_all();
+                }
+                e.stop()
+            })
+            .await;
         self.dp.join();
     }
 
@@ -198,9 +227,30 @@ impl Control {
             return Err(internal(e));
         }
         st.next_network += 1;
-        let net = Net { id, pool, pool6, gw_mac, gw_port, mtu, internal: req.internal, labels: req.labels, endpoints: BTreeMap::new() };
+        let net = Net {
+            id,
+            pool,
+            pool6,
+            gw_mac,
+            gw_port,
+            mtu,
+            internal: req.internal,
+            labels: req.labels,
+            endpoints: BTreeMap::new(),
+            upstreams: Vec::new(),
+            static_macs: BTreeMap::new(),
+        };
         let api = net.to_api(&req.name);
-        st.networks.insert(req.name, net);
+        st.networks.insert(req.name.clone(), net);
+        if let Err(e) = self.save(&st) {
+            // Not on disk, so not made: undo in the datapath too.
+            if let Some(net) = st.networks.remove(&req.name) {
+                let (id, gw_port) = (net.id, net.gw_port);
+                let _ = self.dp.call(move |e| e.remove_network(id, gw_port)).await;
+                st.ports.give_back(gw_port);
+            }
+            return Err(e);
+        }
         self.push_dns(&st);
         tracing::info!(network = %api.name, subnet = %api.subnet, gateway = %api.gateway, "network created");
         Ok(api)
@@ -227,6 +277,10 @@ impl Control {
         }
         let ports: Vec<PortId> = net.endpoints.values().map(|e| e.api.port).collect();
         let (id, gw_port) = (net.id, net.gw_port);
+        for ep in find_net_mut(&mut st, name)?.endpoints.values_mut() {
+            ep.phase = Phase::Detaching;
+        }
+        self.save(&st)?;
         let removed = self
             .dp
             .call(move |e| {
@@ -246,6 +300,7 @@ impl Control {
         if let Ok(mut u) = self.upstreams.write() {
             u.per_network.remove(name);
         }
+        self.save(&st)?;
         self.push_dns(&st);
         tracing::info!(network = name, "network removed");
         Ok(())
@@ -327,38 +382,7 @@ impl Control {
             net.release(ip, ip6);
             return Err(ApiError::new(ErrorCode::MacTaken, format!("MAC {mac} is already used on network {network}")));
         }
-        let (net_id, mtu, prefix_len) = (net.id, net.mtu, net.pool.subnet().prefix_len());
-        // Like a container on several Docker networks: the first network gives the default
-        // route, later ones only their subnet (0.0.0.0 tells sys to add no default route).
-        let gateway = if second_network { Ipv4Addr::UNSPECIFIED } else { net.pool.gateway() };
-        let spec = AttachSpec {
-            netns: netns.clone(),
-            ifname: ifname.clone(),
-            mtu,
-            mac: mac.0,
-            addr: ip,
-            prefix_len,
-            gateway,
-            addr6: ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
-            vnet_hdr: self.opts.offloads,
-        };
-        let worker = self.netns.clone();
-        let attached = tokio::task::spawn_blocking(move || worker.attach(spec)).await.map_err(internal);
-        let attached = match attached.and_then(|r| r.map_err(sys_error)) {
-            Ok(a) => a,
-            Err(e) => {
-                find_net_mut(&mut st, network)?.release(ip, ip6);
-                return Err(e);
-            }
-        };
-        let port = st.ports.take();
-        let (fd, hdr) = (attached.fd, attached.vnet_hdr_len);
-        let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
-        if let Err(e) = added.and_then(|r| r.map_err(internal)) {
-            st.ports.give_back(port);
-            find_net_mut(&mut st, network)?.release(ip, ip6);
-            return Err(e);
-        }
+        let prefix_len = net.pool.subnet().prefix_len();
         let api = Endpoint {
             name: name.clone(),
             network: network.to_string(),
@@ -368,27 +392,93 @@ impl Control {
             ip,
             prefix_len,
             ip6,
-            port,
+            port: PortId(0),
             aliases: req.aliases,
         };
-        let net = find_net_mut(&mut st, network)?;
-        net.endpoints.insert(name, Ep { api: api.clone(), offloads: attached.offloads.names(), netns_id });
+        // Like a container on several Docker networks: the first network gives the default
+        // route, later ones only their subnet.
+        let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network };
+        let api = self.bring_up(&mut st, network, ep, false).await?;
+        self.save(&st)?;
         self.push_dns(&st);
-        tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = port.0, "attached");
+        tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = api.port.0, "attached");
         Ok(api)
+    }
+
+    /// Records `ep` (phase Attaching) and saves, makes its TAP (or reopens it with `reuse`),
+    /// hands it to the datapath and marks it Attached. Any failure undoes all of it and
+    /// releases the addresses. The addresses must already be leased in the network's pools.
+    async fn bring_up(&self, st: &mut State, network: &str, mut ep: Ep, reuse: bool) -> Result<Endpoint, ApiError> {
+        let port = st.ports.take();
+        ep.api.port = port;
+        ep.phase = Phase::Attaching;
+        let name = ep.api.name.clone();
+        let net = find_net_mut(st, network)?;
+        let (net_id, mtu) = (net.id, net.mtu);
+        let spec = AttachSpec {
+            netns: NetnsRef::Path(PathBuf::from(&ep.api.netns)),
+            ifname: ep.api.ifname.clone(),
+            mtu,
+            mac: ep.api.mac.0,
+            addr: ep.api.ip,
+            prefix_len: ep.api.prefix_len,
+            gateway: if ep.default_route { net.pool.gateway() } else { Ipv4Addr::UNSPECIFIED },
+            addr6: ep.api.ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
+            vnet_hdr: self.opts.offloads,
+            persist: true,
+            reuse,
+        };
+        net.endpoints.insert(name.clone(), ep);
+        // The record is on disk before the TAP exists: a crash from here on is finished (or
+        // undone) by the next start.
+        if let Err(e) = self.save(st) {
+            self.forget(st, network, &name);
+            return Err(e);
+        }
+        let worker = self.netns.clone();
+        let attached = tokio::task::spawn_blocking(move || worker.attach(spec)).await.map_err(internal);
+        let attached = match attached.and_then(|r| r.map_err(sys_error)) {
+            Ok(a) => a,
+            Err(e) => {
+                self.forget(st, network, &name);
+                let _ = self.save(st);
+                return Err(e);
+            }
+        };
+        let (fd, hdr) = (attached.fd, attached.vnet_hdr_len);
+        let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
+        if let Err(e) = added.and_then(|r| r.map_err(internal)) {
+            self.forget(st, network, &name);
+            let _ = self.save(st);
+            return Err(e);
+        }
+        let ep = find_net_mut(st, network)?.endpoints.get_mut(&name).expect("inserted above under the same lock");
+        ep.phase = Phase::Attached;
+        ep.offloads = attached.offloads.names();
+        Ok(ep.api.clone())
+    }
+
+    /// Drops an endpoint from the model: its addresses, its port id, its static MACs.
+    fn forget(&self, st: &mut State, network: &str, name: &str) {
+        let Some(net) = st.networks.get_mut(network) else { return };
+        let Some(ep) = net.endpoints.remove(name) else { return };
+        net.release(ep.api.ip, ep.api.ip6);
+        net.static_macs.retain(|_, port| port != name);
+        st.ports.give_back(ep.api.port);
     }
 
     pub async fn detach(&self, network: &str, name: &str) -> Result<(), ApiError> {
         let mut st = self.state.lock().await;
         let net = find_net_mut(&mut st, network)?;
-        let Some(ep) = net.endpoints.get(name) else {
+        let Some(ep) = net.endpoints.get_mut(name) else {
             return Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {name} on network {network}")));
         };
+        ep.phase = Phase::Detaching;
         let port = ep.api.port;
+        self.save(&st)?;
         self.dp.call(move |e| e.remove_tap(port)).await.map_err(internal)?.map_err(internal)?;
-        let ep = net.endpoints.remove(name).expect("found above under the same lock");
-        net.release(ep.api.ip, ep.api.ip6);
-        st.ports.give_back(port);
+        self.forget(&mut st, network, name);
+        self.save(&st)?;
         self.push_dns(&st);
         tracing::info!(network, endpoint = name, "detached");
         Ok(())
@@ -423,7 +513,13 @@ impl Control {
             ep.api.aliases = aliases;
         }
         let api = ep.api.clone();
+        if api.name != name {
+            for port in net.static_macs.values_mut().filter(|p| p.as_str() == name) {
+                port.clone_from(&api.name);
+            }
+        }
         net.endpoints.insert(api.name.clone(), ep);
+        self.save(&st)?;
         self.push_dns(&st);
         Ok(api)
     }
@@ -465,14 +561,16 @@ impl Control {
             .map(|s| dns::parse_upstream(s).map_err(|m| ApiError::new(ErrorCode::InvalidAddress, m)))
             .collect::<Result<Vec<_>, _>>()?;
         {
-            let st = self.state.lock().await;
-            find_net(&st, network)?;
+            let mut st = self.state.lock().await;
+            find_net_mut(&mut st, network)?.upstreams = req.upstreams.clone();
             let mut u = self.upstreams.write().map_err(internal)?;
             if addrs.is_empty() {
                 u.per_network.remove(network);
             } else {
                 u.per_network.insert(network.to_string(), addrs);
             }
+            drop(u);
+            self.save(&st)?;
         }
         self.dns_upstreams(network).await
     }
@@ -488,6 +586,113 @@ impl Control {
             failures: c.failures.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
         }
+    }
+
+    /// Writes the state file; a failure is logged and reported (the change stays in memory).
+    fn save(&self, st: &State) -> Result<(), ApiError> {
+        state::save(&self.opts.state_dir, &st.snapshot()).map_err(|e| {
+            tracing::error!(error = %e, dir = %self.opts.state_dir.display(), "cannot write the state file");
+            ApiError::new(ErrorCode::Internal, format!("the change could not be saved to {}: {e}", self.opts.state_dir.display()))
+        })
+    }
+
+    /// Brings back what the state file describes: networks, then every endpoint whose
+    /// namespace still exists (its TAP reopened, or made again), dropping the others and
+    /// finishing interrupted detaches. Returns one line per endpoint dropped.
+    ///
+    /// # Errors
+    /// When the datapath refuses a network of the snapshot, or the result cannot be saved.
+    pub async fn restore(&self, snap: Snapshot) -> Result<Vec<String>, String> {
+        let mut st = self.state.lock().await;
+        let mut report = Vec::new();
+        st.next_network = snap.next_network;
+        let mut pending = Vec::new();
+        for n in snap.networks {
+            let (id, gw_port) = (NetworkId(n.id), PortId(n.gateway_port));
+            let gw = Gateway { ip: n.pool.gateway(), mac: n.gateway_mac };
+            let (prefix_len, mtu) = (n.pool.subnet().prefix_len(), n.mtu);
+            self.dp
+                .call(move |e| e.add_network(id, gw_port, gw, prefix_len, mtu))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("network {}: {e}", n.name))?;
+            if !n.upstreams.is_empty() {
+                let addrs: Vec<_> = n.upstreams.iter().filter_map(|u| dns::parse_upstream(u).ok()).collect();
+                if let Ok(mut u) = self.upstreams.write() {
+                    u.per_network.insert(n.name.clone(), addrs);
+                }
+            }
+            let net = Net {
+                id,
+                pool: n.pool,
+                pool6: n.pool6,
+                gw_mac: n.gateway_mac,
+                gw_port,
+                mtu,
+                internal: n.internal,
+                labels: n.labels,
+                endpoints: BTreeMap::new(),
+                upstreams: n.upstreams,
+                static_macs: BTreeMap::new(),
+            };
+            st.networks.insert(n.name.clone(), net);
+            pending.push((n.name, n.endpoints, n.static_macs));
+        }
+        // Until an endpoint is brought up again its port id is not in use.
+        st.ports = PortIds::with_used(&snap_gateway_ports(&st));
+        for (network, endpoints, statics) in pending {
+            for e in endpoints {
+                let ep = Ep {
+                    api: e.endpoint,
+                    offloads: Vec::new(),
+                    netns_id: e.netns_id,
+                    phase: e.phase,
+                    default_route: e.default_route,
+                };
+                let (name, netns) = (ep.api.name.clone(), NetnsRef::Path(PathBuf::from(&ep.api.netns)));
+                let (ifname, ip, ip6) = (ep.api.ifname.clone(), ep.api.ip, ep.api.ip6);
+                let alive = e.netns_id.is_some() && crate::sys::netns::netns_id(&netns).ok() == e.netns_id;
+                let why = match (ep.phase, alive) {
+                    (Phase::Detaching, _) => "its detach was interrupted".to_string(),
+                    (_, false) => format!("its namespace {} is gone", ep.api.netns),
+                    (_, true) => {
+                        // bring_up takes a port id again and leases nothing new.
+                        st.ports.give_back(ep.api.port);
+                        match self.bring_up(&mut st, &network, ep, true).await {
+                            Ok(_) => continue,
+                            // bring_up has already forgotten it and released its addresses.
+                            Err(err) => {
+                                report.push(format!("dropped endpoint {name} of network {network}: its TAP could not be restored: {}", err.error.message));
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if alive {
+                    // A TAP left behind (persistent) in a namespace that still exists.
+                    let worker = self.netns.clone();
+                    let _ = tokio::task::spawn_blocking(move || worker.delete_link(netns, &ifname)).await;
+                }
+                if let Some(net) = st.networks.get_mut(&network) {
+                    net.release(ip, ip6);
+                }
+                report.push(format!("dropped endpoint {name} of network {network}: {why}"));
+            }
+            for (mac, port_name) in statics {
+                let Some(net) = st.networks.get(&network) else { continue };
+                let port = if port_name == "gateway" { Some(net.gw_port) } else { net.endpoints.get(&port_name).map(|e| e.api.port) };
+                let Some(port) = port else { continue };
+                let id = net.id;
+                if let Ok(Ok(())) = self.dp.call(move |e| e.switch_mut().add_static(id, mac, port)).await {
+                    if let Some(net) = st.networks.get_mut(&network) {
+                        net.static_macs.insert(mac, port_name);
+                    }
+                }
+            }
+        }
+        self.save(&st).map_err(|e| e.error.message)?;
+        self.push_dns(&st);
+        Ok(report)
     }
 
     /// Rebuilds the DNS records and every port's view from the model and hands them to the
@@ -559,7 +764,7 @@ impl Control {
         if req.mac.is_multicast() || req.mac.is_zero() {
             return Err(ApiError::new(ErrorCode::InvalidAddress, format!("MAC {} is not a unicast address", req.mac)));
         }
-        let st = self.state.lock().await;
+        let mut st = self.state.lock().await;
         let net = find_net(&st, &req.network)?;
         let port = match net.endpoints.get(&req.port) {
             Some(ep) => ep.api.port,
@@ -577,16 +782,21 @@ impl Control {
             SwitchError::Fdb(f) => ApiError::new(ErrorCode::InvalidAddress, f.to_string()),
             other => internal(other),
         })?;
+        find_net_mut(&mut st, &req.network)?.static_macs.insert(mac, req.port.clone());
+        self.save(&st)?;
         Ok(FdbEntry { network: req.network, mac, port: req.port, port_id: port, age_secs: 0, is_static: true })
     }
 
     pub async fn fdb_del(&self, network: &str, mac: &str) -> Result<(), ApiError> {
         let mac: Mac = mac.parse().map_err(|e: crate::types::MacParseError| ApiError::new(ErrorCode::InvalidAddress, e.to_string()))?;
-        let st = self.state.lock().await;
+        let mut st = self.state.lock().await;
         let id = find_net(&st, network)?.id;
         let removed = self.dp.call(move |e| e.switch_mut().fdb_mut().remove(id, mac)).await.map_err(internal)?;
         if !removed {
             return Err(ApiError::new(ErrorCode::FdbEntryNotFound, format!("no entry for {mac} on network {network}")));
+        }
+        if find_net_mut(&mut st, network)?.static_macs.remove(&mac).is_some() {
+            self.save(&st)?;
         }
         Ok(())
     }
@@ -672,6 +882,41 @@ impl Control {
 }
 
 impl State {
+    /// What goes into the state file.
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            version: state::VERSION,
+            next_network: self.next_network,
+            networks: self
+                .networks
+                .iter()
+                .map(|(name, n)| NetworkState {
+                    name: name.clone(),
+                    id: n.id.0,
+                    pool: n.pool.clone(),
+                    pool6: n.pool6.clone(),
+                    gateway_mac: n.gw_mac,
+                    gateway_port: n.gw_port.0,
+                    mtu: n.mtu,
+                    internal: n.internal,
+                    labels: n.labels.clone(),
+                    upstreams: n.upstreams.clone(),
+                    endpoints: n
+                        .endpoints
+                        .values()
+                        .map(|e| EndpointState {
+                            endpoint: e.api.clone(),
+                            netns_id: e.netns_id,
+                            phase: e.phase,
+                            default_route: e.default_route,
+                        })
+                        .collect(),
+                    static_macs: n.static_macs.clone(),
+                })
+                .collect(),
+        }
+    }
+
     /// True when some endpoint (on any network) lives in that namespace.
     fn has_netns(&self, id: Option<(u64, u64)>) -> bool {
         self.networks.values().flat_map(|n| n.endpoints.values()).any(|e| e.netns_id == id)
@@ -741,6 +986,11 @@ fn default_endpoint_name(netns: &NetnsRef) -> String {
             None => String::new(),
         },
     }
+}
+
+/// The gateway ports of every network in the model.
+fn snap_gateway_ports(st: &State) -> BTreeSet<u32> {
+    st.networks.values().map(|n| n.gw_port.0).collect()
 }
 
 fn find_net<'a>(st: &'a State, name: &str) -> Result<&'a Net, ApiError> {

@@ -379,6 +379,15 @@ impl Engine {
         next
     }
 
+    /// Makes every TAP non-persistent, so closing its fd (at stop) deletes it.
+    pub fn unpersist_all(&mut self) {
+        for io in self.ports.iter().flatten() {
+            if let PortIo::Tap { file, .. } = io {
+                let _ = crate::sys::set_persist(file, false);
+            }
+        }
+    }
+
     /// Ends the loop after the current batch; the thread then closes every port fd.
     pub fn stop(&mut self) {
         self.running = false;
@@ -428,12 +437,14 @@ impl Engine {
     /// # Errors
     /// When the core refuses the port or epoll cannot watch the fd.
     pub fn add_tap(&mut self, port: PortId, net: NetworkId, fd: OwnedFd, vnet_hdr_len: usize, mtu: u32) -> io::Result<()> {
-        self.switch
-            .add_port(port, PortConfig { network: net, max_frame: max_frame(mtu) })
-            .map_err(io::Error::other)?;
+        if let Err(e) = self.switch.add_port(port, PortConfig { network: net, max_frame: max_frame(mtu) }) {
+            let _ = crate::sys::set_persist(&fd, false);
+            return Err(io::Error::other(e));
+        }
         let raw = fd.as_raw_fd();
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token(port), Interest::READABLE) {
             let _ = self.switch.remove_port(port);
+            let _ = crate::sys::set_persist(&fd, false);
             return Err(e);
         }
         self.set_port(port, Some(PortIo::Tap { file: File::from(fd), vnet_hdr_len }));
@@ -450,6 +461,8 @@ impl Engine {
         self.switch.remove_port(port)?;
         if let Some(Some(PortIo::Tap { file, .. })) = self.ports.get(port.0 as usize) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+            // Closing a non-persistent TAP's fd deletes the interface.
+            let _ = crate::sys::set_persist(file, false);
         }
         self.set_port(port, None);
         Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ALIGNTO, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -45,6 +45,9 @@ pub struct LinkConfig {
     pub gateway: Option<Ipv4Addr>,
     /// An IPv6 address to add as well, with DAD off (IPAM made it unique).
     pub addr6: Option<(std::net::Ipv6Addr, u8)>,
+    /// The link may already carry this configuration (a TAP reopened after a restart):
+    /// replace addresses and routes instead of failing on "File exists".
+    pub replace: bool,
 }
 
 /// A NETLINK_ROUTE socket used synchronously: one batch out, the acks back.
@@ -90,7 +93,8 @@ impl RtSocket {
     /// The kernel processes every message of a batch even if an earlier one fails; the first
     /// failure (in request order) is returned.
     pub fn configure_link(&mut self, cfg: &LinkConfig) -> Result<(), SysError> {
-        let mut reqs: Vec<(&'static str, u16, RouteNetlinkMessage)> = Vec::with_capacity(3);
+        let mut reqs: Vec<(&'static str, u16, RouteNetlinkMessage)> = Vec::with_capacity(4);
+        let create = if cfg.replace { NLM_F_CREATE | NLM_F_REPLACE } else { NLM_F_CREATE | NLM_F_EXCL };
 
         let mut link = LinkMessage::default();
         link.header.index = cfg.ifindex;
@@ -117,7 +121,7 @@ impl RtSocket {
         ];
         reqs.push((
             "add address",
-            NLM_F_CREATE | NLM_F_EXCL,
+            create,
             RouteNetlinkMessage::NewAddress(addr),
         ));
 
@@ -132,7 +136,7 @@ impl RtSocket {
                 AddressAttribute::Address(IpAddr::V6(a6)),
                 AddressAttribute::Flags(netlink_packet_route::address::AddressFlags::Nodad),
             ];
-            reqs.push(("add IPv6 address", NLM_F_CREATE | NLM_F_EXCL, RouteNetlinkMessage::NewAddress(addr)));
+            reqs.push(("add IPv6 address", create, RouteNetlinkMessage::NewAddress(addr)));
         }
 
         if let Some(gw) = cfg.gateway {
@@ -154,7 +158,7 @@ impl RtSocket {
             ];
             reqs.push((
                 "add default route",
-                NLM_F_CREATE | NLM_F_EXCL,
+                create,
                 RouteNetlinkMessage::NewRoute(route),
             ));
         }
@@ -166,6 +170,18 @@ impl RtSocket {
             }
         }
         Ok(())
+    }
+
+    /// Delete the link `ifindex`; a link that is already gone is fine.
+    pub fn delete_link(&mut self, ifindex: u32) -> Result<(), SysError> {
+        let mut link = LinkMessage::default();
+        link.header.index = ifindex;
+        let reqs = [("delete link", 0, RouteNetlinkMessage::DelLink(link))];
+        let acks = self.transact(&reqs)?;
+        match acks.into_iter().next() {
+            Some(ack) if ack.errno != 0 && ack.errno != libc::ENODEV => Err(netlink_error("delete link", ack)),
+            _ => Ok(()),
+        }
     }
 
     /// Send `reqs` (each with NLM_F_REQUEST | NLM_F_ACK | its extra flags) in one datagram and

@@ -76,6 +76,12 @@ pub struct AttachSpec {
     pub addr6: Option<(std::net::Ipv6Addr, u8)>,
     /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
     pub vnet_hdr: bool,
+    /// Make the TAP persistent: it outlives its fd (and a crash of the daemon) until
+    /// [`super::set_persist`] turns that off.
+    pub persist: bool,
+    /// Reopen a TAP of that name left by an earlier run (or create it if it is gone) and
+    /// re-apply the configuration, instead of failing because it exists.
+    pub reuse: bool,
 }
 
 /// An attached TAP. Dropping `fd` removes the interface (the TAP is not persistent).
@@ -211,6 +217,7 @@ impl Drop for NetnsGuard<'_> {
 
 enum Request {
     Attach(Box<AttachSpec>, Sender<Result<Attached, SysError>>),
+    Delete(NetnsRef, String, Sender<Result<(), SysError>>),
     NetnsId(Sender<io::Result<(u64, u64)>>),
 }
 
@@ -271,6 +278,15 @@ impl NetnsWorker {
         reply_rx.recv().map_err(|_| gone())?
     }
 
+    /// Delete the interface `ifname` in `netns` (a persistent TAP left behind); an interface or
+    /// a namespace that is already gone is fine.
+    pub fn delete_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
+        validate_ifname(ifname)?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.request(Request::Delete(netns, ifname.to_string(), reply_tx))?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+
     /// Whether `r` names an existing network namespace (checked on the calling thread; no
     /// namespace switch needed).
     pub fn netns_exists(&self, r: &NetnsRef) -> bool {
@@ -322,10 +338,33 @@ fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
                 // If the caller has gone away, dropping the reply closes the TAP again.
                 let _ = reply.send(res);
             }
+            Request::Delete(netns, ifname, reply) => {
+                let res = catch_unwind(AssertUnwindSafe(|| delete_here(home, &netns, &ifname))).unwrap_or_else(|_| {
+                    Err(SysError::Io { op: "delete link", source: io::Error::other("netns worker panicked") })
+                });
+                let _ = reply.send(res);
+            }
             Request::NetnsId(reply) => {
                 let _ = reply.send(current_netns_id());
             }
         }
+    }
+}
+
+/// Deletes `ifname` in `netns`, on the worker thread.
+fn delete_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(), SysError> {
+    let target = match open_netns(netns) {
+        Ok(t) => t,
+        Err(SysError::NetnsNotFound(_)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let mut rt = {
+        let _inside = NetnsGuard::enter(home, target.as_fd(), netns)?;
+        RtSocket::open().map_err(io_err("open netlink socket"))?
+    };
+    match rt.ifindex(ifname) {
+        Ok(index) => rt.delete_link(index),
+        Err(_) => Ok(()),
     }
 }
 
@@ -350,19 +389,33 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     };
     drop(target);
 
-    let tap = tap::create(tun, &spec.ifname, spec.vnet_hdr)?;
-    let ifindex = rt
-        .ifindex(&spec.ifname)
-        .map_err(io_err("look up ifindex (SIOCGIFINDEX)"))?;
-    rt.configure_link(&LinkConfig {
-        ifindex,
-        mac: spec.mac,
-        mtu: spec.mtu,
-        addr: spec.addr,
-        prefix_len: spec.prefix_len,
-        gateway: (!spec.gateway.is_unspecified()).then_some(spec.gateway),
-        addr6: spec.addr6,
-    })?;
+    let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
+    if spec.persist {
+        tap::set_persist(&tap.fd, true).map_err(io_err("make the TAP persistent (TUNSETPERSIST)"))?;
+    }
+    let configured = rt.ifindex(&spec.ifname).map_err(io_err("look up ifindex (SIOCGIFINDEX)")).and_then(|ifindex| {
+        rt.configure_link(&LinkConfig {
+            ifindex,
+            mac: spec.mac,
+            mtu: spec.mtu,
+            addr: spec.addr,
+            prefix_len: spec.prefix_len,
+            gateway: (!spec.gateway.is_unspecified()).then_some(spec.gateway),
+            addr6: spec.addr6,
+            replace: spec.reuse,
+        })?;
+        Ok(ifindex)
+    });
+    let ifindex = match configured {
+        Ok(i) => i,
+        Err(e) => {
+            // Leave nothing behind: a persistent TAP would outlive its fd.
+            if spec.persist {
+                let _ = tap::set_persist(&tap.fd, false);
+            }
+            return Err(e);
+        }
+    };
     tracing::debug!(
         netns = %spec.netns,
         ifname = %spec.ifname,

@@ -93,7 +93,16 @@ pub fn open_tun() -> io::Result<OwnedFd> {
 /// kernel accepts when `vnet_hdr`. `name` must already be validated
 /// ([`super::netns::validate_ifname`]).
 pub fn create(fd: OwnedFd, name: &str, vnet_hdr: bool) -> Result<Tap, SysError> {
-    let mut flags: c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_TUN_EXCL;
+    open(fd, name, vnet_hdr, true)
+}
+
+/// Like [`create`], but with `exclusive` false an existing persistent TAP of that name (left
+/// by an earlier run of the daemon) is opened instead of refused; a missing one is created.
+pub fn open(fd: OwnedFd, name: &str, vnet_hdr: bool, exclusive: bool) -> Result<Tap, SysError> {
+    let mut flags: c_int = libc::IFF_TAP | libc::IFF_NO_PI;
+    if exclusive {
+        flags |= libc::IFF_TUN_EXCL;
+    }
     if vnet_hdr {
         flags |= libc::IFF_VNET_HDR;
     }

@@ -119,6 +119,8 @@ impl Drop for NsSleeper {
 fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
     AttachSpec {
         addr6: None,
+        persist: false,
+        reuse: false,
         netns,
         ifname: ifname.to_string(),
         mtu: 1400,
