@@ -47,6 +47,7 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    args: Vec<String>,
 }
 
 impl Daemon {
@@ -59,7 +60,37 @@ impl Daemon {
         let dir = std::env::temp_dir().join(unique("vswitch-test-"));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
-        let log = std::fs::File::create(dir.join("vswitchd.log")).unwrap();
+        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect() };
+        d.spawn().unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// Starts vswitchd again on the same socket and state directory (after a kill or a stop).
+    ///
+    /// # Panics
+    /// When it is still running or does not come up.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart needs a stopped daemon");
+        self.spawn().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts vswitchd on this daemon's directory; `Err` with its log when it exits first.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        self.spawn()
+    }
+
+    /// SIGKILL: the daemon gets no chance to clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let args = args.as_slice();
+        let (dir, socket) = (self.dir.clone(), self.socket.clone());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("vswitchd.log")).unwrap();
         // Never forward to the machine's own resolver: tests that forward start their own.
         let no_upstream: &[&str] = if args.contains(&"--dns-upstream") { &[] } else { &["--dns-upstream", "none"] };
         let child = Command::new(bin_dir().join("vswitchd"))
@@ -74,16 +105,24 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .expect("spawn vswitchd");
-        let mut d = Daemon { child: Some(child), dir, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !d.socket.exists() {
-            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("vswitchd exited during start ({status}): {}", d.log());
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.socket.exists() || !self.answers() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Err(format!("vswitchd exited during start ({status}): {}", self.log()));
             }
-            assert!(Instant::now() < deadline, "vswitchd did not create its socket");
+            if Instant::now() > deadline {
+                return Err(format!("vswitchd did not come up: {}", self.log()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        d
+        Ok(())
+    }
+
+    /// True when something accepts connections on the socket.
+    fn answers(&self) -> bool {
+        std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
     }
 
     /// The daemon's log so far.

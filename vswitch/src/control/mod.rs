@@ -656,8 +656,7 @@ impl Control {
                     (Phase::Detaching, _) => "its detach was interrupted".to_string(),
                     (_, false) => format!("its namespace {} is gone", ep.api.netns),
                     (_, true) => {
-                        // bring_up takes a port id again and leases nothing new.
-                        st.ports.give_back(ep.api.port);
+                        // bring_up takes a fresh port id and leases nothing new.
                         match self.bring_up(&mut st, &network, ep, true).await {
                             Ok(_) => continue,
                             // bring_up has already forgotten it and released its addresses.
