@@ -146,6 +146,9 @@ pub struct AttachArgs {
     /// A DNS alias of the endpoint, repeatable
     #[arg(long = "alias", value_name = "A")]
     pub aliases: Vec<String>,
+    /// A service answered as an SRV record, _service._proto:PORT[:PRIORITY[:WEIGHT]], repeatable
+    #[arg(long = "srv", value_name = "SRV")]
+    pub srv: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +227,18 @@ pub enum EndpointCmd {
         /// The aliases the endpoint is to have
         #[arg(value_name = "ALIAS", value_parser = NonEmptyStringValueParser::new())]
         aliases: Vec<String>,
+    },
+    /// Replace an endpoint's SRV services (none given: remove them all)
+    Srv {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Endpoint name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+        /// _service._proto:PORT[:PRIORITY[:WEIGHT]], e.g. _http._tcp:80
+        #[arg(value_name = "SRV", value_parser = NonEmptyStringValueParser::new())]
+        services: Vec<String>,
     },
 }
 

@@ -103,10 +103,13 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
         Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
-            Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), aliases: None })
+            Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), ..Default::default() })
         }
         Command::Endpoint(EndpointCmd::Alias { network, name, aliases }) => {
-            Call::patch(endpoint_path(network, name), &EndpointUpdate { name: None, aliases: Some(aliases.clone()) })
+            Call::patch(endpoint_path(network, name), &EndpointUpdate { aliases: Some(aliases.clone()), ..Default::default() })
+        }
+        Command::Endpoint(EndpointCmd::Srv { network, name, services }) => {
+            Call::patch(endpoint_path(network, name), &EndpointUpdate { srv: Some(services.clone()), ..Default::default() })
         }
         Command::Dns(DnsCmd::Records { network }) => match network {
             Some(n) => Call::get(format!("{PREFIX}/dns/records?network={}", enc(n))),
@@ -156,6 +159,7 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest, Failure> {
         ip6: args.ip6.map(|ip| ip.to_string()),
         mac: args.mac,
         aliases: args.aliases.clone(),
+        srv: args.srv.clone(),
     })
 }
 
@@ -218,6 +222,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
             output::endpoint_renamed(name, &decode::<Endpoint>(reply)?)
         }
         Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
+        Command::Endpoint(EndpointCmd::Srv { .. }) => output::srv_set(&decode::<Endpoint>(reply)?),
         Command::Dns(DnsCmd::Records { .. }) => output::dns_records(&decode::<Vec<DnsRecord>>(reply)?),
         Command::Dns(DnsCmd::Upstreams { .. }) => output::dns_upstreams(&decode::<DnsUpstreams>(reply)?),
         Command::Dns(DnsCmd::Stats) => output::dns_stats(&decode::<DnsStats>(reply)?),

@@ -312,6 +312,14 @@ pub fn endpoint_renamed(old: &str, e: &Endpoint) -> String {
     format!("renamed {old} to {} on {}\n", e.name, e.network)
 }
 
+pub fn srv_set(e: &Endpoint) -> String {
+    if e.srv.is_empty() {
+        format!("cleared the SRV services of {} on {}\n", e.name, e.network)
+    } else {
+        format!("set the SRV services of {} on {}: {}\n", e.name, e.network, e.srv.join(", "))
+    }
+}
+
 pub fn aliases_set(e: &Endpoint) -> String {
     if e.aliases.is_empty() {
         format!("cleared the aliases of {} on {}\n", e.name, e.network)
@@ -451,6 +459,7 @@ mod tests {
             ip6: None,
             port: PortId(u32::from(last)),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
+            srv: Vec::new(),
         }
     }
 

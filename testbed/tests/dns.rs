@@ -53,7 +53,7 @@ fn names_aliases_ptr_and_isolation() {
     let (web, api, db) = (Netns::new("vd-w"), Netns::new("vd-a"), Netns::new("vd-d"));
     let eweb = d.ctl_json(&["attach", "front", "--netns", &web.path(), "--name", "web", "--alias", "www"]);
     web.set_resolver("10.82.1.1");
-    let eapi = d.ctl_json(&["attach", "front", "--netns", &api.path(), "--name", "api"]);
+    let eapi = d.ctl_json(&["attach", "front", "--netns", &api.path(), "--name", "api", "--srv", "_http._tcp:8080:10:5"]);
     api.set_resolver("10.82.1.1");
     d.ctl_json(&["attach", "back", "--netns", &db.path(), "--name", "db"]);
     db.set_resolver("10.82.2.1");
@@ -69,6 +69,9 @@ fn names_aliases_ptr_and_isolation() {
         assert_eq!(web.dig(&["+tcp", "api"]), vec![ip_api], "dig +tcp\n{}", d.log());
     }
     assert_eq!(web.dig(&["+tcp", "-x", ip_web]), vec!["web.front."], "PTR over TCP");
+    assert_eq!(web.dig(&["_http._tcp.api", "SRV"]), vec!["10 5 8080 api.front."], "SRV");
+    let bad = d.ctl(&["endpoint", "srv", "front", "api", "http:80"]);
+    assert_eq!(bad.status.code(), Some(1), "a malformed SRV is refused");
     assert!(web.dig(&["api", "AAAA"]).is_empty(), "no IPv6 address: NODATA");
     assert!(web.dig_full(&["api", "AAAA"]).contains("status: NOERROR"));
     // The name resolves for ping through the container's own resolver (glibc).

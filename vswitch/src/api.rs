@@ -131,6 +131,10 @@ pub struct AttachRequest {
     pub mac: Option<Mac>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Services answered as SRV records: `_service._proto:PORT[:PRIORITY[:WEIGHT]]`, e.g.
+    /// `_http._tcp:80`; `_http._tcp.NAME` then points at this endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub srv: Vec<String>,
 }
 
 /// An attached container.
@@ -147,6 +151,8 @@ pub struct Endpoint {
     pub ip6: Option<Ipv6Addr>,
     pub port: PortId,
     pub aliases: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub srv: Vec<String>,
 }
 
 /// `PATCH /v1/networks/{name}/endpoints/{endpoint}`: rename, or replace the aliases. DNS
@@ -158,6 +164,9 @@ pub struct EndpointUpdate {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aliases: Option<Vec<String>>,
+    /// Replaces the SRV services (same form as [`AttachRequest::srv`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srv: Option<Vec<String>>,
 }
 
 /// One name the gateway answers: `GET /v1/dns/records`.

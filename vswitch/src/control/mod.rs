@@ -335,6 +335,9 @@ impl Control {
         for a in &req.aliases {
             check_name(a, "alias")?;
         }
+        for srv in &req.srv {
+            parse_srv(srv)?;
+        }
         let requested_ip = req.ip.as_deref().map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad_address(s))).transpose()?;
         let requested_ip6 = req
             .ip6
@@ -394,6 +397,7 @@ impl Control {
             ip6,
             port: PortId(0),
             aliases: req.aliases,
+            srv: req.srv,
         };
         // Like a container on several Docker networks: the first network gives the default
         // route, later ones only their subnet.
@@ -495,6 +499,9 @@ impl Control {
         for a in req.aliases.iter().flatten() {
             check_name(a, "alias")?;
         }
+        for srv in req.srv.iter().flatten() {
+            parse_srv(srv)?;
+        }
         let mut st = self.state.lock().await;
         let net = find_net_mut(&mut st, network)?;
         if !net.endpoints.contains_key(name) {
@@ -511,6 +518,9 @@ impl Control {
         }
         if let Some(aliases) = req.aliases {
             ep.api.aliases = aliases;
+        }
+        if let Some(srv) = req.srv {
+            ep.api.srv = srv;
         }
         let api = ep.api.clone();
         if api.name != name {
@@ -707,7 +717,7 @@ impl Control {
                     aliases: e.api.aliases.clone(),
                     v4: vec![e.api.ip],
                     v6: e.api.ip6.into_iter().collect(),
-                    ..Default::default()
+                    srv: e.api.srv.iter().filter_map(|s| parse_srv(s).ok()).collect(),
                 })
                 .collect();
             records.set_network(name, None, entries);
@@ -1024,6 +1034,34 @@ fn check_name(name: &str, what: &str) -> Result<(), ApiError> {
     }
 }
 
+/// `_service._proto:PORT[:PRIORITY[:WEIGHT]]`.
+fn parse_srv(s: &str) -> Result<::dns::Srv, ApiError> {
+    let bad = || {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("SRV {s:?} must look like _service._proto:PORT[:PRIORITY[:WEIGHT]], e.g. _http._tcp:80"),
+        )
+    };
+    let mut parts = s.split(':');
+    let service = parts.next().ok_or_else(bad)?;
+    let labels: Vec<&str> = service.split('.').collect();
+    let label_ok = |l: &str| l.len() > 1 && l.len() <= 63 && l.starts_with('_') && l[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if labels.len() != 2 || !labels.iter().all(|l| label_ok(l)) {
+        return Err(bad());
+    }
+    let mut num = |default: Option<u16>| match parts.next() {
+        Some(p) => p.parse::<u16>().map_err(|_| bad()),
+        None => default.ok_or_else(bad),
+    };
+    let port = num(None)?;
+    let priority = num(Some(0))?;
+    let weight = num(Some(0))?;
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(::dns::Srv { service: service.to_string(), port, priority, weight })
+}
+
 fn bad_address(s: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv4 address"))
 }
@@ -1072,6 +1110,17 @@ mod tests {
         assert_eq!(default_endpoint_name(&NetnsRef::Path("/run/netns/c1".into())), "c1");
         assert_eq!(default_endpoint_name(&NetnsRef::Path("/proc/42/ns/net".into())), "pid-42");
         assert_eq!(default_endpoint_name(&NetnsRef::Pid(7)), "pid-7");
+    }
+
+    #[test]
+    fn srv_syntax() {
+        let s = parse_srv("_http._tcp:80").unwrap();
+        assert_eq!((s.service.as_str(), s.port, s.priority, s.weight), ("_http._tcp", 80, 0, 0));
+        let s = parse_srv("_ldap._udp:389:10:5").unwrap();
+        assert_eq!((s.port, s.priority, s.weight), (389, 10, 5));
+        for bad in ["http._tcp:80", "_http:80", "_http._tcp", "_http._tcp:99999", "_http._tcp:80:1:2:3", "_h ttp._tcp:1"] {
+            assert!(parse_srv(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
