@@ -12,3 +12,5 @@ cargo build --workspace --all-targets
 tb_log "testing"
 # Root tests share the machine's two cores; two at a time keeps them honest and quick.
 cargo test --workspace -- --test-threads=2
+tb_log "root tests again with plain TAPs (--no-offloads)"
+VSWITCH_TEST_OFFLOADS=off cargo test -p testbed -- --test-threads=2

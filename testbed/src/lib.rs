@@ -33,6 +33,11 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// True when the suite runs with `VSWITCH_TEST_OFFLOADS=off`.
+pub fn offloads_off() -> bool {
+    std::env::var("VSWITCH_TEST_OFFLOADS").is_ok_and(|v| v == "off")
+}
+
 /// Fails the test unless it runs as root (the root tests need namespaces and TAPs).
 pub fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
@@ -93,6 +98,8 @@ impl Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("vswitchd.log")).unwrap();
         // Never forward to the machine's own resolver: tests that forward start their own.
         let no_upstream: &[&str] = if args.contains(&"--dns-upstream") { &[] } else { &["--dns-upstream", "none"] };
+        // VSWITCH_TEST_OFFLOADS=off runs every test with plain TAPs (no vnet header, no TSO).
+        let offloads: &[&str] = if offloads_off() { &["--no-offloads"] } else { &[] };
         let child = Command::new(bin_dir().join("vswitchd"))
             .arg("--socket")
             .arg(&socket)
@@ -100,6 +107,7 @@ impl Daemon {
             .arg(dir.join("state"))
             .args(["--log-level", "debug"])
             .args(no_upstream)
+            .args(offloads)
             .args(args)
             .stdout(Stdio::null())
             .stderr(log)

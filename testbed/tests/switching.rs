@@ -46,6 +46,12 @@ fn ping_between_containers_and_to_gateway_and_macs_learned() {
     let p1 = ports.as_array().unwrap().iter().find(|p| p["name"] == c1.name.as_str()).unwrap();
     assert!(p1["rx_packets"].as_u64().unwrap() >= 5, "{p1}");
     assert!(p1["tx_packets"].as_u64().unwrap() >= 5, "{p1}");
+    let offloads: Vec<&str> = p1["offloads"].as_array().unwrap().iter().filter_map(|o| o.as_str()).collect();
+    if testbed::offloads_off() {
+        assert!(offloads.is_empty(), "--no-offloads: {p1}");
+    } else {
+        assert!(offloads.contains(&"vnet_hdr") && offloads.contains(&"tso4"), "{p1}");
+    }
     let stats = d.ctl_json(&["fdb", "stats"]);
     assert!(stats["learned"].as_u64().unwrap() >= 3, "{stats}");
 }
