@@ -60,6 +60,15 @@ pub enum Command {
     /// Show the gateways' DNS records and counters, and set where they forward
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// Address management
+    #[command(subcommand)]
+    Ipam(IpamCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpamCmd {
+    /// Release address leases whose endpoint is gone
+    Gc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +94,8 @@ pub enum NetworkCmd {
         #[arg(long, short)]
         force: bool,
     },
+    /// Remove every network that has no endpoint
+    Prune,
 }
 
 #[derive(Debug, Args)]
@@ -92,9 +103,10 @@ pub struct CreateArgs {
     /// Network name
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub name: String,
-    /// IPv4 subnet in CIDR form, e.g. 10.89.0.0/24
+    /// IPv4 subnet in CIDR form, e.g. 10.89.0.0/24 [default: the next free one of the
+    /// daemon's address pools]
     #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
-    pub subnet: String,
+    pub subnet: Option<String>,
     /// Gateway address [default: the first host address of the subnet]
     #[arg(long, value_name = "IP")]
     pub gateway: Option<Ipv4Addr>,
@@ -104,6 +116,15 @@ pub struct CreateArgs {
     /// IPv6 gateway address [default: ::1 of subnet6]
     #[arg(long, value_name = "IP6", requires = "subnet6")]
     pub gateway6: Option<std::net::Ipv6Addr>,
+    /// Dual-stack with an IPv6 /64 from the daemon's ULA prefix (when --subnet6 is not given)
+    #[arg(long)]
+    pub ipv6: bool,
+    /// Hand out addresses only from this part of the subnet (CIDR)
+    #[arg(long, value_name = "CIDR")]
+    pub ip_range: Option<String>,
+    /// An address never handed out, repeatable
+    #[arg(long = "aux-address", value_name = "IP")]
+    pub aux_addresses: Vec<std::net::IpAddr>,
     /// MTU of the network's interfaces [default: 1500]
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
@@ -382,7 +403,7 @@ mod tests {
         .unwrap();
         let Command::Network(NetworkCmd::Create(c)) = cli.command else { panic!("not create") };
         assert_eq!(c.name, "net1");
-        assert_eq!(c.subnet, "10.89.0.0/24");
+        assert_eq!(c.subnet.as_deref(), Some("10.89.0.0/24"));
         assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 89, 0, 254)));
         assert_eq!(c.mtu, Some(9000));
         assert!(c.internal);
@@ -395,7 +416,7 @@ mod tests {
     #[test]
     fn network_create_rejects_bad_values() {
         for bad in [
-            &["network", "create", "n"][..],
+            &["network", "create", "n", "--gateway6", "fd00::1"][..],
             &["network", "create", "n", "--subnet", "10.89.0.0"],
             &["network", "create", "n", "--subnet", "10.89.0.0/33"],
             &["network", "create", "n", "--subnet", "10.89.0/24"],

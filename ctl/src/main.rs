@@ -17,11 +17,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
-    AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
+    AttachRequest, GcReport, Pruned, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
     FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX,
 };
 
-use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, NetworkCmd, PortCmd};
+use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, NetworkCmd, PortCmd};
 use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use crate::error::Failure;
 
@@ -78,6 +78,8 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Version => Call::get(format!("{PREFIX}/version")),
         Command::Network(NetworkCmd::Create(args)) => Call::post(format!("{PREFIX}/networks"), &network_create(args)),
         Command::Network(NetworkCmd::Ls) => Call::get(format!("{PREFIX}/networks")),
+        Command::Network(NetworkCmd::Prune) => Call::post(format!("{PREFIX}/networks/prune"), &serde_json::json!({})),
+        Command::Ipam(IpamCmd::Gc) => Call::post(format!("{PREFIX}/ipam/gc"), &serde_json::json!({})),
         Command::Network(NetworkCmd::Inspect { name }) => Call::get(format!("{PREFIX}/networks/{}", enc(name))),
         Command::Network(NetworkCmd::Rm { name, force }) => {
             let query = if *force { "?force=true" } else { "" };
@@ -139,6 +141,9 @@ fn network_create(args: &CreateArgs) -> NetworkCreate {
         gateway: args.gateway.map(|g| g.to_string()),
         subnet6: args.subnet6.clone(),
         gateway6: args.gateway6.map(|g| g.to_string()),
+        ipv6: args.ipv6,
+        ip_range: args.ip_range.clone(),
+        aux_addresses: args.aux_addresses.iter().map(ToString::to_string).collect(),
         mtu: args.mtu,
         internal: args.internal,
         labels: args.labels.iter().cloned().collect(),
@@ -206,6 +211,8 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Version => output::version_daemon(&decode::<Version>(reply)?),
         Command::Network(NetworkCmd::Create(_)) => output::network_created(&decode::<Network>(reply)?),
         Command::Network(NetworkCmd::Ls) => output::network_list(&decode::<Vec<Network>>(reply)?),
+        Command::Network(NetworkCmd::Prune) => output::lines("removed network", &decode::<Pruned>(reply)?.removed),
+        Command::Ipam(IpamCmd::Gc) => output::lines("released", &decode::<GcReport>(reply)?.released),
         Command::Network(NetworkCmd::Inspect { .. }) => output::network_detail(&decode::<NetworkDetail>(reply)?),
         Command::Network(NetworkCmd::Rm { name, .. }) => output::network_removed(name),
         Command::Attach(_) => output::attached(&decode::<Endpoint>(reply)?),
@@ -341,10 +348,10 @@ mod tests {
         assert_eq!(
             body(&c),
             serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","gateway":"10.89.0.1","mtu":1400,
-                               "internal":false,"labels":{"k":"v"}})
+                               "internal":false,"ipv6":false,"labels":{"k":"v"}})
         );
         let c = plan_of(&["network", "create", "net1", "--subnet", "10.89.0.0/24", "--internal"]);
-        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"labels":{}}));
+        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"ipv6":false,"labels":{}}));
 
         let c = plan_of(&["attach", "net1", "--netns", "/run/netns/c1", "--ip", "10.89.0.7", "--alias", "web"]);
         assert_eq!(body(&c), serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]}));

@@ -312,6 +312,14 @@ pub fn endpoint_renamed(old: &str, e: &Endpoint) -> String {
     format!("renamed {old} to {} on {}\n", e.name, e.network)
 }
 
+/// One `WHAT ITEM` line per item, or `nothing to do`.
+pub fn lines(what: &str, items: &[String]) -> String {
+    if items.is_empty() {
+        return "nothing to do\n".to_string();
+    }
+    items.iter().map(|i| format!("{what} {i}\n")).collect()
+}
+
 pub fn srv_set(e: &Endpoint) -> String {
     if e.srv.is_empty() {
         format!("cleared the SRV services of {} on {}\n", e.name, e.network)
@@ -440,6 +448,8 @@ mod tests {
             gateway_mac: Mac([2, 0x56, 0, 0, 0, 1]),
             subnet6: None,
             gateway6: None,
+            ip_range: None,
+            aux_addresses: Vec::new(),
             mtu: 1500,
             internal: false,
             labels: BTreeMap::new(),

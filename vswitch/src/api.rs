@@ -20,6 +20,8 @@
 //! | GET | /v1/fdb/stats | | [`FdbStats`] |
 //! | GET | /v1/ports | | `[PortInfo]` |
 //! | PATCH | /v1/networks/{name}/endpoints/{endpoint} | [`EndpointUpdate`] | [`Endpoint`] |
+//! | POST | /v1/networks/prune | | [`Pruned`] |
+//! | POST | /v1/ipam/gc | | [`GcReport`] |
 //! | GET | /v1/dns/records[?network=NAME] | | `[DnsRecord]` |
 //! | GET | /v1/dns/stats | | [`DnsStats`] |
 //! | GET | /v1/networks/{name}/dns | | [`DnsUpstreams`] |
@@ -48,8 +50,10 @@ pub struct Version {
 #[serde(deny_unknown_fields)]
 pub struct NetworkCreate {
     pub name: String,
-    /// IPv4 subnet in CIDR form, e.g. `10.89.0.0/24`.
-    pub subnet: String,
+    /// IPv4 subnet in CIDR form, e.g. `10.89.0.0/24`; default: the next free subnet of the
+    /// daemon's address pools (never one the host already routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<String>,
     /// Defaults to the first host address of the subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
@@ -59,6 +63,17 @@ pub struct NetworkCreate {
     /// Defaults to `::1` of `subnet6`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<String>,
+    /// Dual-stack with an IPv6 /64 taken from the daemon's ULA prefix (when `subnet6` is not
+    /// given).
+    #[serde(default)]
+    pub ipv6: bool,
+    /// Hand out addresses only from this sub-range of the subnet (static addresses may still
+    /// be anywhere in the subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    /// Addresses of the subnets that are never handed out (taken by something else).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<String>,
     /// Defaults to 1500.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
@@ -81,6 +96,10 @@ pub struct Network {
     pub subnet6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aux_addresses: Vec<String>,
     pub mtu: u32,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
@@ -214,6 +233,19 @@ pub struct DnsStats {
     pub failures: u64,
     /// Queries dropped unanswered (unreadable).
     pub dropped: u64,
+}
+
+/// `POST /v1/ipam/gc`: leases whose endpoint is gone, released.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct GcReport {
+    /// `NETWORK ADDRESS` for each released lease.
+    pub released: Vec<String>,
+}
+
+/// `POST /v1/networks/prune`: networks without endpoints, removed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Pruned {
+    pub removed: Vec<String>,
 }
 
 /// One MAC table entry.

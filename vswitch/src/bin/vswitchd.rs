@@ -55,6 +55,10 @@ struct Args {
     /// the next start makes them again.
     #[arg(long)]
     live_restore: bool,
+    /// Where subnets of networks created without `--subnet` come from, like Docker's option:
+    /// `base=CIDR,size=PREFIXLEN`, repeatable, tried in order. Default: base=10.89.0.0/16,size=24.
+    #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
+    address_pools: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -93,7 +97,8 @@ fn run(args: Args) -> Result<(), String> {
     let dns_counters = Arc::new(DnsCounters::default());
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);
     let netns = Arc::new(NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?);
-    let opts = Options { offloads: !args.no_offloads, state_dir: state_dir.clone(), live_restore: args.live_restore };
+    let pools = address_pools(&args.address_pools)?;
+    let opts = Options { offloads: !args.no_offloads, state_dir: state_dir.clone(), live_restore: args.live_restore, pools };
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -128,6 +133,28 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!("stopped; every TAP removed");
         Ok(())
     })
+}
+
+/// `--default-address-pool` values (`base=CIDR,size=N`), or the default pool.
+fn address_pools(given: &[String]) -> Result<ipam::SubnetPools, String> {
+    if given.is_empty() {
+        return ipam::SubnetPools::new(vec![ipam::SubnetPools::DEFAULT_V4]).map_err(|e| e.to_string());
+    }
+    let mut pools = Vec::new();
+    for g in given {
+        let bad = || format!("--default-address-pool {g:?}: expected base=CIDR,size=N");
+        let (mut base, mut size) = (None, None);
+        for kv in g.split(',') {
+            match kv.split_once('=') {
+                Some(("base", v)) => base = Some(v.parse::<ipnet::IpNet>().map_err(|_| bad())?),
+                Some(("size", v)) => size = Some(v.parse::<u8>().map_err(|_| bad())?),
+                _ => return Err(bad()),
+            }
+        }
+        let (Some(base), Some(size)) = (base, size) else { return Err(bad()) };
+        pools.push(ipam::AddressPool::new(base, size).map_err(|e| format!("--default-address-pool {g:?}: {e}"))?);
+    }
+    ipam::SubnetPools::new(pools).map_err(|e| e.to_string())
 }
 
 /// `--dns-upstream` values, or the host's resolv.conf when none is given.

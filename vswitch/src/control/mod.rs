@@ -6,6 +6,7 @@
 //! through the [`NetnsWorker`] thread.
 
 pub mod dns;
+pub mod routes;
 pub mod server;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,7 +18,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::Mutex;
 
 use crate::api::{
-    ApiError, AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
+    ApiError, AttachRequest, GcReport, Pruned, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
     FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
 };
 use crate::datapath::{Datapath, DnsView, DNS_TTL};
@@ -40,6 +41,8 @@ pub struct Options {
     /// interfaces and the next start picks them up. Without it a planned stop removes them
     /// (the next start makes them again for every endpoint whose namespace still exists).
     pub live_restore: bool,
+    /// Where subnets of networks created without one come from.
+    pub pools: ipam::SubnetPools,
 }
 
 /// The control plane. One request changes state at a time (the state mutex is held across an
@@ -54,11 +57,13 @@ pub struct Control {
     upstreams: Arc<std::sync::RwLock<Upstreams>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     networks: BTreeMap<String, Net>,
     next_network: u32,
     ports: PortIds,
+    /// This daemon's IPv6 ULA /48, random at the first start, kept in the state file.
+    ula: Ipv6Net,
 }
 
 #[derive(Debug)]
@@ -134,7 +139,8 @@ impl Control {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(dns::run(rx, dp.clone(), upstreams.clone(), dns_counters.clone(), dns_timeout));
         let _ = dp.submit_fn(move |e| e.set_dns_forwarder(tx));
-        Control { state: Mutex::new(State::default()), dp, netns, opts, dns_counters, upstreams }
+        let st = State { networks: BTreeMap::new(), next_network: 0, ports: PortIds::default(), ula: random_ula() };
+        Control { state: Mutex::new(st), dp, netns, opts, dns_counters, upstreams }
     }
 
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made.
@@ -164,40 +170,90 @@ impl Control {
 
     pub async fn create_network(&self, req: NetworkCreate) -> Result<Network, ApiError> {
         check_name(&req.name, "network")?;
-        let subnet: Ipv4Net = req.subnet.parse().map_err(|_| {
-            ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {:?} is not an IPv4 CIDR like 10.89.0.0/24", req.subnet))
-        })?;
+        let subnet: Option<Ipv4Net> = req
+            .subnet
+            .as_deref()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {s:?} is not an IPv4 CIDR like 10.89.0.0/24"))
+                })
+            })
+            .transpose()?;
         let gateway = req
             .gateway
             .as_deref()
             .map(|g| g.parse::<Ipv4Addr>().map_err(|_| bad_address(g)))
             .transpose()?;
+        let subnet6: Option<Ipv6Net> = req
+            .subnet6
+            .as_deref()
+            .map(|s6| {
+                s6.parse().map_err(|_| {
+                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s6:?} is not an IPv6 CIDR like fd00:89::/64"))
+                })
+            })
+            .transpose()?;
+        let gw6 = req
+            .gateway6
+            .as_deref()
+            .map(|g| g.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{g:?} is not an IPv6 address"))))
+            .transpose()?;
         let mtu = req.mtu.unwrap_or(1500);
         if !(576..=65521).contains(&mtu) {
             return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is outside 576..=65521")));
         }
-        let pool = ipam::Pool::new(subnet, gateway).map_err(|e| ApiError::new(ErrorCode::InvalidSubnet, e.to_string()))?;
-        let pool6 = match &req.subnet6 {
-            None => None,
-            Some(s6) => {
-                let net6: Ipv6Net = s6.parse().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s6:?} is not an IPv6 CIDR like fd00:89::/64"))
-                })?;
-                let gw6 = req
-                    .gateway6
-                    .as_deref()
-                    .map(|g| g.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{g:?} is not an IPv6 address"))))
-                    .transpose()?;
-                if mtu < 1280 {
-                    return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is below IPv6's minimum of 1280")));
-                }
-                Some(ipam::Pool6::new(net6, gw6).map_err(|e| ApiError::new(ErrorCode::InvalidSubnet, e.to_string()))?)
-            }
-        };
+        let dual = subnet6.is_some() || req.ipv6;
+        if dual && mtu < 1280 {
+            return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is below IPv6's minimum of 1280")));
+        }
+        let range: Option<ipnet::IpNet> = req
+            .ip_range
+            .as_deref()
+            .map(|r| r.parse().map_err(|_| ApiError::new(ErrorCode::InvalidSubnet, format!("ip_range {r:?} is not a CIDR"))))
+            .transpose()?;
+        let aux: Vec<std::net::IpAddr> = req
+            .aux_addresses
+            .iter()
+            .map(|a| a.parse().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("aux address {a:?} is not an IP address"))))
+            .collect::<Result<_, _>>()?;
+
         let mut st = self.state.lock().await;
         if st.networks.contains_key(&req.name) {
             return Err(ApiError::new(ErrorCode::NetworkExists, format!("network {} already exists", req.name)));
         }
+        let in_use = st.subnets_in_use();
+        let subnet = match subnet {
+            Some(s) => s,
+            None => self.opts.pools.next_free_v4(&in_use, &routes::routed()).map_err(setup_error)?,
+        };
+        let subnet6 = match subnet6 {
+            None if req.ipv6 => Some(ipam::SubnetPools::with_defaults(st.ula).map_err(setup_error)?.next_free_v6(&in_use, &routes::routed()).map_err(setup_error)?),
+            other => other,
+        };
+        let opts4 = ipam::PoolOptions {
+            range: match range {
+                Some(ipnet::IpNet::V4(r)) => Some(r),
+                Some(ipnet::IpNet::V6(_)) | None => None,
+            },
+            aux: aux.iter().filter_map(|a| match a { std::net::IpAddr::V4(v) => Some(*v), _ => None }).collect(),
+        };
+        let opts6 = ipam::Pool6Options {
+            range: match range {
+                Some(ipnet::IpNet::V6(r)) => Some(r),
+                _ => None,
+            },
+            aux: aux.iter().filter_map(|a| match a { std::net::IpAddr::V6(v) => Some(*v), _ => None }).collect(),
+        };
+        if opts6.range.is_some() || !opts6.aux.is_empty() {
+            if subnet6.is_none() {
+                return Err(ApiError::new(ErrorCode::InvalidAddress, "an IPv6 range or aux address needs an IPv6 subnet"));
+            }
+        }
+        let pool = ipam::Pool::with_options(subnet, gateway, opts4).map_err(setup_error)?;
+        let pool6 = match subnet6 {
+            Some(net6) => Some(ipam::Pool6::with_options(net6, gw6, opts6).map_err(setup_error)?),
+            None => None,
+        };
         if let Some((other, n)) = st.networks.iter().find(|(_, n)| overlaps(n.pool.subnet(), pool.subnet())) {
             return Err(ApiError::new(
                 ErrorCode::SubnetOverlap,
@@ -357,8 +413,8 @@ impl Control {
             return Err(ApiError::new(ErrorCode::EndpointExists, format!("endpoint {name} already exists on network {network}")));
         }
         let ip = match requested_ip {
-            Some(ip) => net.pool.reserve(ip).map(|()| ip),
-            None => net.pool.allocate(),
+            Some(ip) => net.pool.reserve_for(ip, &name).map(|()| ip),
+            None => net.pool.allocate_for(&name),
         }
         .map_err(ipam_error)?;
         let ip6 = match (&mut net.pool6, requested_ip6) {
@@ -367,8 +423,8 @@ impl Control {
                 ErrorCode::AddressOutOfRange,
                 format!("network {network} has no IPv6 subnet (create it with --subnet6)"),
             )),
-            (Some(p6), Some(a)) => p6.reserve(a).map(|()| Some(a)).map_err(ipam_error),
-            (Some(p6), None) => p6.allocate().map(Some).map_err(ipam_error),
+            (Some(p6), Some(a)) => p6.reserve_for(a, &name).map(|()| Some(a)).map_err(ipam_error),
+            (Some(p6), None) => p6.allocate_for(&name).map(Some).map_err(ipam_error),
         };
         let ip6 = match ip6 {
             Ok(a) => a,
@@ -514,6 +570,13 @@ impl Control {
         }
         let mut ep = net.endpoints.remove(name).expect("checked above under the same lock");
         if let Some(new) = req.name {
+            // The leases follow the name, so garbage collection keeps them.
+            net.pool.release(ep.api.ip);
+            let _ = net.pool.reserve_for(ep.api.ip, &new);
+            if let (Some(p6), Some(a6)) = (&mut net.pool6, ep.api.ip6) {
+                p6.release(a6);
+                let _ = p6.reserve_for(a6, &new);
+            }
             ep.api.name = new;
         }
         if let Some(aliases) = req.aliases {
@@ -532,6 +595,54 @@ impl Control {
         self.save(&st)?;
         self.push_dns(&st);
         Ok(api)
+    }
+
+    /// Releases leases whose endpoint is gone (none should be; a lease can only be orphaned
+    /// by a bug or a hand-edited state file).
+    pub async fn ipam_gc(&self) -> Result<GcReport, ApiError> {
+        let mut st = self.state.lock().await;
+        let mut released = Vec::new();
+        for (name, net) in st.networks.iter_mut() {
+            let live: BTreeSet<String> = net.endpoints.keys().cloned().collect();
+            let ips: BTreeSet<Ipv4Addr> = net.endpoints.values().map(|e| e.api.ip).collect();
+            let ip6s: BTreeSet<Ipv6Addr> = net.endpoints.values().filter_map(|e| e.api.ip6).collect();
+            let is_live = |owner: &str| live.contains(owner);
+            let mut gone: Vec<String> = net.pool.gc(&is_live).into_iter().map(|a| a.to_string()).collect();
+            let unowned: Vec<Ipv4Addr> = net.pool.used().filter(|a| !ips.contains(a)).collect();
+            for a in unowned {
+                net.pool.release(a);
+                gone.push(a.to_string());
+            }
+            if let Some(p6) = &mut net.pool6 {
+                gone.extend(p6.gc(&is_live).into_iter().map(|a| a.to_string()));
+                let unowned: Vec<Ipv6Addr> = p6.used().filter(|a| !ip6s.contains(a)).collect();
+                for a in unowned {
+                    p6.release(a);
+                    gone.push(a.to_string());
+                }
+            }
+            released.extend(gone.into_iter().map(|a| format!("{name} {a}")));
+        }
+        if !released.is_empty() {
+            self.save(&st)?;
+        }
+        Ok(GcReport { released })
+    }
+
+    /// Removes every network that has no endpoint.
+    pub async fn prune_networks(&self) -> Result<Pruned, ApiError> {
+        let empty: Vec<String> = {
+            let st = self.state.lock().await;
+            st.networks.iter().filter(|(_, n)| n.endpoints.is_empty()).map(|(k, _)| k.clone()).collect()
+        };
+        let mut removed = Vec::new();
+        for name in empty {
+            // One that gained an endpoint meanwhile is refused and kept.
+            if self.remove_network(&name, false).await.is_ok() {
+                removed.push(name);
+            }
+        }
+        Ok(Pruned { removed })
     }
 
     pub async fn dns_records(&self, network: Option<&str>) -> Result<Vec<DnsRecord>, ApiError> {
@@ -616,6 +727,9 @@ impl Control {
         let mut st = self.state.lock().await;
         let mut report = Vec::new();
         st.next_network = snap.next_network;
+        if let Some(ula) = snap.ula {
+            st.ula = ula;
+        }
         let mut pending = Vec::new();
         for n in snap.networks {
             let (id, gw_port) = (NetworkId(n.id), PortId(n.gateway_port));
@@ -891,10 +1005,18 @@ impl Control {
 }
 
 impl State {
+    /// Every subnet our networks use, both families.
+    fn subnets_in_use(&self) -> Vec<ipnet::IpNet> {
+        let mut v: Vec<ipnet::IpNet> = self.networks.values().map(|n| n.pool.subnet().into()).collect();
+        v.extend(self.networks.values().filter_map(|n| n.pool6.as_ref().map(|p| ipnet::IpNet::from(p.subnet()))));
+        v
+    }
+
     /// What goes into the state file.
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             version: state::VERSION,
+            ula: Some(self.ula),
             next_network: self.next_network,
             networks: self
                 .networks
@@ -962,6 +1084,14 @@ impl Net {
             gateway_mac: self.gw_mac,
             subnet6: self.pool6.as_ref().map(|p| p.subnet().to_string()),
             gateway6: self.pool6.as_ref().map(|p| p.gateway()),
+            ip_range: self.pool.range().map(|r| r.to_string()).or_else(|| self.pool6.as_ref().and_then(|p| p.range()).map(|r| r.to_string())),
+            aux_addresses: self
+                .pool
+                .aux()
+                .iter()
+                .map(ToString::to_string)
+                .chain(self.pool6.iter().flat_map(|p| p.aux()).map(|a| a.to_string()))
+                .collect(),
             mtu: self.mtu,
             internal: self.internal,
             labels: self.labels.clone(),
@@ -1064,6 +1194,27 @@ fn parse_srv(s: &str) -> Result<::dns::Srv, ApiError> {
 
 fn bad_address(s: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv4 address"))
+}
+
+/// A random ULA /48 (RFC 4193 global id from the kernel's random source).
+fn random_ula() -> Ipv6Net {
+    let mut id = [0u8; 5];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut id);
+    }
+    ipam::SubnetPools::ula48(id)
+}
+
+fn setup_error(e: ipam::SetupError) -> ApiError {
+    use ipam::SetupError as S;
+    let code = match &e {
+        S::Ipam(inner) => return ipam_error(inner.clone()),
+        S::PoolExhausted { .. } => ErrorCode::PoolExhausted,
+        S::SubnetOverlap { .. } => ErrorCode::SubnetOverlap,
+        S::BadAux { .. } => ErrorCode::InvalidAddress,
+        _ => ErrorCode::InvalidSubnet,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 fn ipam_error(e: ipam::IpamError) -> ApiError {

@@ -112,6 +112,8 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::GET, ["version"]) => ok(&control.version()),
         (&Method::GET, ["networks"]) => ok(&control.networks().await),
         (&Method::POST, ["networks"]) => created(&control.create_network(body(req).await?).await?),
+        (&Method::POST, ["networks", "prune"]) => ok(&control.prune_networks().await?),
+        (&Method::POST, ["ipam", "gc"]) => ok(&control.ipam_gc().await?),
         (&Method::GET, ["networks", name]) => ok(&control.inspect_network(name).await?),
         (&Method::DELETE, ["networks", name]) => {
             control.remove_network(name, force).await?;
@@ -136,7 +138,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns", ..]) if known_path(&segs) => Err(ApiError::new(
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam", ..]) if known_path(&segs) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
@@ -149,7 +151,7 @@ fn known_path(segs: &[&str]) -> bool {
         segs,
         ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
             | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
-            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"]
+            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"]
     )
 }
 
