@@ -63,6 +63,45 @@ pub enum Command {
     /// Address management
     #[command(subcommand)]
     Ipam(IpamCmd),
+    /// This host's tunnel key (the public half)
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Tunnel peers: other hosts that share overlay networks
+    #[command(subcommand)]
+    Peer(PeerCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Show this host's public key and tunnel address
+    Show,
+    /// Make a new key pair for this host (only while no peer is set)
+    Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Add a peer host
+    Add {
+        /// Its public key (base64, from `vswitchctl key show` on that host)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        public_key: String,
+        /// Its tunnel address, IP:PORT (leave out for a peer that connects to us)
+        #[arg(long, value_name = "IP:PORT")]
+        endpoint: Option<std::net::SocketAddr>,
+        /// An overlay network it shares with us, repeatable
+        #[arg(long = "network", value_name = "NAME", required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove a peer host
+    #[command(visible_alias = "remove")]
+    Rm {
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        public_key: String,
+    },
+    /// List peers: endpoint, last handshake, traffic, drops
+    #[command(visible_alias = "list")]
+    Ls,
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +170,9 @@ pub struct CreateArgs {
     /// Forward nothing outside the network
     #[arg(long)]
     pub internal: bool,
+    /// The network may span hosts through the encrypted tunnel (MTU sized to fit it)
+    #[arg(long)]
+    pub overlay: bool,
     /// A label, repeatable
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,

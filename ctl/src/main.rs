@@ -17,11 +17,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
-    AttachRequest, GcReport, Pruned, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
+    AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
     FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX,
 };
 
-use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, NetworkCmd, PortCmd};
+use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
 use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use crate::error::Failure;
 
@@ -80,6 +80,16 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Network(NetworkCmd::Ls) => Call::get(format!("{PREFIX}/networks")),
         Command::Network(NetworkCmd::Prune) => Call::post(format!("{PREFIX}/networks/prune"), &serde_json::json!({})),
         Command::Ipam(IpamCmd::Gc) => Call::post(format!("{PREFIX}/ipam/gc"), &serde_json::json!({})),
+        Command::Key(KeyCmd::Show) => Call::get(format!("{PREFIX}/tunnel/key")),
+        Command::Key(KeyCmd::Generate) => Call::post(format!("{PREFIX}/tunnel/key"), &serde_json::json!({})),
+        Command::Peer(PeerCmd::Ls) => Call::get(format!("{PREFIX}/tunnel/peers")),
+        Command::Peer(PeerCmd::Add { public_key, endpoint, networks }) => Call::post(
+            format!("{PREFIX}/tunnel/peers"),
+            &PeerAdd { public_key: public_key.clone(), endpoint: endpoint.map(|e| e.to_string()), networks: networks.clone() },
+        ),
+        Command::Peer(PeerCmd::Rm { public_key }) => {
+            Call::delete(format!("{PREFIX}/tunnel/peers/{}", enc(&public_key.replace('+', "-").replace('/', "_"))))
+        }
         Command::Network(NetworkCmd::Inspect { name }) => Call::get(format!("{PREFIX}/networks/{}", enc(name))),
         Command::Network(NetworkCmd::Rm { name, force }) => {
             let query = if *force { "?force=true" } else { "" };
@@ -142,6 +152,7 @@ fn network_create(args: &CreateArgs) -> NetworkCreate {
         subnet6: args.subnet6.clone(),
         gateway6: args.gateway6.map(|g| g.to_string()),
         ipv6: args.ipv6,
+        overlay: args.overlay,
         ip_range: args.ip_range.clone(),
         aux_addresses: args.aux_addresses.iter().map(ToString::to_string).collect(),
         mtu: args.mtu,
@@ -213,6 +224,13 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Network(NetworkCmd::Ls) => output::network_list(&decode::<Vec<Network>>(reply)?),
         Command::Network(NetworkCmd::Prune) => output::lines("removed network", &decode::<Pruned>(reply)?.removed),
         Command::Ipam(IpamCmd::Gc) => output::lines("released", &decode::<GcReport>(reply)?.released),
+        Command::Key(_) => output::tunnel_key(&decode::<TunnelKey>(reply)?),
+        Command::Peer(PeerCmd::Ls) => output::peers(&decode::<Vec<Peer>>(reply)?),
+        Command::Peer(PeerCmd::Add { .. }) => {
+            let p = decode::<Peer>(reply)?;
+            format!("added peer {} for {}\n", p.public_key, p.networks.join(", "))
+        }
+        Command::Peer(PeerCmd::Rm { public_key }) => format!("removed peer {public_key}\n"),
         Command::Network(NetworkCmd::Inspect { .. }) => output::network_detail(&decode::<NetworkDetail>(reply)?),
         Command::Network(NetworkCmd::Rm { name, .. }) => output::network_removed(name),
         Command::Attach(_) => output::attached(&decode::<Endpoint>(reply)?),
@@ -348,10 +366,10 @@ mod tests {
         assert_eq!(
             body(&c),
             serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","gateway":"10.89.0.1","mtu":1400,
-                               "internal":false,"ipv6":false,"labels":{"k":"v"}})
+                               "internal":false,"ipv6":false,"overlay":false,"labels":{"k":"v"}})
         );
         let c = plan_of(&["network", "create", "net1", "--subnet", "10.89.0.0/24", "--internal"]);
-        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"ipv6":false,"labels":{}}));
+        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"ipv6":false,"overlay":false,"labels":{}}));
 
         let c = plan_of(&["attach", "net1", "--netns", "/run/netns/c1", "--ip", "10.89.0.7", "--alias", "web"]);
         assert_eq!(body(&c), serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]}));

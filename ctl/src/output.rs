@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, PortInfo, Version,
+    DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
+    Version,
 };
 use vswitch::Mac;
 
@@ -312,6 +313,33 @@ pub fn endpoint_renamed(old: &str, e: &Endpoint) -> String {
     format!("renamed {old} to {} on {}\n", e.name, e.network)
 }
 
+pub fn tunnel_key(k: &TunnelKey) -> String {
+    format!("public key:  {}\nlisten:      {}\n", k.public_key, k.listen)
+}
+
+/// PUBLIC KEY, ENDPOINT, NETWORKS, HANDSHAKE (seconds ago), RX/TX, DROPS.
+pub fn peers(peers: &[Peer]) -> String {
+    use Align::*;
+    let rows: Vec<Vec<String>> = peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.public_key.clone(),
+                p.endpoint.clone().unwrap_or_else(|| "-".into()),
+                p.networks.join(","),
+                p.last_handshake_secs.map_or_else(|| "never".into(), |s| format!("{s}s ago")),
+                p.rx_bytes.to_string(),
+                p.tx_bytes.to_string(),
+                drops(&p.drops),
+            ]
+        })
+        .collect();
+    table(
+        &[("PUBLIC KEY", Left), ("ENDPOINT", Left), ("NETWORKS", Left), ("HANDSHAKE", Left), ("RX_BYTES", Right), ("TX_BYTES", Right), ("DROPS", Left)],
+        &rows,
+    )
+}
+
 /// One `WHAT ITEM` line per item, or `nothing to do`.
 pub fn lines(what: &str, items: &[String]) -> String {
     if items.is_empty() {
@@ -452,6 +480,7 @@ mod tests {
             aux_addresses: Vec::new(),
             mtu: 1500,
             internal: false,
+            overlay: false,
             labels: BTreeMap::new(),
             endpoints,
         }

@@ -23,6 +23,11 @@
 //! | POST | /v1/networks/prune | | [`Pruned`] |
 //! | POST | /v1/ipam/gc | | [`GcReport`] |
 //! | GET | /v1/dns/records[?network=NAME] | | `[DnsRecord]` |
+//! | GET | /v1/tunnel/key | | [`TunnelKey`] |
+//! | POST | /v1/tunnel/key | | [`TunnelKey`] (a new key; only while no peer is set) |
+//! | GET | /v1/tunnel/peers | | `[Peer]` |
+//! | POST | /v1/tunnel/peers | [`PeerAdd`] | 201 [`Peer`] |
+//! | DELETE | /v1/tunnel/peers/{public key, URL-safe base64} | | 204 |
 //! | GET | /v1/dns/stats | | [`DnsStats`] |
 //! | GET | /v1/networks/{name}/dns | | [`DnsUpstreams`] |
 //! | PUT | /v1/networks/{name}/dns | [`DnsUpstreamsSet`] | [`DnsUpstreams`] |
@@ -80,6 +85,10 @@ pub struct NetworkCreate {
     /// An internal network forwards nothing outside itself.
     #[serde(default)]
     pub internal: bool,
+    /// The network may span hosts through the encrypted tunnel: its MTU defaults to what fits
+    /// in one underlay datagram, and its TAPs carry plain frames (no TSO super-frames).
+    #[serde(default)]
+    pub overlay: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -102,6 +111,8 @@ pub struct Network {
     pub aux_addresses: Vec<String>,
     pub mtu: u32,
     pub internal: bool,
+    #[serde(default)]
+    pub overlay: bool,
     pub labels: BTreeMap<String, String>,
     pub endpoints: usize,
 }
@@ -246,6 +257,46 @@ pub struct GcReport {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Pruned {
     pub removed: Vec<String>,
+}
+
+/// This host's tunnel identity: `GET /v1/tunnel/key`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TunnelKey {
+    /// X25519 public key, standard base64 (the private key never leaves the daemon).
+    pub public_key: String,
+    /// The UDP address the tunnel listens on.
+    pub listen: String,
+}
+
+/// `POST /v1/tunnel/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PeerAdd {
+    /// The peer's public key, base64.
+    pub public_key: String,
+    /// `IP:PORT`; may be left out for a peer that only connects to us (its address is learned
+    /// from its first authenticated packet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Overlay networks this peer shares with us (same names on both hosts).
+    pub networks: Vec<String>,
+}
+
+/// A peer host: `GET /v1/tunnel/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Peer {
+    pub public_key: String,
+    pub endpoint: Option<String>,
+    pub networks: Vec<String>,
+    /// Seconds since the last completed handshake, if any.
+    pub last_handshake_secs: Option<u64>,
+    pub handshakes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Datagrams dropped for this peer, by reason.
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// One MAC table entry.

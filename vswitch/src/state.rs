@@ -31,6 +31,17 @@ pub struct Snapshot {
     pub ula: Option<ipnet::Ipv6Net>,
     pub next_network: u32,
     pub networks: Vec<NetworkState>,
+    /// Tunnel peers (the private key lives in its own 0600 file, `tunnel.key`).
+    #[serde(default)]
+    pub peers: Vec<PeerState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerState {
+    pub public_key: String,
+    pub endpoint: Option<std::net::SocketAddr>,
+    pub networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +56,8 @@ pub struct NetworkState {
     pub gateway_port: u32,
     pub mtu: u32,
     pub internal: bool,
+    #[serde(default)]
+    pub overlay: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// DNS upstreams set for this network (empty: the daemon's defaults).
@@ -208,6 +221,7 @@ mod tests {
             gateway_port: id,
             mtu: 1500,
             internal: false,
+            overlay: false,
             labels: BTreeMap::new(),
             upstreams: Vec::new(),
             endpoints: Vec::new(),
@@ -219,7 +233,7 @@ mod tests {
     fn round_trip_and_missing_file() {
         let d = dir();
         assert!(load(&d).unwrap().is_none());
-        let snap = Snapshot { version: VERSION, ula: None, next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")] };
+        let snap = Snapshot { version: VERSION, ula: None, peers: Vec::new(), next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")] };
         save(&d, &snap).unwrap();
         assert_eq!(load(&d).unwrap().unwrap(), snap);
         fs::remove_dir_all(&d).unwrap();
@@ -240,7 +254,7 @@ mod tests {
 
     #[test]
     fn contradictions_are_caught() {
-        let mut s = Snapshot { version: VERSION, ula: None, next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")] };
+        let mut s = Snapshot { version: VERSION, ula: None, peers: Vec::new(), next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")] };
         assert!(s.check().unwrap_err().contains("twice"));
         s.networks[1].name = "b".into();
         s.networks[1].pool = ipam::Pool::new("10.1.0.0/16".parse().unwrap(), None).unwrap();

@@ -59,6 +59,13 @@ struct Args {
     /// `base=CIDR,size=PREFIXLEN`, repeatable, tried in order. Default: base=10.89.0.0/16,size=24.
     #[arg(long = "default-address-pool", value_name = "base=CIDR,size=N")]
     address_pools: Vec<String>,
+    /// Run the encrypted tunnel to other hosts on this UDP address (e.g. 0.0.0.0:51820). The
+    /// host's key is made at the first start in STATE_DIR/tunnel.key (0600).
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// MTU of the network the tunnel runs over; overlay networks default to what fits in it.
+    #[arg(long, default_value_t = 1500)]
+    underlay_mtu: u32,
 }
 
 fn main() -> ExitCode {
@@ -98,7 +105,22 @@ fn run(args: Args) -> Result<(), String> {
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);
     let netns = Arc::new(NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?);
     let pools = address_pools(&args.address_pools)?;
-    let opts = Options { offloads: !args.no_offloads, state_dir: state_dir.clone(), live_restore: args.live_restore, pools };
+    let opts = Options {
+        offloads: !args.no_offloads,
+        state_dir: state_dir.clone(),
+        live_restore: args.live_restore,
+        pools,
+        underlay_mtu: args.underlay_mtu,
+        tunnel_listen: args.listen,
+    };
+    if let Some(listen) = args.listen {
+        let key = vswitch::control::load_or_make_key(&state_dir)?;
+        let sock = std::net::UdpSocket::bind(listen).map_err(|e| format!("cannot listen on {listen} for the tunnel: {e}"))?;
+        let seed = vswitch::control::random_bytes::<32>();
+        let enabled = dp.call_blocking(move |e| e.enable_tunnel(key, sock, seed)).map_err(|e| e.to_string())?;
+        enabled.map_err(|e| format!("cannot start the tunnel: {e}"))?;
+        tracing::info!(%listen, public_key = %vswitch::control::b64(&tunnel::public_key(&key)), "tunnel up");
+    }
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -18,7 +18,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::Mutex;
 
 use crate::api::{
-    ApiError, AttachRequest, GcReport, Pruned, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
+    ApiError, AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
     FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
 };
 use crate::datapath::{Datapath, DnsView, DNS_TTL};
@@ -43,6 +43,20 @@ pub struct Options {
     pub live_restore: bool,
     /// Where subnets of networks created without one come from.
     pub pools: ipam::SubnetPools,
+    /// MTU of the underlay the tunnel runs on; overlay networks default to what fits in it.
+    pub underlay_mtu: u32,
+    /// Where `tunnel.key` lives and the tunnel listens, when it runs.
+    pub tunnel_listen: Option<std::net::SocketAddr>,
+}
+
+/// IPv4 (20) + UDP (8) around a sealed datagram, and the inner Ethernet header (14): what an
+/// overlay network's MTU leaves out of the underlay's (see ARCHITECTURE.md).
+pub const OVERLAY_HEADROOM: u32 = 20 + 8 + tunnel::OVERHEAD as u32 + 14;
+
+/// The network id sealed with each frame: the same on every host for the same network name.
+pub fn overlay_tag(name: &str) -> u32 {
+    // FNV-1a: stable across builds and hosts, and cheap.
+    name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
 /// The control plane. One request changes state at a time (the state mutex is held across an
@@ -64,6 +78,15 @@ struct State {
     ports: PortIds,
     /// This daemon's IPv6 ULA /48, random at the first start, kept in the state file.
     ula: Ipv6Net,
+    /// Peer hosts of the tunnel, by public key (base64).
+    peers: BTreeMap<String, PeerEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct PeerEntry {
+    endpoint: Option<std::net::SocketAddr>,
+    /// Each network the peer carries, with the port that stands for the peer in it.
+    networks: Vec<(String, PortId)>,
 }
 
 #[derive(Debug)]
@@ -75,6 +98,7 @@ struct Net {
     gw_port: PortId,
     mtu: u32,
     internal: bool,
+    overlay: bool,
     labels: BTreeMap<String, String>,
     endpoints: BTreeMap<String, Ep>,
     /// DNS upstreams set for this network, as given (the forwarder has them parsed).
@@ -139,7 +163,13 @@ impl Control {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(dns::run(rx, dp.clone(), upstreams.clone(), dns_counters.clone(), dns_timeout));
         let _ = dp.submit_fn(move |e| e.set_dns_forwarder(tx));
-        let st = State { networks: BTreeMap::new(), next_network: 0, ports: PortIds::default(), ula: random_ula() };
+        let st = State {
+            networks: BTreeMap::new(),
+            next_network: 0,
+            ports: PortIds::default(),
+            ula: random_ula(),
+            peers: BTreeMap::new(),
+        };
         Control { state: Mutex::new(st), dp, netns, opts, dns_counters, upstreams }
     }
 
@@ -198,9 +228,19 @@ impl Control {
             .as_deref()
             .map(|g| g.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{g:?} is not an IPv6 address"))))
             .transpose()?;
-        let mtu = req.mtu.unwrap_or(1500);
+        let overlay_mtu = self.opts.underlay_mtu.saturating_sub(OVERLAY_HEADROOM);
+        let mtu = req.mtu.unwrap_or(if req.overlay { overlay_mtu } else { 1500 });
         if !(576..=65521).contains(&mtu) {
             return Err(ApiError::new(ErrorCode::InvalidMtu, format!("MTU {mtu} is outside 576..=65521")));
+        }
+        if req.overlay && mtu > overlay_mtu {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMtu,
+                format!(
+                    "MTU {mtu} does not fit the tunnel: an overlay network's frames must fit one {}-byte underlay datagram (at most {overlay_mtu})",
+                    self.opts.underlay_mtu
+                ),
+            ));
         }
         let dual = subnet6.is_some() || req.ipv6;
         if dual && mtu < 1280 {
@@ -291,6 +331,7 @@ impl Control {
             gw_port,
             mtu,
             internal: req.internal,
+            overlay: req.overlay,
             labels: req.labels,
             endpoints: BTreeMap::new(),
             upstreams: Vec::new(),
@@ -325,6 +366,12 @@ impl Control {
     pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), ApiError> {
         let mut st = self.state.lock().await;
         let net = find_net(&st, name)?;
+        if let Some((key, _)) = st.peers.iter().find(|(_, p)| p.networks.iter().any(|(n, _)| n == name)) {
+            return Err(ApiError::new(
+                ErrorCode::NetworkInUse,
+                format!("network {name} is carried by tunnel peer {key}; remove the peer (or re-add it without this network) first"),
+            ));
+        }
         if !net.endpoints.is_empty() && !force {
             return Err(ApiError::new(
                 ErrorCode::NetworkInUse,
@@ -484,7 +531,8 @@ impl Control {
             prefix_len: ep.api.prefix_len,
             gateway: if ep.default_route { net.pool.gateway() } else { Ipv4Addr::UNSPECIFIED },
             addr6: ep.api.ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
-            vnet_hdr: self.opts.offloads,
+            // Overlay networks carry plain frames: the tunnel takes nothing larger than the MTU.
+            vnet_hdr: self.opts.offloads && !net.overlay,
             persist: true,
             reuse,
         };
@@ -645,6 +693,121 @@ impl Control {
         Ok(Pruned { removed })
     }
 
+    pub async fn tunnel_key(&self) -> Result<TunnelKey, ApiError> {
+        let listen = self.opts.tunnel_listen.ok_or_else(tunnel_off)?;
+        let key = self.dp.call(|e| e.tunnel_public_key()).await.map_err(internal)?.ok_or_else(tunnel_off)?;
+        let listen = self.dp.call(|e| e.tunnel_addr()).await.map_err(internal)?.unwrap_or(listen);
+        Ok(TunnelKey { public_key: b64(&key), listen: listen.to_string() })
+    }
+
+    /// A new key pair for this host; refused while peers are set (they know the old key).
+    pub async fn new_tunnel_key(&self) -> Result<TunnelKey, ApiError> {
+        self.opts.tunnel_listen.ok_or_else(tunnel_off)?;
+        let st = self.state.lock().await;
+        if !st.peers.is_empty() {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "remove every tunnel peer before changing this host's key (they know the old one)"));
+        }
+        let private = random_bytes::<32>();
+        write_key(&self.opts.state_dir, &private).map_err(internal)?;
+        let seed = random_bytes::<32>();
+        self.dp.call(move |e| e.rekey_tunnel(private, seed)).await.map_err(internal)?.map_err(internal)?;
+        drop(st);
+        self.tunnel_key().await
+    }
+
+    pub async fn add_peer(&self, req: PeerAdd) -> Result<Peer, ApiError> {
+        let mut st = self.state.lock().await;
+        let key = req.public_key.clone();
+        self.add_peer_locked(&mut st, req).await?;
+        self.save(&st)?;
+        drop(st);
+        let peers = self.peers().await?;
+        peers.into_iter().find(|p| p.public_key == key).ok_or_else(|| internal("peer vanished"))
+    }
+
+    async fn add_peer_locked(&self, st: &mut State, req: PeerAdd) -> Result<(), ApiError> {
+        self.opts.tunnel_listen.ok_or_else(tunnel_off)?;
+        let key = parse_key(&req.public_key)?;
+        let canonical = b64(&key);
+        if st.peers.contains_key(&canonical) {
+            return Err(ApiError::new(ErrorCode::EndpointExists, format!("peer {canonical} exists; remove it first")));
+        }
+        let endpoint = req
+            .endpoint
+            .as_deref()
+            .map(|e| e.parse::<std::net::SocketAddr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("endpoint {e:?} is not IP:PORT"))))
+            .transpose()?;
+        if req.networks.is_empty() {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "name at least one overlay network the peer shares"));
+        }
+        let mut nets = Vec::new();
+        let mut ports = Vec::new();
+        for name in &req.networks {
+            let net = find_net(st, name)?;
+            if !net.overlay {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("network {name} is not an overlay network (create it with --overlay to span hosts)"),
+                ));
+            }
+            let (id, mtu) = (net.id, net.mtu);
+            let port = st.ports.take();
+            ports.push((name.clone(), port));
+            nets.push(crate::datapath::overlay::PeerNetwork { network: id, tag: overlay_tag(name), port, mtu });
+        }
+        let added = self.dp.call(move |e| e.add_peer(key, endpoint, &nets)).await.map_err(internal)?;
+        if let Err(e) = added {
+            for (_, p) in &ports {
+                st.ports.give_back(*p);
+            }
+            return Err(ApiError::new(ErrorCode::InvalidRequest, format!("peer refused: {e}")));
+        }
+        tracing::info!(peer = %canonical, endpoint = ?endpoint, networks = ?req.networks, "tunnel peer added");
+        st.peers.insert(canonical, PeerEntry { endpoint, networks: ports });
+        Ok(())
+    }
+
+    pub async fn remove_peer(&self, key: &str) -> Result<(), ApiError> {
+        let key = parse_key(key)?;
+        let canonical = b64(&key);
+        let mut st = self.state.lock().await;
+        if !st.peers.contains_key(&canonical) {
+            return Err(ApiError::new(ErrorCode::NotFound, format!("no tunnel peer {canonical}")));
+        }
+        self.dp.call(move |e| e.remove_peer(key)).await.map_err(internal)?.map_err(internal)?;
+        if let Some(p) = st.peers.remove(&canonical) {
+            for (_, port) in p.networks {
+                st.ports.give_back(port);
+            }
+        }
+        self.save(&st)?;
+        Ok(())
+    }
+
+    pub async fn peers(&self) -> Result<Vec<Peer>, ApiError> {
+        let st = self.state.lock().await;
+        let (infos, now) = self.dp.call(|e| (e.peer_infos(), e.now())).await.map_err(internal)?;
+        Ok(st
+            .peers
+            .iter()
+            .map(|(key, p)| {
+                let info = infos.iter().find(|i| b64(&i.public_key) == *key);
+                Peer {
+                    public_key: key.clone(),
+                    endpoint: info.and_then(|i| i.endpoint).or(p.endpoint).map(|e| e.to_string()),
+                    networks: p.networks.iter().map(|(n, _)| n.clone()).collect(),
+                    last_handshake_secs: info.and_then(|i| i.last_handshake).map(|t| now.saturating_sub(t).as_secs()),
+                    handshakes: info.map_or(0, |i| i.handshakes),
+                    rx_packets: info.map_or(0, |i| i.rx_packets),
+                    rx_bytes: info.map_or(0, |i| i.rx_bytes),
+                    tx_packets: info.map_or(0, |i| i.tx_packets),
+                    tx_bytes: info.map_or(0, |i| i.tx_bytes),
+                    drops: info.map(|i| i.drops.iter().map(|(r, n)| (r.as_str().to_string(), n)).collect()).unwrap_or_default(),
+                }
+            })
+            .collect())
+    }
+
     pub async fn dns_records(&self, network: Option<&str>) -> Result<Vec<DnsRecord>, ApiError> {
         let st = self.state.lock().await;
         if let Some(n) = network {
@@ -754,6 +917,7 @@ impl Control {
                 gw_port,
                 mtu,
                 internal: n.internal,
+                overlay: n.overlay,
                 labels: n.labels,
                 endpoints: BTreeMap::new(),
                 upstreams: n.upstreams,
@@ -811,6 +975,12 @@ impl Control {
                         net.static_macs.insert(mac, port_name);
                     }
                 }
+            }
+        }
+        for p in snap.peers {
+            let req = PeerAdd { public_key: p.public_key.clone(), endpoint: p.endpoint.map(|e| e.to_string()), networks: p.networks };
+            if let Err(e) = self.add_peer_locked(&mut st, req).await {
+                report.push(format!("dropped tunnel peer {}: {}", p.public_key, e.error.message));
             }
         }
         self.save(&st).map_err(|e| e.error.message)?;
@@ -1030,6 +1200,7 @@ impl State {
                     gateway_port: n.gw_port.0,
                     mtu: n.mtu,
                     internal: n.internal,
+                    overlay: n.overlay,
                     labels: n.labels.clone(),
                     upstreams: n.upstreams.clone(),
                     endpoints: n
@@ -1043,6 +1214,15 @@ impl State {
                         })
                         .collect(),
                     static_macs: n.static_macs.clone(),
+                })
+                .collect(),
+            peers: self
+                .peers
+                .iter()
+                .map(|(key, p)| state::PeerState {
+                    public_key: key.clone(),
+                    endpoint: p.endpoint,
+                    networks: p.networks.iter().map(|(n, _)| n.clone()).collect(),
                 })
                 .collect(),
         }
@@ -1094,6 +1274,7 @@ impl Net {
                 .collect(),
             mtu: self.mtu,
             internal: self.internal,
+            overlay: self.overlay,
             labels: self.labels.clone(),
             endpoints: self.endpoints.len(),
         }
@@ -1194,6 +1375,69 @@ fn parse_srv(s: &str) -> Result<::dns::Srv, ApiError> {
 
 fn bad_address(s: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv4 address"))
+}
+
+fn tunnel_off() -> ApiError {
+    ApiError::new(ErrorCode::InvalidRequest, "the tunnel is off: start vswitchd with --listen ADDR:PORT")
+}
+
+/// Standard base64, as `wg` prints keys.
+pub fn b64(key: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// A 32-byte key in standard or URL-safe base64.
+fn parse_key(s: &str) -> Result<[u8; 32], ApiError> {
+    use base64::Engine as _;
+    let bad = || ApiError::new(ErrorCode::InvalidRequest, format!("{s:?} is not a 32-byte key in base64"));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+        .map_err(|_| bad())?;
+    bytes.try_into().map_err(|_| bad())
+}
+
+/// Bytes from the kernel's random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    b
+}
+
+/// The tunnel's private key file: `STATE_DIR/tunnel.key`, base64, mode 0600.
+pub fn key_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("tunnel.key")
+}
+
+/// Reads the private key, making one (0600) at the first start.
+///
+/// # Errors
+/// An unreadable or malformed key file (never overwritten), or a write failure.
+pub fn load_or_make_key(state_dir: &std::path::Path) -> Result<[u8; 32], String> {
+    let path = key_path(state_dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_key(text.trim()).map_err(|_| format!("{} does not hold a base64 32-byte key; move it aside to make a new one", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random_bytes::<32>();
+            write_key(state_dir, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn write_key(state_dir: &std::path::Path, key: &[u8; 32]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = key_path(state_dir);
+    let tmp = state_dir.join(".tunnel.key.tmp");
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    writeln!(f, "{}", b64(key))?;
+    f.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 /// A random ULA /48 (RFC 4193 global id from the kernel's random source).

@@ -114,6 +114,14 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::POST, ["networks"]) => created(&control.create_network(body(req).await?).await?),
         (&Method::POST, ["networks", "prune"]) => ok(&control.prune_networks().await?),
         (&Method::POST, ["ipam", "gc"]) => ok(&control.ipam_gc().await?),
+        (&Method::GET, ["tunnel", "key"]) => ok(&control.tunnel_key().await?),
+        (&Method::POST, ["tunnel", "key"]) => ok(&control.new_tunnel_key().await?),
+        (&Method::GET, ["tunnel", "peers"]) => ok(&control.peers().await?),
+        (&Method::POST, ["tunnel", "peers"]) => created(&control.add_peer(body(req).await?).await?),
+        (&Method::DELETE, ["tunnel", "peers", key]) => {
+            control.remove_peer(key).await?;
+            Ok(no_content())
+        }
         (&Method::GET, ["networks", name]) => ok(&control.inspect_network(name).await?),
         (&Method::DELETE, ["networks", name]) => {
             control.remove_network(name, force).await?;
@@ -138,7 +146,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam", ..]) if known_path(&segs) => Err(ApiError::new(
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel", ..]) if known_path(&segs) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
@@ -151,7 +159,7 @@ fn known_path(segs: &[&str]) -> bool {
         segs,
         ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
             | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
-            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"]
+            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"] | ["tunnel", "key"] | ["tunnel", "peers"] | ["tunnel", "peers", _]
     )
 }
 

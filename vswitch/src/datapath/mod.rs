@@ -7,6 +7,7 @@
 //! thread between batches and answer through a oneshot channel.
 
 pub mod dns_tcp;
+pub mod overlay;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -46,6 +47,8 @@ pub enum PortIo {
     Tap { file: File, vnet_hdr_len: usize },
     /// The network's own address (ARP, ICMP echo).
     Gateway(Gateway),
+    /// A peer host, for one network (`tag` travels sealed with each frame).
+    Tunnel { peer: tunnel::PeerId, tag: u32 },
 }
 
 /// What a container port sees of DNS: the networks whose names it may resolve (its own first)
@@ -152,6 +155,18 @@ impl Datapath {
         rx.await.map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath stopped"))
     }
 
+    /// Runs `f` on the datapath thread and waits for it, from a thread outside any runtime.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::BrokenPipe`] when the datapath thread has stopped.
+    pub fn call_blocking<R: Send + 'static>(&self, f: impl FnOnce(&mut Engine) -> R + Send + 'static) -> io::Result<R> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(Box::new(move |e: &mut Engine| {
+            let _ = tx.send(f(e));
+        }))?;
+        rx.recv().map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "datapath stopped"))
+    }
+
     /// Runs `f` on the datapath thread without waiting for it.
     ///
     /// # Errors
@@ -194,6 +209,9 @@ pub struct Engine {
     backlog: VecDeque<PortId>,
     in_backlog: Vec<bool>,
     bufs: Vec<Box<[u8]>>,
+    /// Batch slot `i` holds its frame (after a vnet header of the batch's size, if any) in
+    /// `bufs[i][starts[i]..lens[i]]`: 0 for TAP reads, past the tunnel header for datagrams.
+    starts: [usize; BUDGET],
     lens: [usize; BUDGET],
     verdicts: [Verdict; BUDGET],
     /// Reusable copy of a network's port list while flooding.
@@ -203,6 +221,10 @@ pub struct Engine {
     /// Where the gateway writes replies, header room in front.
     reply: Box<[u8]>,
     dns: Dns,
+    /// The encrypted tunnel to other hosts, when `--listen` is given.
+    tun: Option<overlay::TunnelIo>,
+    /// The tunnel socket stopped at the budget last time: read it again.
+    tun_backlog: bool,
 }
 
 impl Engine {
@@ -218,6 +240,7 @@ impl Engine {
             backlog: VecDeque::new(),
             in_backlog: Vec::new(),
             bufs: (0..BUDGET).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
+            starts: [0; BUDGET],
             lens: [0; BUDGET],
             verdicts: [Verdict::Drop(DropReason::NoRoute); BUDGET],
             flood: Vec::with_capacity(64),
@@ -232,6 +255,8 @@ impl Engine {
                 tcp: HashMap::new(),
                 gw_nets: HashMap::new(),
             },
+            tun: None,
+            tun_backlog: false,
         }
     }
 
@@ -482,8 +507,10 @@ impl Engine {
         let mut next_sweep = self.now() + SWEEP_EVERY;
         while self.running {
             let tcp_next = self.tcp_dns_timers();
-            let idle = tcp_next.map_or(SWEEP_EVERY, |d| d.min(SWEEP_EVERY));
-            let timeout = if self.backlog.is_empty() { Some(idle) } else { Some(Duration::ZERO) };
+            let tun_next = self.tunnel_timers();
+            let idle = [tcp_next, tun_next].into_iter().flatten().fold(SWEEP_EVERY, Duration::min);
+            let busy = !self.backlog.is_empty() || self.tun_backlog;
+            let timeout = if busy { Some(Duration::ZERO) } else { Some(idle) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "epoll failed; datapath stops");
@@ -494,9 +521,16 @@ impl Engine {
                 if ev.token() == WAKER {
                     continue;
                 }
+                if ev.token() == overlay::TOKEN {
+                    self.tun_backlog = true;
+                    continue;
+                }
                 self.mark_ready(PortId(ev.token().0 as u32));
             }
             self.run_jobs();
+            if self.tun_backlog {
+                self.tun_backlog = self.drain_tunnel() == BUDGET;
+            }
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
@@ -537,6 +571,7 @@ impl Engine {
         while n < BUDGET {
             match file.read(&mut self.bufs[n]) {
                 Ok(len) => {
+                    self.starts[n] = 0;
                     self.lens[n] = len;
                     n += 1;
                 }
@@ -579,16 +614,39 @@ impl Engine {
     }
 
     fn send_from_batch(&mut self, ingress: PortId, to: PortId, i: usize, hdr: usize) {
-        let len = self.lens[i];
+        let (start, len) = (self.starts[i], self.lens[i]);
+        let from_tunnel = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Tunnel { .. })));
         match self.ports.get_mut(to.0 as usize) {
             Some(Some(PortIo::Tap { file, vnet_hdr_len })) if *vnet_hdr_len == hdr => {
-                let ok = write_frame(file, &self.bufs[i][..len]);
-                self.count_tx(to, len - hdr, ok);
+                let ok = write_frame(file, &self.bufs[i][start..len]);
+                self.count_tx(to, len - start - hdr, ok);
             }
+            // A plain frame (from the tunnel) to a TAP that expects a virtio header: a zeroed
+            // header (no offload asked) goes in the headroom in front of it.
+            Some(Some(PortIo::Tap { file, vnet_hdr_len })) if hdr == 0 && start >= *vnet_hdr_len => {
+                let at = start - *vnet_hdr_len;
+                self.bufs[i][at..start].fill(0);
+                let ok = write_frame(file, &self.bufs[i][at..len]);
+                self.count_tx(to, len - start, ok);
+            }
+            // Split horizon: what came from one peer never goes to another.
+            Some(Some(PortIo::Tunnel { .. })) if from_tunnel => {}
+            Some(Some(PortIo::Tunnel { peer, tag })) => {
+                let (peer, tag) = (*peer, *tag);
+                let gso = hdr > 0 && self.bufs[i][start + 1] != 0;
+                if gso {
+                    // The tunnel carries frames of at most the network's MTU (see ARCHITECTURE.md).
+                    self.count_drop(to, DropReason::TooLong);
+                    return;
+                }
+                self.tunnel_send(to, peer, tag, i, start + hdr, len);
+            }
+            // Each host's gateway answers its own containers only.
+            Some(Some(PortIo::Gateway(_))) if from_tunnel => {}
             Some(Some(PortIo::Gateway(gw))) => {
                 let gw = *gw;
-                let frame = &self.bufs[i][hdr.min(len)..len];
-                let csum_partial = hdr > 0 && self.bufs[i][0] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+                let frame = &self.bufs[i][(start + hdr).min(len)..len];
+                let csum_partial = hdr > 0 && self.bufs[i][start] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
                 match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..], csum_partial) {
                     Outcome::Reply(n) => {
                         self.count_tx(to, frame.len(), true);
@@ -602,8 +660,7 @@ impl Engine {
                     }
                     Outcome::DnsTcp { client_mac, ip } => {
                         self.count_tx(to, frame.len(), true);
-                        let start = hdr.min(len);
-                        let packet = &self.bufs[i][start..len];
+                        let packet = &self.bufs[i][(start + hdr).min(len)..len];
                         let Some(ip_bytes) = packet.get(ip) else { return };
                         let ip_bytes = ip_bytes.to_vec();
                         self.feed_tcp_dns(ingress, to, gw, client_mac, &ip_bytes);
@@ -624,7 +681,8 @@ impl Engine {
             DnsCounters::add(&counters.dropped);
             return;
         };
-        let query = &self.bufs[i][hdr + q.payload.start..hdr + q.payload.end];
+        let base = self.starts[i] + hdr;
+        let query = &self.bufs[i][base + q.payload.start..base + q.payload.end];
         let visible: Vec<&str> = view.visible.iter().map(String::as_str).collect();
         let rand = self.dns.next_rand();
         let limit = dns::Limit::Udp(view.mtu as usize - 28);

@@ -1,0 +1,223 @@
+//! The tunnel's I/O: one UDP socket, driven by the datapath thread around the I/O-free
+//! [`tunnel::Tunnel`] core.
+//!
+//! Each (peer, network) pair is a switch port, so MACs behind a peer are learned against that
+//! peer and a flood reaches every peer of the network once. Datagrams are drained with a budget
+//! like TAPs; each is opened in place in a batch buffer, decided, and emitted with the rest of
+//! the batch. Handshakes, keepalives and queued frames come out of `poll_transmit`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use super::{max_frame, Engine, PortIo, BUDGET};
+use crate::switch::PortConfig;
+use crate::types::{NetworkId, PortId};
+
+/// The epoll token of the tunnel socket.
+pub(super) const TOKEN: Token = Token(usize::MAX - 1);
+/// A sealed datagram of the largest frame we carry, with room to spare.
+const OUT_LEN: usize = 65535 + tunnel::OVERHEAD + 64;
+
+/// The tunnel core, its socket and the ports of its peers.
+pub(super) struct TunnelIo {
+    core: tunnel::Tunnel,
+    sock: UdpSocket,
+    ports: HashMap<(tunnel::PeerId, u32), PortId>,
+    out: Box<[u8]>,
+}
+
+impl std::fmt::Debug for TunnelIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelIo").field("sock", &self.sock).field("ports", &self.ports.len()).finish()
+    }
+}
+
+/// One network a peer carries: its id, its tag on the wire, the port that stands for the
+/// peer in it, and its MTU.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerNetwork {
+    pub network: NetworkId,
+    pub tag: u32,
+    pub port: PortId,
+    pub mtu: u32,
+}
+
+impl Engine {
+    /// Starts the tunnel on `sock` (non-blocking) with this host's private key.
+    ///
+    /// # Errors
+    /// A bad configuration or a socket epoll cannot watch.
+    pub fn enable_tunnel(&mut self, private_key: [u8; 32], sock: UdpSocket, seed: [u8; 32]) -> io::Result<()> {
+        let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let cfg = tunnel::Config::new(private_key, unix_now.saturating_sub(self.now()));
+        let core = tunnel::Tunnel::new(cfg, seed).map_err(|e| io::Error::other(e.to_string()))?;
+        sock.set_nonblocking(true)?;
+        self.poll.registry().register(&mut SourceFd(&sock.as_raw_fd()), TOKEN, Interest::READABLE)?;
+        self.tun = Some(TunnelIo { core, sock, ports: HashMap::new(), out: vec![0u8; OUT_LEN].into_boxed_slice() });
+        Ok(())
+    }
+
+    /// Replaces the tunnel core with one for a new key, keeping the socket.
+    ///
+    /// # Errors
+    /// No tunnel, peers still set, or a configuration the core refuses.
+    pub fn rekey_tunnel(&mut self, private_key: [u8; 32], seed: [u8; 32]) -> Result<(), String> {
+        let t = self.tun.as_mut().ok_or("the tunnel is off")?;
+        if t.core.peers().next().is_some() {
+            return Err("peers are still set".into());
+        }
+        let unix_now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let cfg = tunnel::Config::new(private_key, unix_now.saturating_sub(self.start.elapsed()));
+        t.core = tunnel::Tunnel::new(cfg, seed).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// This host's public key, when the tunnel runs.
+    pub fn tunnel_public_key(&self) -> Option<[u8; 32]> {
+        self.tun.as_ref().map(|t| t.core.public_key())
+    }
+
+    /// The tunnel's local address, when it runs.
+    pub fn tunnel_addr(&self) -> Option<SocketAddr> {
+        self.tun.as_ref().and_then(|t| t.sock.local_addr().ok())
+    }
+
+    /// Adds a peer host and a port for it in each network it carries.
+    ///
+    /// # Errors
+    /// No tunnel, a key the core refuses, or a port the switch refuses (nothing is left half
+    /// added).
+    pub fn add_peer(&mut self, key: [u8; 32], endpoint: Option<SocketAddr>, nets: &[PeerNetwork]) -> Result<(), String> {
+        let t = self.tun.as_mut().ok_or("the tunnel is off: start vswitchd with --listen ADDR:PORT")?;
+        let peer = t.core.add_peer(key, endpoint).map_err(|e| e.to_string())?;
+        for (k, n) in nets.iter().enumerate() {
+            let cfg = PortConfig { network: n.network, max_frame: max_frame(n.mtu) };
+            if let Err(e) = self.switch.add_port(n.port, cfg) {
+                for done in &nets[..k] {
+                    let _ = self.switch.remove_port(done.port);
+                    self.set_port(done.port, None);
+                }
+                if let Some(t) = self.tun.as_mut() {
+                    t.core.remove_peer(peer);
+                }
+                return Err(e.to_string());
+            }
+            self.set_port(n.port, Some(PortIo::Tunnel { peer, tag: n.tag }));
+            if let Some(t) = self.tun.as_mut() {
+                t.ports.insert((peer, n.tag), n.port);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a peer host and its ports; returns the ports' ids.
+    ///
+    /// # Errors
+    /// No tunnel or no such peer.
+    pub fn remove_peer(&mut self, key: [u8; 32]) -> Result<Vec<PortId>, String> {
+        let t = self.tun.as_mut().ok_or("the tunnel is off")?;
+        let peer = t.core.peer_by_key(&key).ok_or("no such peer")?;
+        t.core.remove_peer(peer);
+        let ports: Vec<PortId> = t.ports.iter().filter(|((p, _), _)| *p == peer).map(|(_, port)| *port).collect();
+        t.ports.retain(|(p, _), _| *p != peer);
+        for port in &ports {
+            let _ = self.switch.remove_port(*port);
+            self.set_port(*port, None);
+        }
+        Ok(ports)
+    }
+
+    /// Every peer's state.
+    pub fn peer_infos(&self) -> Vec<tunnel::PeerInfo> {
+        self.tun.as_ref().map(|t| t.core.peers().collect()).unwrap_or_default()
+    }
+
+    /// Drops the tunnel core counted, for the API.
+    pub fn tunnel_drops(&self) -> Option<tunnel::DropCounts> {
+        self.tun.as_ref().map(|t| t.core.drops())
+    }
+
+    /// Seals batch frame `i` (`bufs[i][frame_start..len]`) for a peer and sends it.
+    pub(super) fn tunnel_send(&mut self, to: PortId, peer: tunnel::PeerId, tag: u32, i: usize, frame_start: usize, len: usize) {
+        let now = self.now();
+        let Some(t) = self.tun.as_mut() else { return };
+        let frame = &self.bufs[i][frame_start..len];
+        let result = t.core.send(now, peer, tag, frame, &mut t.out);
+        let ok = match result {
+            tunnel::SendResult::Datagram { len: n, to: addr } => t.sock.send_to(&t.out[..n], addr).is_ok(),
+            tunnel::SendResult::Queued => true,
+            tunnel::SendResult::Dropped(_) => false,
+        };
+        self.count_tx(to, len - frame_start, ok);
+        self.flush_tunnel();
+    }
+
+    /// Reads up to [`BUDGET`] datagrams, opens them, decides and emits the frames. Returns how
+    /// many datagrams were read.
+    pub(super) fn drain_tunnel(&mut self) -> usize {
+        let Some(t) = self.tun.as_mut() else { return 0 };
+        let now = self.start.elapsed();
+        let mut n = 0;
+        let mut read = 0;
+        let mut ingress = [PortId(0); BUDGET];
+        while read < BUDGET {
+            let (len, from) = match t.sock.recv_from(&mut self.bufs[n]) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            read += 1;
+            match t.core.recv(now, from, &mut self.bufs[n][..len]) {
+                tunnel::RecvResult::Frame { peer, net, frame } => match t.ports.get(&(peer, net)) {
+                    Some(&port) => {
+                        ingress[n] = port;
+                        self.starts[n] = frame.start;
+                        self.lens[n] = frame.end;
+                        n += 1;
+                    }
+                    // A network this host does not share with that peer.
+                    None => {}
+                },
+                tunnel::RecvResult::Handled | tunnel::RecvResult::Dropped(_) => {}
+            }
+        }
+        for i in 0..n {
+            let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
+            self.verdicts[i] = self.switch.handle_frame(now, ingress[i], frame, false);
+        }
+        for i in 0..n {
+            self.emit(ingress[i], i, 0);
+        }
+        self.flush_tunnel();
+        read
+    }
+
+    /// Sends whatever the core has queued: handshakes, keepalives, frames that waited.
+    fn flush_tunnel(&mut self) {
+        let now = self.now();
+        let Some(t) = self.tun.as_mut() else { return };
+        while let Some((n, to)) = t.core.poll_transmit(now, &mut t.out) {
+            let _ = t.sock.send_to(&t.out[..n], to);
+        }
+    }
+
+    /// Runs the core's timers when due; returns how long until the next one.
+    pub(super) fn tunnel_timers(&mut self) -> Option<Duration> {
+        let now = self.now();
+        let t = self.tun.as_mut()?;
+        let deadline = t.core.poll_timeout()?;
+        if deadline <= now {
+            t.core.handle_timeout(now);
+            self.flush_tunnel();
+            let t = self.tun.as_ref()?;
+            return t.core.poll_timeout().map(|d| d.saturating_sub(now));
+        }
+        Some(deadline - now)
+    }
+}
