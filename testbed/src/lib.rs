@@ -53,6 +53,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub socket: PathBuf,
     args: Vec<String>,
+    /// Run inside this network namespace (a "host" of a multi-host testbed).
+    netns: Option<String>,
 }
 
 impl Daemon {
@@ -65,7 +67,20 @@ impl Daemon {
         let dir = std::env::temp_dir().join(unique("vswitch-test-"));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
-        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect() };
+        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect(), netns: None };
+        d.spawn().unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// A vswitchd running inside the network namespace `host` (one host of a multi-host
+    /// testbed); its control socket is on the shared filesystem as usual.
+    pub fn start_in(host: &Netns, args: &[&str]) -> Daemon {
+        require_root();
+        let dir = std::env::temp_dir().join(unique("vswitch-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vswitchd.sock");
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()) };
         d.spawn().unwrap_or_else(|e| panic!("{e}"));
         d
     }
@@ -100,7 +115,15 @@ impl Daemon {
         let no_upstream: &[&str] = if args.contains(&"--dns-upstream") { &[] } else { &["--dns-upstream", "none"] };
         // VSWITCH_TEST_OFFLOADS=off runs every test with plain TAPs (no vnet header, no TSO).
         let offloads: &[&str] = if offloads_off() { &["--no-offloads"] } else { &[] };
-        let child = Command::new(bin_dir().join("vswitchd"))
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin_dir().join("vswitchd"));
+                c
+            }
+            None => Command::new(bin_dir().join("vswitchd")),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&socket)
             .arg("--state-dir")

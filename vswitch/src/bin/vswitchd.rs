@@ -132,6 +132,7 @@ fn run(args: Args) -> Result<(), String> {
     rt.block_on(async move {
         tracing::info!(upstreams = ?upstreams, "DNS forwarding");
         let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
+        control.start_background();
         if let Some(snap) = snapshot {
             let (networks, endpoints) = (snap.networks.len(), snap.networks.iter().map(|n| n.endpoints.len()).sum::<usize>());
             let dropped = control.restore(snap).await.map_err(|e| format!("cannot restore the saved state: {e}"))?;

@@ -5,11 +5,12 @@
 //! good untouched. The datapath is reached only through [`Datapath::call`]; namespace work only
 //! through the [`NetnsWorker`] thread.
 
+pub mod announce;
 pub mod dns;
 pub mod routes;
 pub mod server;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -80,6 +81,12 @@ struct State {
     ula: Ipv6Net,
     /// Peer hosts of the tunnel, by public key (base64).
     peers: BTreeMap<String, PeerEntry>,
+    /// Names peers announced: network → peer key → names.
+    remote: BTreeMap<String, BTreeMap<String, Vec<announce::RemoteName>>>,
+    /// Announcements being put together: (network, peer key) → chunks so far.
+    assembly: HashMap<(String, String), announce::Assembly>,
+    /// Generation of our last announcement (milliseconds since the epoch, or higher).
+    announced: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +176,9 @@ impl Control {
             ports: PortIds::default(),
             ula: random_ula(),
             peers: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            assembly: HashMap::new(),
+            announced: 0,
         };
         Control { state: Mutex::new(st), dp, netns, opts, dns_counters, upstreams }
     }
@@ -348,7 +358,7 @@ impl Control {
             }
             return Err(e);
         }
-        self.push_dns(&st);
+        self.local_change(&mut st);
         tracing::info!(network = %api.name, subnet = %api.subnet, gateway = %api.gateway, "network created");
         Ok(api)
     }
@@ -403,8 +413,10 @@ impl Control {
         if let Ok(mut u) = self.upstreams.write() {
             u.per_network.remove(name);
         }
+        st.remote.remove(name);
+        st.assembly.retain(|(net, _), _| net != name);
         self.save(&st)?;
-        self.push_dns(&st);
+        self.local_change(&mut st);
         tracing::info!(network = name, "network removed");
         Ok(())
     }
@@ -507,7 +519,7 @@ impl Control {
         let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network };
         let api = self.bring_up(&mut st, network, ep, false).await?;
         self.save(&st)?;
-        self.push_dns(&st);
+        self.local_change(&mut st);
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = api.port.0, "attached");
         Ok(api)
     }
@@ -587,7 +599,7 @@ impl Control {
         self.dp.call(move |e| e.remove_tap(port)).await.map_err(internal)?.map_err(internal)?;
         self.forget(&mut st, network, name);
         self.save(&st)?;
-        self.push_dns(&st);
+        self.local_change(&mut st);
         tracing::info!(network, endpoint = name, "detached");
         Ok(())
     }
@@ -641,7 +653,7 @@ impl Control {
         }
         net.endpoints.insert(api.name.clone(), ep);
         self.save(&st)?;
-        self.push_dns(&st);
+        self.local_change(&mut st);
         Ok(api)
     }
 
@@ -720,6 +732,7 @@ impl Control {
         let key = req.public_key.clone();
         self.add_peer_locked(&mut st, req).await?;
         self.save(&st)?;
+        self.announce(&mut st);
         drop(st);
         let peers = self.peers().await?;
         peers.into_iter().find(|p| p.public_key == key).ok_or_else(|| internal("peer vanished"))
@@ -780,7 +793,12 @@ impl Control {
                 st.ports.give_back(port);
             }
         }
+        for names in st.remote.values_mut() {
+            names.remove(&canonical);
+        }
+        st.assembly.retain(|(_, peer), _| *peer != canonical);
         self.save(&st)?;
+        self.push_dns(&st);
         Ok(())
     }
 
@@ -984,8 +1002,109 @@ impl Control {
             }
         }
         self.save(&st).map_err(|e| e.error.message)?;
-        self.push_dns(&st);
+        self.local_change(&mut st);
         Ok(report)
+    }
+
+    /// After a change to our own endpoints or peers: new records here, and our names to the
+    /// peers. (Names received from peers only call `push_dns`: announcing in answer to an
+    /// announcement would make hosts echo each other forever.)
+    fn local_change(&self, st: &mut State) {
+        self.push_dns(st);
+        self.announce(st);
+    }
+
+    /// Sends our names of every overlay network to the peers that carry it.
+    fn announce(&self, st: &mut State) {
+        if st.peers.is_empty() {
+            return;
+        }
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        st.announced = now_ms.max(st.announced + 1);
+        for (name, net) in &st.networks {
+            if !net.overlay || !st.peers.values().any(|p| p.networks.iter().any(|(n, _)| n == name)) {
+                continue;
+            }
+            let names: Vec<announce::RemoteName> = net
+                .endpoints
+                .values()
+                .filter(|e| e.phase == Phase::Attached)
+                .map(|e| announce::RemoteName {
+                    name: e.api.name.clone(),
+                    aliases: e.api.aliases.clone(),
+                    v4: vec![e.api.ip],
+                    v6: e.api.ip6.into_iter().collect(),
+                })
+                .collect();
+            let frames = announce::frames(net.gw_mac, st.announced, &names);
+            let id = net.id;
+            let _ = self.dp.submit_fn(move |e| e.send_to_peers(id, frames));
+        }
+    }
+
+    /// Takes one announcement chunk from a peer: checks it against what that peer may speak
+    /// for, and replaces the peer's names once the whole generation is in.
+    async fn receive_announcement(&self, key: [u8; 32], tag: u32, frame: Vec<u8>) {
+        let chunk = match announce::parse(&frame) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "announcement dropped");
+                return;
+            }
+        };
+        let peer = b64(&key);
+        let mut st = self.state.lock().await;
+        let Some(network) = st.networks.iter().find(|(n, net)| net.overlay && overlay_tag(n) == tag).map(|(n, _)| n.clone()) else {
+            return;
+        };
+        if !st.peers.get(&peer).is_some_and(|p| p.networks.iter().any(|(n, _)| *n == network)) {
+            return;
+        }
+        let net = &st.networks[&network];
+        let valid = |r: &announce::RemoteName| {
+            check_name(&r.name, "name").is_ok()
+                && r.aliases.iter().all(|a| check_name(a, "alias").is_ok())
+                && r.v4.iter().all(|a| net.pool.subnet().contains(a))
+                && r.v6.iter().all(|a| net.pool6.as_ref().is_some_and(|p| p.subnet().contains(a)))
+        };
+        if !chunk.entries.iter().all(valid) {
+            tracing::warn!(%peer, network, "announcement with names or addresses outside the network refused");
+            return;
+        }
+        let set = st.assembly.entry((network.clone(), peer.clone())).or_default().add(chunk);
+        if let Some(names) = set {
+            if names.len() > announce::MAX_ENTRIES {
+                tracing::warn!(%peer, network, count = names.len(), "announcement too large, refused");
+                return;
+            }
+            let changed = st.remote.get(&network).and_then(|m| m.get(&peer)) != Some(&names);
+            st.remote.entry(network).or_default().insert(peer, names);
+            if changed {
+                self.push_dns(&st);
+            }
+        }
+    }
+
+    /// Starts the tasks that exchange names with peers: one takes announcements from the
+    /// datapath, one re-announces every [`announce::EVERY`]. Call once, in the runtime.
+    pub fn start_background(self: &Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let _ = self.dp.submit_fn(move |e| e.set_announce_sink(tx));
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some((key, tag, frame)) = rx.recv().await {
+                me.receive_announcement(key, tag, frame).await;
+            }
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(announce::EVERY);
+            loop {
+                tick.tick().await;
+                let mut st = me.state.lock().await;
+                me.announce(&mut st);
+            }
+        });
     }
 
     /// Rebuilds the DNS records and every port's view from the model and hands them to the
@@ -1004,6 +1123,16 @@ impl Control {
                     srv: e.api.srv.iter().filter_map(|s| parse_srv(s).ok()).collect(),
                 })
                 .collect();
+            let mut entries: Vec<::dns::Entry> = entries;
+            for names in st.remote.get(name).into_iter().flat_map(|m| m.values()) {
+                entries.extend(names.iter().map(|r| ::dns::Entry {
+                    name: r.name.clone(),
+                    aliases: r.aliases.clone(),
+                    v4: r.v4.clone(),
+                    v6: r.v6.clone(),
+                    ..Default::default()
+                }));
+            }
             records.set_network(name, None, entries);
         }
         let mut views = Vec::new();
@@ -1143,6 +1272,11 @@ impl Control {
                 rows.push((a.port, net_name.clone(), a.name.clone(), "tap", a.ifname.clone(), a.mac, ep.offloads.clone()));
             }
         }
+        for (key, peer) in &st.peers {
+            for (net_name, port) in &peer.networks {
+                rows.push((*port, net_name.clone(), peer_port_name(key), "tunnel", String::new(), Mac::default(), Vec::new()));
+            }
+        }
         let ids: Vec<PortId> = rows.iter().map(|r| r.0).collect();
         let counters = self
             .dp
@@ -1240,6 +1374,11 @@ impl State {
             m.insert(net.gw_port, (net_name.clone(), "gateway".to_string()));
             for ep in net.endpoints.values() {
                 m.insert(ep.api.port, (net_name.clone(), ep.api.name.clone()));
+            }
+        }
+        for (key, peer) in &self.peers {
+            for (net_name, port) in &peer.networks {
+                m.insert(*port, (net_name.clone(), peer_port_name(key)));
             }
         }
         m
@@ -1375,6 +1514,12 @@ fn parse_srv(s: &str) -> Result<::dns::Srv, ApiError> {
 
 fn bad_address(s: &str) -> ApiError {
     ApiError::new(ErrorCode::InvalidAddress, format!("{s:?} is not an IPv4 address"))
+}
+
+/// How a peer's port is named in `port ls` and `fdb show`: `peer:` and its key's first
+/// characters.
+fn peer_port_name(key: &str) -> String {
+    format!("peer:{}", key.get(..8).unwrap_or(key))
 }
 
 fn tunnel_off() -> ApiError {

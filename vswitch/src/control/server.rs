@@ -106,7 +106,13 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
     let Some(rest) = path.strip_prefix(api::PREFIX) else {
         return Err(not_found(path));
     };
-    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // Path segments arrive percent-encoded (a base64 key's '=' as %3D, say).
+    let decoded: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let force = query_flag(query, "force");
     match (method, segs.as_slice()) {
         (&Method::GET, ["version"]) => ok(&control.version()),

@@ -225,6 +225,8 @@ pub struct Engine {
     tun: Option<overlay::TunnelIo>,
     /// The tunnel socket stopped at the budget last time: read it again.
     tun_backlog: bool,
+    /// Where name announcements from peers go (the control plane).
+    announce_tx: Option<tokio::sync::mpsc::Sender<([u8; 32], u32, Vec<u8>)>>,
 }
 
 impl Engine {
@@ -257,6 +259,7 @@ impl Engine {
             },
             tun: None,
             tun_backlog: false,
+            announce_tx: None,
         }
     }
 

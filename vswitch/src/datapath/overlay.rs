@@ -133,6 +133,34 @@ impl Engine {
         Ok(ports)
     }
 
+    /// Sends control frames (name announcements) of network `net` to every peer carrying it.
+    pub fn send_to_peers(&mut self, net: NetworkId, frames: Vec<Vec<u8>>) {
+        let now = self.now();
+        let targets: Vec<(tunnel::PeerId, u32)> = self
+            .switch
+            .ports_of(net)
+            .iter()
+            .filter_map(|p| match self.ports.get(p.0 as usize) {
+                Some(Some(PortIo::Tunnel { peer, tag })) => Some((*peer, *tag)),
+                _ => None,
+            })
+            .collect();
+        let Some(t) = self.tun.as_mut() else { return };
+        for (peer, tag) in targets {
+            for f in &frames {
+                if let tunnel::SendResult::Datagram { len, to } = t.core.send(now, peer, tag, f, &mut t.out) {
+                    let _ = t.sock.send_to(&t.out[..len], to);
+                }
+            }
+        }
+        self.flush_tunnel();
+    }
+
+    /// Where announcements from peers go.
+    pub fn set_announce_sink(&mut self, tx: tokio::sync::mpsc::Sender<([u8; 32], u32, Vec<u8>)>) {
+        self.announce_tx = Some(tx);
+    }
+
     /// Every peer's state.
     pub fn peer_infos(&self) -> Vec<tunnel::PeerInfo> {
         self.tun.as_ref().map(|t| t.core.peers().collect()).unwrap_or_default()
@@ -175,6 +203,12 @@ impl Engine {
             read += 1;
             match t.core.recv(now, from, &mut self.bufs[n][..len]) {
                 tunnel::RecvResult::Frame { peer, net, frame } => match t.ports.get(&(peer, net)) {
+                    // Names announced by the peer: for the control plane, never switched.
+                    Some(_) if crate::control::announce::is_announcement(&self.bufs[n][frame.clone()]) => {
+                        if let (Some(tx), Some(info)) = (&self.announce_tx, t.core.peer(peer)) {
+                            let _ = tx.try_send((info.public_key, net, self.bufs[n][frame].to_vec()));
+                        }
+                    }
                     Some(&port) => {
                         ingress[n] = port;
                         self.starts[n] = frame.start;
