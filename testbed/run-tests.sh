@@ -7,10 +7,27 @@ set -euo pipefail
 tb_need_root
 tb_install_deps
 cd "$TB_ROOT"
+results=$(mktemp /tmp/vswitch-test-results.XXXXXX)
+trap 'rm -f "$results"' EXIT
 tb_log "building"
 cargo build --workspace --all-targets
 tb_log "testing"
 # Root tests share the machine's two cores; two at a time keeps them honest and quick.
-cargo test --workspace -- --test-threads=2
+cargo test --workspace -- --test-threads=2 2>&1 | tee -a "$results"
 tb_log "root tests again with plain TAPs (--no-offloads)"
-VSWITCH_TEST_OFFLOADS=off cargo test -p testbed -- --test-threads=2
+VSWITCH_TEST_OFFLOADS=off cargo test -p testbed -- --test-threads=2 2>&1 | tee -a "$results"
+
+# Fuzz smoke: a short run of every cargo-fuzz target, where a nightly toolchain and cargo-fuzz
+# are installed (libFuzzer needs nightly; the targets are also type-checked on stable).
+cargo check -q --manifest-path fuzz/Cargo.toml
+if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+    for target in $(cargo +nightly fuzz list --fuzz-dir fuzz); do
+        tb_log "fuzz smoke: $target (20 s)"
+        cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time=20 -rss_limit_mb=2048 2>&1 | tail -n 2
+    done
+else
+    tb_log "fuzz smoke skipped: needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)"
+fi
+
+# One closing line over every cargo test run above.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

@@ -28,7 +28,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-n=2 secs=3 prefix= build=1
+n=2 secs=3 prefix='' build=1
 while getopts "n:t:p:Bh" o; do
     case $o in
         n) n=$OPTARG ;; t) secs=$OPTARG ;; p) prefix=$OPTARG ;; B) build=0 ;;
@@ -83,7 +83,7 @@ ip -n "$hB" link set uB up
 
 # ---- containers (made before the daemons, so they are deleted after the daemons stop) -------
 for h in A B; do
-    l=$(tr A-Z a-z <<<"$h")
+    l=${h,,}
     CONT[$h]=
     for i in $(seq "$n"); do
         tb_netns "$prefix$l$i"
@@ -159,13 +159,13 @@ echo "first ping across answered after $((($(date +%s%N) - t0) / 1000000)) ms"
 tb_log "ping every container of A <-> every container of B (by address)"
 for x in ${CONT[A]}; do
     for y in ${CONT[B]}; do
-        for pair in "$x $y" "$y $x"; do
-            set -- $pair
-            dst=$(ip_of "$2")
-            if out=$(ip netns exec "$1" ping -c 3 -i 0.2 -W 2 "$dst" 2>&1); then
-                ok "$1 -> $2 ($dst): $(awk -F/ '/^rtt/ { print "rtt avg " $5 " ms" }' <<<"$out")"
+        for pair in "$x:$y" "$y:$x"; do
+            from=${pair%:*} to=${pair#*:}
+            dst=$(ip_of "$to")
+            if out=$(ip netns exec "$from" ping -c 3 -i 0.2 -W 2 "$dst" 2>&1); then
+                ok "$from -> $to ($dst): $(awk -F/ '/^rtt/ { print "rtt avg " $5 " ms" }' <<<"$out")"
             else
-                fail "$1 -> $2 ($dst): $(grep -E 'packet loss' <<<"$out")"
+                fail "$from -> $to ($dst): $(grep -E 'packet loss' <<<"$out")"
             fi
         done
     done
