@@ -314,7 +314,7 @@ pub fn endpoint_renamed(old: &str, e: &Endpoint) -> String {
 }
 
 pub fn tunnel_key(k: &TunnelKey) -> String {
-    format!("public key:  {}\nlisten:      {}\n", k.public_key, k.listen)
+    format!("public key:  {}\nlisten:      {}\ndrops:       {}\n", k.public_key, k.listen, drops(&k.drops))
 }
 
 /// PUBLIC KEY, ENDPOINT, NETWORKS, HANDSHAKE (seconds ago), RX/TX, DROPS.

@@ -266,6 +266,9 @@ pub struct TunnelKey {
     pub public_key: String,
     /// The UDP address the tunnel listens on.
     pub listen: String,
+    /// Datagrams the tunnel dropped, by reason, over all peers (and strangers).
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// `POST /v1/tunnel/peers`.

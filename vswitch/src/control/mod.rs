@@ -708,8 +708,9 @@ impl Control {
     pub async fn tunnel_key(&self) -> Result<TunnelKey, ApiError> {
         let listen = self.opts.tunnel_listen.ok_or_else(tunnel_off)?;
         let key = self.dp.call(|e| e.tunnel_public_key()).await.map_err(internal)?.ok_or_else(tunnel_off)?;
-        let listen = self.dp.call(|e| e.tunnel_addr()).await.map_err(internal)?.unwrap_or(listen);
-        Ok(TunnelKey { public_key: b64(&key), listen: listen.to_string() })
+        let (addr, drops) = self.dp.call(|e| (e.tunnel_addr(), e.tunnel_drops())).await.map_err(internal)?;
+        let drops = drops.map(|d| d.iter().map(|(r, n)| (r.as_str().to_string(), n)).collect()).unwrap_or_default();
+        Ok(TunnelKey { public_key: b64(&key), listen: addr.unwrap_or(listen).to_string(), drops })
     }
 
     /// A new key pair for this host; refused while peers are set (they know the old key).

@@ -21,6 +21,9 @@ use crate::types::{NetworkId, PortId};
 
 /// The epoll token of the tunnel socket.
 pub(super) const TOKEN: Token = Token(usize::MAX - 1);
+/// Receive and send buffer of the tunnel socket: several MB, so a burst waits instead of
+/// being dropped by the kernel.
+const SOCKET_BUFFER: usize = 8 << 20;
 /// A sealed datagram of the largest frame we carry, with room to spare.
 const OUT_LEN: usize = 65535 + tunnel::OVERHEAD + 64;
 
@@ -58,6 +61,9 @@ impl Engine {
         let cfg = tunnel::Config::new(private_key, unix_now.saturating_sub(self.now()));
         let core = tunnel::Tunnel::new(cfg, seed).map_err(|e| io::Error::other(e.to_string()))?;
         sock.set_nonblocking(true)?;
+        if let Err(e) = crate::sys::set_socket_buffers(std::os::fd::AsFd::as_fd(&sock), SOCKET_BUFFER) {
+            tracing::warn!(error = %e, "cannot enlarge the tunnel socket's buffers; bursts may overflow them");
+        }
         self.poll.registry().register(&mut SourceFd(&sock.as_raw_fd()), TOKEN, Interest::READABLE)?;
         self.tun = Some(TunnelIo { core, sock, ports: HashMap::new(), out: vec![0u8; OUT_LEN].into_boxed_slice() });
         Ok(())

@@ -165,6 +165,22 @@ pub(crate) fn set_rcvtimeo(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> 
     check(ret).map(drop)
 }
 
+/// `setsockopt(fd, SOL_SOCKET, opt, value)` for an integer option.
+pub(crate) fn set_sockopt_int(fd: BorrowedFd<'_>, opt: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: fd is valid for the call; the option value points at a live c_int and the
+    // length passed is its exact size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &value as *const c_int as *const libc::c_void,
+            size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    check(ret).map(drop)
+}
+
 /// The effective user id of the process.
 #[cfg(test)]
 pub(crate) fn geteuid() -> u32 {

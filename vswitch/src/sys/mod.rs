@@ -16,3 +16,19 @@ mod tests;
 
 pub use netns::{current_netns_id, AttachSpec, Attached, NetnsRef, NetnsWorker, SysError};
 pub use tap::{set_persist, Offloads, VNET_HDR_LEN};
+
+/// Gives a socket receive and send buffers of `bytes` each: past the `net.core.*mem_max` limits
+/// where the process may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), else as large as they allow. A
+/// tunnel socket fed by a fast sender overflows the kernel's default of ~200 KiB.
+///
+/// # Errors
+/// When even the plain options fail.
+pub fn set_socket_buffers(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if ffi::set_sockopt_int(fd, force, size).is_err() {
+            ffi::set_sockopt_int(fd, plain, size)?;
+        }
+    }
+    Ok(())
+}
