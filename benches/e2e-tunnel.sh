@@ -379,8 +379,8 @@ report=$run/report.md
     echo "CPU = utime+stime of each host's daemon process (all threads) over the run, % of one core (median);"
     echo "UDP drops = datagrams the kernel dropped in both host namespaces for a full socket buffer"
     echo "(/proc/net/snmp RcvbufErrors + SndbufErrors), median per run, of the datagrams sent. Load average before"
-    echo "the run $load_start, after $(cut -d' ' -f1-3 /proc/loadavg). Socket buffers: the kernel default"
-    echo "($(cat /proc/sys/net/core/rmem_default) bytes, net.core.rmem_default) for both tunnels."
+    echo "the run $load_start, after $(cut -d' ' -f1-3 /proc/loadavg). Socket buffers: vswitchd asks for 8 MiB"
+    echo "(SO_RCVBUFFORCE); boringtun keeps the kernel default ($(cat /proc/sys/net/core/rmem_default) bytes)."
     for p in "${want[@]}"; do echo "- **$p**: ${S[$p,desc]}"; done
     [ -n "$bt_note" ] && echo "- $bt_note"
     [ -n "$died" ] && echo "- **FAILURE**: $died"
