@@ -596,6 +596,9 @@ impl Engine {
         for i in 0..n {
             self.emit(port, i, hdr);
         }
+        if self.tun.is_some() {
+            self.flush_tunnel_batch();
+        }
         n
     }
 

@@ -31,8 +31,25 @@ const OUT_LEN: usize = 65535 + tunnel::OVERHEAD + 64;
 pub(super) struct TunnelIo {
     core: tunnel::Tunnel,
     sock: UdpSocket,
+    /// quinn-udp's view of the socket: GSO on send, GRO and recvmmsg on receive, each probed
+    /// and turned off where the kernel refuses.
+    udp: quinn_udp::UdpSocketState,
     ports: HashMap<(tunnel::PeerId, u32), PortId>,
     out: Box<[u8]>,
+    /// Sealed datagrams waiting to go out in one `sendmsg` (UDP GSO).
+    gso: Gso,
+    /// Where a GRO'd read lands before it is split into datagrams.
+    rx: Box<[u8]>,
+}
+
+/// Equal-size datagrams to one destination, sent together with one `sendmsg` and the
+/// `UDP_SEGMENT` option (the last may be shorter).
+#[derive(Debug, Default)]
+struct Gso {
+    to: Option<SocketAddr>,
+    segment: usize,
+    count: usize,
+    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for TunnelIo {
@@ -65,7 +82,17 @@ impl Engine {
             tracing::warn!(error = %e, "cannot enlarge the tunnel socket's buffers; bursts may overflow them");
         }
         self.poll.registry().register(&mut SourceFd(&sock.as_raw_fd()), TOKEN, Interest::READABLE)?;
-        self.tun = Some(TunnelIo { core, sock, ports: HashMap::new(), out: vec![0u8; OUT_LEN].into_boxed_slice() });
+        let udp = quinn_udp::UdpSocketState::new((&sock).into())?;
+        tracing::info!(gso_segments = udp.max_gso_segments(), gro_segments = udp.gro_segments(), "tunnel socket offloads");
+        self.tun = Some(TunnelIo {
+            core,
+            sock,
+            udp,
+            ports: HashMap::new(),
+            out: vec![0u8; OUT_LEN].into_boxed_slice(),
+            gso: Gso { buf: Vec::with_capacity(65536), ..Gso::default() },
+            rx: vec![0u8; 65536].into_boxed_slice(),
+        });
         Ok(())
     }
 
@@ -155,7 +182,7 @@ impl Engine {
         for (peer, tag) in targets {
             for f in &frames {
                 if let tunnel::SendResult::Datagram { len, to } = t.core.send(now, peer, tag, f, &mut t.out) {
-                    let _ = t.sock.send_to(&t.out[..len], to);
+                    t.queue(len, to);
                 }
             }
         }
@@ -184,31 +211,58 @@ impl Engine {
         let frame = &self.bufs[i][frame_start..len];
         let result = t.core.send(now, peer, tag, frame, &mut t.out);
         let ok = match result {
-            tunnel::SendResult::Datagram { len: n, to: addr } => t.sock.send_to(&t.out[..n], addr).is_ok(),
+            tunnel::SendResult::Datagram { len: n, to: addr } => {
+                t.queue(n, addr);
+                true
+            }
             tunnel::SendResult::Queued => true,
             tunnel::SendResult::Dropped(_) => false,
         };
         self.count_tx(to, len - frame_start, ok);
-        self.flush_tunnel();
     }
 
-    /// Reads up to [`BUDGET`] datagrams, opens them, decides and emits the frames. Returns how
-    /// many datagrams were read.
+    /// Sends what the core has queued and the datagrams batched for GSO: called at the end of
+    /// every batch.
+    pub(super) fn flush_tunnel_batch(&mut self) {
+        self.flush_tunnel();
+        if let Some(t) = self.tun.as_mut() {
+            t.send_gso();
+        }
+    }
+
+    /// One read from the tunnel socket (with GRO, up to ~44 datagrams of 64 KiB at once),
+    /// then each datagram opened in a batch slot, decided and emitted, [`BUDGET`] at a time.
+    /// Returns [`BUDGET`] when something was read (there may be more) and 0 on EAGAIN.
     pub(super) fn drain_tunnel(&mut self) -> usize {
         let Some(t) = self.tun.as_mut() else { return 0 };
+        let mut meta = [quinn_udp::RecvMeta::default()];
+        let got = {
+            let mut iov = [io::IoSliceMut::new(&mut t.rx)];
+            loop {
+                match t.udp.recv((&t.sock).into(), &mut iov, &mut meta) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => break other,
+                }
+            }
+        };
+        if !matches!(got, Ok(1..)) {
+            return 0;
+        }
+        let (total, stride, from) = (meta[0].len, meta[0].stride.max(1), meta[0].addr);
         let now = self.start.elapsed();
-        let mut n = 0;
-        let mut read = 0;
         let mut ingress = [PortId(0); BUDGET];
-        while read < BUDGET {
-            let (len, from) = match t.sock.recv_from(&mut self.bufs[n]) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            read += 1;
-            match t.core.recv(now, from, &mut self.bufs[n][..len]) {
-                tunnel::RecvResult::Frame { peer, net, frame } => match t.ports.get(&(peer, net)) {
+        let mut offset = 0;
+        while offset < total {
+            let mut n = 0;
+            while offset < total && n < BUDGET {
+                let Some(t) = self.tun.as_mut() else { return 0 };
+                let len = stride.min(total - offset);
+                self.bufs[n][..len].copy_from_slice(&t.rx[offset..offset + len]);
+                offset += len;
+                let tunnel::RecvResult::Frame { peer, net, frame } = t.core.recv(now, from, &mut self.bufs[n][..len]) else {
+                    continue;
+                };
+                match t.ports.get(&(peer, net)) {
                     // Names announced by the peer: for the control plane, never switched.
                     Some(_) if crate::control::announce::is_announcement(&self.bufs[n][frame.clone()]) => {
                         if let (Some(tx), Some(info)) = (&self.announce_tx, t.core.peer(peer)) {
@@ -223,19 +277,18 @@ impl Engine {
                     }
                     // A network this host does not share with that peer.
                     None => {}
-                },
-                tunnel::RecvResult::Handled | tunnel::RecvResult::Dropped(_) => {}
+                }
+            }
+            for i in 0..n {
+                let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
+                self.verdicts[i] = self.switch.handle_frame(now, ingress[i], frame, false);
+            }
+            for i in 0..n {
+                self.emit(ingress[i], i, 0);
             }
         }
-        for i in 0..n {
-            let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
-            self.verdicts[i] = self.switch.handle_frame(now, ingress[i], frame, false);
-        }
-        for i in 0..n {
-            self.emit(ingress[i], i, 0);
-        }
-        self.flush_tunnel();
-        read
+        self.flush_tunnel_batch();
+        BUDGET
     }
 
     /// Sends whatever the core has queued: handshakes, keepalives, frames that waited.
@@ -243,8 +296,9 @@ impl Engine {
         let now = self.now();
         let Some(t) = self.tun.as_mut() else { return };
         while let Some((n, to)) = t.core.poll_transmit(now, &mut t.out) {
-            let _ = t.sock.send_to(&t.out[..n], to);
+            t.queue(n, to);
         }
+        t.send_gso();
     }
 
     /// Runs the core's timers when due; returns how long until the next one.
@@ -259,5 +313,43 @@ impl Engine {
             return t.core.poll_timeout().map(|d| d.saturating_sub(now));
         }
         Some(deadline - now)
+    }
+}
+
+impl TunnelIo {
+    /// Adds the sealed datagram `out[..len]` to the GSO batch, sending the batch first when
+    /// this one cannot join it.
+    fn queue(&mut self, len: usize, to: SocketAddr) {
+        let g = &self.gso;
+        let joins = g.to == Some(to)
+            && len <= g.segment
+            && g.count < self.udp.max_gso_segments()
+            && g.buf.len() + len <= 65000
+            // Only the last segment may be shorter: a short one closes the batch.
+            && g.buf.len() == g.segment * g.count;
+        if !joins {
+            self.send_gso();
+            self.gso.to = Some(to);
+            self.gso.segment = len;
+        }
+        self.gso.buf.extend_from_slice(&self.out[..len]);
+        self.gso.count += 1;
+    }
+
+    /// Sends the batched datagrams: one `sendmsg` with `UDP_SEGMENT`, or one by one where the
+    /// kernel refuses GSO.
+    fn send_gso(&mut self) {
+        let Some(to) = self.gso.to.take() else { return };
+        let g = std::mem::take(&mut self.gso);
+        let segment = (g.count > 1).then_some(g.segment);
+        let transmit = quinn_udp::Transmit { destination: to, ecn: None, contents: &g.buf, segment_size: segment, src_ip: None };
+        if self.udp.try_send((&self.sock).into(), &transmit).is_err() && segment.is_some() {
+            for chunk in g.buf.chunks(g.segment) {
+                let _ = self.sock.send_to(chunk, to);
+            }
+        }
+        let mut buf = g.buf;
+        buf.clear();
+        self.gso = Gso { buf, ..Gso::default() };
     }
 }
