@@ -116,15 +116,20 @@ mod tests {
             .collect()
     }
 
+    /// Key, nonce, associated data, plaintext, ciphertext, tag.
+    type Vector = ([u8; 32], [u8; 12], Vec<u8>, Vec<u8>, Vec<u8>, [u8; 16]);
+
     /// RFC 8439 section 2.8.2: the "sunscreen" AEAD example.
-    fn rfc8439_2_8_2() -> ([u8; 32], [u8; 12], Vec<u8>, Vec<u8>, Vec<u8>, [u8; 16]) {
+    fn rfc8439_2_8_2() -> Vector {
         let key: [u8; 32] = unhex(
             "80 81 82 83 84 85 86 87 88 89 8a 8b 8c 8d 8e 8f
              90 91 92 93 94 95 96 97 98 99 9a 9b 9c 9d 9e 9f",
         )
         .try_into()
         .unwrap();
-        let nonce: [u8; 12] = unhex("07 00 00 00 40 41 42 43 44 45 46 47").try_into().unwrap();
+        let nonce: [u8; 12] = unhex("07 00 00 00 40 41 42 43 44 45 46 47")
+            .try_into()
+            .unwrap();
         let aad = unhex("50 51 52 53 c0 c1 c2 c3 c4 c5 c6 c7");
         let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one \
 tip for the future, sunscreen would be it."
@@ -162,21 +167,32 @@ tip for the future, sunscreen would be it."
         // A flipped bit in the ciphertext, the tag, the aad or the nonce, or another key.
         let mut ct = ciphertext.clone();
         ct[17] ^= 0x04;
-        assert_eq!(aead.open_in_place(&nonce, &aad, &mut ct, &tag), Err(AeadError));
+        assert_eq!(
+            aead.open_in_place(&nonce, &aad, &mut ct, &tag),
+            Err(AeadError)
+        );
         assert_eq!(ct[17], ciphertext[17] ^ 0x04, "buffer untouched on failure");
         let mut bad_tag = tag;
         bad_tag[15] ^= 1;
-        assert!(aead.open_in_place(&nonce, &aad, &mut ciphertext.clone(), &bad_tag).is_err());
+        assert!(aead
+            .open_in_place(&nonce, &aad, &mut ciphertext.clone(), &bad_tag)
+            .is_err());
         let mut bad_aad = aad.clone();
         bad_aad[0] ^= 0x80;
-        assert!(aead.open_in_place(&nonce, &bad_aad, &mut ciphertext.clone(), &tag).is_err());
+        assert!(aead
+            .open_in_place(&nonce, &bad_aad, &mut ciphertext.clone(), &tag)
+            .is_err());
         let mut bad_nonce = nonce;
         bad_nonce[0] ^= 1;
-        assert!(aead.open_in_place(&bad_nonce, &aad, &mut ciphertext.clone(), &tag).is_err());
+        assert!(aead
+            .open_in_place(&bad_nonce, &aad, &mut ciphertext.clone(), &tag)
+            .is_err());
         let mut other_key = key;
         other_key[31] ^= 1;
         let other = A::new(&other_key);
-        assert!(other.open_in_place(&nonce, &aad, &mut ciphertext.clone(), &tag).is_err());
+        assert!(other
+            .open_in_place(&nonce, &aad, &mut ciphertext.clone(), &tag)
+            .is_err());
     }
 
     #[test]
@@ -189,9 +205,14 @@ tip for the future, sunscreen would be it."
     fn empty_message_has_a_tag() {
         let aead = RustCryptoChaCha::new(&[7; 32]);
         let mut empty = [];
-        let tag = aead.seal_in_place(&counter_nonce(0), b"hdr", &mut empty).unwrap();
-        aead.open_in_place(&counter_nonce(0), b"hdr", &mut empty, &tag).unwrap();
-        assert!(aead.open_in_place(&counter_nonce(1), b"hdr", &mut empty, &tag).is_err());
+        let tag = aead
+            .seal_in_place(&counter_nonce(0), b"hdr", &mut empty)
+            .unwrap();
+        aead.open_in_place(&counter_nonce(0), b"hdr", &mut empty, &tag)
+            .unwrap();
+        assert!(aead
+            .open_in_place(&counter_nonce(1), b"hdr", &mut empty, &tag)
+            .is_err());
     }
 
     #[test]

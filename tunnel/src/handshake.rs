@@ -151,11 +151,15 @@ impl Drop for Initiation {
 }
 
 fn seal(key: &[u8; 32], ad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-    RustCryptoChaCha::new(key).seal_in_place(&ZERO_NONCE, ad, buf).ok()
+    RustCryptoChaCha::new(key)
+        .seal_in_place(&ZERO_NONCE, ad, buf)
+        .ok()
 }
 
 fn open(key: &[u8; 32], ad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-    RustCryptoChaCha::new(key).open_in_place(&ZERO_NONCE, ad, buf, tag).is_ok()
+    RustCryptoChaCha::new(key)
+        .open_in_place(&ZERO_NONCE, ad, buf, tag)
+        .is_ok()
 }
 
 /// Writes `mac1` (and `mac2` when we hold a cookie from the receiver) at the end of `msg`.
@@ -208,7 +212,13 @@ pub(crate) fn initiation(
     let h = hash(&[&h, &out[init::TIMESTAMP.start..init::TIMESTAMP_TAG.end]]);
 
     let mac1 = finish_macs(out, init::MAC1, init::MAC2, &peer.mac1_key, cookie);
-    Some(InitiatorState { sender, ephemeral, ck, h, mac1 })
+    Some(InitiatorState {
+        sender,
+        ephemeral,
+        ck,
+        h,
+        mac1,
+    })
 }
 
 /// Verifies an initiation sent to us (its `mac1` was checked by the caller) and finds out who
@@ -248,7 +258,14 @@ pub(crate) fn consume_initiation<'p>(
         return Err(DropReason::AuthFailed);
     }
     let h = hash(&[&h, &msg[init::TIMESTAMP.start..init::TIMESTAMP_TAG.end]]);
-    Ok(Initiation { sender, peer_public, timestamp, ephemeral: e_i, ck, h })
+    Ok(Initiation {
+        sender,
+        peer_public,
+        timestamp,
+        ephemeral: e_i,
+        ck,
+        h,
+    })
 }
 
 /// Builds the response to a verified initiation into `out`; returns the responder's transport
@@ -272,8 +289,14 @@ pub(crate) fn response(
     out[resp::EPHEMERAL].copy_from_slice(&e_pub);
     let ck = kdf1(&init.ck, &e_pub);
     let h = hash(&[&init.h, &e_pub]);
-    let ck = kdf1(&ck, &dh(&ephemeral, &init.ephemeral).ok_or(DropReason::WeakKey)?);
-    let ck = kdf1(&ck, &dh(&ephemeral, &peer.public).ok_or(DropReason::WeakKey)?);
+    let ck = kdf1(
+        &ck,
+        &dh(&ephemeral, &init.ephemeral).ok_or(DropReason::WeakKey)?,
+    );
+    let ck = kdf1(
+        &ck,
+        &dh(&ephemeral, &peer.public).ok_or(DropReason::WeakKey)?,
+    );
     let (ck, tau, mut k) = kdf3(&ck, &PSK);
     let h = hash(&[&h, &tau]);
     let tag = seal(&k, &h, &mut []).ok_or(DropReason::AuthFailed)?;
@@ -457,8 +480,16 @@ mod tests {
         let bob_at_alice = alice.peer_keys(bob.public).unwrap();
         let alice_at_bob = bob.peer_keys(alice.public).unwrap();
         let mut m1 = [0u8; INIT_LEN];
-        initiation(&alice, &bob_at_alice, StaticSecret::from(key(3)), 1, [0; 12], None, &mut m1)
-            .unwrap();
+        initiation(
+            &alice,
+            &bob_at_alice,
+            StaticSecret::from(key(3)),
+            1,
+            [0; 12],
+            None,
+            &mut m1,
+        )
+        .unwrap();
         // Carol is not the responder: mac1 fails, and so would the AEAD.
         assert!(!carol.mac1_ok(&m1, init::MAC1));
         assert_eq!(
@@ -489,21 +520,47 @@ mod tests {
         let from: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         let secret = key(9);
         let mut m1 = [0u8; INIT_LEN];
-        let st = initiation(&alice, &bob_at_alice, StaticSecret::from(key(3)), 7, [0; 12], None, &mut m1)
-            .unwrap();
+        let st = initiation(
+            &alice,
+            &bob_at_alice,
+            StaticSecret::from(key(3)),
+            7,
+            [0; 12],
+            None,
+            &mut m1,
+        )
+        .unwrap();
         assert!(!mac2_ok(&secret, from, &m1, init::MAC2));
         let mut reply = [0u8; COOKIE_LEN];
-        assert!(cookie_reply(&bob, &secret, from, 7, &st.mac1, [5; 24], &mut reply));
+        assert!(cookie_reply(
+            &bob, &secret, from, 7, &st.mac1, [5; 24], &mut reply
+        ));
         let c = open_cookie(&bob_at_alice, &reply, &st.mac1).unwrap();
         assert_eq!(c, cookie_for(&secret, from));
         // With the cookie, the next initiation carries a valid mac2 for that address only.
         let mut m1b = [0u8; INIT_LEN];
-        initiation(&alice, &bob_at_alice, StaticSecret::from(key(6)), 8, [1; 12], Some(&c), &mut m1b)
-            .unwrap();
+        initiation(
+            &alice,
+            &bob_at_alice,
+            StaticSecret::from(key(6)),
+            8,
+            [1; 12],
+            Some(&c),
+            &mut m1b,
+        )
+        .unwrap();
         assert!(bob.mac1_ok(&m1b, init::MAC1));
         assert!(mac2_ok(&secret, from, &m1b, init::MAC2));
-        assert!(!mac2_ok(&secret, "192.0.2.7:4001".parse().unwrap(), &m1b, init::MAC2));
+        assert!(!mac2_ok(
+            &secret,
+            "192.0.2.7:4001".parse().unwrap(),
+            &m1b,
+            init::MAC2
+        ));
         // A cookie reply bound to another mac1 does not open.
-        assert_eq!(open_cookie(&bob_at_alice, &reply, &[0; 16]), Err(DropReason::AuthFailed));
+        assert_eq!(
+            open_cookie(&bob_at_alice, &reply, &[0; 16]),
+            Err(DropReason::AuthFailed)
+        );
     }
 }

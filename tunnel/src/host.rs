@@ -23,8 +23,8 @@ use crate::ratelimit::RateLimiter;
 use crate::session::{Session, REJECT_AFTER_MESSAGES};
 use crate::wire::{
     array_at, cookie, data, init, resp, u32_at, u64_at, COOKIE_LEN, FRAME_OFFSET, HEADER_LEN,
-    INIT_LEN, KEEPALIVE_LEN, MAX_HANDSHAKE_LEN, MSG_COOKIE, MSG_DATA, MSG_INITIATION,
-    MSG_RESPONSE, NET_LEN, OVERHEAD, PREFIX_LEN, RESP_LEN,
+    INIT_LEN, KEEPALIVE_LEN, MAX_HANDSHAKE_LEN, MSG_COOKIE, MSG_DATA, MSG_INITIATION, MSG_RESPONSE,
+    NET_LEN, OVERHEAD, PREFIX_LEN, RESP_LEN,
 };
 
 /// Handshake messages and keepalives waiting for [`Tunnel::poll_transmit`]; beyond this, new
@@ -58,7 +58,11 @@ pub enum SendResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvResult {
     /// An Ethernet frame of network `net` from `peer`, decrypted in place: `buf[frame]`.
-    Frame { peer: PeerId, net: u32, frame: Range<usize> },
+    Frame {
+        peer: PeerId,
+        net: u32,
+        frame: Range<usize>,
+    },
     /// A handshake message or keepalive, consumed. Replies (if any) wait in
     /// [`Tunnel::poll_transmit`].
     Handled,
@@ -96,7 +100,9 @@ pub struct PeerInfo {
 pub enum PeerError {
     #[error("that is this host's own public key")]
     OwnKey,
-    #[error("a peer with this public key exists already ({0:?}); remove it first or set its endpoint")]
+    #[error(
+        "a peer with this public key exists already ({0:?}); remove it first or set its endpoint"
+    )]
     Duplicate(PeerId),
     #[error("the public key is a low-order point: no shared secret can be derived from it")]
     WeakKey,
@@ -117,7 +123,11 @@ pub(crate) struct Timing {
 }
 
 enum Pending {
-    Handshake { to: SocketAddr, len: usize, bytes: [u8; MAX_HANDSHAKE_LEN] },
+    Handshake {
+        to: SocketAddr,
+        len: usize,
+        bytes: [u8; MAX_HANDSHAKE_LEN],
+    },
     Keepalive(PeerId),
     Flush(PeerId),
 }
@@ -173,6 +183,12 @@ impl<A> fmt::Debug for Tunnel<A> {
             .field("pending", &self.pending.len())
             .field("drops", &self.drops)
             .finish_non_exhaustive()
+    }
+}
+
+impl<A> Drop for Tunnel<A> {
+    fn drop(&mut self) {
+        self.cookie_secret.zeroize();
     }
 }
 
@@ -254,12 +270,18 @@ impl<A: Aead> Tunnel<A> {
             Some(s) => s,
             None => {
                 let s = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Slot { generation: 0, peer: None });
+                self.slots.push(Slot {
+                    generation: 0,
+                    peer: None,
+                });
                 s
             }
         };
         let entry = &mut self.slots[slot as usize];
-        let id = PeerId { slot, generation: entry.generation };
+        let id = PeerId {
+            slot,
+            generation: entry.generation,
+        };
         entry.peer = Some(Box::new(Peer::new(id, keys, endpoint)));
         self.by_key.insert(public_key, slot);
         Ok(id)
@@ -268,9 +290,13 @@ impl<A: Aead> Tunnel<A> {
     /// Removes a peer: its sessions, handshake and queued frames are gone at once. False if it
     /// was not there.
     pub fn remove_peer(&mut self, id: PeerId) -> bool {
-        let Some(slot) = self.slot_of(id) else { return false };
+        let Some(slot) = self.slot_of(id) else {
+            return false;
+        };
         let entry = &mut self.slots[slot];
-        let Some(peer) = entry.peer.take() else { return false };
+        let Some(peer) = entry.peer.take() else {
+            return false;
+        };
         entry.generation = entry.generation.wrapping_add(1);
         for index in peer.indices() {
             self.by_index.remove(&index);
@@ -283,8 +309,12 @@ impl<A: Aead> Tunnel<A> {
     /// Sets (or forgets) where a peer is. Frames waiting for a handshake are dropped when the
     /// endpoint is forgotten. False if the peer is not there.
     pub fn set_endpoint(&mut self, id: PeerId, endpoint: Option<SocketAddr>) -> bool {
-        let Some(slot) = self.slot_of(id) else { return false };
-        let Some(p) = self.slots[slot].peer.as_deref_mut() else { return false };
+        let Some(slot) = self.slot_of(id) else {
+            return false;
+        };
+        let Some(p) = self.slots[slot].peer.as_deref_mut() else {
+            return false;
+        };
         p.endpoint = endpoint;
         if endpoint.is_none() {
             drop_queue(p, &mut self.spare, DropReason::NoEndpoint);
@@ -305,7 +335,9 @@ impl<A: Aead> Tunnel<A> {
 
     /// Snapshots of every peer.
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
-        self.slots.iter().filter_map(|s| s.peer.as_deref().map(info))
+        self.slots
+            .iter()
+            .filter_map(|s| s.peer.as_deref().map(info))
     }
 
     /// Drops that could not be tied to a peer (unknown index or key, bad mac1, rate limits,
@@ -348,7 +380,10 @@ impl<A: Aead> Tunnel<A> {
         let Some(slot) = self.slot_of(peer) else {
             return self.drop_send(peer, DropReason::UnknownPeer);
         };
-        if !frame_len.checked_add(OVERHEAD).is_some_and(|total| total <= buf.len()) {
+        if frame_len
+            .checked_add(OVERHEAD)
+            .is_none_or(|total| total > buf.len())
+        {
             return self.drop_send(peer, DropReason::BufferTooSmall);
         }
         let t = self.t;
@@ -413,7 +448,8 @@ impl<A: Aead> Tunnel<A> {
     pub fn poll_transmit(&mut self, now: Duration, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         loop {
             match self.pending.front()? {
-                &Pending::Handshake { to, len, ref bytes } => {
+                Pending::Handshake { to, len, bytes } => {
+                    let (to, len) = (*to, *len);
                     let sent = match out.get_mut(..len) {
                         Some(dst) => {
                             dst.copy_from_slice(&bytes[..len]);
@@ -427,17 +463,22 @@ impl<A: Aead> Tunnel<A> {
                     }
                     self.drops.add(DropReason::BufferTooSmall);
                 }
-                &Pending::Keepalive(id) => {
+                Pending::Keepalive(id) => {
+                    let id = *id;
                     self.pending.pop_front();
                     if let Some(r) = self.emit_keepalive(now, id, out) {
                         return Some(r);
                     }
                 }
-                &Pending::Flush(id) => {
+                Pending::Flush(id) => {
+                    let id = *id;
                     let (r, more) = self.emit_queued(now, id, out);
                     if !more {
                         self.pending.pop_front();
-                        if let Some(p) = self.slot_of(id).and_then(|s| self.slots[s].peer.as_deref_mut()) {
+                        if let Some(p) = self
+                            .slot_of(id)
+                            .and_then(|s| self.slots[s].peer.as_deref_mut())
+                        {
                             p.flush_queued = false;
                         }
                     }
@@ -460,7 +501,8 @@ impl<A: Aead> Tunnel<A> {
             .min()
     }
 
-    /// Runs every timer due at `now`. Then drain [`Tunnel::poll_transmit`].
+    /// Runs every timer due at `now` (a pass over the peers). Then drain
+    /// [`Tunnel::poll_transmit`]. Calling it early or late is harmless: timers look at `now`.
     pub fn handle_timeout(&mut self, now: Duration) {
         for slot in 0..self.slots.len() {
             if self.slots[slot].peer.is_some() {
@@ -476,7 +518,8 @@ impl<A: Aead> Tunnel<A> {
         if buf.len() < KEEPALIVE_LEN {
             return self.drop_global(DropReason::TooShort);
         }
-        let (Some(index), Some(counter)) = (u32_at(buf, data::RECEIVER), u64_at(buf, data::COUNTER))
+        let (Some(index), Some(counter)) =
+            (u32_at(buf, data::RECEIVER), u64_at(buf, data::COUNTER))
         else {
             return self.drop_global(DropReason::TooShort);
         };
@@ -530,7 +573,11 @@ impl<A: Aead> Tunnel<A> {
             _ => {
                 p.keepalive_armed.get_or_insert(now);
                 let net = u32_at(buf, HEADER_LEN..FRAME_OFFSET).unwrap_or(0);
-                RecvResult::Frame { peer: id, net, frame: FRAME_OFFSET..buf.len() - crate::aead::TAG_LEN }
+                RecvResult::Frame {
+                    peer: id,
+                    net,
+                    frame: FRAME_OFFSET..buf.len() - crate::aead::TAG_LEN,
+                }
             }
         };
         // WireGuard: the initiator also rekeys on receive, late enough that a session never
@@ -573,7 +620,12 @@ impl<A: Aead> Tunnel<A> {
         let slot = slot as usize;
         let index = self.new_index();
         let ephemeral = self.new_ephemeral();
-        let Tunnel { slots, by_index, pending, .. } = self;
+        let Tunnel {
+            slots,
+            by_index,
+            pending,
+            ..
+        } = self;
         let Some(p) = slots.get_mut(slot).and_then(|s| s.peer.as_deref_mut()) else {
             return self.drop_global(DropReason::UnknownPeer);
         };
@@ -586,13 +638,14 @@ impl<A: Aead> Tunnel<A> {
             return RecvResult::Dropped(DropReason::BufferTooSmall);
         };
         let cookie = p.fresh_cookie(now);
-        let (keys, mac1) = match handshake::response(&got, &p.keys, ephemeral, index, cookie.as_ref(), out) {
-            Ok(k) => k,
-            Err(r) => {
-                p.drops.add(r);
-                return RecvResult::Dropped(r);
-            }
-        };
+        let (keys, mac1) =
+            match handshake::response(&got, &p.keys, ephemeral, index, cookie.as_ref(), out) {
+                Ok(k) => k,
+                Err(r) => {
+                    p.drops.add(r);
+                    return RecvResult::Dropped(r);
+                }
+            };
         p.last_timestamp = got.timestamp;
         p.note_authenticated(from);
         let session = Session::new(index, got.sender, &keys, now, false);
@@ -602,7 +655,14 @@ impl<A: Aead> Tunnel<A> {
         by_index.insert(index, slot as u32);
         p.last_mac1 = Some(mac1);
         p.note_sent(now);
-        push(pending, Pending::Handshake { to: from, len: RESP_LEN, bytes });
+        push(
+            pending,
+            Pending::Handshake {
+                to: from,
+                len: RESP_LEN,
+                bytes,
+            },
+        );
         RecvResult::Handled
     }
 
@@ -622,7 +682,13 @@ impl<A: Aead> Tunnel<A> {
         if let Err(r) = self.admit(now, from, msg, resp::MAC1, resp::MAC2, sender) {
             return self.drop_global(r);
         }
-        let Tunnel { slots, by_index, pending, me, .. } = self;
+        let Tunnel {
+            slots,
+            by_index,
+            pending,
+            me,
+            ..
+        } = self;
         let Some(p) = slots.get_mut(slot).and_then(|s| s.peer.as_deref_mut()) else {
             return RecvResult::Dropped(DropReason::UnknownIndex);
         };
@@ -665,7 +731,11 @@ impl<A: Aead> Tunnel<A> {
         let Some(&slot) = self.by_index.get(&index) else {
             return self.drop_global(DropReason::UnknownIndex);
         };
-        let Some(p) = self.slots.get_mut(slot as usize).and_then(|s| s.peer.as_deref_mut()) else {
+        let Some(p) = self
+            .slots
+            .get_mut(slot as usize)
+            .and_then(|s| s.peer.as_deref_mut())
+        else {
             return self.drop_global(DropReason::UnknownIndex);
         };
         let Some(mac1) = p.last_mac1 else {
@@ -717,7 +787,14 @@ impl<A: Aead> Tunnel<A> {
         if let Some(out) = bytes.first_chunk_mut::<COOKIE_LEN>() {
             let secret = &self.cookie_secret;
             if handshake::cookie_reply(&self.me, secret, from, sender, &their_mac1, nonce, out) {
-                push(&mut self.pending, Pending::Handshake { to: from, len: COOKIE_LEN, bytes });
+                push(
+                    &mut self.pending,
+                    Pending::Handshake {
+                        to: from,
+                        len: COOKIE_LEN,
+                        bytes,
+                    },
+                );
             }
         }
         Err(DropReason::CookieRequired)
@@ -726,7 +803,7 @@ impl<A: Aead> Tunnel<A> {
     fn refresh_cookie_secret(&mut self, now: Duration) {
         let stale = self
             .cookie_secret_born
-            .map_or(true, |b| now.saturating_sub(b) >= COOKIE_SECRET_LIFETIME);
+            .is_none_or(|b| now.saturating_sub(b) >= COOKIE_SECRET_LIFETIME);
         if stale {
             self.rng.fill_bytes(&mut self.cookie_secret);
             self.cookie_secret_born = Some(now);
@@ -739,7 +816,9 @@ impl<A: Aead> Tunnel<A> {
     /// the send path: too many packets on the session, or (initiator only) too old.
     fn after_send(&mut self, now: Duration, slot: usize, len: usize, is_data: bool) {
         let t = self.t;
-        let Some(p) = self.slots[slot].peer.as_deref_mut() else { return };
+        let Some(p) = self.slots[slot].peer.as_deref_mut() else {
+            return;
+        };
         p.stats.tx_packets += 1;
         p.stats.tx_bytes += len as u64;
         p.note_sent(now);
@@ -758,7 +837,9 @@ impl<A: Aead> Tunnel<A> {
     /// Starts a handshake unless one is in flight or the peer has just started one.
     fn want_handshake(&mut self, now: Duration, slot: usize) {
         let rekey_timeout = self.t.rekey_timeout;
-        let Some(p) = self.slots[slot].peer.as_deref() else { return };
+        let Some(p) = self.slots[slot].peer.as_deref() else {
+            return;
+        };
         if p.handshake.is_some() || p.fresh_unconfirmed(now, rekey_timeout) {
             return;
         }
@@ -772,8 +853,17 @@ impl<A: Aead> Tunnel<A> {
         let index = self.new_index();
         let ephemeral = self.new_ephemeral();
         let jitter = Duration::from_millis(u64::from(self.rng.next_u32() % 334));
-        let Tunnel { slots, by_index, pending, me, t, .. } = self;
-        let Some(p) = slots[slot].peer.as_deref_mut() else { return false };
+        let Tunnel {
+            slots,
+            by_index,
+            pending,
+            me,
+            t,
+            ..
+        } = self;
+        let Some(p) = slots[slot].peer.as_deref_mut() else {
+            return false;
+        };
         let Some(to) = p.endpoint else { return false };
         if pending.len() >= MAX_PENDING {
             return false;
@@ -782,9 +872,19 @@ impl<A: Aead> Tunnel<A> {
             by_index.remove(&old.state.sender);
         }
         let mut bytes = [0u8; MAX_HANDSHAKE_LEN];
-        let Some(msg) = bytes.first_chunk_mut::<INIT_LEN>() else { return false };
+        let Some(msg) = bytes.first_chunk_mut::<INIT_LEN>() else {
+            return false;
+        };
         let cookie = p.fresh_cookie(now);
-        let Some(state) = handshake::initiation(me, &p.keys, ephemeral, index, timestamp, cookie.as_ref(), msg) else {
+        let Some(state) = handshake::initiation(
+            me,
+            &p.keys,
+            ephemeral,
+            index,
+            timestamp,
+            cookie.as_ref(),
+            msg,
+        ) else {
             return false;
         };
         by_index.insert(index, slot as u32);
@@ -796,11 +896,23 @@ impl<A: Aead> Tunnel<A> {
         });
         p.handshake_started.get_or_insert(now);
         p.note_sent(now);
-        push(pending, Pending::Handshake { to, len: INIT_LEN, bytes });
+        push(
+            pending,
+            Pending::Handshake {
+                to,
+                len: INIT_LEN,
+                bytes,
+            },
+        );
         true
     }
 
-    fn emit_keepalive(&mut self, now: Duration, id: PeerId, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    fn emit_keepalive(
+        &mut self,
+        now: Duration,
+        id: PeerId,
+        out: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
         let slot = self.slot_of(id)?;
         let reject = self.t.reject_after_time;
         let p = self.slots[slot].peer.as_deref_mut()?;
@@ -812,19 +924,35 @@ impl<A: Aead> Tunnel<A> {
     }
 
     /// Seals the next queued frame of `id`; the bool says whether more remain to flush.
-    fn emit_queued(&mut self, now: Duration, id: PeerId, out: &mut [u8]) -> (Option<(usize, SocketAddr)>, bool) {
-        let Some(slot) = self.slot_of(id) else { return (None, false) };
+    fn emit_queued(
+        &mut self,
+        now: Duration,
+        id: PeerId,
+        out: &mut [u8],
+    ) -> (Option<(usize, SocketAddr)>, bool) {
+        let Some(slot) = self.slot_of(id) else {
+            return (None, false);
+        };
         let reject = self.t.reject_after_time;
         let Tunnel { slots, spare, .. } = self;
-        let Some(p) = slots[slot].peer.as_deref_mut() else { return (None, false) };
-        let Some(to) = p.endpoint else { return (None, false) };
+        let Some(p) = slots[slot].peer.as_deref_mut() else {
+            return (None, false);
+        };
+        let Some(to) = p.endpoint else {
+            return (None, false);
+        };
         loop {
             if !p.can_send(now, reject) {
                 // Frames stay queued; the handshake that makes a session flushes them.
                 return (None, false);
             }
-            let Some((net, frame)) = p.queue.pop_front() else { return (None, false) };
-            let fits = frame.len().checked_add(OVERHEAD).is_some_and(|n| n <= out.len());
+            let Some((net, frame)) = p.queue.pop_front() else {
+                return (None, false);
+            };
+            let fits = frame
+                .len()
+                .checked_add(OVERHEAD)
+                .is_some_and(|n| n <= out.len());
             if !fits {
                 p.drops.add(DropReason::BufferTooSmall);
                 recycle(spare, frame);
@@ -832,7 +960,9 @@ impl<A: Aead> Tunnel<A> {
             }
             out[HEADER_LEN..FRAME_OFFSET].copy_from_slice(&net.to_le_bytes());
             out[FRAME_OFFSET..FRAME_OFFSET + frame.len()].copy_from_slice(&frame);
-            let sealed = p.send_session(now, reject).and_then(|s| s.seal(out, NET_LEN + frame.len()));
+            let sealed = p
+                .send_session(now, reject)
+                .and_then(|s| s.seal(out, NET_LEN + frame.len()));
             recycle(spare, frame);
             let more = !p.queue.is_empty();
             match sealed {
@@ -849,8 +979,12 @@ impl<A: Aead> Tunnel<A> {
 
     fn peer_timers(&mut self, now: Duration, slot: usize) {
         let t = self.t;
-        let Tunnel { slots, by_index, .. } = self;
-        let Some(p) = slots[slot].peer.as_deref_mut() else { return };
+        let Tunnel {
+            slots, by_index, ..
+        } = self;
+        let Some(p) = slots[slot].peer.as_deref_mut() else {
+            return;
+        };
         for old in p.expire(now, t.reject_after_time).into_iter().flatten() {
             by_index.remove(&old);
         }
@@ -874,7 +1008,9 @@ impl<A: Aead> Tunnel<A> {
         // We sent data and heard nothing back: the peer may have restarted.
         let Some(p) = self.peer_mut(slot) else { return };
         let quiet_for = t.keepalive_timeout.saturating_add(t.rekey_timeout);
-        if p.awaiting_reply.is_some_and(|a| now >= a.saturating_add(quiet_for)) {
+        if p.awaiting_reply
+            .is_some_and(|a| now >= a.saturating_add(quiet_for))
+        {
             p.awaiting_reply = None;
             if p.handshake.is_none() {
                 self.send_initiation(now, slot);
@@ -883,8 +1019,12 @@ impl<A: Aead> Tunnel<A> {
 
         // We received data and sent nothing back: a keepalive tells the peer we are alive.
         let Tunnel { slots, pending, .. } = self;
-        let Some(p) = slots[slot].peer.as_deref_mut() else { return };
-        if p.keepalive_armed.is_some_and(|a| now >= a.saturating_add(t.keepalive_timeout)) {
+        let Some(p) = slots[slot].peer.as_deref_mut() else {
+            return;
+        };
+        if p.keepalive_armed
+            .is_some_and(|a| now >= a.saturating_add(t.keepalive_timeout))
+        {
             p.keepalive_armed = None;
             if p.can_send(now, t.reject_after_time) {
                 schedule_keepalive(p, pending);
@@ -918,8 +1058,15 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn abandon_handshake(&mut self, slot: usize, why: DropReason) {
-        let Tunnel { slots, by_index, spare, .. } = self;
-        let Some(p) = slots[slot].peer.as_deref_mut() else { return };
+        let Tunnel {
+            slots,
+            by_index,
+            spare,
+            ..
+        } = self;
+        let Some(p) = slots[slot].peer.as_deref_mut() else {
+            return;
+        };
         if let Some(h) = p.handshake.take() {
             by_index.remove(&h.state.sender);
         }
@@ -939,7 +1086,10 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn id_at(&self, slot: usize) -> PeerId {
-        PeerId { slot: slot as u32, generation: self.slots[slot].generation }
+        PeerId {
+            slot: slot as u32,
+            generation: self.slots[slot].generation,
+        }
     }
 
     /// The slot of the peer whose initiation in flight has our index `index`.
@@ -983,7 +1133,10 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn drop_send(&mut self, peer: PeerId, r: DropReason) -> SendResult {
-        match self.slot_of(peer).and_then(|s| self.slots[s].peer.as_deref_mut()) {
+        match self
+            .slot_of(peer)
+            .and_then(|s| self.slots[s].peer.as_deref_mut())
+        {
             Some(p) => p.drops.add(r),
             None => self.drops.add(r),
         }

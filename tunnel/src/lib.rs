@@ -24,8 +24,9 @@
 //!   90 s, keepalive after 10 s) come from a protocol with years of deployment.
 //!
 //! The pre-shared key of IKpsk2 is zero (no per-peer PSK yet). Crate versions are the
-//! chacha20poly1305 0.10 / x25519-dalek 2 / blake2 0.10 line: their successors need Rust 1.85,
-//! above the workspace's 1.80.
+//! chacha20poly1305 0.10 / x25519-dalek 2 / blake2 0.10 line, the long-deployed one, which
+//! shares rand_core 0.6 with the workspace's rand 0.8; their 0.11 / 3.0 successors are a new
+//! API generation (rand_core 0.10), to move to together with rand.
 //!
 //! # Data packets
 //!

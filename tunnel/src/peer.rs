@@ -140,7 +140,11 @@ impl<A> Peer<A> {
         let mut retired = [None, None];
         if !confirmed {
             // At most one unconfirmed session: a newer initiation supersedes an older one.
-            if let Some(i) = self.sessions.iter().position(|s| s.as_ref().is_some_and(|s| !s.confirmed)) {
+            if let Some(i) = self
+                .sessions
+                .iter()
+                .position(|s| s.as_ref().is_some_and(|s| !s.confirmed))
+            {
                 retired[0] = self.sessions[i].take().map(|s| s.session.local);
             }
         }
@@ -153,7 +157,12 @@ impl<A> Peer<A> {
             }
         };
         let seq = self.next_seq;
-        self.sessions[slot] = Some(PeerSession { session, confirmed, seq, last_recv: 0 });
+        self.sessions[slot] = Some(PeerSession {
+            session,
+            confirmed,
+            seq,
+            last_recv: 0,
+        });
         self.next_seq += 1;
         self.pick_send();
         retired
@@ -161,7 +170,9 @@ impl<A> Peer<A> {
 
     /// Marks the session at `i` confirmed; true if it was not.
     pub(crate) fn confirm(&mut self, i: usize) -> bool {
-        let Some(s) = self.sessions[i].as_mut() else { return false };
+        let Some(s) = self.sessions[i].as_mut() else {
+            return false;
+        };
         if s.confirmed {
             return false;
         }
@@ -171,10 +182,17 @@ impl<A> Peer<A> {
     }
 
     /// Removes sessions at or past `reject_after_time`; returns their local indices.
-    pub(crate) fn expire(&mut self, now: Duration, reject_after_time: Duration) -> [Option<u32>; MAX_SESSIONS] {
+    pub(crate) fn expire(
+        &mut self,
+        now: Duration,
+        reject_after_time: Duration,
+    ) -> [Option<u32>; MAX_SESSIONS] {
         let mut out = [None; MAX_SESSIONS];
         for (slot, o) in self.sessions.iter_mut().zip(out.iter_mut()) {
-            if slot.as_ref().is_some_and(|s| !s.session.alive(now, reject_after_time)) {
+            if slot
+                .as_ref()
+                .is_some_and(|s| !s.session.alive(now, reject_after_time))
+            {
                 *o = slot.take().map(|s| s.session.local);
             }
         }
@@ -233,7 +251,8 @@ impl<A> Peer<A> {
             at(h.sent_at.saturating_add(h.retry_after));
         }
         if let Some(a) = self.awaiting_reply {
-            at(a.saturating_add(t.keepalive_timeout).saturating_add(t.rekey_timeout));
+            at(a.saturating_add(t.keepalive_timeout)
+                .saturating_add(t.rekey_timeout));
         }
         if let Some(a) = self.keepalive_armed {
             at(a.saturating_add(t.keepalive_timeout));
@@ -309,7 +328,12 @@ impl<A> Peer<A> {
 
     fn pick_send(&mut self) {
         self.send = (0..MAX_SESSIONS)
-            .filter_map(|i| self.sessions[i].as_ref().filter(|s| s.confirmed).map(|s| (s.seq, i)))
+            .filter_map(|i| {
+                self.sessions[i]
+                    .as_ref()
+                    .filter(|s| s.confirmed)
+                    .map(|s| (s.seq, i))
+            })
             .max()
             .map(|(_, i)| i);
     }

@@ -50,7 +50,10 @@ struct Gcra {
 impl Gcra {
     fn new(per_second: u32, burst: u32) -> Gcra {
         let interval = Duration::from_secs(1) / per_second.max(1);
-        Gcra { interval, tolerance: interval.saturating_mul(burst.max(1)) }
+        Gcra {
+            interval,
+            tolerance: interval.saturating_mul(burst.max(1)),
+        }
     }
 
     /// The bucket's next `tat` if one more message is allowed now.
@@ -160,7 +163,11 @@ mod tests {
 
     #[test]
     fn burst_then_rate() {
-        let rate = HandshakeRate { per_source: 10, per_source_burst: 3, ..Default::default() };
+        let rate = HandshakeRate {
+            per_source: 10,
+            per_source_burst: 3,
+            ..Default::default()
+        };
         let mut r = RateLimiter::new(&rate);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t = Duration::from_secs(100);
@@ -182,7 +189,12 @@ mod tests {
 
     #[test]
     fn global_load_and_sweep() {
-        let rate = HandshakeRate { global: 100, global_burst: 2, max_sources: 2, ..Default::default() };
+        let rate = HandshakeRate {
+            global: 100,
+            global_burst: 2,
+            max_sources: 2,
+            ..Default::default()
+        };
         let mut r = RateLimiter::new(&rate);
         let t = Duration::from_secs(5);
         assert!(!r.under_load(t));

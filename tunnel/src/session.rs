@@ -58,7 +58,6 @@ impl<A: Aead> Session<A> {
             initiator,
         }
     }
-
 }
 
 impl<A> Session<A> {
@@ -71,7 +70,6 @@ impl<A> Session<A> {
     pub(crate) fn can_send(&self, now: Duration, reject_after_time: Duration) -> bool {
         self.alive(now, reject_after_time) && self.send_counter < REJECT_AFTER_MESSAGES
     }
-
 }
 
 impl<A: Aead> Session<A> {
@@ -79,7 +77,9 @@ impl<A: Aead> Session<A> {
     /// it and the tag after it. Returns the datagram length, or `None` if `buf` is too short
     /// (or the plaintext is beyond the cipher's limit).
     pub(crate) fn seal(&mut self, buf: &mut [u8], plaintext_len: usize) -> Option<usize> {
-        let total = HEADER_LEN.checked_add(plaintext_len)?.checked_add(TAG_LEN)?;
+        let total = HEADER_LEN
+            .checked_add(plaintext_len)?
+            .checked_add(TAG_LEN)?;
         let buf = buf.get_mut(..total)?;
         let counter = self.send_counter;
         let (header, rest) = buf.split_at_mut(HEADER_LEN);
@@ -88,7 +88,10 @@ impl<A: Aead> Session<A> {
         header[data::RECEIVER].copy_from_slice(&self.remote.to_le_bytes());
         header[data::COUNTER].copy_from_slice(&counter.to_le_bytes());
         let (plaintext, tag) = rest.split_at_mut(plaintext_len);
-        let t = self.sender.seal_in_place(&counter_nonce(counter), header, plaintext).ok()?;
+        let t = self
+            .sender
+            .seal_in_place(&counter_nonce(counter), header, plaintext)
+            .ok()?;
         tag.copy_from_slice(&t);
         self.send_counter += 1;
         Some(total)
