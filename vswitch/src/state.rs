@@ -130,7 +130,7 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>, StateError> {
 pub fn save(dir: &Path, snap: &Snapshot) -> io::Result<()> {
     let path = dir.join(FILE);
     let tmp = dir.join(format!(".{FILE}.tmp"));
-    let mut bytes = serde_json::to_vec_pretty(snap).map_err(io::Error::other)?;
+    let mut bytes = serde_json::to_vec(snap).map_err(io::Error::other)?;
     bytes.push(b'\n');
     {
         let mut f = File::create(&tmp)?;

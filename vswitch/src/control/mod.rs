@@ -397,14 +397,16 @@ impl Control {
         let removed = self
             .dp
             .call(move |e| {
+                let mut files = Vec::new();
                 for p in ports {
-                    e.remove_tap(p)?;
+                    files.extend(e.remove_tap(p));
                 }
-                e.remove_network(id, gw_port)
+                e.remove_network(id, gw_port).map(|()| files)
             })
             .await
             .map_err(internal)?;
-        removed.map_err(internal)?;
+        let files = removed.map_err(internal)?;
+        tokio::task::spawn_blocking(move || drop(files));
         let net = st.networks.remove(name).expect("found above under the same lock");
         for ep in net.endpoints.values() {
             st.ports.give_back(ep.api.port);
@@ -527,7 +529,7 @@ impl Control {
     /// Records `ep` (phase Attaching) and saves, makes its TAP (or reopens it with `reuse`),
     /// hands it to the datapath and marks it Attached. Any failure undoes all of it and
     /// releases the addresses. The addresses must already be leased in the network's pools.
-    async fn bring_up(&self, st: &mut State, network: &str, mut ep: Ep, reuse: bool) -> Result<Endpoint, ApiError> {
+    async fn bring_up(&self, st: &mut State, network: &str, mut ep: Ep, restoring: bool) -> Result<Endpoint, ApiError> {
         let port = st.ports.take();
         ep.api.port = port;
         ep.phase = Phase::Attaching;
@@ -543,25 +545,23 @@ impl Control {
             prefix_len: ep.api.prefix_len,
             gateway: if ep.default_route { net.pool.gateway() } else { Ipv4Addr::UNSPECIFIED },
             addr6: ep.api.ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
+            // No IPv6 on a network without an IPv6 subnet (as Docker does): no link-local
+            // chatter flooded to every port by each new interface.
+            disable_ipv6: net.pool6.is_none(),
             // Overlay networks carry plain frames: the tunnel takes nothing larger than the MTU.
             vnet_hdr: self.opts.offloads && !net.overlay,
-            persist: true,
-            reuse,
+            // Persistent only once the state file says so (below): a crash before that takes
+            // the TAP with the process, so nothing can leak.
+            persist: false,
+            reuse: restoring,
         };
         net.endpoints.insert(name.clone(), ep);
-        // The record is on disk before the TAP exists: a crash from here on is finished (or
-        // undone) by the next start.
-        if let Err(e) = self.save(st) {
-            self.forget(st, network, &name);
-            return Err(e);
-        }
         let worker = self.netns.clone();
         let attached = tokio::task::spawn_blocking(move || worker.attach(spec)).await.map_err(internal);
         let attached = match attached.and_then(|r| r.map_err(sys_error)) {
             Ok(a) => a,
             Err(e) => {
                 self.forget(st, network, &name);
-                let _ = self.save(st);
                 return Err(e);
             }
         };
@@ -569,13 +569,30 @@ impl Control {
         let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
         if let Err(e) = added.and_then(|r| r.map_err(internal)) {
             self.forget(st, network, &name);
-            let _ = self.save(st);
             return Err(e);
         }
         let ep = find_net_mut(st, network)?.endpoints.get_mut(&name).expect("inserted above under the same lock");
         ep.phase = Phase::Attached;
         ep.offloads = attached.offloads.names();
-        Ok(ep.api.clone())
+        let api = ep.api.clone();
+        if !restoring {
+            // One write per attach: the endpoint is on disk before its TAP may outlive us.
+            if let Err(e) = self.save(st) {
+                self.close_tap(port).await;
+                self.forget(st, network, &name);
+                return Err(e);
+            }
+            let _ = self.dp.call(move |e| e.set_tap_persist(port, true)).await;
+        }
+        Ok(api)
+    }
+
+    /// Takes a TAP out of the datapath and closes it on a blocking thread: deleting a network
+    /// device waits for RCU grace periods (tens of ms) and must not stall the datapath.
+    async fn close_tap(&self, port: PortId) {
+        if let Ok(Some(file)) = self.dp.call(move |e| e.remove_tap(port)).await {
+            let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+        }
     }
 
     /// Drops an endpoint from the model: its addresses, its port id, its static MACs.
@@ -593,13 +610,14 @@ impl Control {
         let Some(ep) = net.endpoints.get_mut(name) else {
             return Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {name} on network {network}")));
         };
-        ep.phase = Phase::Detaching;
         let port = ep.api.port;
-        self.save(&st)?;
-        self.dp.call(move |e| e.remove_tap(port)).await.map_err(internal)?.map_err(internal)?;
+        // Not persistent any more, so a crash from here on removes the TAP with the process.
+        self.dp.call(move |e| e.set_tap_persist(port, false)).await.map_err(internal)?;
         self.forget(&mut st, network, name);
-        self.save(&st)?;
+        let saved = self.save(&st);
+        self.close_tap(port).await;
         self.local_change(&mut st);
+        saved?;
         tracing::info!(network, endpoint = name, "detached");
         Ok(())
     }
@@ -996,6 +1014,9 @@ impl Control {
                 }
             }
         }
+        // On disk first, then persistent: the same order as an attach.
+        self.save(&st).map_err(|e| e.error.message)?;
+        let _ = self.dp.call(|e| e.persist_all_taps()).await;
         for p in snap.peers {
             let req = PeerAdd { public_key: p.public_key.clone(), endpoint: p.endpoint.map(|e| e.to_string()), networks: p.networks };
             if let Err(e) = self.add_peer_locked(&mut st, req).await {

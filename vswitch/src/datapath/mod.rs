@@ -409,9 +409,27 @@ impl Engine {
 
     /// Makes every TAP non-persistent, so closing its fd (at stop) deletes it.
     pub fn unpersist_all(&mut self) {
+        self.set_all_persist(false);
+    }
+
+    /// Makes every TAP persistent (after a restore was saved).
+    pub fn persist_all_taps(&mut self) {
+        self.set_all_persist(true);
+    }
+
+    fn set_all_persist(&mut self, on: bool) {
         for io in self.ports.iter().flatten() {
             if let PortIo::Tap { file, .. } = io {
-                let _ = crate::sys::set_persist(file, false);
+                let _ = crate::sys::set_persist(file, on);
+            }
+        }
+    }
+
+    /// Makes one TAP persistent (it outlives the daemon) or not.
+    pub fn set_tap_persist(&mut self, port: PortId, on: bool) {
+        if let Some(Some(PortIo::Tap { file, .. })) = self.ports.get(port.0 as usize) {
+            if let Err(e) = crate::sys::set_persist(file, on) {
+                tracing::warn!(port = port.0, error = %e, "TUNSETPERSIST failed");
             }
         }
     }
@@ -481,19 +499,24 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes a TAP port and closes its fd (the kernel then deletes a non-persistent TAP).
-    ///
-    /// # Errors
-    /// When the port is unknown.
-    pub fn remove_tap(&mut self, port: PortId) -> Result<(), crate::switch::SwitchError> {
-        self.switch.remove_port(port)?;
-        if let Some(Some(PortIo::Tap { file, .. })) = self.ports.get(port.0 as usize) {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
-            // Closing a non-persistent TAP's fd deletes the interface.
-            let _ = crate::sys::set_persist(file, false);
-        }
-        self.set_port(port, None);
-        Ok(())
+    /// Removes a TAP port and hands its fd back: closing it deletes the (non-persistent)
+    /// interface, which takes the kernel tens of milliseconds, so the caller closes it on
+    /// another thread.
+    pub fn remove_tap(&mut self, port: PortId) -> Option<File> {
+        let _ = self.switch.remove_port(port);
+        let i = port.0 as usize;
+        let file = match self.ports.get_mut(i).and_then(Option::take) {
+            Some(PortIo::Tap { file, .. }) => file,
+            other => {
+                if let Some(slot) = self.ports.get_mut(i) {
+                    *slot = other;
+                }
+                return None;
+            }
+        };
+        let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+        let _ = crate::sys::set_persist(&file, false);
+        Some(file)
     }
 
     fn set_port(&mut self, port: PortId, io: Option<PortIo>) {

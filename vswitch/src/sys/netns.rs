@@ -74,6 +74,9 @@ pub struct AttachSpec {
     /// An IPv6 address and prefix length to add too (without duplicate address detection:
     /// the switch's IPAM already made it unique).
     pub addr6: Option<(std::net::Ipv6Addr, u8)>,
+    /// Turn IPv6 off on the interface before it comes up (a network without IPv6: no
+    /// link-local address, no router solicitations or MLD reports flooded to every port).
+    pub disable_ipv6: bool,
     /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
     pub vnet_hdr: bool,
     /// Make the TAP persistent: it outlives its fd (and a crash of the daemon) until
@@ -390,6 +393,19 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     drop(target);
 
     let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
+    if spec.disable_ipv6 {
+        // /proc/sys/net belongs to the namespace of the thread that opens the file.
+        let target = open_netns(&spec.netns)?;
+        let knob = {
+            let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
+            std::fs::OpenOptions::new().write(true).open(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname))
+        };
+        // A kernel without IPv6 has no such file: nothing to turn off.
+        if let Ok(mut f) = knob {
+            use std::io::Write as _;
+            let _ = f.write_all(b"1");
+        }
+    }
     if spec.persist {
         tap::set_persist(&tap.fd, true).map_err(io_err("make the TAP persistent (TUNSETPERSIST)"))?;
     }
