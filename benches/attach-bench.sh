@@ -46,7 +46,12 @@ tb_need_root
 run=$(mktemp -d /tmp/vswitch-attach.XXXXXX)
 watchdog=
 on_exit() {
-    local rc=$?
+    local rc=$? f
+    if [ $rc != 0 ]; then
+        for f in "$run"/vswitchd.log "$run"/*/vswitchd.log; do
+            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
+        done
+    fi
     tb_cleanup
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     rm -rf "$run"
@@ -56,7 +61,7 @@ trap on_exit EXIT
 trap 'echo "attach-bench: interrupted" >&2; exit 130' INT TERM
 limit=$((300 + count / 5))
 (
-    sleep "$limit" </dev/null >/dev/null 2>&1 &
+    sleep "$limit" >/dev/null 2>&1 &
     s=$!
     trap 'kill $s 2>/dev/null; exit 0' TERM
     wait $s
@@ -80,6 +85,10 @@ if [ $build = 1 ]; then
         || tb_die "cargo build failed"
 fi
 for b in vswitchd vswitchctl attach-timer; do [ -x "$bin/$b" ] || tb_die "no $bin/$b: build it first"; done
+# Never let a gateway forward DNS to the machine's own resolver (a daemon that has the option).
+vsd_args=()
+case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
+git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 tag="vsba$$"
 sock=$run/vswitchd.sock
@@ -107,7 +116,7 @@ ip -batch "$run/add.batch" || tb_die "cannot create the namespaces"
 
 # ---- the daemon -------------------------------------------------------------------------------
 # The netns thread logs each attach's own duration at debug level (elapsed_us).
-NO_COLOR=1 tb_daemon "$bin" "$sock" --log-level warn,vswitch::sys::netns=debug 2>"$run/vswitchd.log"
+NO_COLOR=1 tb_daemon "$bin" "$sock" --log-level warn,vswitch::sys::netns=debug "${vsd_args[@]}" 2>"$run/vswitchd.log"
 pid=$!
 [ "$(cat /proc/$pid/comm 2>/dev/null)" = vswitchd ] || tb_die "cannot find the vswitchd pid"
 # Undone before the daemon stops: deleting the namespaces removes their TAPs in a few kernel
@@ -210,10 +219,11 @@ tx_sum() {
 declare -A K
 # round ID NETWORK SUBNET ctl|api
 round() {
-    local id=$1 net=$2 subnet=$3 how=$4 mark T0 T1 out
+    local id=$1 net=$2 subnet=$3 how=$4 mark T0 T1 out wb0
     ctl network create "$net" --subnet "$subnet" >/dev/null
     tb_log "round $id: $count attaches in a row, $how"
     mark=$(log_mark)
+    wb0=$(awk '/^write_bytes/ { print $2 }' "/proc/$pid/io")
     if [ "$how" = ctl ]; then
         : >"$run/t-$id"
         T0=$EPOCHREALTIME
@@ -236,6 +246,8 @@ round() {
         || tb_die "network $net does not hold $count endpoints"
     K[$id,tx]=$(tx_sum "$net")
     K[$id,rss]=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+    K[$id,wbytes]=$(awk -v b="$wb0" '/^write_bytes/ { printf "%.1f", ($2 - b) / 1048576 }' "/proc/$pid/io")
+    K[$id,state]=$(find "$run/state" -maxdepth 1 -name '*.json' -printf '%s\n' 2>/dev/null | awk '{ s += $1 } END { printf "%d", s / 1024 }')
     tb_log "round $id: ${K[$id,total]} s; detaching all $count"
     out=$("$bin/attach-timer" --socket "$sock" --network "$net" --detach --names "$run/ns-k")
     K[$id,dtotal]=$(printf '%.3f' "$(kv total_s "$out")") K[$id,dmedian]=$(kv median_ms "$out")
@@ -250,22 +262,23 @@ round v4ctl k3 10.252.0.0/22 ctl
 round v4api k4 10.216.0.0/22 api
 
 # ---- report -------------------------------------------------------------------------------------
-read -r m_api a_api _ _ < <(stats "$run/t-api")
+read -r m_api _ _ _ < <(stats "$run/t-api")
 row() { # label file [netns-thread]
     local m a
     read -r m a _ _ < <(stats "$2")
     printf '| %s | %s | %s | %s |\n' "$1" "$m" "$a" "${3:--}"
 }
 krow() { # label id
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${K[$2,total]}" "${K[$2,mean]}" "${K[$2,median]}" \
-        "${K[$2,first]}" "${K[$2,last]}" "${K[$2,netns]}" "${K[$2,tx]}" "${K[$2,dtotal]} s (median ${K[$2,dmedian]} ms)"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${K[$2,total]}" "${K[$2,mean]}" "${K[$2,median]}" \
+        "${K[$2,first]}" "${K[$2,last]}" "${K[$2,netns]}" "${K[$2,tx]}" "${K[$2,wbytes]}" "${K[$2,state]}" "${K[$2,dtotal]} s (median ${K[$2,dmedian]} ms)"
 }
 met() { awk -v t="$1" -v lim="$2" 'BEGIN { print (t + 0 < lim) ? "met" : "NOT met" }'; }
 report=$run/report.md
 {
     echo "## Attach: $(date -u +%Y-%m-%d), kernel $(uname -r)"
     echo
-    echo "Command: \`sudo $cmdline\` ($(nproc) vCPU $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(ip -V | sed 's/.*iproute2-\([^,]*\).*/iproute2 \1/'),"
+    echo "Command: \`sudo $cmdline\` (vswitchd release build of \`$git_rev\`, state dir on $(df --output=fstype "$run" | tail -1);"
+    echo "$(nproc) vCPU $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(ip -V | sed 's/.*iproute2-\([^,]*\).*/iproute2 \1/'),"
     echo "load average at the end $(cut -d' ' -f1-3 /proc/loadavg)). One attach = TAP eth0 in an existing namespace + MAC, MTU 1500, up,"
     echo "address, default route. \`ip netns add\` is excluded from every row (namespaces made beforehand);"
     echo "alone it costs $(stats "$run/t-netnsadd" | awk '{ print $1 }') ms (median, one \`ip\` process). Medians and means over $singles attaches each."
@@ -281,10 +294,12 @@ report=$run/report.md
     echo
     echo "$count containers attached in a row to one /22 network (times in ms unless said; \"frames written\" = frames"
     echo "the switch wrote to the network's TAPs during the round, almost all of them floods of the new interfaces'"
-    echo "IPv6 multicast; detach = all $count detached afterwards through the API):"
+    echo "IPv6 multicast; state written = the daemon's write_bytes (/proc/PID/io) during the round, i.e. its state"
+    echo "file rewritten on every change; state file = its size at the end of the round; detach = all $count"
+    echo "detached afterwards through the API):"
     echo
-    echo "| $count in a row | total s | mean | median | first 100 mean | last 100 mean | netns thread median | frames written | detach $count |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| $count in a row | total s | mean | median | first 100 mean | last 100 mean | netns thread median | frames written | state written MiB | state file KiB | detach $count |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     krow "vswitchctl attach, IPv6 on in the namespaces" v6ctl
     krow "API kept-alive, IPv6 on" v6api
     krow "vswitchctl attach, IPv6 off (disable_ipv6)" v4ctl

@@ -35,7 +35,12 @@ tb_need_root
 run=$(mktemp -d /tmp/vswitch-memory.XXXXXX)
 watchdog=
 on_exit() {
-    local rc=$?
+    local rc=$? f
+    if [ $rc != 0 ]; then
+        for f in "$run"/vswitchd.log "$run"/*/vswitchd.log; do
+            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
+        done
+    fi
     tb_cleanup
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     rm -rf "$run"
@@ -45,7 +50,7 @@ trap on_exit EXIT
 trap 'echo "memory-bench: interrupted" >&2; exit 130' INT TERM
 limit=$((180 + count / 5))
 (
-    sleep "$limit" </dev/null >/dev/null 2>&1 &
+    sleep "$limit" >/dev/null 2>&1 &
     s=$!
     trap 'kill $s 2>/dev/null; exit 0' TERM
     wait $s
@@ -70,6 +75,10 @@ if [ $build = 1 ]; then
         || tb_die "cargo build failed"
 fi
 for b in vswitchd vswitchctl attach-timer; do [ -x "$bin/$b" ] || tb_die "no $bin/$b: build it first"; done
+# Never let a gateway forward DNS to the machine's own resolver (a daemon that has the option).
+vsd_args=()
+case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
+git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 tag="vsbm$$"
 sock=$run/vswitchd.sock
@@ -83,7 +92,7 @@ tb_undo "ip -force -batch '$run/del.batch'"
 tb_log "creating $count namespaces (ip -batch)"
 sed 's/^/netns add /' "$run/all" | ip -batch - || tb_die "cannot create the namespaces"
 
-tb_daemon "$bin" "$sock" --log-level warn 2>"$run/vswitchd.log"
+tb_daemon "$bin" "$sock" --log-level warn "${vsd_args[@]}" 2>"$run/vswitchd.log"
 pid=$!
 [ "$(cat /proc/$pid/comm 2>/dev/null)" = vswitchd ] || tb_die "cannot find the vswitchd pid"
 # Deleting the namespaces before the daemon stops removes their TAPs in kernel batches instead
@@ -127,6 +136,14 @@ point "$count attached, after pings"
 learned=$(ctl --json fdb stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["entries"])')
 threads=$(awk '/^Threads/ { print $2 }' "/proc/$pid/status")
 fds=$(ls "/proc/$pid/fd" | wc -l)
+soft_nofile=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
+# How long vswitchd takes to stop with COUNT TAPs (it closes every TAP fd; the kernel unregisters
+# each netdev on that close).
+tb_log "stopping vswitchd with $count TAPs (timed)"
+t0=$EPOCHREALTIME
+kill -TERM "$pid"
+wait "$pid" || true
+stop_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')
 
 # ---- report -------------------------------------------------------------------------------------
 kib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
@@ -137,12 +154,13 @@ m_rss=$(marg "${P_RSS[$i10]}" "${P_RSS[$ik]}")
 m_pss=$(marg "${P_PSS[$i10]}" "${P_PSS[$ik]}")
 m_anon=$(marg "${P_ANON[$i10]}" "${P_ANON[$ik]}")
 m_rss_attach=$(marg "${P_RSS[3]}" "${P_RSS[4]}") m_anon_attach=$(marg "${P_ANON[3]}" "${P_ANON[4]}")
-report=$run/report.md
+
 {
     echo "## Memory: $(date -u +%Y-%m-%d), kernel $(uname -r)"
     echo
-    echo "Command: \`sudo $cmdline\` (vswitchd release build, $(nproc) vCPU). From /proc/PID/smaps_rollup of vswitchd,"
-    echo "0.5 s after each step. At the end: $threads threads, $fds open fds, $learned MAC table entries."
+    echo "Command: \`sudo $cmdline\` (vswitchd release build of \`$git_rev\`, $(nproc) vCPU). From /proc/PID/smaps_rollup of vswitchd,"
+    echo "0.5 s after each step. At the end: $threads threads, $fds open fds (soft RLIMIT_NOFILE $soft_nofile), $learned MAC table"
+    echo "entries; SIGTERM to exit with $count TAPs open took $stop_s s."
     echo
     echo "| vswitchd | Rss MiB | Pss MiB | Pss_Anon MiB |"
     echo "|---|---|---|---|"
