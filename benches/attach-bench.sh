@@ -43,32 +43,9 @@ done
 [[ $singles =~ ^[0-9]+$ && $singles -ge 1 && $singles -le 300 ]] || tb_die "-s takes 1..300"
 tb_need_root
 
-run=$(mktemp -d /tmp/vswitch-attach.XXXXXX)
-watchdog=
-on_exit() {
-    local rc=$? f
-    if [ $rc != 0 ]; then
-        for f in "$run"/vswitchd.log "$run"/*/vswitchd.log; do
-            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
-        done
-    fi
-    tb_cleanup
-    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-    rm -rf "$run"
-    exit $rc
-}
-trap on_exit EXIT
-trap 'echo "attach-bench: interrupted" >&2; exit 130' INT TERM
+tb_bench_scratch attach-bench
 limit=$((300 + count / 5))
-(
-    sleep "$limit" >/dev/null 2>&1 &
-    s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    echo "attach-bench: watchdog: over ${limit}s, stopping" >&2
-    kill -TERM $$
-) &
-watchdog=$!
+tb_bench_watchdog attach-bench "$limit"
 
 need=()
 command -v ip >/dev/null || need+=(iproute2)

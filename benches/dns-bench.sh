@@ -66,22 +66,7 @@ done
 tb_need_root
 per=$((secs / rounds)); [ $per -ge 1 ] || per=1
 
-run=$(mktemp -d /tmp/vswitch-dns.XXXXXX)
-watchdog=
-on_exit() {
-    local rc=$?
-    trap - EXIT INT TERM
-    if [ $rc != 0 ]; then
-        [ -s "$run/vswitchd.log" ] && { echo "--- vswitchd.log (tail)" >&2; tail -20 "$run/vswitchd.log" >&2; }
-        [ -s "$run/dnsmasq.log" ] && { echo "--- dnsmasq.log (tail)" >&2; tail -20 "$run/dnsmasq.log" >&2; }
-    fi
-    tb_cleanup
-    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-    rm -rf "$run"
-    exit $rc
-}
-trap on_exit EXIT
-trap 'echo "dns-bench: interrupted" >&2; exit 130' INT TERM
+tb_bench_scratch dns-bench
 
 # ---- dependencies -------------------------------------------------------------------------
 need=()
@@ -107,14 +92,7 @@ fi
 # the probe, the profile run, with their timeouts, plus setup and teardown. The watchdog takes
 # its sleep down with it when stopped, so nothing of it outlives the run.
 limit=$((rounds * 4 * (per + 3) + (secs + 10) + profile * (per + 10) + 60))
-main=$$
-(
-    trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-    sleep "$limit" </dev/null >/dev/null 2>&1 &
-    sp=$!
-    wait "$sp" && { echo "dns-bench: watchdog: over ${limit}s, stopping" >&2; kill -TERM "$main"; }
-) </dev/null 2>/dev/null &
-watchdog=$!
+tb_bench_watchdog dns-bench "$limit"
 
 hz=$(getconf CLK_TCK)
 tag="vsdb$$"                  # every namespace this run makes starts with it

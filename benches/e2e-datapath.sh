@@ -42,34 +42,11 @@ done
     || tb_die "-t and -r take positive integers, -w a number of seconds"
 tb_need_root
 
-run=$(mktemp -d /tmp/vswitch-e2e.XXXXXX)
-watchdog=
-on_exit() {
-    local rc=$? f
-    if [ $rc != 0 ]; then
-        for f in "$run"/vswitchd.log "$run"/*/vswitchd.log; do
-            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
-        done
-    fi
-    tb_cleanup
-    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-    rm -rf "$run"
-    exit $rc
-}
-trap on_exit EXIT
-trap 'echo "e2e-datapath: interrupted" >&2; exit 130' INT TERM
+tb_bench_scratch e2e-datapath
 
 # Bound the whole run: 4 switches x 4 cells x REPS x (SECONDS + overhead), plus setup.
 limit=$((4 * 4 * reps * (secs + 3) + 4 * reps * (secs + 2) + 120 + wait_budget))
-(
-    sleep "$limit" >/dev/null 2>&1 &
-    s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    echo "e2e-datapath: watchdog: over ${limit}s, stopping" >&2
-    kill -TERM $$
-) &
-watchdog=$!
+tb_bench_watchdog e2e-datapath "$limit"
 
 # ---- dependencies -------------------------------------------------------------------------
 need=()

@@ -53,22 +53,7 @@ for p in "${want[@]}"; do
 done
 tb_need_root
 
-run=$(mktemp -d /tmp/vswitch-e2e-tunnel.XXXXXX)
-watchdog=
-on_exit() {
-    local rc=$? f
-    if [ $rc != 0 ]; then
-        for f in "$run"/*.log; do
-            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
-        done
-    fi
-    tb_cleanup
-    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-    rm -rf "$run"
-    exit $rc
-}
-trap on_exit EXIT
-trap 'echo "e2e-tunnel: interrupted" >&2; exit 130' INT TERM
+tb_bench_scratch e2e-tunnel
 
 has() { local p; for p in "${want[@]}"; do [ "$p" = "$1" ] && return 0; done; return 1; }
 drop_path() { local p keep=(); for p in "${want[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; want=("${keep[@]}"); }
@@ -122,15 +107,7 @@ rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 # Bound the run from here: setup, REPS x paths x (SECONDS + overhead), pings, report.
 limit=$((${#want[@]} * reps * (secs + 8) + ${#want[@]} * 20 + 60))
-(
-    sleep "$limit" >/dev/null 2>&1 &
-    s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    echo "e2e-tunnel: watchdog: over ${limit}s, stopping" >&2
-    kill -TERM $$
-) &
-watchdog=$!
+tb_bench_watchdog e2e-tunnel "$limit"
 
 hz=$(getconf CLK_TCK)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)

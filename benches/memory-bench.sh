@@ -32,32 +32,9 @@ done
 [[ $count =~ ^[0-9]+$ && $count -ge 20 && $count -le 1021 ]] || tb_die "-n takes 20..1021"
 tb_need_root
 
-run=$(mktemp -d /tmp/vswitch-memory.XXXXXX)
-watchdog=
-on_exit() {
-    local rc=$? f
-    if [ $rc != 0 ]; then
-        for f in "$run"/vswitchd.log "$run"/*/vswitchd.log; do
-            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
-        done
-    fi
-    tb_cleanup
-    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
-    rm -rf "$run"
-    exit $rc
-}
-trap on_exit EXIT
-trap 'echo "memory-bench: interrupted" >&2; exit 130' INT TERM
+tb_bench_scratch memory-bench
 limit=$((180 + count / 5))
-(
-    sleep "$limit" >/dev/null 2>&1 &
-    s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
-    wait $s
-    echo "memory-bench: watchdog: over ${limit}s, stopping" >&2
-    kill -TERM $$
-) &
-watchdog=$!
+tb_bench_watchdog memory-bench "$limit"
 
 need=()
 command -v ip >/dev/null || need+=(iproute2)

@@ -83,3 +83,40 @@ tb_daemon() {
     done
     tb_die "vswitchd did not create $sock"
 }
+
+# Benchmarks: tb_bench_scratch NAME makes a scratch directory in $run and an EXIT trap that, on
+# failure, shows the tail of every log in it, then undoes everything (tb_cleanup), stops the
+# watchdog and removes $run. tb_bench_watchdog NAME SECONDS stops the whole script (SIGTERM)
+# if it runs longer; the watchdog's own sleep goes with it.
+tb_bench_scratch() {
+    TB_BENCH=$1
+    run=$(mktemp -d "/tmp/vswitch-$1.XXXXXX")
+    TB_WATCHDOG=
+    trap tb_bench_exit EXIT
+    trap 'echo "$TB_BENCH: interrupted" >&2; exit 130' INT TERM
+}
+
+tb_bench_exit() {
+    local rc=$? f
+    trap - EXIT
+    if [ $rc != 0 ]; then
+        for f in "$run"/*.log "$run"/*/*.log; do
+            [ -s "$f" ] && { echo "--- last lines of $f:"; tail -n 15 "$f"; } >&2
+        done
+    fi
+    tb_cleanup
+    [ -n "${TB_WATCHDOG:-}" ] && kill "$TB_WATCHDOG" 2>/dev/null
+    rm -rf "$run"
+    exit $rc
+}
+
+tb_bench_watchdog() {
+    local name=$1 limit=$2 main=$$
+    (
+        trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+        sleep "$limit" </dev/null >/dev/null 2>&1 &
+        sp=$!
+        wait "$sp" && { echo "$name: watchdog: over ${limit}s, stopping" >&2; kill -TERM "$main"; }
+    ) </dev/null &
+    TB_WATCHDOG=$!
+}
