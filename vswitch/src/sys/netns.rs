@@ -375,7 +375,9 @@ fn delete_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(
 fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysError> {
     let start = Instant::now();
     let target = open_netns(&spec.netns)?;
-    let (tun, mut rt) = {
+    // One visit to the namespace: the TAP, the netlink socket and the IPv6 knob all belong to
+    // the namespace they are made or opened in, and stay usable from home.
+    let (tap, mut rt) = {
         let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
         let tun = tap::open_tun().map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => {
@@ -387,25 +389,21 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             },
         })?;
         let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
-        (tun, rt)
+        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
+        if spec.disable_ipv6 {
+            // /proc/sys/net is the namespace of the thread that opens the file; a kernel
+            // without IPv6 has no such file (nothing to turn off).
+            let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname);
+            if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(knob) {
+                use std::io::Write as _;
+                let _ = f.write_all(b"1");
+            }
+        }
+        (tap, rt)
         // _inside drops here: back in the home namespace.
     };
     drop(target);
 
-    let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
-    if spec.disable_ipv6 {
-        // /proc/sys/net belongs to the namespace of the thread that opens the file.
-        let target = open_netns(&spec.netns)?;
-        let knob = {
-            let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
-            std::fs::OpenOptions::new().write(true).open(format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname))
-        };
-        // A kernel without IPv6 has no such file: nothing to turn off.
-        if let Ok(mut f) = knob {
-            use std::io::Write as _;
-            let _ = f.write_all(b"1");
-        }
-    }
     if spec.persist {
         tap::set_persist(&tap.fd, true).map_err(io_err("make the TAP persistent (TUNSETPERSIST)"))?;
     }
