@@ -294,10 +294,8 @@ impl Control {
             },
             aux: aux.iter().filter_map(|a| match a { std::net::IpAddr::V6(v) => Some(*v), _ => None }).collect(),
         };
-        if opts6.range.is_some() || !opts6.aux.is_empty() {
-            if subnet6.is_none() {
-                return Err(ApiError::new(ErrorCode::InvalidAddress, "an IPv6 range or aux address needs an IPv6 subnet"));
-            }
+        if (opts6.range.is_some() || !opts6.aux.is_empty()) && subnet6.is_none() {
+            return Err(ApiError::new(ErrorCode::InvalidAddress, "an IPv6 range or aux address needs an IPv6 subnet"));
         }
         let pool = ipam::Pool::with_options(subnet, gateway, opts4).map_err(setup_error)?;
         let pool6 = match subnet6 {

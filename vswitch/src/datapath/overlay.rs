@@ -279,12 +279,12 @@ impl Engine {
                     None => {}
                 }
             }
-            for i in 0..n {
+            for (i, &port) in ingress.iter().enumerate().take(n) {
                 let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
-                self.verdicts[i] = self.switch.handle_frame(now, ingress[i], frame, false);
+                self.verdicts[i] = self.switch.handle_frame(now, port, frame, false);
             }
-            for i in 0..n {
-                self.emit(ingress[i], i, 0);
+            for (i, &port) in ingress.iter().enumerate().take(n) {
+                self.emit(port, i, 0);
             }
         }
         self.flush_tunnel_batch();
