@@ -61,6 +61,9 @@ pub struct DnsView {
     pub mtu: u32,
 }
 
+/// A name announcement from a tunnel peer: its public key, the network's tag, the frame.
+pub type Announcement = ([u8; 32], u32, Vec<u8>);
+
 /// A query the responder does not own, on its way to an upstream.
 #[derive(Debug)]
 pub struct ForwardRequest {
@@ -226,7 +229,7 @@ pub struct Engine {
     /// The tunnel socket stopped at the budget last time: read it again.
     tun_backlog: bool,
     /// Where name announcements from peers go (the control plane).
-    announce_tx: Option<tokio::sync::mpsc::Sender<([u8; 32], u32, Vec<u8>)>>,
+    announce_tx: Option<tokio::sync::mpsc::Sender<Announcement>>,
 }
 
 impl Engine {

@@ -190,7 +190,7 @@ impl Engine {
     }
 
     /// Where announcements from peers go.
-    pub fn set_announce_sink(&mut self, tx: tokio::sync::mpsc::Sender<([u8; 32], u32, Vec<u8>)>) {
+    pub fn set_announce_sink(&mut self, tx: tokio::sync::mpsc::Sender<super::Announcement>) {
         self.announce_tx = Some(tx);
     }
 
