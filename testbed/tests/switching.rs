@@ -13,6 +13,9 @@ fn ip(ep: &Value) -> String {
 #[test]
 fn ping_between_containers_and_to_gateway_and_macs_learned() {
     let d = Daemon::start();
+    // The control socket is the daemon's alone: mode 0600.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "control socket mode {mode:o}");
     d.network("n1", "10.70.0.0/24");
     let (c1, c2) = (Netns::new("vt-a"), Netns::new("vt-b"));
     let e1 = d.attach("n1", &c1);
