@@ -125,7 +125,7 @@ ticks_of() { awk -v hz="$hz" 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, a, 
 # box), in % of one CPU. SWITCH_PID empty: a kernel path ("-").
 iperf_once() {
     local ns=$1 ip=$2 p=$3 rev=$4 pid=$5 spid=$6 t0 t1 c0=0 c1=0 s0 s1 b0 b1 k0 k1 x0 x1 rflag=()
-    local f=$run/iperf.$BASHPID   # $BASHPID read here: inside a $(...) it would be another
+    local f="$run/iperf.$BASHPID"   # read BASHPID here: in a command substitution it differs
     [ "$rev" = 1 ] && rflag=(-R)
     [ -n "$pid" ] && c0=$(cpu_ticks "$pid")
     times >"$f.times0"
@@ -262,7 +262,7 @@ tb_log "RTT: ping -c 20 -i 0.05"
 for s in "${want[@]}"; do R[$s,rtt]=$(rtt "${S[$s,ns1]}" "${S[$s,ip2]}"); done
 tb_log "throughput: $reps x ${secs} s per cell and switch"
 declare -A G C O
-retries=0 dirty=0 max_retries=$((4 * reps))
+retries=0 dirty=0 max_retries=$((2 * reps))
 for i in $(seq "$reps"); do
     for p in 1 4; do
         for rev in 0 1; do
@@ -304,6 +304,11 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0)
 per_gbit() { awk -v c="$1" -v g="$2" 'BEGIN { if (c !~ /^[0-9.]+$/ || g + 0 == 0) print "-"; else printf "%.1f", c / g }'; }
 kernel=$(uname -r)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+total_kept=$((${#want[@]} * 4 * reps)) others_txt=
+for s in "${want[@]}"; do
+    # shellcheck disable=SC2086
+    others_txt+="${others_txt:+; }$s $(median ${O[$s,1,0]})/$(median ${O[$s,1,1]})/$(median ${O[$s,4,0]})/$(median ${O[$s,4,1]})"
+done
 report=$run/report.md
 {
     echo "## End-to-end datapath: $(date -u +%Y-%m-%d), kernel $kernel"
@@ -316,8 +321,8 @@ report=$run/report.md
     echo "Shared box: before each run the script waits for it to be under 10 % busy (at most ${wait_max} s, ${wait_budget} s"
     echo "in all; waited ${waited} s, $busy_runs of $all_runs tries started on a busy box anyway), and a run during which"
     echo "other processes took over 15 % of a CPU is tried again (up to 3 tries, $max_retries retries in all; $retries used):"
-    echo "$dirty of $((${#want[@]} * 4 * reps)) kept runs were still disturbed. Others' CPU per cell (median %): $(for s in "${want[@]}"; do
-        printf '%s %s/%s/%s/%s; ' "$s" "$(median ${O[$s,1,0]})" "$(median ${O[$s,1,1]})" "$(median ${O[$s,4,0]})" "$(median ${O[$s,4,1]})"; done)"
+    echo "$dirty of $total_kept kept runs were still disturbed. Others' CPU in the kept runs, median % of a CPU per"
+    echo "cell (1 stream / -R / 4 streams / -R): $others_txt."
     echo
     echo "| path | 1 stream Gbit/s | 1 stream -R | 4 streams | 4 streams -R | RTT ms | CPU % (1 stream) | CPU % per Gbit/s |"
     echo "|---|---|---|---|---|---|---|---|"
