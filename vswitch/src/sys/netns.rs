@@ -423,10 +423,9 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     let ifindex = match configured {
         Ok(i) => i,
         Err(e) => {
-            // Leave nothing behind: a persistent TAP would outlive its fd.
-            if spec.persist {
-                let _ = tap::set_persist(&tap.fd, false);
-            }
+            // Leave nothing behind: a persistent TAP (made so here, or reopened after a
+            // restart) would outlive its fd.
+            let _ = tap::set_persist(&tap.fd, false);
             return Err(e);
         }
     };
