@@ -100,6 +100,10 @@ fn run(args: Args) -> Result<(), String> {
             aging: Duration::from_secs(args.fdb_aging_secs.max(1)),
         },
     };
+    match vswitch::sys::raise_open_files_limit() {
+        Ok(n) => tracing::debug!(open_files = n, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit; about 1 000 containers may be the most"),
+    }
     let upstreams = default_upstreams(&args.dns_upstreams)?;
     let dns_counters = Arc::new(DnsCounters::default());
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);

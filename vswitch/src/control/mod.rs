@@ -518,7 +518,6 @@ impl Control {
         // route, later ones only their subnet.
         let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network };
         let api = self.bring_up(&mut st, network, ep, false).await?;
-        self.save(&st)?;
         self.local_change(&mut st);
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = api.port.0, "attached");
         Ok(api)

@@ -181,6 +181,17 @@ pub(crate) fn set_sockopt_int(fd: BorrowedFd<'_>, opt: c_int, value: c_int) -> i
     check(ret).map(drop)
 }
 
+/// Raises the soft limit of open files to the hard limit; returns the new soft limit.
+pub(crate) fn raise_nofile() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one `rlimit` through the pointer, which points at a live local.
+    check(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit reads one `rlimit` through the pointer, which points at a live local.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
+    Ok(lim.rlim_cur)
+}
+
 /// The effective user id of the process.
 #[cfg(test)]
 pub(crate) fn geteuid() -> u32 {
