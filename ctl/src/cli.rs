@@ -69,6 +69,31 @@ pub enum Command {
     /// Tunnel peers: other hosts that share overlay networks
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Publish host ports to an endpoint: clients reach the container, which sees their address
+    Publish {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// Endpoint name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        name: String,
+        /// Host side: [ADDR:]PORT[-PORT] (ADDR defaults to 0.0.0.0, all addresses)
+        #[arg(value_name = "HOST")]
+        host: String,
+        /// Container side: PORT[/tcp|/udp], the first port of the range
+        #[arg(value_name = "CONTAINERPORT")]
+        container: String,
+    },
+    /// Stop publishing the rule that holds a host port
+    Unpublish {
+        /// [ADDR:]PORT[/tcp|/udp]
+        #[arg(value_name = "HOST")]
+        host: String,
+    },
+    /// List published ports
+    Published,
+    /// Egress NAT counters: flows held, refused and dropped
+    Egress,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +198,10 @@ pub struct CreateArgs {
     /// The network may span hosts through the encrypted tunnel (MTU sized to fit it)
     #[arg(long)]
     pub overlay: bool,
+    /// Host loopback ports containers reach at the gateway's address: PORT, FIRST-LAST or
+    /// all, repeatable (needs egress)
+    #[arg(long = "host-loopback", value_name = "PORTS")]
+    pub host_loopback: Vec<String>,
     /// A label, repeatable
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -649,4 +678,30 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/024x").is_err());
         assert!(parse_cidr("fd00::/64").is_err());
     }
+}
+
+/// `[ADDR:]PORT[-PORT]` → (address, first port, last port if a range).
+pub fn parse_host_ports(s: &str) -> Result<(std::net::Ipv4Addr, u16, Option<u16>), String> {
+    let bad = || format!("{s:?}: expected [ADDR:]PORT[-PORT], e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8000-8010");
+    let (addr, ports) = match s.rsplit_once(':') {
+        Some((a, p)) => (a.parse().map_err(|_| bad())?, p),
+        None => (std::net::Ipv4Addr::UNSPECIFIED, s),
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, Some(b.parse().map_err(|_| bad())?)),
+        None => (ports.parse().map_err(|_| bad())?, None),
+    };
+    Ok((addr, first, last))
+}
+
+/// `PORT[/tcp|/udp]` → (port, udp?).
+pub fn parse_proto_port(s: &str) -> Result<(u16, bool), String> {
+    let bad = || format!("{s:?}: expected PORT, PORT/tcp or PORT/udp");
+    let (port, udp) = match s.split_once('/') {
+        Some((p, "udp")) => (p, true),
+        Some((p, "tcp")) => (p, false),
+        Some(_) => return Err(bad()),
+        None => (s, false),
+    };
+    Ok((port.parse().map_err(|_| bad())?, udp))
 }

@@ -18,7 +18,7 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
     AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
-    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX,
+    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX, EgressStats, Proto, Publication, PublishRule,
 };
 
 use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
@@ -137,6 +137,24 @@ fn plan(command: &Command) -> Result<Call, Failure> {
             }
         }
         Command::Dns(DnsCmd::Stats) => Call::get(format!("{PREFIX}/dns/stats")),
+        Command::Publish { network, name, host, container } => {
+            let (host_addr, host_port, host_port_end) = cli::parse_host_ports(host).map_err(Failure::Usage)?;
+            let (container_port, udp) = cli::parse_proto_port(container).map_err(Failure::Usage)?;
+            let rule = PublishRule { proto: if udp { Proto::Udp } else { Proto::Tcp }, host_addr, host_port, host_port_end, container_port };
+            Call::post(format!("{}/publish", endpoint_path(network, name)), &rule)
+        }
+        Command::Unpublish { host } => {
+            let (spec, udp) = match host.rsplit_once('/') {
+                Some((h, "udp")) => (h, true),
+                Some((h, "tcp")) => (h, false),
+                Some(_) => return Err(Failure::Usage(format!("{host:?}: expected [ADDR:]PORT[/tcp|/udp]"))),
+                None => (host.as_str(), false),
+            };
+            let (addr, port, _) = cli::parse_host_ports(spec).map_err(Failure::Usage)?;
+            Call::delete(format!("{PREFIX}/publish/{}/{addr}/{port}", if udp { "udp" } else { "tcp" }))
+        }
+        Command::Published => Call::get(format!("{PREFIX}/publish")),
+        Command::Egress => Call::get(format!("{PREFIX}/egress")),
     })
 }
 
@@ -153,6 +171,7 @@ fn network_create(args: &CreateArgs) -> NetworkCreate {
         gateway6: args.gateway6.map(|g| g.to_string()),
         ipv6: args.ipv6,
         overlay: args.overlay,
+        host_loopback: args.host_loopback.clone(),
         ip_range: args.ip_range.clone(),
         aux_addresses: args.aux_addresses.iter().map(ToString::to_string).collect(),
         mtu: args.mtu,
@@ -251,6 +270,10 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Dns(DnsCmd::Records { .. }) => output::dns_records(&decode::<Vec<DnsRecord>>(reply)?),
         Command::Dns(DnsCmd::Upstreams { .. }) => output::dns_upstreams(&decode::<DnsUpstreams>(reply)?),
         Command::Dns(DnsCmd::Stats) => output::dns_stats(&decode::<DnsStats>(reply)?),
+        Command::Publish { .. } => output::published(&[decode::<Publication>(reply)?]),
+        Command::Unpublish { host } => format!("unpublished {host}\n"),
+        Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
+        Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
     })
 }
 

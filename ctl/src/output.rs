@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
+    EgressStats, Publication, DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
     Version,
 };
 use vswitch::Mac;
@@ -410,6 +410,46 @@ pub fn dns_stats(s: &DnsStats) -> String {
     ])
 }
 
+pub fn published(list: &[Publication]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|p| {
+            let r = &p.rule;
+            let host = match r.host_port_end {
+                Some(end) if end != r.host_port => format!("{}:{}-{end}", r.host_addr, r.host_port),
+                _ => format!("{}:{}", r.host_addr, r.host_port),
+            };
+            let cend = r.ports().last().map_or(r.container_port, |(_, c)| c);
+            let cont = if cend != r.container_port { format!("{}:{}-{cend}", p.container_ip, r.container_port) } else { format!("{}:{}", p.container_ip, r.container_port) };
+            vec![r.proto.as_str().to_string(), host, p.network.clone(), p.endpoint.clone(), cont]
+        })
+        .collect();
+    table(
+        &[("PROTO", Align::Left), ("HOST", Align::Left), ("NETWORK", Align::Left), ("ENDPOINT", Align::Left), ("CONTAINER", Align::Left)],
+        &rows,
+    )
+}
+
+pub fn egress(s: &EgressStats) -> String {
+    key_values(&[
+        ("enabled", s.enabled.to_string()),
+        ("max_flows_per_endpoint", s.max_flows_per_endpoint.to_string()),
+        ("tcp_flows", s.tcp_flows.to_string()),
+        ("udp_flows", s.udp_flows.to_string()),
+        ("icmp_flows", s.icmp_flows.to_string()),
+        ("tcp_opened", s.tcp_opened.to_string()),
+        ("udp_opened", s.udp_opened.to_string()),
+        ("icmp_opened", s.icmp_opened.to_string()),
+        ("published_accepted", s.published_accepted.to_string()),
+        ("connect_failed", s.connect_failed.to_string()),
+        ("denied", s.denied.to_string()),
+        ("over_limit", s.over_limit.to_string()),
+        ("spoofed", s.spoofed.to_string()),
+        ("malformed", s.malformed.to_string()),
+        ("icmp_unavailable", s.icmp_unavailable.to_string()),
+    ])
+}
+
 /// `reason=count,...` for the non-zero counters, `-` without drops.
 pub fn drops(d: &BTreeMap<String, u64>) -> String {
     let parts: Vec<String> = d.iter().filter(|(_, &n)| n > 0).map(|(k, n)| format!("{k}={n}")).collect();
@@ -499,6 +539,7 @@ mod tests {
             port: PortId(u32::from(last)),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             srv: Vec::new(),
+            published: Vec::new(),
         }
     }
 

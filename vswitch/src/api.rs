@@ -89,6 +89,10 @@ pub struct NetworkCreate {
     /// in one underlay datagram, and its TAPs carry plain frames (no TSO super-frames).
     #[serde(default)]
     pub overlay: bool,
+    /// Ports of the host's loopback (127.0.0.1) that containers reach at the gateway's address
+    /// through egress: `PORT`, `FIRST-LAST` or `all`. None by default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_loopback: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -113,6 +117,12 @@ pub struct Network {
     pub internal: bool,
     #[serde(default)]
     pub overlay: bool,
+    /// Host loopback ports reachable at the gateway's address (see [`NetworkCreate`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_loopback: Vec<String>,
+    /// Containers of this network reach beyond it through the daemon's sockets (egress NAT).
+    #[serde(default)]
+    pub egress: bool,
     pub labels: BTreeMap<String, String>,
     pub endpoints: usize,
 }
@@ -183,6 +193,88 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub srv: Vec<String>,
+    /// Host ports published to this endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishRule>,
+}
+
+/// Transport of a published port.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// `POST /v1/networks/{name}/endpoints/{endpoint}/publish`: host ports `host_port..=host_port_end`
+/// on `host_addr` lead to the endpoint's ports from `container_port` on (as many as host
+/// ports). The container sees each client's own address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRule {
+    #[serde(default)]
+    pub proto: Proto,
+    /// An IPv4 address of the host, or `0.0.0.0` for all of them.
+    pub host_addr: Ipv4Addr,
+    pub host_port: u16,
+    /// The last port of a range; absent for one port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port_end: Option<u16>,
+    pub container_port: u16,
+}
+
+impl PublishRule {
+    /// The (host port, container port) pairs of the rule.
+    pub fn ports(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        let end = self.host_port_end.unwrap_or(self.host_port);
+        (self.host_port..=end).map(move |h| (h, self.container_port.wrapping_add(h - self.host_port)))
+    }
+
+    /// Whether the rule listens on `port` of `addr` (for the same transport).
+    pub fn covers(&self, proto: Proto, addr: Ipv4Addr, port: u16) -> bool {
+        let end = self.host_port_end.unwrap_or(self.host_port);
+        self.proto == proto && (self.host_addr == addr || self.host_addr.is_unspecified() || addr.is_unspecified()) && (self.host_port..=end).contains(&port)
+    }
+}
+
+/// One published port as listed by `GET /v1/publish`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Publication {
+    pub network: String,
+    pub endpoint: String,
+    pub container_ip: Ipv4Addr,
+    #[serde(flatten)]
+    pub rule: PublishRule,
+}
+
+/// `GET /v1/egress`: flows held and why packets were refused.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EgressStats {
+    pub enabled: bool,
+    pub max_flows_per_endpoint: usize,
+    pub tcp_flows: u64,
+    pub udp_flows: u64,
+    pub icmp_flows: u64,
+    pub tcp_opened: u64,
+    pub udp_opened: u64,
+    pub icmp_opened: u64,
+    pub published_accepted: u64,
+    pub connect_failed: u64,
+    pub denied: u64,
+    pub over_limit: u64,
+    pub spoofed: u64,
+    pub malformed: u64,
+    pub icmp_unavailable: u64,
 }
 
 /// `PATCH /v1/networks/{name}/endpoints/{endpoint}`: rename, or replace the aliases. DNS
@@ -433,6 +525,8 @@ pub enum ErrorCode {
     NotFound,
     MethodNotAllowed,
     PayloadTooLarge,
+    /// A host port is published already (by this daemon) or taken by another program.
+    PortInUse,
     Internal,
     /// A code this build does not know (sent by a newer daemon).
     #[serde(other)]
@@ -450,7 +544,7 @@ impl ErrorCode {
             NetworkNotFound | EndpointNotFound | NetnsNotFound | FdbEntryNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken
-            | PoolExhausted | MacTaken | FdbFull => 409,
+            | PoolExhausted | MacTaken | FdbFull | PortInUse => 409,
             PayloadTooLarge => 413,
             Internal | Unknown => 500,
         }
@@ -482,6 +576,7 @@ impl ErrorCode {
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
             PayloadTooLarge => "payload_too_large",
+            PortInUse => "port_in_use",
             Internal => "internal",
             Unknown => "unknown",
         }

@@ -31,6 +31,9 @@ pub enum Outcome {
     /// A TCP segment to the gateway's DNS port: the IPv4 packet at `ip` goes to the caller's
     /// TCP stack.
     DnsTcp { client_mac: Mac, ip: Range<usize> },
+    /// A TCP, UDP or ICMP packet sent to the gateway's MAC for somewhere else (or for one of
+    /// the gateway's own TCP/UDP ports other than DNS): the IPv4 packet at `ip` is for egress.
+    Routed { ip: Range<usize> },
 }
 
 /// Where a UDP query to the gateway came from, and where its payload sits in the frame.
@@ -125,18 +128,21 @@ impl Gateway {
         let caps = ChecksumCapabilities::default();
         let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Outcome::Malformed };
         let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else { return Outcome::Malformed };
+        let start = EthernetFrame::<&[u8]>::header_len();
+        let whole = start..start + usize::from(ip.total_len());
+        let routed = matches!(ip_repr.next_header, IpProtocol::Icmp | IpProtocol::Udp | IpProtocol::Tcp);
         if ip_repr.dst_addr != self.ip {
-            return Outcome::Ignored;
+            return if routed { Outcome::Routed { ip: whole } } else { Outcome::Ignored };
         }
         match ip_repr.next_header {
             IpProtocol::Icmp => self.icmp(eth, &ip, &ip_repr, out),
-            IpProtocol::Udp => self.udp(eth, &ip, &ip_repr, csum_partial),
+            IpProtocol::Udp => match self.udp(eth, &ip, &ip_repr, csum_partial) {
+                Outcome::Ignored => Outcome::Routed { ip: whole },
+                other => other,
+            },
             IpProtocol::Tcp => match smoltcp::wire::TcpPacket::new_checked(ip.payload()) {
-                Ok(tcp) if tcp.dst_port() == DNS_PORT => {
-                    let start = EthernetFrame::<&[u8]>::header_len();
-                    Outcome::DnsTcp { client_mac: Mac(eth.src_addr().0), ip: start..start + usize::from(ip.total_len()) }
-                }
-                Ok(_) => Outcome::Ignored,
+                Ok(tcp) if tcp.dst_port() == DNS_PORT => Outcome::DnsTcp { client_mac: Mac(eth.src_addr().0), ip: whole },
+                Ok(_) => Outcome::Routed { ip: whole },
                 Err(_) => Outcome::Malformed,
             },
             _ => Outcome::Ignored,

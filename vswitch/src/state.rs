@@ -58,6 +58,9 @@ pub struct NetworkState {
     pub internal: bool,
     #[serde(default)]
     pub overlay: bool,
+    /// Host loopback ports reachable at the gateway (egress).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_loopback: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// DNS upstreams set for this network (empty: the daemon's defaults).
@@ -222,6 +225,7 @@ mod tests {
             mtu: 1500,
             internal: false,
             overlay: false,
+            host_loopback: Vec::new(),
             labels: BTreeMap::new(),
             upstreams: Vec::new(),
             endpoints: Vec::new(),

@@ -7,6 +7,7 @@
 
 pub mod announce;
 pub mod dns;
+pub mod publish;
 pub mod routes;
 pub mod server;
 
@@ -30,6 +31,7 @@ use crate::switch::{DropReason, SwitchError};
 use crate::state::{self, EndpointState, NetworkState, Phase, Snapshot};
 use crate::sys::{AttachSpec, NetnsRef, NetnsWorker, SysError};
 use crate::types::{Mac, NetworkId, PortId};
+use publish::{bind_rule, parse_port_ranges};
 
 /// Options the daemon was started with that shape control decisions.
 #[derive(Debug, Clone)]
@@ -48,6 +50,11 @@ pub struct Options {
     pub underlay_mtu: u32,
     /// Where `tunnel.key` lives and the tunnel listens, when it runs.
     pub tunnel_listen: Option<std::net::SocketAddr>,
+    /// Containers of non-internal networks reach beyond them through the daemon's sockets
+    /// (egress NAT, on by default when rootless).
+    pub egress: bool,
+    /// What one container may hold in egress flows.
+    pub egress_limits: crate::datapath::egress::Limits,
 }
 
 /// IPv4 (20) + UDP (8) around a sealed datagram, and the inner Ethernet header (14): what an
@@ -106,6 +113,10 @@ struct Net {
     mtu: u32,
     internal: bool,
     overlay: bool,
+    /// Containers reach beyond the network (egress on and not internal).
+    egress: bool,
+    /// Host loopback ports reachable at the gateway (as given).
+    host_loopback: Vec<String>,
     labels: BTreeMap<String, String>,
     endpoints: BTreeMap<String, Ep>,
     /// DNS upstreams set for this network, as given (the forwarder has them parsed).
@@ -123,6 +134,8 @@ struct Ep {
     phase: Phase,
     /// This endpoint gives its container the default route (its first network).
     default_route: bool,
+    /// The datapath's listener ids of each rule in `api.published` (same order).
+    publish_ids: Vec<Vec<usize>>,
 }
 
 /// Dense port ids, reused after release (the datapath indexes vectors with them).
@@ -170,6 +183,8 @@ impl Control {
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         tokio::spawn(dns::run(rx, dp.clone(), upstreams.clone(), dns_counters.clone(), dns_timeout));
         let _ = dp.submit_fn(move |e| e.set_dns_forwarder(tx));
+        let limits = opts.egress_limits;
+        let _ = dp.submit_fn(move |e| e.set_egress_limits(limits));
         let st = State {
             networks: BTreeMap::new(),
             next_network: 0,
@@ -238,6 +253,7 @@ impl Control {
             .as_deref()
             .map(|g| g.parse::<Ipv6Addr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{g:?} is not an IPv6 address"))))
             .transpose()?;
+        parse_port_ranges(&req.host_loopback)?;
         let overlay_mtu = self.opts.underlay_mtu.saturating_sub(OVERLAY_HEADROOM);
         let mtu = req.mtu.unwrap_or(if req.overlay { overlay_mtu } else { 1500 });
         if !(576..=65521).contains(&mtu) {
@@ -325,7 +341,18 @@ impl Control {
         let gw_mac = Mac::local_from(0x4757_0000_0000 | u64::from(id.0));
         let gw = Gateway { ip: pool.gateway(), mac: gw_mac };
         let prefix_len = pool.subnet().prefix_len();
-        let added = self.dp.call(move |e| e.add_network(id, gw_port, gw, prefix_len, mtu)).await.map_err(internal)?;
+        let egress_cfg = self.egress_config(gw, pool.subnet(), mtu, req.internal, req.overlay, &req.host_loopback);
+        let added = self
+            .dp
+            .call(move |e| {
+                let r = e.add_network(id, gw_port, gw, prefix_len, mtu);
+                if let (Ok(()), Some(cfg)) = (&r, egress_cfg) {
+                    e.set_egress_network(gw_port, cfg);
+                }
+                r
+            })
+            .await
+            .map_err(internal)?;
         if let Err(e) = added {
             st.ports.give_back(gw_port);
             return Err(internal(e));
@@ -340,6 +367,8 @@ impl Control {
             mtu,
             internal: req.internal,
             overlay: req.overlay,
+            egress: self.opts.egress && !req.internal,
+            host_loopback: req.host_loopback,
             labels: req.labels,
             endpoints: BTreeMap::new(),
             upstreams: Vec::new(),
@@ -513,10 +542,11 @@ impl Control {
             port: PortId(0),
             aliases: req.aliases,
             srv: req.srv,
+            published: Vec::new(),
         };
         // Like a container on several Docker networks: the first network gives the default
         // route, later ones only their subnet.
-        let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network };
+        let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network, publish_ids: Vec::new() };
         let api = self.bring_up(&mut st, network, ep, false).await?;
         self.local_change(&mut st);
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = api.port.0, "attached");
@@ -532,7 +562,8 @@ impl Control {
         ep.phase = Phase::Attaching;
         let name = ep.api.name.clone();
         let net = find_net_mut(st, network)?;
-        let (net_id, mtu) = (net.id, net.mtu);
+        let (net_id, mtu, gw_port) = (net.id, net.mtu, net.gw_port);
+        let (ip, mac) = (ep.api.ip, ep.api.mac);
         let spec = AttachSpec {
             netns: NetnsRef::Path(PathBuf::from(&ep.api.netns)),
             ifname: ep.api.ifname.clone(),
@@ -563,12 +594,35 @@ impl Control {
             }
         };
         let (fd, hdr) = (attached.fd, attached.vnet_hdr_len);
-        let added = self.dp.call(move |e| e.add_tap(port, net_id, fd, hdr, mtu)).await.map_err(internal);
+        let added = self
+            .dp
+            .call(move |e| {
+                e.add_tap(port, net_id, fd, hdr, mtu)?;
+                e.egress_client(port, gw_port, ip, mac);
+                Ok::<(), std::io::Error>(())
+            })
+            .await
+            .map_err(internal);
         if let Err(e) = added.and_then(|r| r.map_err(internal)) {
             self.forget(st, network, &name);
             return Err(e);
         }
         let ep = find_net_mut(st, network)?.endpoints.get_mut(&name).expect("inserted above under the same lock");
+        if restoring {
+            // Published ports come back with the endpoint; one that cannot be bound any more
+            // is dropped with a warning (the endpoint itself is fine).
+            let rules = std::mem::take(&mut ep.api.published);
+            for rule in rules {
+                match bind_rule(&rule) {
+                    Ok(sockets) => {
+                        let ids = self.start_listeners(gw_port, port, ip, &rule, sockets).await;
+                        ep.api.published.push(rule);
+                        ep.publish_ids.push(ids);
+                    }
+                    Err(e) => tracing::warn!(endpoint = %name, error = %e.error.message, "published port not restored"),
+                }
+            }
+        }
         ep.phase = Phase::Attached;
         ep.offloads = attached.offloads.names();
         let api = ep.api.clone();
@@ -932,8 +986,15 @@ impl Control {
             let (id, gw_port) = (NetworkId(n.id), PortId(n.gateway_port));
             let gw = Gateway { ip: n.pool.gateway(), mac: n.gateway_mac };
             let (prefix_len, mtu) = (n.pool.subnet().prefix_len(), n.mtu);
+            let egress_cfg = self.egress_config(gw, n.pool.subnet(), mtu, n.internal, n.overlay, &n.host_loopback);
             self.dp
-                .call(move |e| e.add_network(id, gw_port, gw, prefix_len, mtu))
+                .call(move |e| {
+                    let r = e.add_network(id, gw_port, gw, prefix_len, mtu);
+                    if let (Ok(()), Some(cfg)) = (&r, egress_cfg) {
+                        e.set_egress_network(gw_port, cfg);
+                    }
+                    r
+                })
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("network {}: {e}", n.name))?;
@@ -952,6 +1013,8 @@ impl Control {
                 mtu,
                 internal: n.internal,
                 overlay: n.overlay,
+                egress: self.opts.egress && !n.internal,
+                host_loopback: n.host_loopback,
                 labels: n.labels,
                 endpoints: BTreeMap::new(),
                 upstreams: n.upstreams,
@@ -970,6 +1033,7 @@ impl Control {
                     netns_id: e.netns_id,
                     phase: e.phase,
                     default_route: e.default_route,
+                    publish_ids: Vec::new(),
                 };
                 let (name, netns) = (ep.api.name.clone(), NetnsRef::Path(PathBuf::from(&ep.api.netns)));
                 let (ifname, ip, ip6) = (ep.api.ifname.clone(), ep.api.ip, ep.api.ip6);
@@ -1354,6 +1418,7 @@ impl State {
                     mtu: n.mtu,
                     internal: n.internal,
                     overlay: n.overlay,
+                    host_loopback: n.host_loopback.clone(),
                     labels: n.labels.clone(),
                     upstreams: n.upstreams.clone(),
                     endpoints: n
@@ -1433,6 +1498,8 @@ impl Net {
             mtu: self.mtu,
             internal: self.internal,
             overlay: self.overlay,
+            host_loopback: self.host_loopback.clone(),
+            egress: self.egress,
             labels: self.labels.clone(),
             endpoints: self.endpoints.len(),
         }

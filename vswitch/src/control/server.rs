@@ -147,12 +147,19 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["ports"]) => ok(&control.ports().await?),
+        (&Method::POST, ["networks", name, "endpoints", ep, "publish"]) => created(&control.publish(name, ep, body(req).await?).await?),
+        (&Method::GET, ["publish"]) => ok(&control.publications().await),
+        (&Method::DELETE, ["publish", proto, addr, port]) => {
+            control.unpublish(proto, addr, port).await?;
+            Ok(no_content())
+        }
+        (&Method::GET, ["egress"]) => ok(&control.egress_stats().await?),
         (&Method::PATCH, ["networks", name, "endpoints", ep]) => ok(&control.update_endpoint(name, ep, body(req).await?).await?),
         (&Method::GET, ["networks", name, "dns"]) => ok(&control.dns_upstreams(name).await?),
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel", ..]) if known_path(&segs) => Err(ApiError::new(
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress", ..]) if known_path(&segs) => Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
             format!("{method} is not allowed on {path}"),
         )),
@@ -166,6 +173,7 @@ fn known_path(segs: &[&str]) -> bool {
         ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
             | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
             | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"] | ["tunnel", "key"] | ["tunnel", "peers"] | ["tunnel", "peers", _]
+            | ["networks", _, "endpoints", _, "publish"] | ["publish"] | ["publish", _, _, _] | ["egress"]
     )
 }
 

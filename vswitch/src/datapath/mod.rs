@@ -7,6 +7,7 @@
 //! thread between batches and answer through a oneshot channel.
 
 pub mod dns_tcp;
+pub mod egress;
 pub mod overlay;
 
 use std::collections::{HashMap, VecDeque};
@@ -230,6 +231,12 @@ pub struct Engine {
     tun_backlog: bool,
     /// Where name announcements from peers go (the control plane).
     announce_tx: Option<tokio::sync::mpsc::Sender<Announcement>>,
+    /// Containers' flows beyond their networks, and published ports.
+    egress: egress::Egress,
+    /// Reused list of egress packets being written.
+    egress_out: Vec<egress::Out>,
+    /// Reused list of egress readiness events: (token, readable, writable).
+    egress_events: Vec<(Token, bool, bool)>,
 }
 
 impl Engine {
@@ -263,6 +270,9 @@ impl Engine {
             tun: None,
             tun_backlog: false,
             announce_tx: None,
+            egress: egress::Egress::new(egress::Limits::default(), seed ^ 0x5eed),
+            egress_out: Vec::new(),
+            egress_events: Vec::new(),
         }
     }
 
@@ -478,6 +488,7 @@ impl Engine {
         self.set_port(gw_port, None);
         self.dns.tcp.remove(&gw_port);
         self.dns.gw_nets.remove(&gw_port);
+        self.egress.remove_network(gw_port);
         self.switch.remove_network(net)
     }
 
@@ -507,6 +518,7 @@ impl Engine {
     /// another thread.
     pub fn remove_tap(&mut self, port: PortId) -> Option<File> {
         let _ = self.switch.remove_port(port);
+        self.egress.forget_port(port);
         let i = port.0 as usize;
         let file = match self.ports.get_mut(i).and_then(Option::take) {
             Some(PortIo::Tap { file, .. }) => file,
@@ -537,7 +549,12 @@ impl Engine {
         while self.running {
             let tcp_next = self.tcp_dns_timers();
             let tun_next = self.tunnel_timers();
-            let idle = [tcp_next, tun_next].into_iter().flatten().fold(SWEEP_EVERY, Duration::min);
+            let now = self.now();
+            let egress_next = self.egress.poll_delay(now);
+            if egress_next.is_some_and(|d| d.is_zero()) {
+                self.flush_egress();
+            }
+            let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero())].into_iter().flatten().fold(SWEEP_EVERY, Duration::min);
             let busy = !self.backlog.is_empty() || self.tun_backlog;
             let timeout = if busy { Some(Duration::ZERO) } else { Some(idle) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -554,9 +571,22 @@ impl Engine {
                     self.tun_backlog = true;
                     continue;
                 }
+                if ev.token().0 >= egress::TOKEN_BASE {
+                    self.egress_events.push((ev.token(), ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable() || ev.is_write_closed()));
+                    continue;
+                }
                 self.mark_ready(PortId(ev.token().0 as u32));
             }
             self.run_jobs();
+            if !self.egress_events.is_empty() {
+                let now = self.now();
+                let mut evs = std::mem::take(&mut self.egress_events);
+                for (token, r, w) in evs.drain(..) {
+                    self.egress.event(self.poll.registry(), now, token, r, w);
+                }
+                self.egress_events = evs;
+                self.flush_egress();
+            }
             if self.tun_backlog {
                 self.tun_backlog = self.drain_tunnel() == BUDGET;
             }
@@ -570,6 +600,7 @@ impl Engine {
             let now = self.now();
             if now >= next_sweep {
                 self.switch.fdb_mut().expire(now);
+                self.egress.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
             }
         }
@@ -625,6 +656,7 @@ impl Engine {
         if self.tun.is_some() {
             self.flush_tunnel_batch();
         }
+        self.flush_egress();
         n
     }
 
@@ -689,6 +721,16 @@ impl Engine {
                     Outcome::Dns(q) => {
                         self.count_tx(to, frame.len(), true);
                         self.answer_dns(ingress, to, gw, q, i, hdr);
+                    }
+                    Outcome::Routed { ip } => {
+                        self.count_tx(to, frame.len(), true);
+                        if self.egress.serves(to) {
+                            let now = self.now();
+                            let packet = &self.bufs[i][(start + hdr).min(len)..len];
+                            if let Some(ip_bytes) = packet.get(ip) {
+                                self.egress.feed(self.poll.registry(), now, to, ingress, ip_bytes);
+                            }
+                        }
                     }
                     Outcome::DnsTcp { client_mac, ip } => {
                         self.count_tx(to, frame.len(), true);
@@ -783,6 +825,53 @@ impl Engine {
         }
     }
 
+    /// Runs egress's stacks and writes what they send to the containers' TAPs.
+    fn flush_egress(&mut self) {
+        self.egress.poll(self.now());
+        let mut outs = std::mem::take(&mut self.egress_out);
+        self.egress.take_out(&mut outs);
+        for mut o in outs.drain(..) {
+            let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(o.to.0 as usize) else { continue };
+            let hdr = *vnet_hdr_len;
+            let Some(len) = egress_frame(&mut o, hdr) else { continue };
+            let ok = write_frame(file, &o.buf[VNET_HDR_LEN - hdr..]);
+            self.count_tx(o.to, len, ok);
+            self.egress.recycle(o.gw_port, o.buf);
+        }
+        self.egress_out = outs;
+    }
+
+    /// Configures egress for the network whose gateway is `gw_port`.
+    pub fn set_egress_network(&mut self, gw_port: PortId, cfg: egress::NetConfig) {
+        let now = self.now();
+        self.egress.set_network(gw_port, cfg, now);
+    }
+
+    /// Tells egress which address and MAC the container on `port` has.
+    pub fn egress_client(&mut self, port: PortId, gw_port: PortId, ip: std::net::Ipv4Addr, mac: crate::types::Mac) {
+        self.egress.add_client(port, gw_port, ip, mac);
+    }
+
+    pub fn set_egress_limits(&mut self, limits: egress::Limits) {
+        self.egress.set_limits(limits);
+    }
+
+    /// Starts serving a published port; returns its id.
+    ///
+    /// # Errors
+    /// When epoll refuses the socket.
+    pub fn publish(&mut self, p: egress::Publish) -> io::Result<usize> {
+        self.egress.publish(self.poll.registry(), p)
+    }
+
+    pub fn unpublish(&mut self, id: usize) {
+        self.egress.unpublish(id);
+    }
+
+    pub fn egress_stats(&self) -> egress::Stats {
+        self.egress.stats()
+    }
+
     fn count_tx(&mut self, port: PortId, bytes: usize, ok: bool) {
         if let Some(c) = self.switch.counters_mut(port) {
             if ok {
@@ -811,6 +900,42 @@ fn write_frame(file: &mut File, frame: &[u8]) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Fills the Ethernet header (and the virtio header, when the TAP has one) in front of an egress
+/// packet. Returns the frame length without the virtio header, or `None` when the packet cannot
+/// go to a TAP without one.
+fn egress_frame(o: &mut egress::Out, hdr: usize) -> Option<usize> {
+    let ip_len = o.buf.len().checked_sub(egress::HEADROOM)?;
+    if hdr == 0 && (o.gso_size.is_some() || o.csum_partial) {
+        return None;
+    }
+    if o.csum_partial {
+        egress::partial_tcp_checksum(&mut o.buf[egress::HEADROOM..]);
+    }
+    let eth = &mut o.buf[VNET_HDR_LEN..egress::HEADROOM];
+    eth[..6].copy_from_slice(&o.dst_mac.0);
+    eth[6..12].copy_from_slice(&o.src_mac.0);
+    eth[12..14].copy_from_slice(&[0x08, 0x00]);
+    if hdr > 0 {
+        let ip = &o.buf[egress::HEADROOM..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        let l4 = 14 + ihl;
+        let doff = ip.get(ihl + 12).map_or(20, |b| usize::from(b >> 4) * 4);
+        let v = &mut o.buf[..VNET_HDR_LEN];
+        v.fill(0);
+        if o.csum_partial {
+            v[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+            v[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+            v[8..10].copy_from_slice(&16u16.to_le_bytes());
+        }
+        if let Some(size) = o.gso_size {
+            v[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+            v[2..4].copy_from_slice(&((l4 + doff) as u16).to_le_bytes());
+            v[4..6].copy_from_slice(&size.to_le_bytes());
+        }
+    }
+    Some(14 + ip_len)
 }
 
 /// Splits a TAP read into (is a GSO super-frame, the Ethernet frame).
