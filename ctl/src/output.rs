@@ -137,7 +137,15 @@ pub fn version_client(client: &str) -> String {
 }
 
 pub fn version_daemon(daemon: &Version) -> String {
-    format!("vswitchd   {} (api {})\n", daemon.version, daemon.api)
+    let mut s = format!("vswitchd   {} (api {})\n", daemon.version, daemon.api);
+    if daemon.rootless {
+        s.push_str("rootless   yes");
+        if let Some(pid) = daemon.userns_pid {
+            let _ = write!(s, ": containers' network namespaces must belong to /proc/{pid}/ns/user (helper pid {pid})");
+        }
+        s.push('\n');
+    }
+    s
 }
 
 pub fn network_created(n: &Network) -> String {
@@ -795,7 +803,15 @@ mod tests {
             flushed(&Flushed { removed: 0 }, Some("net1"), Some("c1")),
             "flushed 0 learned entries on c1 in net1\n"
         );
-        let v = Version { version: "0.1.0".into(), api: "v1".into() };
+        let v = Version { version: "0.1.0".into(), api: "v1".into(), rootless: false, userns_pid: None };
         assert_eq!(version_client("0.1.0") + &version_daemon(&v), "vswitchctl 0.1.0\nvswitchd   0.1.0 (api v1)\n");
+        let v = Version { rootless: true, userns_pid: Some(42), ..v };
+        assert_eq!(
+            version_daemon(&v),
+            "vswitchd   0.1.0 (api v1)\nrootless   yes: containers' network namespaces must belong to /proc/42/ns/user (helper pid 42)\n"
+        );
+        // An older daemon's reply (no rootless fields) still decodes.
+        let old: Version = serde_json::from_str(r#"{"version":"0.1.0","api":"v1"}"#).unwrap();
+        assert!(!old.rootless && old.userns_pid.is_none());
     }
 }

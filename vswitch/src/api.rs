@@ -48,6 +48,14 @@ pub const PREFIX: &str = "/v1";
 pub struct Version {
     pub version: String,
     pub api: String,
+    /// The daemon runs without privileges: a helper in a user namespace wires the containers.
+    #[serde(default)]
+    pub rootless: bool,
+    /// Rootless: the helper's pid. Network namespaces to attach must be owned by its user
+    /// namespace, `/proc/PID/ns/user` (e.g. `nsenter -t PID -U --preserve-credentials --
+    /// unshare -n CMD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_pid: Option<u32>,
 }
 
 /// `POST /v1/networks`.

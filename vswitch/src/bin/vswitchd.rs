@@ -1,7 +1,10 @@
 //! vswitchd: the vswitch daemon. Runs in the foreground; SIGINT or SIGTERM stops it cleanly,
-//! removing every TAP it made and its control socket.
+//! removing every TAP it made and its control socket. Without privileges it runs rootless:
+//! it re-executes itself as a helper in a user namespace (`__netns-helper`, see
+//! `vswitch::sys::userns`) that wires the containers.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,19 +17,29 @@ use vswitch::control::{server, Control, Options};
 use vswitch::datapath::Datapath;
 use vswitch::fdb::FdbConfig;
 use vswitch::switch::SwitchConfig;
-use vswitch::sys::NetnsWorker;
+use vswitch::sys::{NetnsRef, NetnsWorker, RootlessOptions};
 
 /// Userspace virtual switch for containers.
 #[derive(Debug, Parser)]
 #[command(name = "vswitchd", version)]
 struct Args {
     /// Control socket (HTTP/1.1 + JSON). Default: /run/vswitch/vswitchd.sock as root,
-    /// $XDG_RUNTIME_DIR/vswitch/vswitchd.sock otherwise.
+    /// $XDG_RUNTIME_DIR/vswitch/vswitchd.sock rootless.
     #[arg(long, env = "VSWITCH_SOCKET")]
     socket: Option<PathBuf>,
-    /// State directory. Default: /var/lib/vswitch as root, $XDG_DATA_HOME/vswitch otherwise.
+    /// State directory. Default: /var/lib/vswitch as root, $XDG_DATA_HOME/vswitch (or
+    /// ~/.local/share/vswitch) rootless.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Run without privileges (the default when the effective uid is not 0): a helper process
+    /// in a user namespace of its own wires the containers, whose network namespaces must
+    /// belong to that user namespace (`vswitchctl version` names it).
+    #[arg(long)]
+    rootless: bool,
+    /// Rootless: join this user namespace (e.g. /proc/PID/ns/user of a runtime's pause
+    /// process) instead of making one. Implies --rootless.
+    #[arg(long, value_name = "PATH")]
+    userns: Option<PathBuf>,
     /// Log level or a tracing filter (error, warn, info, debug, trace, or e.g. "vswitch=debug").
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -69,6 +82,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // vswitchd re-executed as its own rootless netns helper: before anything else, while the
+    // process is single-threaded (it joins a user namespace).
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == vswitch::sys::HELPER_ARG) {
+        return vswitch::sys::helper_main(&argv[2..]);
+    }
     let args = Args::parse();
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
         eprintln!("vswitchd: bad --log-level {:?}: {e}; using info", args.log_level);
@@ -87,11 +106,40 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let root = is_root();
-    let socket = args.socket.clone().unwrap_or_else(|| default_dir(root, "XDG_RUNTIME_DIR", "/run").join("vswitchd.sock"));
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| default_dir(root, "XDG_DATA_HOME", "/var/lib"));
+    let rootless = args.rootless || args.userns.is_some() || !root;
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None if rootless => rootless_runtime_dir()?.join("vswitchd.sock"),
+        None => PathBuf::from("/run/vswitch/vswitchd.sock"),
+    };
+    let state_dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None if rootless => rootless_data_dir()?,
+        None => PathBuf::from("/var/lib/vswitch"),
+    };
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     // Read before anything starts: a bad state file stops the daemon and is never overwritten.
     let snapshot = vswitch::state::load(&state_dir).map_err(|e| e.to_string())?;
+
+    // The netns worker first, from the main thread before any other thread exists: the
+    // rootless helper is killed when the thread that started it exits, and the main thread
+    // lives as long as the daemon.
+    let netns = if rootless {
+        let opts = RootlessOptions {
+            userns: args.userns.clone(),
+            // After a restart the containers wired before belong to the user namespace of the
+            // earlier helper: join it again (through a namespace that still exists).
+            userns_of_netns: snapshot.as_ref().and_then(first_live_netns),
+            exe: None,
+            log_level: Some(args.log_level.clone()),
+        };
+        tracing::info!(userns = ?opts.userns, rejoin = ?opts.userns_of_netns, "rootless mode");
+        NetnsWorker::spawn_rootless(opts).map_err(|e| format!("rootless: cannot start the netns helper: {e}"))?
+    } else {
+        NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?
+    };
+    let userns_pid = netns.userns_pid();
+    let netns = Arc::new(netns);
 
     let cfg = SwitchConfig {
         fdb: FdbConfig {
@@ -107,7 +155,6 @@ fn run(args: Args) -> Result<(), String> {
     let upstreams = default_upstreams(&args.dns_upstreams)?;
     let dns_counters = Arc::new(DnsCounters::default());
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone()).map_err(|e| format!("cannot start the datapath: {e}"))?);
-    let netns = Arc::new(NetnsWorker::spawn().map_err(|e| format!("cannot start the netns thread: {e}"))?);
     let pools = address_pools(&args.address_pools)?;
     let opts = Options {
         offloads: !args.no_offloads,
@@ -148,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        tracing::info!(socket = %socket.display(), state_dir = %state_dir.display(), offloads = !args.no_offloads, "vswitchd ready");
+        tracing::info!(socket = %socket.display(), state_dir = %state_dir.display(), offloads = !args.no_offloads, rootless, userns_pid, "vswitchd ready");
         let stop = async move {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
@@ -204,9 +251,32 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn default_dir(root: bool, xdg: &str, system: &str) -> PathBuf {
-    match std::env::var_os(xdg) {
-        Some(d) if !root => PathBuf::from(d).join("vswitch"),
-        _ => PathBuf::from(system).join("vswitch"),
+/// `$XDG_RUNTIME_DIR/vswitch`: a rootless daemon has no /run of its own.
+fn rootless_runtime_dir() -> Result<PathBuf, String> {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if Path::new(&d).is_absolute() => Ok(PathBuf::from(d).join("vswitch")),
+        _ => Err("rootless: XDG_RUNTIME_DIR is not set (or not an absolute path), so there is no default for the \
+                  control socket: give --socket PATH (or set XDG_RUNTIME_DIR, e.g. a login session's /run/user/UID)"
+            .to_string()),
     }
+}
+
+/// `$XDG_DATA_HOME/vswitch`, else `~/.local/share/vswitch`.
+fn rootless_data_dir() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| Path::new(d).is_absolute()) {
+        return Ok(PathBuf::from(d).join("vswitch"));
+    }
+    match std::env::var_os("HOME").filter(|h| Path::new(h).is_absolute()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/vswitch")),
+        None => Err("rootless: neither XDG_DATA_HOME nor HOME is set: give --state-dir DIR".to_string()),
+    }
+}
+
+/// The first saved endpoint whose network namespace is still the one it was attached in.
+fn first_live_netns(snap: &vswitch::state::Snapshot) -> Option<PathBuf> {
+    snap.networks.iter().flat_map(|n| &n.endpoints).find_map(|e| {
+        let path = PathBuf::from(&e.endpoint.netns);
+        let id = vswitch::sys::netns::netns_id(&NetnsRef::Path(path.clone())).ok();
+        (e.netns_id.is_some() && id == e.netns_id).then_some(path)
+    })
 }

@@ -215,7 +215,8 @@ impl Control {
     }
 
     pub fn version(&self) -> Version {
-        Version { version: env!("CARGO_PKG_VERSION").to_string(), api: "v1".to_string() }
+        let userns_pid = self.netns.userns_pid();
+        Version { version: env!("CARGO_PKG_VERSION").to_string(), api: "v1".to_string(), rootless: userns_pid.is_some(), userns_pid }
     }
 
     pub async fn networks(&self) -> Vec<Network> {

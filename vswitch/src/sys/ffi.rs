@@ -8,7 +8,7 @@
 use std::ffi::{c_char, c_int, c_short, c_ulong};
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Bytes of `struct ifreq` after the name: the `ifr_ifru` union.
 const IFRU_LEN: usize = size_of::<libc::ifreq>() - libc::IFNAMSIZ;
@@ -193,8 +193,215 @@ pub(crate) fn raise_nofile() -> io::Result<u64> {
 }
 
 /// The effective user id of the process.
-#[cfg(test)]
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
+}
+
+/// The effective group id of the process.
+pub(crate) fn getegid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// The parent's pid (in the caller's pid namespace; 0 when the parent is outside it).
+pub(crate) fn getppid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    let pid = unsafe { libc::getppid() };
+    u32::try_from(pid).unwrap_or(0)
+}
+
+/// `unshare(flags)` for the calling process (CLONE_NEWUSER needs a single-threaded caller).
+pub(crate) fn unshare(flags: c_int) -> io::Result<()> {
+    // SAFETY: unshare takes only an integer and touches no Rust-visible memory.
+    let ret = unsafe { libc::unshare(flags) };
+    check(ret).map(drop)
+}
+
+/// `setns(fd, CLONE_NEWUSER)`: join a user namespace (the caller must be single-threaded).
+pub(crate) fn setns_user(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns only reads the descriptor number, valid for the call; it changes the
+    // calling process's credentials and touches no Rust-visible memory.
+    let ret = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWUSER) };
+    check(ret).map(drop)
+}
+
+/// An ioctl on a namespace file that returns a new descriptor (NS_GET_USERNS,
+/// NS_GET_PARENT); the descriptor is O_CLOEXEC.
+fn ns_ioctl_fd(fd: BorrowedFd<'_>, req: libc::Ioctl) -> io::Result<OwnedFd> {
+    // SAFETY: fd is valid for the call; these requests take no argument and return a new
+    // file descriptor as the result.
+    let ret = check(unsafe { libc::ioctl(fd.as_raw_fd(), req) })?;
+    // SAFETY: on success the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// `ioctl(ns_fd, NS_GET_USERNS)`: the user namespace that owns a namespace.
+pub(crate) fn ns_get_userns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    ns_ioctl_fd(fd, libc::NS_GET_USERNS)
+}
+
+/// `ioctl(userns_fd, NS_GET_PARENT)`: the parent of a user namespace (EPERM when it lies
+/// outside the caller's own user namespace).
+pub(crate) fn ns_get_parent(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    ns_ioctl_fd(fd, libc::NS_GET_PARENT)
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)`: the kernel sends `sig` when the thread that forked the
+/// caller exits. Async-signal-safe (used between fork and exec).
+pub(crate) fn set_pdeathsig(sig: c_int) -> io::Result<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes a plain integer; the unused arguments are zero.
+    let ret = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as c_ulong, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) };
+    check(ret).map(drop)
+}
+
+/// Clears FD_CLOEXEC on a raw descriptor so that it survives exec. Async-signal-safe (used
+/// between fork and exec, where only the number is at hand).
+pub(crate) fn clear_cloexec_raw(fd: c_int) -> io::Result<()> {
+    // SAFETY: fcntl on an integer descriptor touches no Rust-visible memory; a bad number
+    // fails with EBADF.
+    let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above; F_SETFD takes an integer.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) }).map(drop)
+}
+
+/// Takes ownership of an inherited descriptor given by number, after checking that it is an
+/// open socket, and marks it close-on-exec again.
+pub(crate) fn adopt_inherited_socket(fd: c_int) -> io::Result<OwnedFd> {
+    if fd < 3 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is a standard stream")));
+    }
+    // SAFETY: an all-zero `stat` is a valid value of the plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` through the pointer, which points at a live local; a
+    // closed descriptor fails with EBADF.
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {fd} is not a socket")));
+    }
+    // SAFETY: fcntl on an integer descriptor touches no Rust-visible memory.
+    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (fstat succeeded), was inherited for this purpose only,
+    // and nothing else in the process refers to it, so ownership is ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`.
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as c_int; 2];
+    // SAFETY: socketpair writes two ints through the pointer, which points at a live array
+    // of two.
+    check(unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
+    // SAFETY: on success both descriptors are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// At most this many descriptors are accepted with one message.
+pub(crate) const MAX_FDS: usize = 4;
+/// Control buffer for [`MAX_FDS`] descriptors, as u64 words for `cmsghdr` alignment.
+const CMSG_WORDS: usize = 8;
+const _: () = assert!(
+    // CMSG_SPACE(MAX_FDS * sizeof(int)): header (16 on 64-bit, 12 on 32-bit) + 16 bytes.
+    CMSG_WORDS * 8 >= size_of::<libc::cmsghdr>() + MAX_FDS * size_of::<c_int>() + 8
+);
+
+/// Sends one message (`MSG_NOSIGNAL`), with `fd` attached as SCM_RIGHTS when given.
+pub(crate) fn send_msg(sock: BorrowedFd<'_>, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+    let mut cbuf = [0u64; CMSG_WORDS];
+    // SAFETY: an all-zero msghdr (null pointers, zero lengths) is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(fd) = fd {
+        let raw = fd.as_raw_fd();
+        // SAFETY: CMSG_SPACE is pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(size_of::<c_int>() as u32) } as usize;
+        debug_assert!(space <= size_of::<[u64; CMSG_WORDS]>());
+        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = space as _;
+        // SAFETY: msg_control points at `cbuf`, zeroed, aligned for cmsghdr and at least
+        // `space` bytes long, so CMSG_FIRSTHDR returns a pointer to its start, and the header
+        // and CMSG_DATA (one int) lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<c_int>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut c_int, raw);
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at `iov` (over `data`) and `cbuf`, all alive for the call;
+        // sendmsg only reads them. `fd`, if any, is a valid descriptor for the call.
+        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        match check(ret as c_int) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One received message: its length (0 at end of stream), the descriptors that came with it
+/// (close-on-exec), and whether it was longer than the buffer.
+#[derive(Debug)]
+pub(crate) struct Received {
+    pub len: usize,
+    pub fds: Vec<OwnedFd>,
+    pub truncated: bool,
+}
+
+/// Receives one message into `buf`, taking ownership of any SCM_RIGHTS descriptors.
+pub(crate) fn recv_msg(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Received> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut libc::c_void, iov_len: buf.len() };
+    let mut cbuf = [0u64; CMSG_WORDS];
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = size_of::<[u64; CMSG_WORDS]>() as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (over `buf`, exclusively borrowed) and `cbuf`, both
+        // alive for the call and of the lengths given; the kernel writes at most that much.
+        let ret = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match check(ret as c_int) {
+            Ok(_) => break ret as usize,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: after recvmsg, msg_control/msg_controllen describe the control messages the
+    // kernel wrote into `cbuf`; CMSG_FIRSTHDR/NXTHDR stay within msg_controllen, and each
+    // SCM_RIGHTS payload holds (cmsg_len - CMSG_LEN(0)) / sizeof(int) descriptors that this
+    // process now owns (nothing else refers to them).
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg) as *const c_int;
+                let bytes = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+                for i in 0..bytes / size_of::<c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let truncated = msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0;
+    Ok(Received { len: n, fds, truncated })
+}
+
+/// Ignores SIGINT in the calling process (a terminal's Ctrl-C goes to the whole process
+/// group; the helper must outlive it long enough to finish a request and see its socket
+/// close).
+pub(crate) fn ignore_sigint() -> io::Result<()> {
+    // SAFETY: installing SIG_IGN runs no handler code; libc::signal has no other effect.
+    let prev = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+    if prev == libc::SIG_ERR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`netns`]: [`NetnsWorker`], the dedicated thread that enters container network
 //!   namespaces and creates + configures TAP interfaces there ([`NetnsWorker::attach`]).
+//! - [`userns`]: rootless mode: the helper process in a user namespace that runs the netns
+//!   worker for a daemon without privileges ([`NetnsWorker::spawn_rootless`]).
 //! - [`tap`]: `/dev/net/tun` (TUNSETIFF, vnet header, offloads, persistence).
 //! - [`netlink`]: synchronous rtnetlink requests (link, address, route).
 //! - `ffi`: `struct ifreq` layouts and the raw syscall wrappers; every `unsafe` block is there.
@@ -10,12 +12,14 @@ mod ffi;
 pub mod netlink;
 pub mod netns;
 pub mod tap;
+pub mod userns;
 
 #[cfg(test)]
 mod tests;
 
 pub use netns::{current_netns_id, AttachSpec, Attached, NetnsRef, NetnsWorker, SysError};
 pub use tap::{set_persist, Offloads, VNET_HDR_LEN};
+pub use userns::{helper_main, RootlessOptions, HELPER_ARG};
 
 /// Gives a socket receive and send buffers of `bytes` each: past the `net.core.*mem_max` limits
 /// where the process may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), else as large as they allow. A
@@ -25,8 +29,12 @@ pub use tap::{set_persist, Offloads, VNET_HDR_LEN};
 /// When even the plain options fail.
 pub fn set_socket_buffers(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
-        if ffi::set_sockopt_int(fd, force, size).is_err() {
+    for (force, plain, name) in
+        [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "rmem_max"), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "wmem_max")]
+    {
+        if let Err(e) = ffi::set_sockopt_int(fd, force, size) {
+            // Without CAP_NET_ADMIN (rootless) the kernel caps the size at net.core.*mem_max.
+            tracing::warn!(error = %e, bytes, "socket buffers capped at net.core.{name} (raising past it needs CAP_NET_ADMIN)");
             ffi::set_sockopt_int(fd, plain, size)?;
         }
     }

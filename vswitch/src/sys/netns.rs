@@ -6,6 +6,10 @@
 //! ([`NetnsWorker`]) that does nothing else. Callers on any thread send it a request over a
 //! channel and block for the reply.
 //!
+//! A daemon without privileges cannot `setns` into anything, so [`NetnsWorker::spawn_rootless`]
+//! runs the same worker in a helper process that lives in a user namespace of its own (see
+//! [`super::userns`]) and talks to it over a socket; the TAP fd comes back with SCM_RIGHTS.
+//!
 //! Inside the target namespace the worker only *opens* things: `/dev/net/tun` and a
 //! NETLINK_ROUTE socket. Both stay bound to the namespace they were opened in, so it switches
 //! back right away (a guard restores the home namespace on every path) and does the ioctls
@@ -19,17 +23,19 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
+use serde::{Deserialize, Serialize};
 
 use super::ffi;
 use super::netlink::{LinkConfig, RtSocket};
 use super::tap::{self, Offloads};
 
 /// A network namespace, by namespace file or by a process inside it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum NetnsRef {
     /// A namespace file, e.g. `/run/netns/NAME` or `/proc/PID/ns/net`.
     Path(PathBuf),
@@ -57,7 +63,8 @@ impl fmt::Display for NetnsRef {
 }
 
 /// What [`NetnsWorker::attach`] creates and configures.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AttachSpec {
     /// Where the TAP goes.
     pub netns: NetnsRef,
@@ -105,9 +112,7 @@ pub struct Attached {
 pub enum SysError {
     #[error("network namespace not found: {0}")]
     NetnsNotFound(String),
-    #[error(
-        "permission denied: {0} (vswitchd needs CAP_SYS_ADMIN and CAP_NET_ADMIN; run it as root)"
-    )]
+    #[error("permission denied: {0} ({hint})", hint = permission_hint())]
     PermissionDenied(String),
     #[error("invalid interface name: {0}")]
     InvalidName(String),
@@ -117,6 +122,20 @@ pub enum SysError {
     Io { op: &'static str, source: io::Error },
     #[error("netlink: {op} failed: {message}")]
     Netlink { op: &'static str, message: String },
+}
+
+/// The pid of this process's rootless netns helper (0: none, the daemon has privileges):
+/// what a permission error advises depends on it.
+static ROOTLESS_HELPER: AtomicU32 = AtomicU32::new(0);
+
+fn permission_hint() -> String {
+    match ROOTLESS_HELPER.load(Ordering::Relaxed) {
+        0 => "vswitchd needs CAP_SYS_ADMIN and CAP_NET_ADMIN; run it as root, or rootless with --rootless".to_string(),
+        pid => format!(
+            "rootless vswitchd wires only network namespaces owned by its user namespace /proc/{pid}/ns/user, \
+             e.g. made with `nsenter -t {pid} -U --preserve-credentials -- unshare -n CMD`; /dev/net/tun must be mode 0666"
+        ),
+    }
 }
 
 fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> SysError {
@@ -224,12 +243,18 @@ enum Request {
     NetnsId(Sender<io::Result<(u64, u64)>>),
 }
 
-/// A dedicated OS thread that does all `setns` work and nothing else. Dropping it stops the
-/// thread (after any request in progress).
+/// A dedicated OS thread that does all `setns` work and nothing else, or (rootless) a helper
+/// process in a user namespace that runs that thread. Dropping it stops the thread (after any
+/// request in progress) or the helper.
 #[derive(Debug)]
 pub struct NetnsWorker {
-    tx: Option<Sender<Request>>,
-    thread: Option<JoinHandle<()>>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Thread { tx: Option<Sender<Request>>, thread: Option<JoinHandle<()>> },
+    Helper(super::userns::Helper),
 }
 
 const WORKER_GONE: &str = "the netns worker thread has exited";
@@ -253,10 +278,7 @@ impl NetnsWorker {
                 worker_loop(home.as_fd(), rx);
             })?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(NetnsWorker {
-                tx: Some(tx),
-                thread: Some(thread),
-            }),
+            Ok(Ok(())) => Ok(NetnsWorker { inner: Inner::Thread { tx: Some(tx), thread: Some(thread) } }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(io::Error::new(
@@ -271,11 +293,36 @@ impl NetnsWorker {
         }
     }
 
+    /// Start the rootless worker: a helper process (vswitchd itself, re-executed) that makes or
+    /// joins a user namespace and does the namespace work there; see [`super::userns`]. Call
+    /// it from a thread that lives as long as the process (the main thread): the helper is
+    /// killed when that thread exits.
+    ///
+    /// # Errors
+    /// When the helper cannot start, with the reason (e.g. user namespaces disabled).
+    pub fn spawn_rootless(opts: super::userns::RootlessOptions) -> io::Result<NetnsWorker> {
+        let helper = super::userns::Helper::spawn(opts)?;
+        ROOTLESS_HELPER.store(helper.pid(), Ordering::Relaxed);
+        Ok(NetnsWorker { inner: Inner::Helper(helper) })
+    }
+
+    /// The pid of the rootless helper, whose user namespace (`/proc/PID/ns/user`) must own the
+    /// network namespaces to attach; `None` for the in-process worker thread.
+    pub fn userns_pid(&self) -> Option<u32> {
+        match &self.inner {
+            Inner::Thread { .. } => None,
+            Inner::Helper(h) => Some(h.pid()),
+        }
+    }
+
     /// Create a TAP `spec.ifname` in `spec.netns` and configure MAC, MTU, up, address and
     /// default route. Blocks until done (typically well under a millisecond of kernel work).
     /// On any error nothing is left behind: the TAP vanishes with its fd.
     pub fn attach(&self, spec: AttachSpec) -> Result<Attached, SysError> {
         validate_ifname(&spec.ifname)?;
+        if let Inner::Helper(h) = &self.inner {
+            return h.attach(spec);
+        }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.request(Request::Attach(Box::new(spec), reply_tx))?;
         reply_rx.recv().map_err(|_| gone())?
@@ -285,6 +332,9 @@ impl NetnsWorker {
     /// a namespace that is already gone is fine.
     pub fn delete_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
         validate_ifname(ifname)?;
+        if let Inner::Helper(h) = &self.inner {
+            return h.delete_link(netns, ifname);
+        }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.request(Request::Delete(netns, ifname.to_string(), reply_tx))?;
         reply_rx.recv().map_err(|_| gone())?
@@ -297,8 +347,12 @@ impl NetnsWorker {
     }
 
     /// `(st_dev, st_ino)` of the namespace the worker thread is in right now (between
-    /// requests that is always the namespace it started in).
+    /// requests that is always the namespace it started in; the helper's own private one when
+    /// rootless).
     pub fn worker_netns_id(&self) -> io::Result<(u64, u64)> {
+        if let Inner::Helper(h) = &self.inner {
+            return h.netns_id();
+        }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.request(Request::NetnsId(reply_tx))
             .map_err(|_| io::Error::other(WORKER_GONE))?;
@@ -306,7 +360,7 @@ impl NetnsWorker {
     }
 
     fn request(&self, req: Request) -> Result<(), SysError> {
-        let tx = self.tx.as_ref().ok_or_else(gone)?;
+        let Inner::Thread { tx: Some(tx), .. } = &self.inner else { return Err(gone()) };
         tx.send(req).map_err(|_| gone())
     }
 }
@@ -320,9 +374,12 @@ fn gone() -> SysError {
 
 impl Drop for NetnsWorker {
     fn drop(&mut self) {
-        drop(self.tx.take()); // ends the worker's receive loop
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        // The helper stops itself when its socket closes (its own Drop).
+        if let Inner::Thread { tx, thread } = &mut self.inner {
+            drop(tx.take()); // ends the worker's receive loop
+            if let Some(t) = thread.take() {
+                let _ = t.join();
+            }
         }
     }
 }
