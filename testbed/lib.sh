@@ -120,3 +120,14 @@ tb_bench_watchdog() {
     ) </dev/null &
     TB_WATCHDOG=$!
 }
+
+# tb_rootless_user: the unprivileged user that rootless tests and benchmarks run as
+# (vswitch-test, a system user made here if missing); prints its name. Rootless TAPs need
+# /dev/net/tun open to everyone (0666, as mainstream distributions ship it).
+tb_rootless_user() {
+    local u=vswitch-test
+    id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" >/dev/null \
+        || tb_die "cannot create user $u"
+    [ "$(stat -c %a /dev/net/tun)" = 666 ] || chmod 0666 /dev/net/tun
+    echo "$u"
+}

@@ -145,6 +145,8 @@ struct Stack {
     sockets: SocketSet<'static>,
     dev: Dev,
     dirty: bool,
+    /// Flow slots of the TCP flows that have a socket here.
+    tcp: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -596,6 +598,7 @@ impl Egress {
                 if let Some(stack) = self.stacks.get_mut(&f.gw_port) {
                     let _ = stack.iface.poll(instant(self.now), &mut stack.dev, &mut stack.sockets);
                     stack.sockets.remove(h);
+                    stack.tcp.retain(|&t| t != slot);
                     stack.drain_tx_into(&self.clients, &mut self.out, &mut self.stats, f.gw_port);
                 }
             }
@@ -817,6 +820,7 @@ impl Egress {
         sock.set_nagle_enabled(false);
         let _ = sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*key.dst.ip())), port: key.dst.port() });
         let h = stack.sockets.add(sock);
+        stack.tcp.push(slot);
         stack.dev.rx.push_back(syn);
         let _ = stack.iface.poll(instant(self.now), &mut stack.dev, &mut stack.sockets);
         stack.dirty = true;
@@ -952,6 +956,8 @@ impl Egress {
         }
         let _ = stream.set_nodelay(true);
         let h = stack.sockets.add(sock);
+        let slot = self.free.last().copied().unwrap_or(self.flows.len());
+        stack.tcp.push(slot);
         stack.dirty = true;
         let flow = Flow::Tcp(TcpFlow {
             key,
@@ -963,9 +969,10 @@ impl Egress {
             host_eof: false,
             host_shut: false,
         });
-        if self.insert_flow(reg, key, flow, Interest::READABLE | Interest::WRITABLE).is_none() {
+        if self.insert_flow(reg, key, flow, Interest::READABLE | Interest::WRITABLE) != Some(slot) {
             if let Some(stack) = self.stacks.get_mut(&gw_port) {
                 stack.sockets.remove(h);
+                stack.tcp.retain(|&t| t != slot);
             }
             return;
         }
@@ -987,11 +994,8 @@ impl Egress {
         stack.dirty = false;
         let _ = stack.iface.poll(instant(now), &mut stack.dev, &mut stack.sockets);
         let mut done = Vec::new();
-        for slot in 0..self.flows.len() {
+        for &slot in &stack.tcp {
             let Some(Some(Flow::Tcp(f))) = self.flows.get_mut(slot) else { continue };
-            if f.gw_port != gw_port {
-                continue;
-            }
             let Some(h) = f.handle else { continue };
             if pump(f, stack.sockets.get_mut::<tcp::Socket>(h)) {
                 done.push(slot);
@@ -1011,6 +1015,7 @@ impl Egress {
         self.flows[slot] = None;
         if let (Some(h), Some(stack)) = (h, self.stacks.get_mut(&gw)) {
             stack.sockets.remove(h);
+            stack.tcp.retain(|&t| t != slot);
         }
         self.keys.remove(&key);
         if let Some(c) = self.clients.get_mut(key.src.ip()) {
@@ -1129,7 +1134,7 @@ impl Stack {
         });
         let _ = iface.routes_mut().add_default_ipv4_route(cfg.gw.ip);
         iface.set_any_ip(true);
-        Stack { cfg, iface, sockets: SocketSet::new(Vec::new()), dev, dirty: false }
+        Stack { cfg, iface, sockets: SocketSet::new(Vec::new()), dev, dirty: false, tcp: Vec::new() }
     }
 
     /// Hands smoltcp's outgoing packets to the datapath, addressed to their containers.

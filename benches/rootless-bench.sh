@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# rootless-bench.sh: rootless egress, vswitchd against slirp4netns, measured in ONE run so that
+# their ratios can be compared (issue: "at least 4× slirp4netns at MTU 1500").
+#
+# Everything runs as an unprivileged user (vswitch-test, made if missing) inside a "host"
+# namespace of this run whose loopback carries the iperf3 server (127.0.0.1:5201):
+#   vswitchd     rootless (its netns helper makes the user namespace), egress on; one network
+#                per MTU with --host-loopback 5201; the container asks the gateway address,
+#                which egress maps to the host's 127.0.0.1. Containers are made inside the
+#                daemon's user namespace (nsenter -U … unshare -n) and attached by pid.
+#   slirp4netns  one process per container (`unshare -Urn`), --configure --mtu M; the container
+#                asks 10.0.2.2, slirp's address for the host's loopback.
+# Per MTU (1500, 65520) and direction: container→host (iperf3 -c) and host→container (-R),
+# one TCP stream, ROUNDS rounds taking turns (vswitchd, then slirp4netns), medians reported,
+# ratios are medians of per-round ratios. Memory: Pss (smaps_rollup) of the daemon (and its
+# netns helper) idle and with N idle containers attached, per container; slirp4netns: the mean
+# Pss of N processes serving N idle containers.
+# Prints a markdown table and appends it to benches/RESULTS.md.
+#
+#   sudo benches/rootless-bench.sh [--duration S] [--rounds R] [--containers N] [--no-build] [--no-write]
+#     --duration S    seconds per iperf3 run (default 5)
+#     --rounds R      turns per peer and case (default 3)
+#     --containers N  idle containers for the memory figures (default 10)
+#     --no-build      use target/release as it is
+#     --no-write      print only, do not append to benches/RESULTS.md
+#
+# Everything it makes (namespaces, processes, the scratch directory) goes on exit, also on
+# failure or Ctrl-C; a watchdog bounds the run.
+set -euo pipefail
+. "$(dirname "$0")/../testbed/lib.sh"
+
+secs=5 rounds=3 count=10 build=1 write=1
+cmdline="benches/rootless-bench.sh${*:+ $*}"
+usage() { sed -n '2,27p' "$0"; exit 2; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --duration) [ $# -ge 2 ] || usage; secs=$2; shift 2 ;;
+        --rounds) [ $# -ge 2 ] || usage; rounds=$2; shift 2 ;;
+        --containers) [ $# -ge 2 ] || usage; count=$2; shift 2 ;;
+        --no-build) build=0; shift ;;
+        --no-write) write=0; shift ;;
+        -h | --help) usage ;;
+        *) echo "rootless-bench: unknown argument $1" >&2; usage ;;
+    esac
+done
+for x in "$secs" "$rounds" "$count"; do
+    [[ $x =~ ^[0-9]+$ && $x -ge 1 ]] || tb_die "--duration, --rounds and --containers take positive integers"
+done
+tb_need_root
+tb_bench_scratch rootless-bench
+
+need=()
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v nsenter >/dev/null || need+=(util-linux)
+command -v python3 >/dev/null || need+=(python3)
+if [ ${#need[@]} -gt 0 ]; then
+    tb_log "installing ${need[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+        || tb_die "apt-get install ${need[*]} failed"
+fi
+bin=$TB_ROOT/target/release
+if [ $build = 1 ]; then
+    tb_log "building vswitchd (release)"
+    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
+fi
+[ -x "$bin/vswitchd" ] && [ -x "$bin/vswitchctl" ] || tb_die "no $bin/vswitchd: build it first"
+limit=$((2 * 2 * 2 * rounds * (secs + 15) + count * 4 + 120))
+tb_bench_watchdog rootless-bench "$limit"
+
+user=$(tb_rootless_user)
+uid=$(id -u "$user") gid=$(id -g "$user")
+chmod 755 "$run"
+mkdir -p "$run/xdg" "$run/data"
+chown "$uid:$gid" "$run/xdg" "$run/data"
+chmod 700 "$run/xdg"
+tag="vsrb$$"
+host=$tag-host
+tb_netns "$host"
+
+# as_user CMD...: CMD as the unprivileged user, inside the host namespace (exec chain: the pid
+# of a background as_user is the pid of CMD itself).
+as_user() {
+    ip netns exec "$host" setpriv --reuid "$uid" --regid "$gid" --clear-groups \
+        env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@"
+}
+pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' 2>/dev/null || echo fail; }
+
+tb_log "iperf3 server on the host's loopback"
+as_user iperf3 -s -B 127.0.0.1 -p 5201 >"$run/iperf3-server.log" 2>&1 &
+tb_undo "kill $!"
+
+tb_log "vswitchd, rootless, as $user"
+sock=$run/xdg/vswitch/vswitchd.sock
+as_user "$bin/vswitchd" --dns-upstream none >"$run/vswitchd.log" 2>&1 &
+vpid=$!
+tb_undo "kill -TERM $vpid; sleep 1"
+for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $vpid 2>/dev/null || tb_die "vswitchd exited"; sleep 0.05; done
+ctl() { as_user "$bin/vswitchctl" --socket "$sock" "$@"; }
+userns_pid=$(ctl version --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("userns_pid") or "")')
+[ -n "$userns_pid" ] || tb_die "vswitchd did not report its user namespace (is it rootless?)"
+helper_pid=$userns_pid
+pss0=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
+
+# vs_container NAME NETWORK: a container in the daemon's user namespace, attached; prints its pid.
+vs_container() {
+    as_user nsenter -t "$userns_pid" -U --preserve-credentials -- unshare -n sleep 100000 >/dev/null 2>&1 &
+    local pid=$!
+    tb_undo "kill $pid"
+    sleep 0.1
+    as_user nsenter -t "$pid" -U -n --preserve-credentials ip link set lo up
+    ctl attach "$2" --pid "$pid" --name "$1" >/dev/null || tb_die "attach $1"
+    echo "$pid"
+}
+# slirp_container MTU: a container with its own user namespace and a slirp4netns; prints
+# "container_pid slirp_pid".
+slirp_container() {
+    as_user unshare -Urn sleep 100000 >/dev/null 2>&1 &
+    local pid=$!
+    tb_undo "kill $pid"
+    sleep 0.1
+    as_user slirp4netns --configure --mtu="$1" "$pid" tap0 >>"$run/slirp.log" 2>&1 &
+    local spid=$!
+    tb_undo "kill $spid"
+    for _ in $(seq 50); do
+        as_user nsenter -t "$pid" -U -n --preserve-credentials ip -o addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break
+        sleep 0.1
+    done
+    echo "$pid $spid"
+}
+run_iperf() { # PID SERVER [-R]
+    local pid=$1 server=$2
+    shift 2
+    as_user nsenter -t "$pid" -U -n --preserve-credentials timeout $((secs + 15)) iperf3 -c "$server" -p 5201 -t "$secs" -J "$@" 2>/dev/null | gbps
+}
+
+declare -A R
+for mtu in 1500 65520; do
+    ctl network create "n$mtu" --mtu "$mtu" --host-loopback 5201 >/dev/null
+    gw=$(ctl network inspect "n$mtu" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
+    vc=$(vs_container "c$mtu" "n$mtu")
+    read -r sc sp < <(slirp_container "$mtu")
+    for r in $(seq "$rounds"); do
+        for dir in up down; do
+            flag=(); [ $dir = down ] && flag=(-R)
+            v=$(run_iperf "$vc" "$gw" "${flag[@]}")
+            s=$(run_iperf "$sc" 10.0.2.2 "${flag[@]}")
+            tb_log "mtu $mtu $dir round $r: vswitchd $v Gbit/s, slirp4netns $s Gbit/s"
+            R[$mtu,$dir,v]+="$v " R[$mtu,$dir,s]+="$s " R[$mtu,$dir,r]+="$(ratio "$v" "$s") "
+        done
+    done
+done
+
+tb_log "memory: $count idle containers each"
+ctl network create idle >/dev/null
+for i in $(seq "$count"); do vs_container "idle$i" idle >/dev/null; done
+sleep 1
+pss1=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
+spss=()
+for i in $(seq "$count"); do
+    read -r _ sp < <(slirp_container 1500)
+    spss+=("$sp")
+done
+sleep 1
+stotal=0
+for sp in "${spss[@]}"; do stotal=$((stotal + $(pss_kib "$sp"))); done
+vs_per=$(awk -v a="$pss0" -v b="$pss1" -v n="$count" 'BEGIN { printf "%.1f", (b - a) / n }')
+sl_per=$(awk -v t="$stotal" -v n="$count" 'BEGIN { printf "%.1f", t / n }')
+egress=$(ctl egress --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("tcp_opened=%d connect_failed=%d" % (d["tcp_opened"], d["connect_failed"]))')
+
+table=$(
+    echo "| case | vswitchd (Gbit/s) | slirp4netns (Gbit/s) | ratio |"
+    echo "|---|---|---|---|"
+    for mtu in 1500 65520; do
+        for dir in up down; do
+            what="container→host"; [ $dir = down ] && what="host→container"
+            # shellcheck disable=SC2086
+            echo "| MTU $mtu, $what | $(median ${R[$mtu,$dir,v]}) | $(median ${R[$mtu,$dir,s]}) | **$(median ${R[$mtu,$dir,r]})×** |"
+        done
+    done
+    echo "| memory per container (Pss, KiB) | $vs_per | $sl_per | $(ratio "$vs_per" "$sl_per")× |"
+    echo "| daemon idle (Pss, KiB, incl. netns helper) | $pss0 | – | |"
+)
+echo
+echo "$table"
+echo "vswitchd egress counters: $egress"
+if [ $write = 1 ]; then
+    {
+        echo
+        echo "## Rootless egress: vswitchd vs slirp4netns ($(date -u +%Y-%m-%d), $(nproc) cores)"
+        echo
+        echo "Command: \`sudo $cmdline\` (one TCP stream, iperf3 $secs s, $rounds rounds, medians; both as an unprivileged user, server on the host's loopback)."
+        echo
+        echo "$table"
+    } >>"$TB_ROOT/benches/RESULTS.md"
+    tb_log "appended to benches/RESULTS.md"
+fi
