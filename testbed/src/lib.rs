@@ -55,6 +55,8 @@ pub struct Daemon {
     args: Vec<String>,
     /// Run inside this network namespace (a "host" of a multi-host testbed).
     netns: Option<String>,
+    /// Run as this user, rootless (see [`Daemon::start_rootless`]).
+    user: Option<User>,
 }
 
 impl Daemon {
@@ -67,7 +69,7 @@ impl Daemon {
         let dir = std::env::temp_dir().join(unique("vswitch-test-"));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
-        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect(), netns: None };
+        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect(), netns: None, user: None };
         d.spawn().unwrap_or_else(|e| panic!("{e}"));
         d
     }
@@ -80,9 +82,42 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()) };
+        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()), user: None };
         d.spawn().unwrap_or_else(|e| panic!("{e}"));
         d
+    }
+
+    /// A vswitchd run rootless as `user` (made with [`User::system`]) through `setpriv`, with a
+    /// private `XDG_RUNTIME_DIR` (`DIR/run`, 0700) and `XDG_DATA_HOME` (`DIR/data`) owned by
+    /// the user, so the socket and the state are at their rootless defaults
+    /// (`DIR/run/vswitch/vswitchd.sock`, `DIR/data/vswitch`). vswitchctl runs as the user too.
+    pub fn start_rootless(user: &User, args: &[&str]) -> Daemon {
+        Daemon::try_start_rootless(user, args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Daemon::start_rootless`], with `Err` and the log when the daemon exits during start.
+    pub fn try_start_rootless(user: &User, args: &[&str]) -> Result<Daemon, String> {
+        require_root();
+        let dir = std::env::temp_dir().join(unique("vswitch-test-"));
+        for sub in ["run", "data"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        user.chown(&dir.join("run"));
+        user.chown(&dir.join("data"));
+        run_ok("chmod", &["0700", &dir.join("run").to_string_lossy()]);
+        let socket = dir.join("run/vswitch/vswitchd.sock");
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut d = Daemon { child: None, dir, socket, args, netns: None, user: Some(user.clone()) };
+        d.spawn()?;
+        Ok(d)
+    }
+
+    /// Rootless: the netns helper's pid from `vswitchctl version` (its `/proc/PID/ns/user`
+    /// must own the containers' network namespaces).
+    pub fn userns_pid(&self) -> u32 {
+        let v = self.ctl_json(&["version"]);
+        assert_eq!(v["rootless"], Value::Bool(true), "not rootless: {v}");
+        v["userns_pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or_else(|| panic!("no userns_pid: {v}"))
     }
 
     /// Starts vswitchd again on the same socket and state directory (after a kill or a stop).
@@ -115,19 +150,26 @@ impl Daemon {
         let no_upstream: &[&str] = if args.contains(&"--dns-upstream") { &[] } else { &["--dns-upstream", "none"] };
         // VSWITCH_TEST_OFFLOADS=off runs every test with plain TAPs (no vnet header, no TSO).
         let offloads: &[&str] = if offloads_off() { &["--no-offloads"] } else { &[] };
-        let mut cmd = match &self.netns {
-            Some(ns) => {
+        let mut cmd = match (&self.netns, &self.user) {
+            (_, Some(user)) => {
+                // Rootless: as `user`, with the socket and state where the XDG variables put
+                // them (no --socket, no --state-dir).
+                let mut c = user.command(&bin_dir().join("vswitchd"));
+                c.env("XDG_RUNTIME_DIR", self.dir.join("run")).env("XDG_DATA_HOME", self.dir.join("data"));
+                c.env_remove("VSWITCH_SOCKET");
+                c
+            }
+            (Some(ns), None) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(bin_dir().join("vswitchd"));
                 c
             }
-            None => Command::new(bin_dir().join("vswitchd")),
+            (None, None) => Command::new(bin_dir().join("vswitchd")),
         };
+        if self.user.is_none() {
+            cmd.arg("--socket").arg(&socket).arg("--state-dir").arg(dir.join("state"));
+        }
         let child = cmd
-            .arg("--socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
             .args(["--log-level", "debug"])
             .args(no_upstream)
             .args(offloads)
@@ -161,10 +203,14 @@ impl Daemon {
         std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
     }
 
-    /// Runs `vswitchctl --socket S ARGS...`.
+    /// Runs `vswitchctl --socket S ARGS...` (as the daemon's user when it runs rootless).
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin_dir().join("vswitchctl"))
-            .arg("--socket")
+        let ctl = bin_dir().join("vswitchctl");
+        let mut cmd = match &self.user {
+            Some(user) => user.command(&ctl),
+            None => Command::new(ctl),
+        };
+        cmd.arg("--socket")
             .arg(&self.socket)
             .args(args)
             .output()
@@ -250,6 +296,122 @@ impl Drop for Daemon {
             self.terminate();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An unprivileged user for rootless tests.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl User {
+    /// The system user `name`, made (`useradd --system`, no home, no login shell) if missing.
+    pub fn system(name: &str) -> User {
+        static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = MAKING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, name]).output().expect("run id");
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()).flatten()
+        };
+        // Another test process may be adding it at the same moment (useradd locks
+        // /etc/passwd): retry until the user exists.
+        for _ in 0..50 {
+            if let (Some(uid), Some(gid)) = (id("-u"), id("-g")) {
+                return User { name: name.to_string(), uid, gid };
+            }
+            let _ = Command::new("useradd")
+                .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
+                .stderr(Stdio::null())
+                .status();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("cannot create the user {name} (useradd)");
+    }
+
+    /// `setpriv --reuid UID --regid GID --clear-groups -- PROGRAM`: run as this user.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &self.uid.to_string(), "--regid", &self.gid.to_string(), "--clear-groups", "--"]);
+        c.arg(program);
+        c
+    }
+
+    /// Gives `path` to this user.
+    pub fn chown(&self, path: &Path) {
+        run_ok("chown", &[&format!("{}:{}", self.uid, self.gid), &path.to_string_lossy()]);
+    }
+}
+
+/// A "container" of a rootless daemon: a process of `user` in a network namespace of its own
+/// that belongs to the user namespace of the daemon's helper (`nsenter -t USERNS_PID -U
+/// --preserve-credentials -- unshare -n sleep`). Killed on drop, which frees the namespace.
+#[derive(Debug)]
+pub struct UserContainer {
+    pub name: String,
+    user: User,
+    child: Child,
+}
+
+impl UserContainer {
+    /// A new container in the user namespace of process `userns_pid`.
+    pub fn new(user: &User, userns_pid: u32, prefix: &str) -> UserContainer {
+        let mut cmd = user.command("nsenter");
+        cmd.args(["-t", &userns_pid.to_string(), "-U", "--preserve-credentials", "--", "unshare", "-n", "sleep", "100000"]);
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn nsenter");
+        let c = UserContainer { name: unique(prefix), user: user.clone(), child };
+        // nsenter and unshare exec (no fork): the pid is the sleep's once its namespace differs.
+        let ours = std::fs::read_link("/proc/self/ns/net").ok();
+        let ready = eventually(Duration::from_secs(5), || {
+            let ns = std::fs::read_link(format!("/proc/{}/ns/net", c.pid())).ok();
+            ns.is_some() && ns != ours && std::fs::read_to_string(format!("/proc/{}/comm", c.pid())).is_ok_and(|s| s.trim() == "sleep")
+        });
+        assert!(ready, "container {} did not start in the user namespace of {userns_pid}", c.name);
+        c.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Runs a command inside the container (its user and network namespaces), as the user.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        let mut c = self.user.command("nsenter");
+        c.args(["-t", &self.pid().to_string(), "-U", "-n", "--preserve-credentials", "--"]).args(cmd);
+        c.output().expect("run nsenter")
+    }
+
+    pub fn exec_ok(&self, cmd: &[&str]) -> String {
+        let out = self.exec(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {} failed: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// True when `ping -c COUNT` to `ip` gets every reply.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.exec(&["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip]).status.success()
+    }
+
+    /// Names of the links inside the container.
+    pub fn links(&self) -> Vec<String> {
+        let v: Value = serde_json::from_str(&self.exec_ok(&["ip", "-j", "link", "show"])).unwrap();
+        v.as_array().unwrap().iter().filter_map(|l| l["ifname"].as_str().map(String::from)).collect()
+    }
+}
+
+impl Drop for UserContainer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
