@@ -529,6 +529,8 @@ mod tests {
             mtu: 1500,
             internal: false,
             overlay: false,
+            host_loopback: Vec::new(),
+            egress: false,
             labels: BTreeMap::new(),
             endpoints,
         }

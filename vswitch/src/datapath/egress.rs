@@ -1167,7 +1167,8 @@ impl Stack {
 /// send segments far larger than the container's MTU). The checksum is not fixed up: smoltcp
 /// does not verify it on these TAPs (their senders leave checksums to offload).
 fn raise_mss(ip: &mut [u8]) {
-    let ihl = usize::from(ip[0] & 0x0f) * 4;
+    let Some(&b0) = ip.first() else { return };
+    let ihl = usize::from(b0 & 0x0f) * 4;
     let Some(tcp) = ip.get_mut(ihl..) else { return };
     if tcp.len() < 20 {
         return;
