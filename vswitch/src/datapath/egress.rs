@@ -1360,4 +1360,60 @@ mod tests {
         bad[41] = 0; // option length 0
         raise_mss(&mut bad);
     }
+
+    fn egress_with_client() -> (mio::Poll, Egress) {
+        let poll = mio::Poll::new().unwrap();
+        let mut e = Egress::new(Limits::default(), 7);
+        let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]) };
+        let cfg = NetConfig { gw, subnet: "10.89.0.0/24".parse().unwrap(), mtu: 1500, egress: true, host_loopback: vec![(9, 9)], vnet: true };
+        e.set_network(PortId(0), cfg, Duration::ZERO);
+        e.add_client(PortId(1), PortId(0), Ipv4Addr::new(10, 89, 0, 2), Mac([2, 0x42, 10, 89, 0, 2]));
+        (poll, e)
+    }
+
+    proptest::proptest! {
+        /// Any bytes from a container are a counted drop or a flow, never a panic; a header
+        /// that claims to be from the container's address gets past the spoofing check.
+        #[test]
+        fn arbitrary_packets_never_panic(mut bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200), proto in 0u8..3) {
+            let (poll, mut e) = egress_with_client();
+            if bytes.len() >= 20 {
+                bytes[0] = 0x45;
+                bytes[9] = [1, 6, 17][usize::from(proto)];
+                bytes[12..16].copy_from_slice(&[10, 89, 0, 2]);
+                // Mostly to the loopback-mapped gateway address: no packet leaves the test.
+                bytes[16..20].copy_from_slice(&[10, 89, 0, 1]);
+                let len = bytes.len() as u16;
+                bytes[2..4].copy_from_slice(&len.to_be_bytes());
+                if bytes.len() >= 24 {
+                    // The discard port: whatever gets through goes nowhere that listens.
+                    bytes[22..24].copy_from_slice(&9u16.to_be_bytes());
+                }
+            }
+            e.feed(poll.registry(), Duration::from_millis(1), PortId(0), PortId(1), &bytes);
+            e.poll(Duration::from_millis(2));
+            let mut out = Vec::new();
+            e.take_out(&mut out);
+            e.sweep(Duration::from_secs(120));
+        }
+    }
+
+    #[test]
+    fn spoofed_and_foreign_sources_are_counted() {
+        let (poll, mut e) = egress_with_client();
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[9] = 17;
+        p[24..26].copy_from_slice(&8u16.to_be_bytes()); // UDP length: header only
+        p[12..16].copy_from_slice(&[10, 89, 0, 9]); // not the port's address
+        p[16..20].copy_from_slice(&[192, 0, 2, 1]);
+        e.feed(poll.registry(), Duration::ZERO, PortId(0), PortId(1), &p);
+        assert_eq!(e.stats().spoofed, 1);
+        p[12..16].copy_from_slice(&[10, 89, 0, 2]);
+        p[16..20].copy_from_slice(&[10, 89, 0, 7]); // its own network: never through egress
+        e.feed(poll.registry(), Duration::ZERO, PortId(0), PortId(1), &p);
+        assert_eq!(e.stats().denied, 1);
+        assert_eq!(e.stats().udp_opened, 0);
+    }
 }
