@@ -154,7 +154,7 @@ impl Daemon {
             (_, Some(user)) => {
                 // Rootless: as `user`, with the socket and state where the XDG variables put
                 // them (no --socket, no --state-dir).
-                let mut c = user.command(&bin_dir().join("vswitchd"));
+                let mut c = user.command(bin_dir().join("vswitchd"));
                 c.env("XDG_RUNTIME_DIR", self.dir.join("run")).env("XDG_DATA_HOME", self.dir.join("data"));
                 c.env_remove("VSWITCH_SOCKET");
                 c

@@ -780,6 +780,70 @@ mod tests {
         assert_eq!(helper_main(&[serde_json::to_string(&cfg).unwrap().into()]), ExitCode::from(2));
     }
 
+    fn send_json(sock: &OwnedFd, bytes: &[u8]) -> ReplyMsg {
+        ffi::send_msg(sock.as_fd(), bytes, None).unwrap();
+        let mut buf = vec![0u8; MAX_MSG];
+        let r = ffi::recv_msg(sock.as_fd(), &mut buf).unwrap();
+        decode_reply(&buf[..r.len]).unwrap()
+    }
+
+    /// The helper's loop (with an in-process worker, which needs no privileges to start):
+    /// garbage gets an error reply carrying its id, requests get answers, bad names come back
+    /// as `InvalidName`, and closing the socket ends the loop.
+    #[test]
+    fn serve_answers_garbage_with_errors_and_stops_at_eof() {
+        let (daemon, helper) = ffi::seqpacket_pair().unwrap();
+        let served = std::thread::spawn(move || {
+            let worker = NetnsWorker::spawn().unwrap();
+            serve(helper.as_fd(), &worker)
+        });
+        for (bytes, id) in [(&b"\x00\xffnot json"[..], 0), (br#"{"id":41,"req":"reboot"}"#, 41), (br#"{"id":42}"#, 42)] {
+            let reply = send_json(&daemon, bytes);
+            assert_eq!(reply.id, id);
+            assert!(matches!(reply.reply, Reply::Error { error: WireError::Io { .. } }), "{reply:?}");
+        }
+        let req = RequestMsg { id: 43, req: Request::NetnsId };
+        let reply = send_json(&daemon, &encode(&req).unwrap());
+        let own = crate::sys::current_netns_id().unwrap();
+        assert_eq!(reply, ReplyMsg { id: 43, reply: Reply::NetnsId { dev: own.0, ino: own.1 } });
+        let req = RequestMsg { id: 44, req: Request::DeleteLink { netns: NetnsRef::Pid(1), ifname: "a/b".into() } };
+        let reply = send_json(&daemon, &encode(&req).unwrap());
+        assert!(matches!(reply.reply, Reply::Error { error: WireError::InvalidName { .. } }), "{reply:?}");
+        // A request longer than the helper's buffer is refused, not half-read.
+        ffi::send_msg(daemon.as_fd(), &vec![b' '; MAX_MSG + 1], None).unwrap();
+        let mut buf = vec![0u8; MAX_MSG];
+        let r = ffi::recv_msg(daemon.as_fd(), &mut buf).unwrap();
+        assert!(matches!(decode_reply(&buf[..r.len]).unwrap().reply, Reply::Error { .. }));
+        drop(daemon);
+        assert_eq!(served.join().unwrap(), ExitCode::SUCCESS);
+    }
+
+    /// The daemon's side: a reply that arrives after its caller gave up is dropped together
+    /// with its fd, and the caller gets its own reply; a helper that goes away is an error.
+    #[test]
+    fn call_skips_late_replies_and_reports_a_gone_helper() {
+        let (daemon, helper) = ffi::seqpacket_pair().unwrap();
+        let h = Helper { conn: Mutex::new(Conn { sock: Some(daemon), next_id: 5, buf: vec![0; MAX_MSG] }), child: Mutex::new(None), pid: 0 };
+        let fake = std::thread::spawn(move || {
+            let mut buf = vec![0u8; MAX_MSG];
+            let r = ffi::recv_msg(helper.as_fd(), &mut buf).unwrap();
+            let req = decode_request(&buf[..r.len], false).unwrap();
+            assert_eq!(req, RequestMsg { id: 5, req: Request::NetnsId });
+            // A late answer to request 4, with an fd, then the answer to 5.
+            let stale = File::open("/proc/self/status").unwrap();
+            let late = ReplyMsg { id: 4, reply: Reply::Attached { ifindex: 9, offloads: Offloads::default().into(), vnet_hdr_len: 0 } };
+            ffi::send_msg(helper.as_fd(), &encode(&late).unwrap(), Some(stale.as_fd())).unwrap();
+            let ok = ReplyMsg { id: 5, reply: Reply::NetnsId { dev: 1, ino: 2 } };
+            ffi::send_msg(helper.as_fd(), &encode(&ok).unwrap(), None).unwrap();
+            // Then it dies.
+        });
+        assert_eq!(h.netns_id().unwrap(), (1, 2));
+        fake.join().unwrap();
+        let err = h.attach(spec()).unwrap_err();
+        assert!(err.to_string().contains("netns helper has exited"), "{err}");
+        assert!(h.delete_link(NetnsRef::Pid(1), "eth0").unwrap_err().to_string().contains("has exited"));
+    }
+
     /// Messages and fds across a real socketpair: what `call` and `serve` rely on.
     #[test]
     fn seqpacket_carries_messages_and_fds() {
