@@ -153,6 +153,22 @@ fn rootless_without_runtime_dir_or_with_a_bad_userns_fails_clearly() {
     assert!(!out.status.success());
     assert!(err.contains("XDG_RUNTIME_DIR is not set") && err.contains("--socket"), "{err}");
 
+    // User namespaces disabled: shown below a user namespace of the user's whose limit is set
+    // to 0 (the machine's own limit stays untouched).
+    let dir = std::env::temp_dir().join(testbed::unique("vswitch-test-nouserns-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    user.chown(&dir);
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces && exec {} --rootless --socket {d}/s --state-dir {d}/state",
+        vswitchd.display(),
+        d = dir.display()
+    );
+    let out = user.command("unshare").args(["--user", "--map-root-user", "sh", "-c", &script]).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("user namespaces are disabled: user.max_user_namespaces=0"), "{err}");
+
     // --userns that is not a user namespace: the helper says so, the daemon stops.
     match Daemon::try_start_rootless(&user, &["--userns", "/proc/self/ns/net"]) {
         Ok(_) => panic!("started with a network namespace as --userns"),
