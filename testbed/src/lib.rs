@@ -358,8 +358,19 @@ pub struct UserContainer {
 impl UserContainer {
     /// A new container in the user namespace of process `userns_pid`.
     pub fn new(user: &User, userns_pid: u32, prefix: &str) -> UserContainer {
+        UserContainer::start(user, userns_pid, prefix, &["-n"])
+    }
+
+    /// A new container with a user namespace of its own (mapping root to root) below the user
+    /// namespace of process `userns_pid`, as a runtime that nests one would make.
+    pub fn new_nested(user: &User, userns_pid: u32, prefix: &str) -> UserContainer {
+        UserContainer::start(user, userns_pid, prefix, &["-U", "-r", "-n"])
+    }
+
+    fn start(user: &User, userns_pid: u32, prefix: &str, unshare: &[&str]) -> UserContainer {
         let mut cmd = user.command("nsenter");
-        cmd.args(["-t", &userns_pid.to_string(), "-U", "--preserve-credentials", "--", "unshare", "-n", "sleep", "100000"]);
+        cmd.args(["-t", &userns_pid.to_string(), "-U", "--preserve-credentials", "--", "unshare"]);
+        cmd.args(unshare).args(["sleep", "100000"]);
         let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn nsenter");
         let c = UserContainer { name: unique(prefix), user: user.clone(), child };
         // nsenter and unshare exec (no fork): the pid is the sleep's once its namespace differs.

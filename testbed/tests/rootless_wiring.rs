@@ -65,6 +65,8 @@ fn user_attaches_pings_survives_kill9_and_detaches() {
     assert!(c1.ping(&ip2, 3), "c1 cannot ping c2\n{}", d.log());
     assert!(c2.ping(&ip1, 1), "c2 cannot ping c1");
     assert!(c1.ping("10.93.0.1", 1), "the gateway does not answer");
+    // The helper also reached the container's sysctls: no IPv6 on a v4-only network.
+    assert_eq!(c1.exec_ok(&["cat", "/proc/sys/net/ipv6/conf/eth0/disable_ipv6"]).trim(), "1");
     let eps = |d: &Daemon| d.ctl_json(&["network", "inspect", "rl1"])["endpoint_list"].clone();
     let before = eps(&d);
 
@@ -123,6 +125,12 @@ fn joins_a_given_user_namespace_and_refuses_foreign_namespaces() {
     attach(&d, "rl2", &c1);
     let e2 = attach(&d, "rl2", &c2);
     assert!(c1.ping(e2["ip"].as_str().unwrap(), 2), "no traffic in a joined user namespace\n{}", d.log());
+    // A container with a user namespace of its own below the joined one is wired too.
+    let nested = UserContainer::new_nested(&user, ppid, "rl2-n");
+    assert_ne!(ns_link(nested.pid(), "user"), ns_link(ppid, "user"));
+    let en = attach(&d, "rl2", &nested);
+    assert!(nested.ping(e2["ip"].as_str().unwrap(), 1), "no traffic from a nested user namespace");
+    assert!(c1.ping(en["ip"].as_str().unwrap(), 1));
 
     // A namespace of root's (the host's user namespace) cannot be wired: a clear refusal,
     // and nothing changes.
@@ -134,7 +142,7 @@ fn joins_a_given_user_namespace_and_refuses_foreign_namespaces() {
     assert!(foreign.links().iter().all(|l| l == "lo"), "a TAP was left in the foreign namespace");
     let out = d.ctl(&["attach", "rl2", "--pid", "1", "--name", "init"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission_denied"));
-    assert_eq!(d.ctl_json(&["network", "inspect", "rl2"])["endpoints"], 2);
+    assert_eq!(d.ctl_json(&["network", "inspect", "rl2"])["endpoints"], 3);
 
     drop(d);
     let _ = pause.kill();
