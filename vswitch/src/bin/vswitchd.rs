@@ -79,6 +79,16 @@ struct Args {
     /// MTU of the network the tunnel runs over; overlay networks default to what fits in it.
     #[arg(long, default_value_t = 1500)]
     underlay_mtu: u32,
+    /// Egress NAT: containers of non-internal networks reach the host and beyond through the
+    /// daemon's own sockets, and ports can be published. Default: on when rootless, off as root.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    egress: Option<bool>,
+    /// Egress flows (TCP, UDP, ICMP) one container may hold at once; more are refused.
+    #[arg(long, default_value_t = 512)]
+    egress_max_flows: usize,
+    /// Seconds after which an idle egress UDP or ICMP flow is closed.
+    #[arg(long, default_value_t = 60)]
+    egress_udp_idle_secs: u64,
 }
 
 fn main() -> ExitCode {
@@ -163,6 +173,11 @@ fn run(args: Args) -> Result<(), String> {
         pools,
         underlay_mtu: args.underlay_mtu,
         tunnel_listen: args.listen,
+        egress: args.egress.unwrap_or(rootless),
+        egress_limits: vswitch::datapath::egress::Limits {
+            max_flows: args.egress_max_flows.max(1),
+            idle: Duration::from_secs(args.egress_udp_idle_secs.max(1)),
+        },
     };
     if let Some(listen) = args.listen {
         let key = vswitch::control::load_or_make_key(&state_dir)?;
