@@ -12,9 +12,9 @@
 #                asks 10.0.2.2, slirp's address for the host's loopback.
 # Per MTU (1500, 65520) and direction: container→host (iperf3 -c) and host→container (-R),
 # one TCP stream, ROUNDS rounds taking turns (vswitchd, then slirp4netns), medians reported,
-# ratios are medians of per-round ratios. Memory: Pss (smaps_rollup) of the daemon (and its
-# netns helper) idle and with N idle containers attached, per container; slirp4netns: the mean
-# Pss of N processes serving N idle containers.
+# ratios are medians of per-round ratios. Memory, measured first: Pss (smaps_rollup) of the
+# daemon (and its netns helper) idle and with N idle containers attached, per container;
+# slirp4netns: the mean Pss of N processes serving N idle containers.
 # Prints a markdown table and appends it to benches/RESULTS.md.
 #
 #   sudo benches/rootless-bench.sh [--duration S] [--rounds R] [--containers N] [--no-build] [--no-write]
@@ -78,11 +78,15 @@ tag="vsrb$$"
 host=$tag-host
 tb_netns "$host"
 
-# as_user CMD...: CMD as the unprivileged user, inside the host namespace (exec chain: the pid
-# of a background as_user is the pid of CMD itself).
+# as_user CMD...: CMD as the unprivileged user, inside the host namespace. user_bg CMD...: the
+# same in the background; every step execs the next, so $! is the pid of CMD itself.
 as_user() {
     ip netns exec "$host" setpriv --reuid "$uid" --regid "$gid" --clear-groups \
         env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@"
+}
+user_bg() {
+    (exec ip netns exec "$host" setpriv --reuid "$uid" --regid "$gid" --clear-groups \
+        env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@") &
 }
 pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -90,12 +94,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]
 gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' 2>/dev/null || echo fail; }
 
 tb_log "iperf3 server on the host's loopback"
-as_user iperf3 -s -B 127.0.0.1 -p 5201 >"$run/iperf3-server.log" 2>&1 &
+user_bg iperf3 -s -B 127.0.0.1 -p 5201 >"$run/iperf3-server.log" 2>&1
 tb_undo "kill $!"
 
 tb_log "vswitchd, rootless, as $user"
 sock=$run/xdg/vswitch/vswitchd.sock
-as_user "$bin/vswitchd" --dns-upstream none >"$run/vswitchd.log" 2>&1 &
+user_bg "$bin/vswitchd" --dns-upstream none >"$run/vswitchd.log" 2>&1
 vpid=$!
 tb_undo "kill -TERM $vpid; sleep 1"
 for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $vpid 2>/dev/null || tb_die "vswitchd exited"; sleep 0.05; done
@@ -105,31 +109,40 @@ userns_pid=$(ctl version --json | python3 -c 'import json,sys; print(json.load(s
 helper_pid=$userns_pid
 pss0=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
 
-# vs_container NAME NETWORK: a container in the daemon's user namespace, attached; prints its pid.
+# wait_user_ns PID: until the user can enter PID's namespaces (the exec chain from `ip netns
+# exec`, which runs as root, to the container's own command takes a moment).
+wait_user_ns() {
+    for _ in $(seq 100); do
+        as_user nsenter -t "$1" -U -n --preserve-credentials true 2>/dev/null && return 0
+        sleep 0.05
+    done
+    tb_die "cannot enter the namespaces of pid $1"
+}
+# vs_container NAME NETWORK: a container in the daemon's user namespace, attached; its pid in $cpid.
 vs_container() {
-    as_user nsenter -t "$userns_pid" -U --preserve-credentials -- unshare -n sleep 100000 >/dev/null 2>&1 &
+    user_bg nsenter -t "$userns_pid" -U --preserve-credentials -- unshare -n sleep 100000 >/dev/null 2>&1
     local pid=$!
     tb_undo "kill $pid"
-    sleep 0.1
+    wait_user_ns "$pid"
     as_user nsenter -t "$pid" -U -n --preserve-credentials ip link set lo up
     ctl attach "$2" --pid "$pid" --name "$1" >/dev/null || tb_die "attach $1"
-    echo "$pid"
+    cpid=$pid
 }
-# slirp_container MTU: a container with its own user namespace and a slirp4netns; prints
-# "container_pid slirp_pid".
+# slirp_container MTU: a container with its own user namespace and a slirp4netns; pids in
+# $cpid and $spid.
 slirp_container() {
-    as_user unshare -Urn sleep 100000 >/dev/null 2>&1 &
+    user_bg unshare -Urn sleep 100000 >/dev/null 2>&1
     local pid=$!
     tb_undo "kill $pid"
-    sleep 0.1
-    as_user slirp4netns --configure --mtu="$1" "$pid" tap0 >>"$run/slirp.log" 2>&1 &
-    local spid=$!
+    wait_user_ns "$pid"
+    user_bg slirp4netns --configure --mtu="$1" "$pid" tap0 >>"$run/slirp.log" 2>&1
+    spid=$!
     tb_undo "kill $spid"
     for _ in $(seq 50); do
         as_user nsenter -t "$pid" -U -n --preserve-credentials ip -o addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break
         sleep 0.1
     done
-    echo "$pid $spid"
+    cpid=$pid
 }
 run_iperf() { # PID SERVER [-R]
     local pid=$1 server=$2
@@ -137,12 +150,29 @@ run_iperf() { # PID SERVER [-R]
     as_user nsenter -t "$pid" -U -n --preserve-credentials timeout $((secs + 15)) iperf3 -c "$server" -p 5201 -t "$secs" -J "$@" 2>/dev/null | gbps
 }
 
+tb_log "memory: $count idle containers each (before any traffic)"
+ctl network create idle >/dev/null
+for i in $(seq "$count"); do vs_container "idle$i" idle; done
+sleep 1
+pss1=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
+spss=()
+for i in $(seq "$count"); do
+    slirp_container 1500
+    spss+=("$spid")
+done
+sleep 1
+stotal=0
+for sp in "${spss[@]}"; do stotal=$((stotal + $(pss_kib "$sp"))); done
+vs_per=$(awk -v a="$pss0" -v b="$pss1" -v n="$count" 'BEGIN { printf "%.1f", (b - a) / n }')
+sl_per=$(awk -v t="$stotal" -v n="$count" 'BEGIN { printf "%.1f", t / n }')
 declare -A R
 for mtu in 1500 65520; do
     ctl network create "n$mtu" --mtu "$mtu" --host-loopback 5201 >/dev/null
     gw=$(ctl network inspect "n$mtu" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["gateway"])')
-    vc=$(vs_container "c$mtu" "n$mtu")
-    read -r sc sp < <(slirp_container "$mtu")
+    vs_container "c$mtu" "n$mtu"
+    vc=$cpid
+    slirp_container "$mtu"
+    sc=$cpid
     for r in $(seq "$rounds"); do
         for dir in up down; do
             flag=(); [ $dir = down ] && flag=(-R)
@@ -154,21 +184,6 @@ for mtu in 1500 65520; do
     done
 done
 
-tb_log "memory: $count idle containers each"
-ctl network create idle >/dev/null
-for i in $(seq "$count"); do vs_container "idle$i" idle >/dev/null; done
-sleep 1
-pss1=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
-spss=()
-for i in $(seq "$count"); do
-    read -r _ sp < <(slirp_container 1500)
-    spss+=("$sp")
-done
-sleep 1
-stotal=0
-for sp in "${spss[@]}"; do stotal=$((stotal + $(pss_kib "$sp"))); done
-vs_per=$(awk -v a="$pss0" -v b="$pss1" -v n="$count" 'BEGIN { printf "%.1f", (b - a) / n }')
-sl_per=$(awk -v t="$stotal" -v n="$count" 'BEGIN { printf "%.1f", t / n }')
 egress=$(ctl egress --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("tcp_opened=%d connect_failed=%d" % (d["tcp_opened"], d["connect_failed"]))')
 
 table=$(
