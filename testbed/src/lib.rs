@@ -6,6 +6,8 @@
 //! workspace first (`testbed/run-tests.sh` does).
 #![forbid(unsafe_code)]
 
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -95,8 +97,20 @@ impl Daemon {
         Daemon::try_start_rootless(user, args).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// [`Daemon::start_rootless`] inside the network namespace `host` (a "host" of a testbed
+    /// with a loopback and neighbours of its own).
+    pub fn start_rootless_in(host: &Netns, user: &User, args: &[&str]) -> Daemon {
+        let mut d = Daemon::try_start_rootless_at(Some(host), user, args).unwrap_or_else(|e| panic!("{e}"));
+        d.netns = Some(host.name.clone());
+        d
+    }
+
     /// [`Daemon::start_rootless`], with `Err` and the log when the daemon exits during start.
     pub fn try_start_rootless(user: &User, args: &[&str]) -> Result<Daemon, String> {
+        Daemon::try_start_rootless_at(None, user, args)
+    }
+
+    fn try_start_rootless_at(host: Option<&Netns>, user: &User, args: &[&str]) -> Result<Daemon, String> {
         require_root();
         let dir = std::env::temp_dir().join(unique("vswitch-test-"));
         for sub in ["run", "data"] {
@@ -107,7 +121,8 @@ impl Daemon {
         run_ok("chmod", &["0700", &dir.join("run").to_string_lossy()]);
         let socket = dir.join("run/vswitch/vswitchd.sock");
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut d = Daemon { child: None, dir, socket, args, netns: None, user: Some(user.clone()) };
+        let netns = host.map(|h| h.name.clone());
+        let mut d = Daemon { child: None, dir, socket, args, netns, user: Some(user.clone()) };
         d.spawn()?;
         Ok(d)
     }
@@ -151,10 +166,18 @@ impl Daemon {
         // VSWITCH_TEST_OFFLOADS=off runs every test with plain TAPs (no vnet header, no TSO).
         let offloads: &[&str] = if offloads_off() { &["--no-offloads"] } else { &[] };
         let mut cmd = match (&self.netns, &self.user) {
-            (_, Some(user)) => {
+            (ns, Some(user)) => {
                 // Rootless: as `user`, with the socket and state where the XDG variables put
-                // them (no --socket, no --state-dir).
-                let mut c = user.command(bin_dir().join("vswitchd"));
+                // them (no --socket, no --state-dir); inside `ns` when given.
+                let mut c = match ns {
+                    Some(ns) => {
+                        let mut c = Command::new("ip");
+                        c.args(["netns", "exec", ns, "setpriv", "--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--clear-groups", "--"]);
+                        c.arg(bin_dir().join("vswitchd"));
+                        c
+                    }
+                    None => user.command(bin_dir().join("vswitchd")),
+                };
                 c.env("XDG_RUNTIME_DIR", self.dir.join("run")).env("XDG_DATA_HOME", self.dir.join("data"));
                 c.env_remove("VSWITCH_SOCKET");
                 c
@@ -386,6 +409,13 @@ impl UserContainer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Starts a command inside the container in the background, as the user.
+    pub fn spawn(&self, cmd: &[&str]) -> Child {
+        let mut c = self.user.command("nsenter");
+        c.args(["-t", &self.pid().to_string(), "-U", "-n", "--preserve-credentials", "--"]).args(cmd);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn nsenter")
     }
 
     /// Runs a command inside the container (its user and network namespaces), as the user.

@@ -905,28 +905,25 @@ impl Egress {
         loop {
             let Some(Some(l)) = self.listeners.get_mut(slot) else { return };
             let (gw_port, container) = (l.publish.gw_port, l.publish.container);
+            let gw = self.stacks.get(&gw_port).map(|s| s.cfg.gw.ip);
             if let Some(t) = &l.tcp {
                 match t.accept() {
-                    Ok((stream, SocketAddr::V4(peer))) => self.accept_published(reg, gw_port, container, stream, peer),
-                    Ok((stream, SocketAddr::V6(peer))) => {
-                        // An IPv6 client has no IPv4 address to show: it appears as the gateway.
-                        let gw = self.stacks.get(&gw_port).map(|s| s.cfg.gw.ip);
-                        match gw {
-                            Some(gw) => self.accept_published(reg, gw_port, container, stream, SocketAddrV4::new(gw, peer.port())),
-                            None => drop(stream),
-                        }
-                    }
+                    Ok((stream, peer)) => match shown_client(peer, gw) {
+                        Some(peer) => self.accept_published(reg, gw_port, container, stream, peer),
+                        None => drop(stream),
+                    },
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
             } else if let Some(u) = &l.udp {
                 let mut buf = [0u8; MAX_PACKET];
                 match u.recv_from(&mut buf) {
-                    Ok((n, SocketAddr::V4(peer))) => {
-                        self.stats.published_accepted += 1;
-                        self.emit_udp(gw_port, peer, container, &buf[..n]);
+                    Ok((n, peer)) => {
+                        if let Some(peer) = shown_client(peer, gw) {
+                            self.stats.published_accepted += 1;
+                            self.emit_udp(gw_port, peer, container, &buf[..n]);
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return,
                 }
@@ -1059,6 +1056,16 @@ impl Egress {
         for i in doomed {
             self.drop_flow_quiet(i);
         }
+    }
+}
+
+/// The address a published port's client has inside the container: its own, except where the
+/// container could not take it as a source: the host's loopback and IPv6 clients appear as the
+/// gateway (which stands for the host).
+fn shown_client(peer: SocketAddr, gw: Option<Ipv4Addr>) -> Option<SocketAddrV4> {
+    match peer {
+        SocketAddr::V4(p) if !p.ip().is_loopback() && !p.ip().is_unspecified() => Some(p),
+        other => gw.map(|gw| SocketAddrV4::new(gw, other.port())),
     }
 }
 
