@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     match gw.handle(frame, &mut out, ctl & 1 != 0) {
         Outcome::Reply(n) => assert!(n <= out.len() && n >= 14),
         Outcome::Dns(q) => assert!(q.payload.end <= frame.len()),
-        Outcome::DnsTcp { ip, .. } => assert!(ip.end <= frame.len()),
+        Outcome::DnsTcp { ip, .. } | Outcome::Routed { ip } => assert!(ip.end <= frame.len()),
         Outcome::Ignored | Outcome::Malformed => {}
     }
 });
