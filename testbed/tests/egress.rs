@@ -25,9 +25,12 @@ fn containers_reach_out_through_the_gateway_within_the_policy() {
         tcp_server(&x.o, &x.o_ip, 7003, "outside"),
         udp_server(&x.o, &x.o_ip, 7004, "udp-outside"),
         udp_server(&x.h, "127.0.0.1", 7001, "udp-loop"),
+        tcp_server(&x.h, &x.h_ip, 7001, "host-own-listed"),
+        tcp_server(&x.h, &x.h_ip, 7005, "host-own"),
     ]);
     wait_listening(&x.h, 7001);
     wait_listening(&x.h, 7002);
+    wait_listening(&x.h, 7005);
     wait_listening(&x.o, 7003);
     wait_listening(&x.o, 7004);
 
@@ -37,6 +40,9 @@ fn containers_reach_out_through_the_gateway_within_the_policy() {
     // The host's loopback at the gateway's address, on the listed port only.
     assert!(tcp_get(&c1, "10.94.0.1", 7001).starts_with("loop-allowed 127.0.0.1:"), "{}", d.log());
     assert!(tcp_get(&c1, "10.94.0.1", 7002).starts_with("ERR"), "an unlisted loopback port is refused");
+    // The host's own address is the host too: listed ports only.
+    assert!(tcp_get(&c1, &x.h_ip, 7001).starts_with("host-own-listed"), "{}", d.log());
+    assert!(tcp_get(&c1, &x.h_ip, 7005).starts_with("ERR"), "an unlisted port of the host's own address is refused");
     // UDP both ways, to the outside and to the host's loopback.
     let u = udp_ask(&c1, &x.o_ip, 7004, "ping1");
     assert!(u.starts_with(&format!("udp-outside {}:", x.h_ip)) && u.ends_with("ping1"), "{u}");
@@ -56,7 +62,7 @@ fn containers_reach_out_through_the_gateway_within_the_policy() {
     assert!(s["tcp_opened"].as_u64().unwrap() >= 2, "{s}");
     assert!(s["udp_opened"].as_u64().unwrap() >= 2, "{s}");
     assert!(s["icmp_opened"].as_u64().unwrap() >= 1, "{s}");
-    assert!(s["denied"].as_u64().unwrap() >= 4, "{s}");
+    assert!(s["denied"].as_u64().unwrap() >= 5, "{s}");
 }
 
 #[test]

@@ -359,15 +359,15 @@ impl Egress {
         }
     }
 
-    /// The host ports this daemon listens on for publications: (udp, port).
-    fn own_port(&self, udp: bool, port: u16) -> bool {
+    /// Whether a publication of this daemon listens on `addr:port` (for UDP or TCP).
+    fn own_port(&self, udp: bool, addr: Ipv4Addr, port: u16) -> bool {
         self.listeners.iter().flatten().any(|l| {
             let local = match (&l.tcp, &l.udp) {
                 (Some(t), _) => t.local_addr().ok(),
                 (_, Some(u)) => u.local_addr().ok(),
                 _ => None,
             };
-            l.udp.is_some() == udp && local.is_some_and(|a| a.port() == port && (a.ip().is_loopback() || a.ip().is_unspecified()))
+            l.udp.is_some() == udp && local.is_some_and(|a| a.port() == port && (a.ip() == std::net::IpAddr::V4(addr) || a.ip().is_unspecified()))
         })
     }
 
@@ -428,11 +428,16 @@ impl Egress {
         let ip = *dst.ip();
         if ip == cfg.gw.ip {
             let allowed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
-            return (allowed && !self.own_port(udp, dst.port())).then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, dst.port()));
+            return (allowed && !self.own_port(udp, Ipv4Addr::LOCALHOST, dst.port())).then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, dst.port()));
         }
         let special = ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] == 0 || ip.octets()[0] >= 240;
         if special || self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
             return None;
+        }
+        // The host's own addresses are the host, like its loopback: only the listed ports.
+        if is_local_address(ip) {
+            let allowed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
+            return (allowed && !self.own_port(udp, ip, dst.port())).then_some(dst);
         }
         Some(dst)
     }
@@ -1201,6 +1206,11 @@ fn raise_mss(ip: &mut [u8]) {
             }
         }
     }
+}
+
+/// Whether `ip` is an address of the daemon's own host (binding to it works only then).
+fn is_local_address(ip: Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind(SocketAddrV4::new(ip, 0)).is_ok()
 }
 
 /// A non-blocking unprivileged ICMP socket connected to `dst`.
