@@ -545,8 +545,10 @@ impl Control {
             // No IPv6 on a network without an IPv6 subnet (as Docker does): no link-local
             // chatter flooded to every port by each new interface.
             disable_ipv6: net.pool6.is_none(),
-            // Overlay networks carry plain frames: the tunnel takes nothing larger than the MTU.
-            vnet_hdr: self.opts.offloads && !net.overlay,
+            // Overlay networks too: the datapath segments their TCP super-frames before the
+            // tunnel (which carries frames of at most the MTU), but not UDP ones (no USO).
+            vnet_hdr: self.opts.offloads,
+            uso: !net.overlay,
             // Persistent only once the state file says so (below): a crash before that takes
             // the TAP with the process, so nothing can leak.
             persist: false,
@@ -1317,6 +1319,8 @@ impl Control {
                 rx_bytes: c.rx_bytes,
                 tx_packets: c.tx_packets,
                 tx_bytes: c.tx_bytes,
+                segmented: c.segmented,
+                coalesced: c.coalesced,
                 drops: DropReason::ALL
                     .iter()
                     .filter(|r| c.drops[r.index()] > 0)

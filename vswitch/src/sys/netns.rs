@@ -79,6 +79,9 @@ pub struct AttachSpec {
     pub disable_ipv6: bool,
     /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
     pub vnet_hdr: bool,
+    /// With `vnet_hdr`: also offer UDP segmentation offload (USO). Off on overlay networks,
+    /// whose tunnel segments TCP super-frames only.
+    pub uso: bool,
     /// Make the TAP persistent: it outlives its fd (and a crash of the daemon) until
     /// [`super::set_persist`] turns that off.
     pub persist: bool,
@@ -389,7 +392,7 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             },
         })?;
         let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
-        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
+        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr.then_some(spec.uso), !spec.reuse)?;
         if spec.disable_ipv6 {
             // /proc/sys/net is the namespace of the thread that opens the file; a kernel
             // without IPv6 has no such file (nothing to turn off).
