@@ -324,8 +324,8 @@ const COALESCE_MAX_IP: usize = 65535 - 128;
 /// segment) followed by every segment's payload, `gso_size` = the first segment's payload
 /// length, checksum left partial (`NEEDS_CSUM`) for the receiving kernel.
 ///
-/// Use: [`Coalescer::start`] with a first segment, then [`Coalescer::can_append`] and
-/// [`Coalescer::append`] for each following one, then [`Coalescer::finish`].
+/// Use: [`Coalescer::start`] with a first segment, then [`Coalescer::try_append`] for each
+/// following one, then [`Coalescer::finish`].
 #[derive(Debug)]
 pub struct Coalescer {
     first: Option<Seg>,
@@ -345,26 +345,25 @@ impl Coalescer {
         Some(Coalescer { first: Some(s), next_seq: s.seq.wrapping_add(s.len as u32), payload: s.len, segments: 1, psh: s.flags & TCP_PSH != 0 })
     }
 
-    /// Whether `frame` continues this super-frame: the same flow and headers, the next
-    /// sequence number, a payload no longer than the first one's, and room left. A segment
-    /// shorter than the first is accepted but ends the super-frame (as would PSH).
-    pub fn can_append(&self, first_frame: &[u8], frame: &[u8]) -> bool {
-        let Some(f) = self.first else { return false };
+    /// Takes `frame` into the super-frame if it continues it: the same flow and headers, the
+    /// next sequence number, a payload no longer than the first one's, and room left (a
+    /// shorter segment, or PSH, ends the super-frame). `first_frame` is the frame given to
+    /// [`Coalescer::start`]. Returns the payload range of `frame`, to be placed after the
+    /// payloads taken so far, or `None` (nothing changed).
+    pub fn try_append(&mut self, first_frame: &[u8], frame: &[u8]) -> Option<std::ops::Range<usize>> {
+        let f = self.first?;
         if self.psh || !self.payload.is_multiple_of(f.len) || self.payload / f.len != self.segments {
-            return false;
+            return None;
         }
-        let Some(s) = segment_info(frame) else { return false };
-        s.lay == Layout { end: f.lay.payload + s.len, ..f.lay }
+        let s = segment_info(frame)?;
+        let fits = s.lay == Layout { end: f.lay.payload + s.len, ..f.lay }
             && s.seq == self.next_seq
             && s.len <= f.len
             && f.lay.payload - f.lay.l3 + self.payload + s.len <= COALESCE_MAX_IP
-            && same_headers(first_frame, frame, &f.lay)
-    }
-
-    /// Takes `frame` (checked with [`Coalescer::can_append`]) into the super-frame; returns
-    /// its payload range, to be placed after the payloads taken so far.
-    pub fn append(&mut self, frame: &[u8]) -> Option<std::ops::Range<usize>> {
-        let s = segment_info(frame)?;
+            && same_headers(first_frame, frame, &f.lay);
+        if !fits {
+            return None;
+        }
         self.next_seq = s.seq.wrapping_add(s.len as u32);
         self.payload += s.len;
         self.segments += 1;
@@ -665,8 +664,7 @@ mod tests {
             };
             let mut merged = segs[i].clone();
             let mut j = i + 1;
-            while j < segs.len() && c.can_append(&segs[i], &segs[j]) {
-                let r = c.append(&segs[j]).unwrap();
+            while let Some(r) = segs.get(j).and_then(|s| c.try_append(&segs[i], s)) {
                 merged.extend_from_slice(&segs[j][r]);
                 j += 1;
             }
@@ -767,7 +765,7 @@ mod tests {
             let mut b = bytes.clone();
             let _ = finish_csum(&mut b, usize::from(start), usize::from(off));
             if let Some(mut c) = Coalescer::start(&bytes) {
-                if c.can_append(&bytes, &bytes) { let _ = c.append(&bytes); }
+                let _ = c.try_append(&bytes, &bytes);
                 let _ = c.finish(&mut b);
             }
         }
