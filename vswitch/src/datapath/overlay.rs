@@ -31,6 +31,10 @@ const OUT_LEN: usize = 65535 + tunnel::OVERHEAD + 64;
 const GSO_MAX_BYTES: usize = 65000;
 /// The GSO batch buffer: a full batch plus the datagram being sealed after it.
 const GSO_BUF_LEN: usize = GSO_MAX_BYTES + OUT_LEN;
+/// Room for one GRO read: up to 64 KiB of datagrams.
+const RX_LEN: usize = 65536;
+/// GRO reads per `recvmmsg`.
+const RX_READS: usize = 2;
 
 /// The tunnel core, its socket and the ports of its peers.
 pub(super) struct TunnelIo {
@@ -44,7 +48,7 @@ pub(super) struct TunnelIo {
     out: Box<[u8]>,
     /// Sealed datagrams waiting to go out in one `sendmsg` (UDP GSO).
     gso: Gso,
-    /// Where a GRO'd read lands before it is split into datagrams.
+    /// Where [`RX_READS`] GRO'd reads land before they are split into datagrams.
     rx: Box<[u8]>,
 }
 
@@ -99,7 +103,7 @@ impl Engine {
             ports: HashMap::new(),
             out: vec![0u8; OUT_LEN].into_boxed_slice(),
             gso: Gso { to: None, segment: 0, count: 0, len: 0, buf: vec![0u8; GSO_BUF_LEN].into_boxed_slice() },
-            rx: vec![0u8; 65536].into_boxed_slice(),
+            rx: vec![0u8; RX_LEN * RX_READS].into_boxed_slice(),
         });
         Ok(())
     }
@@ -285,14 +289,18 @@ impl Engine {
         }
     }
 
-    /// One read from the tunnel socket (with GRO, up to ~44 datagrams of 64 KiB at once),
-    /// then each datagram opened in a batch slot, decided and emitted, [`BUDGET`] at a time.
-    /// Returns [`BUDGET`] when something was read (there may be more) and 0 on EAGAIN.
+    /// One `recvmmsg` from the tunnel socket of up to [`RX_READS`] GRO reads (each up to 64
+    /// KiB: ~44 datagrams), then each datagram opened in a batch slot, decided and emitted,
+    /// [`BUDGET`] at a time across the reads (so that the segments of one TCP super-frame,
+    /// which the sender's 64 KiB GSO limit splits into two sends, are coalesced into one
+    /// TAP write). Returns [`BUDGET`] when something was read (there may be more) and 0 on
+    /// EAGAIN.
     pub(super) fn drain_tunnel(&mut self) -> usize {
         let Some(t) = self.tun.as_mut() else { return 0 };
-        let mut meta = [quinn_udp::RecvMeta::default()];
+        let mut meta = [quinn_udp::RecvMeta::default(); RX_READS];
         let got = {
-            let mut iov = [io::IoSliceMut::new(&mut t.rx)];
+            let mut chunks = t.rx.chunks_mut(RX_LEN);
+            let mut iov: [io::IoSliceMut<'_>; RX_READS] = std::array::from_fn(|_| io::IoSliceMut::new(chunks.next().unwrap_or_default()));
             loop {
                 match t.udp.recv((&t.sock).into(), &mut iov, &mut meta) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -300,19 +308,26 @@ impl Engine {
                 }
             }
         };
-        if !matches!(got, Ok(1..)) {
-            return 0;
-        }
-        let (total, stride, from) = (meta[0].len, meta[0].stride.max(1), meta[0].addr);
+        let reads = match got {
+            Ok(n @ 1..) => n.min(RX_READS),
+            _ => return 0,
+        };
         let now = self.start.elapsed();
         let mut ingress = [PortId(0); BUDGET];
-        let mut offset = 0;
-        while offset < total {
+        let (mut read, mut offset) = (0, 0);
+        while read < reads {
             let mut n = 0;
-            while offset < total && n < BUDGET {
+            while n < BUDGET && read < reads {
+                let (total, stride, from) = (meta[read].len.min(RX_LEN), meta[read].stride.max(1), meta[read].addr);
+                if offset >= total {
+                    read += 1;
+                    offset = 0;
+                    continue;
+                }
                 let Some(t) = self.tun.as_mut() else { return 0 };
                 let len = stride.min(total - offset);
-                self.bufs[n][..len].copy_from_slice(&t.rx[offset..offset + len]);
+                let at = read * RX_LEN + offset;
+                self.bufs[n][..len].copy_from_slice(&t.rx[at..at + len]);
                 offset += len;
                 let tunnel::RecvResult::Frame { peer, net, frame } = t.core.recv(now, from, &mut self.bufs[n][..len]) else {
                     continue;
@@ -374,9 +389,9 @@ impl Engine {
             return None;
         }
         let start = self.starts[i];
-        let vh = c.finish(&mut self.bufs[i][start..self.lens[i]]);
         // The tunnel header left room in front of the frame for the virtio header.
         let at = start.checked_sub(VNET_HDR_LEN)?;
+        let vh = c.finish(&mut self.bufs[i][start..self.lens[i]]);
         vh.write(&mut self.bufs[i][at..start]);
         let mut iov = [std::io::IoSlice::new(&[]); BUDGET];
         iov[0] = std::io::IoSlice::new(&self.bufs[i][at..self.lens[i]]);
@@ -433,6 +448,9 @@ impl TunnelIo {
     /// or `None` to seal nothing. Returns `None` when `fill` wrote nothing, else whether the
     /// frame was sent or queued (`false`: dropped by the core, which counted it).
     fn seal_with(&mut self, now: Duration, peer: tunnel::PeerId, tag: u32, max: usize, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<bool> {
+        if self.gso.len + max + tunnel::OVERHEAD > self.gso.buf.len() {
+            self.send_gso();
+        }
         let base = self.gso.len;
         let end = (base + tunnel::FRAME_OFFSET + max).min(self.gso.buf.len());
         let n = fill(&mut self.gso.buf[base + tunnel::FRAME_OFFSET..end])?;
@@ -448,6 +466,9 @@ impl TunnelIo {
 
     /// Adds the sealed datagram `out[..len]` to the GSO batch.
     fn queue(&mut self, len: usize, to: SocketAddr) {
+        if self.gso.len + len > self.gso.buf.len() {
+            self.send_gso();
+        }
         let base = self.gso.len;
         self.gso.buf[base..base + len].copy_from_slice(&self.out[..len]);
         self.commit(len, to);

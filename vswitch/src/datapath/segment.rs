@@ -285,7 +285,7 @@ impl<'a> TcpSegmenter<'a> {
         } else {
             let mut ip = Ipv4Packet::new_unchecked(&mut out[lay.l3..lay.l4]);
             ip.set_total_len((len - lay.l3) as u16);
-            ip.set_ident(self.ip_id.wrapping_add(self.index - 1));
+            ip.set_ident(self.ip_id.wrapping_add(self.index.wrapping_sub(1)));
             ip.fill_checksum();
         }
         let mut flags = self.tcp_flags;
