@@ -44,6 +44,11 @@ fn overlay_across_two_hosts() {
     let eb = db.attach("ov", &b1);
     let (ipa, ipb) = (ea["ip"].as_str().unwrap().to_string(), eb["ip"].as_str().unwrap().to_string());
     assert_eq!(a1.exec_ok(&["cat", "/sys/class/net/eth0/mtu"]).trim(), "1422");
+    if !testbed::offloads_off() {
+        // TSO super-frames sized so that their sealed segments fill one UDP GSO send.
+        let link = a1.exec_ok(&["ip", "-d", "link", "show", "eth0"]);
+        assert!(link.contains(&format!("gso_max_size {} ", 44 * 1350 + 321)), "{link}");
+    }
 
     // Not yet peers: nothing crosses.
     assert!(!a1.ping(&ipb, 1));

@@ -549,6 +549,7 @@ impl Control {
             // tunnel (which carries frames of at most the MTU), but not UDP ones (no USO).
             vnet_hdr: self.opts.offloads,
             uso: !net.overlay,
+            gso_max_size: net.overlay.then(|| crate::datapath::overlay::tso_max_size(mtu)),
             // Persistent only once the state file says so (below): a crash before that takes
             // the TAP with the process, so nothing can leak.
             persist: false,

@@ -36,6 +36,18 @@ const RX_LEN: usize = 65536;
 /// GRO reads per `recvmmsg`.
 const RX_READS: usize = 2;
 
+/// The `gso_max_size` for an overlay TAP of this MTU: TSO super-frames whose segments, sealed,
+/// fill one UDP GSO send (at most [`GSO_MAX_BYTES`] and 64 datagrams), so that one TAP read
+/// leaves in one `sendmsg`, arrives in one GRO read and is written to the other container in
+/// one go. The kernel takes its TCP header room (`MAX_TCP_HEADER` + 1, 321 bytes on x86-64)
+/// off this size before dividing by the MSS, which is at least MTU − 72 (IPv6, timestamps).
+pub fn tso_max_size(mtu: u32) -> u32 {
+    let datagram = mtu as usize + 14 + tunnel::OVERHEAD;
+    let segments = (GSO_MAX_BYTES / datagram).clamp(1, 64);
+    let size = segments * (mtu as usize).saturating_sub(72).max(1) + 321;
+    size.min(65536) as u32
+}
+
 /// The tunnel core, its socket and the ports of its peers.
 pub(super) struct TunnelIo {
     /// Sealing with ring's ChaCha20-Poly1305 (2.2x RustCrypto's on 1420-byte frames here).
@@ -514,5 +526,25 @@ impl TunnelIo {
         g.len = 0;
         g.count = 0;
         g.segment = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tso_size_fills_one_gso_send() {
+        // The default overlay MTU: 44 sealed 1472-byte datagrams fit 65000 bytes.
+        assert_eq!(tso_max_size(1422), 44 * 1350 + 321);
+        for mtu in [576u32, 1280, 1400, 1422, 1442, 8950] {
+            let datagram = mtu as usize + 14 + tunnel::OVERHEAD;
+            let size = tso_max_size(mtu) as usize;
+            assert!(size <= 65536);
+            // The most segments the kernel makes of it, for the smallest MSS (IPv6 with
+            // timestamps) and a header room of 321 bytes or less.
+            let worst = (size - 225) / (mtu as usize - 72);
+            assert!(worst * datagram <= GSO_MAX_BYTES && worst <= 64, "mtu {mtu}: {worst} segments");
+        }
     }
 }

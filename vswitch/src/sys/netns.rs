@@ -82,6 +82,10 @@ pub struct AttachSpec {
     /// With `vnet_hdr`: also offer UDP segmentation offload (USO). Off on overlay networks,
     /// whose tunnel segments TCP super-frames only.
     pub uso: bool,
+    /// With `vnet_hdr`: the largest TSO super-frame the container's kernel may build
+    /// (IFLA_GSO_MAX_SIZE), best effort. Overlay networks ask for one whose segments fill one
+    /// UDP GSO send of the tunnel.
+    pub gso_max_size: Option<u32>,
     /// Make the TAP persistent: it outlives its fd (and a crash of the daemon) until
     /// [`super::set_persist`] turns that off.
     pub persist: bool,
@@ -432,6 +436,11 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             return Err(e);
         }
     };
+    if let Some(size) = spec.gso_max_size.filter(|_| tap.offloads.tso4 || tap.offloads.tso6) {
+        if let Err(e) = rt.set_gso_max_size(ifindex, size) {
+            tracing::warn!(ifname = %spec.ifname, size, error = %e, "cannot limit the TAP's GSO size; super-frames may take two tunnel sends");
+        }
+    }
     tracing::debug!(
         netns = %spec.netns,
         ifname = %spec.ifname,

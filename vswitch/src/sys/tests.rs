@@ -131,6 +131,7 @@ fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
         gateway: Ipv4Addr::new(10, 77, 0, 1),
         vnet_hdr,
         uso: true,
+        gso_max_size: None,
     }
 }
 
