@@ -336,6 +336,11 @@ impl Engine {
                     offset = 0;
                     continue;
                 }
+                // A read that does not fit what is left of the batch starts the next one: the
+                // datagrams of one sender's GSO send stay together for coalescing.
+                if offset == 0 && n > 0 && n + total.div_ceil(stride) > BUDGET {
+                    break;
+                }
                 let Some(t) = self.tun.as_mut() else { return 0 };
                 let len = stride.min(total - offset);
                 let at = read * RX_LEN + offset;
