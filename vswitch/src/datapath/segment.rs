@@ -169,6 +169,10 @@ fn tcp_layout(frame: &[u8]) -> Result<Layout, SegmentError> {
     let (l4, end, v6) = match ethertype {
         ETHERTYPE_IPV4 => {
             let p = Ipv4Packet::new_checked(ip).map_err(|_| SegmentError::Truncated)?;
+            // smoltcp's length check lets a version other than 4 and an IHL under 5 through.
+            if p.version() != 4 || p.header_len() < 20 {
+                return Err(SegmentError::NotTcp);
+            }
             if u8::from(p.next_header()) != PROTO_TCP || p.more_frags() || p.frag_offset() != 0 {
                 return Err(SegmentError::NotTcp);
             }
@@ -176,7 +180,7 @@ fn tcp_layout(frame: &[u8]) -> Result<Layout, SegmentError> {
         }
         ETHERTYPE_IPV6 => {
             let p = Ipv6Packet::new_checked(ip).map_err(|_| SegmentError::Truncated)?;
-            if u8::from(p.next_header()) != PROTO_TCP {
+            if p.version() != 6 || u8::from(p.next_header()) != PROTO_TCP {
                 return Err(SegmentError::NotTcp);
             }
             (l3 + 40, l3 + 40 + usize::from(p.payload_len()), true)
@@ -634,6 +638,13 @@ mod tests {
         let mut bad = tcp_frame(false, 1, 0x18, b"");
         bad[ETH_HLEN + 20 + 12] = 15 << 4;
         assert!(segment_all(&gso(false, 1000), &bad).is_err());
+        // An IPv4 header length under 20 bytes (found by the proptest below), a wrong version.
+        let mut short_ihl = frame.clone();
+        short_ihl[ETH_HLEN] = 0x72;
+        assert!(segment_all(&gso(false, 1), &short_ihl).is_err());
+        let mut v5 = frame.clone();
+        v5[ETH_HLEN] = 0x55;
+        assert!(segment_all(&gso(false, 1000), &v5).is_err());
         // Not TCP.
         let mut udp_pkt = frame.clone();
         udp_pkt[ETH_HLEN + 9] = 17;
@@ -752,6 +763,47 @@ mod tests {
                 got.extend(p);
             }
             prop_assert_eq!(got, payload);
+        }
+
+        #[test]
+        fn damaged_frames_never_panic(
+            v6 in any::<bool>(),
+            len in 0usize..5000,
+            mss in any::<u16>(),
+            gso_type in prop_oneof![Just(GSO_TCPV4), Just(GSO_TCPV6), Just(GSO_TCPV4 | GSO_ECN), any::<u8>()],
+            damage in proptest::collection::vec((0usize..120, any::<u8>()), 0..6),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            // A valid super-frame with a few header bytes changed and possibly cut short: the
+            // segmenter and coalescer see lengths and offsets that do not add up.
+            let mut frame = tcp_frame(v6, 1, 0x18, &vec![0x5a; len]);
+            for (at, b) in damage {
+                if let Some(x) = frame.get_mut(at) { *x = b; }
+            }
+            let keep = cut.index(frame.len() + 1);
+            if keep % 3 == 0 { frame.truncate(keep); }
+            let hdr = VnetHdr { flags: F_NEEDS_CSUM, gso_type, hdr_len: 0, gso_size: mss, csum_start: 34, csum_offset: 16 };
+            if let Ok(mut s) = TcpSegmenter::new(&hdr, &frame) {
+                let mut out = vec![0u8; s.max_len()];
+                let mut n = 0;
+                while let Some(k) = s.next_into(&mut out) {
+                    prop_assert!(k <= s.max_len());
+                    n += 1;
+                }
+                prop_assert_eq!(n, s.count());
+            }
+            let mut copy = frame.clone();
+            let _ = finish_csum(&mut copy, 34, 16);
+            let whole = tcp_frame(v6, 1, 0x10, &[1u8; 100]);
+            if let Some(mut c) = Coalescer::start(&whole) {
+                let _ = c.try_append(&whole, &frame);
+                let mut head = whole.clone();
+                let _ = c.finish(&mut head);
+            }
+            if let Some(mut c) = Coalescer::start(&frame) {
+                let _ = c.try_append(&frame, &whole);
+                let _ = c.finish(&mut copy);
+            }
         }
 
         #[test]
