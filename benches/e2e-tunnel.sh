@@ -169,7 +169,7 @@ setup_vswitchd() {
     vctl A peer add "${S[$p,keyB]}" --endpoint "${S[$p,ulB]}:$port" --network ov >/dev/null
     vctl B peer add "${S[$p,keyA]}" --endpoint "${S[$p,ulA]}:$port" --network ov >/dev/null
     S[$p,mtu]=$(ip -n "${S[$p,ca]}" link show eth0 | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }')
-    S[$p,desc]="vswitchd --listen, --overlay network (container TAP, no offloads → vswitchd seals → UDP)"
+    S[$p,desc]="vswitchd --listen, --overlay network (container TAP with TSO → vswitchd segments, seals in place → UDP GSO; receive: GRO read, opened, segments coalesced into one TAP write)"
 }
 # vs_drops: every non-zero drop counter of vswitchd A and B (peers and ports), as JSON.
 vs_drops() {
@@ -189,6 +189,33 @@ for line in sys.stdin:
                 key = "%s/%s:%s" % (h, who, reason)
                 tot[key] = tot.get(key, 0) + n
 print(json.dumps(tot))'
+}
+# vs_offloads: software segmentation and coalescing counters of vswitchd A and B, as JSON:
+# super-frames segmented towards the tunnel and the datagrams sent there, coalesced super-frames
+# written to TAPs and all TAP writes.
+vs_offloads() {
+    local h
+    for h in A B; do
+        echo "$h $("$bin/vswitchctl" --socket "${S[vswitchd,sock$h]}" --json port ls | tr -d '\n')"
+    done | python3 -c '
+import json, sys
+tot = {}
+for line in sys.stdin:
+    h, js = line.split(" ", 1)
+    for p in json.loads(js):
+        for field, kind in (("segmented", "tunnel"), ("tx_packets", "tunnel"), ("coalesced", "tap"), ("tx_packets", "tap")):
+            if p.get("kind") == kind:
+                key = "%s %s %s" % (h, kind, field)
+                tot[key] = tot.get(key, 0) + p.get(field, 0)
+print(json.dumps(tot))'
+}
+offloads_delta() {
+    python3 -c '
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+d = {k: b[k] - a.get(k, 0) for k in b}
+print("host A cut %d TCP super-frames into segments for the tunnel (%d datagrams sent); host B wrote %d coalesced super-frames to its TAP (%d TAP writes in all)" % (
+    d.get("A tunnel segmented", 0), d.get("A tunnel tx_packets", 0), d.get("B tap coalesced", 0), d.get("B tap tx_packets", 0)))' "$1" "$2"
 }
 drops_delta() {
     python3 -c '
@@ -312,7 +339,7 @@ print("%.3f %d" % (e["sum_received"]["bits_per_second"] / 1e9, e["sum_sent"].get
 }
 
 declare -A G RT CA CB UD UO
-has vswitchd && vs_before=$(vs_drops)
+has vswitchd && vs_before=$(vs_drops) && vs_off_before=$(vs_offloads)
 tb_log "throughput: $reps x ${secs} s per path, 1 TCP stream, container A -> container B"
 for i in $(seq "$reps"); do
     for p in "${want[@]}"; do
@@ -322,7 +349,7 @@ for i in $(seq "$reps"); do
             "$i" "$p" "$g" "$rt" "$ca" "$cb" "$ud" "$uo" >&2
     done
 done
-has vswitchd && R[vswitchd,drops]=$(drops_delta "$vs_before" "$(vs_drops)")
+has vswitchd && R[vswitchd,drops]=$(drops_delta "$vs_before" "$(vs_drops)") && R[vswitchd,offloads]=$(offloads_delta "$vs_off_before" "$(vs_offloads)")
 died=
 for p in "${want[@]}"; do
     for h in A B; do
@@ -371,6 +398,8 @@ report=$run/report.md
     echo
     if has vswitchd; then
         echo "vswitchd's own drop counters over all runs (\`vswitchctl peer ls\` and \`port ls\`, both hosts): ${R[vswitchd,drops]}."
+        echo
+        echo "vswitchd's software offloads over all runs (\`vswitchctl port ls\`): ${R[vswitchd,offloads]}."
         echo
     fi
     if has vswitchd && { has boringtun-1 || has boringtun-4; }; then

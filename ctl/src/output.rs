@@ -771,6 +771,8 @@ mod tests {
             rx_bytes: u64::from(id) * 1000,
             tx_packets: 1,
             tx_bytes: 60,
+            segmented: 0,
+            coalesced: 0,
             drops: d,
         };
         let out = ports(&[

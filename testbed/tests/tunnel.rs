@@ -44,6 +44,11 @@ fn overlay_across_two_hosts() {
     let eb = db.attach("ov", &b1);
     let (ipa, ipb) = (ea["ip"].as_str().unwrap().to_string(), eb["ip"].as_str().unwrap().to_string());
     assert_eq!(a1.exec_ok(&["cat", "/sys/class/net/eth0/mtu"]).trim(), "1422");
+    if !testbed::offloads_off() {
+        // TSO super-frames sized so that their sealed segments fill one UDP GSO send.
+        let link = a1.exec_ok(&["ip", "-d", "link", "show", "eth0"]);
+        assert!(link.contains(&format!("gso_max_size {} ", 44 * 1350 + 321)), "{link}");
+    }
 
     // Not yet peers: nothing crosses.
     assert!(!a1.ping(&ipb, 1));
@@ -88,6 +93,23 @@ fn overlay_across_two_hosts() {
     let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     eprintln!("iperf3 across the tunnel: {:.3} Gbit/s", v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9);
     assert!(bytes > 1_000_000, "iperf3 moved only {bytes} bytes");
+
+    // With offloads, A's container hands over TCP super-frames that A cuts into segments for
+    // the tunnel, and B merges the segments of each read into super-frames for its container.
+    let (ports_a, ports_b) = (da.ctl_json(&["port", "ls"]), db.ctl_json(&["port", "ls"]));
+    let sum = |ports: &Value, kind: &str, field: &str| -> u64 {
+        ports.as_array().unwrap().iter().filter(|p| p["kind"] == kind).map(|p| p[field].as_u64().unwrap()).sum()
+    };
+    if testbed::offloads_off() {
+        assert_eq!(sum(&ports_a, "tunnel", "segmented"), 0, "{ports_a}");
+        assert_eq!(sum(&ports_b, "tap", "coalesced"), 0, "{ports_b}");
+    } else {
+        assert!(sum(&ports_a, "tunnel", "segmented") > 0, "A segments super-frames for the tunnel: {ports_a}");
+        assert!(sum(&ports_b, "tap", "coalesced") > 0, "B coalesces segments for its TAP: {ports_b}");
+    }
+    for p in ports_a.as_array().unwrap().iter().chain(ports_b.as_array().unwrap()) {
+        assert!(p["drops"].get("bad_offload").is_none(), "no malformed offload: {p}");
+    }
 
     // Peers show a handshake and traffic; MACs behind the peer are learned against it.
     let peers = da.ctl_json(&["peer", "ls"]);

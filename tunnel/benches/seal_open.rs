@@ -11,16 +11,21 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use tunnel::{
-    counter_nonce, Aead, Config, PeerId, RecvResult, RustCryptoChaCha, SendResult, Tunnel, OVERHEAD,
+    counter_nonce, Aead, Config, PeerId, RecvResult, RingChaCha, RustCryptoChaCha, SendResult, Tunnel, OVERHEAD,
 };
 
 const SIZES: [usize; 4] = [64, 512, 1420, 8192];
 const NET: u32 = 42;
 
 fn aead(c: &mut Criterion) {
-    let mut g = c.benchmark_group("aead");
+    aead_backend::<RustCryptoChaCha>(c, "aead");
+    aead_backend::<RingChaCha>(c, "aead-ring");
+}
+
+fn aead_backend<A: Aead>(c: &mut Criterion, group: &str) {
+    let mut g = c.benchmark_group(group);
     let key = [7u8; 32];
-    let cipher = RustCryptoChaCha::new(&key);
+    let cipher = A::new(&key);
     let aad = [4u8; 16];
     for size in SIZES {
         g.throughput(Throughput::Bytes(size as u64));

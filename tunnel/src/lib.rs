@@ -82,7 +82,7 @@ mod replay;
 mod session;
 mod wire;
 
-pub use aead::{counter_nonce, Aead, AeadError, RustCryptoChaCha, KEY_LEN, NONCE_LEN, TAG_LEN};
+pub use aead::{counter_nonce, Aead, AeadError, RingChaCha, RustCryptoChaCha, KEY_LEN, NONCE_LEN, TAG_LEN};
 pub use config::{Config, ConfigError};
 pub use drop::{DropCounts, DropReason};
 pub use host::{PeerError, PeerId, PeerInfo, RecvResult, SendResult, Tunnel};

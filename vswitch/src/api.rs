@@ -475,7 +475,14 @@ pub struct PortInfo {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
-    /// Dropped frames by reason (`too_short`, `too_long`, `bad_source`, `hairpin`, `tx_error`, ...).
+    /// TCP super-frames segmented in software on their way out of this port.
+    #[serde(default)]
+    pub segmented: u64,
+    /// Super-frames coalesced from TCP segments on their way out of this port.
+    #[serde(default)]
+    pub coalesced: u64,
+    /// Dropped frames by reason (`too_short`, `too_long`, `bad_source`, `hairpin`, `tx_error`,
+    /// `bad_offload`, ...).
     pub drops: BTreeMap<String, u64>,
 }
 

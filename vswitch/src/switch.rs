@@ -36,10 +36,13 @@ pub enum DropReason {
     TxError,
     /// Reserved for the datapath.
     NoRoute,
+    /// A GSO super-frame or partial checksum the datapath could not segment or complete
+    /// (malformed headers, a bogus `gso_size`, lengths that do not add up); set by the datapath.
+    BadOffload,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 8;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -48,6 +51,7 @@ impl DropReason {
         DropReason::UnknownPort,
         DropReason::TxError,
         DropReason::NoRoute,
+        DropReason::BadOffload,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -65,6 +69,7 @@ impl DropReason {
             DropReason::UnknownPort => "unknown_port",
             DropReason::TxError => "tx_error",
             DropReason::NoRoute => "no_route",
+            DropReason::BadOffload => "bad_offload",
         }
     }
 }
@@ -120,6 +125,12 @@ pub struct PortCounters {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// TCP super-frames cut into segments in software before leaving this port (towards the
+    /// tunnel or a TAP without offloads); each segment counts in `tx_packets`.
+    pub segmented: u64,
+    /// Super-frames merged from in-order TCP segments before leaving this port (a TAP with a
+    /// vnet header); each write counts once in `tx_packets`.
+    pub coalesced: u64,
     /// Indexed by [`DropReason::index`].
     pub drops: [u64; DropReason::COUNT],
 }
@@ -229,6 +240,11 @@ impl Switch {
 
     pub fn port_network(&self, port: PortId) -> Option<NetworkId> {
         self.port(port).map(|p| p.network)
+    }
+
+    /// The largest non-GSO frame `port` takes.
+    pub fn port_max_frame(&self, port: PortId) -> Option<usize> {
+        self.port(port).map(|p| p.max_frame)
     }
 
     /// Decides where a frame received on `ingress` goes, learning its source MAC on the way.

@@ -342,7 +342,7 @@ impl Control {
         let gw_mac = Mac::local_from(0x4757_0000_0000 | u64::from(id.0));
         let gw = Gateway { ip: pool.gateway(), mac: gw_mac };
         let prefix_len = pool.subnet().prefix_len();
-        let egress_cfg = self.egress_config(gw, pool.subnet(), mtu, req.internal, req.overlay, &req.host_loopback);
+        let egress_cfg = self.egress_config(gw, pool.subnet(), mtu, req.internal, &req.host_loopback);
         let added = self
             .dp
             .call(move |e| {
@@ -577,8 +577,11 @@ impl Control {
             // No IPv6 on a network without an IPv6 subnet (as Docker does): no link-local
             // chatter flooded to every port by each new interface.
             disable_ipv6: net.pool6.is_none(),
-            // Overlay networks carry plain frames: the tunnel takes nothing larger than the MTU.
-            vnet_hdr: self.opts.offloads && !net.overlay,
+            // Overlay networks too: the datapath segments their TCP super-frames before the
+            // tunnel (which carries frames of at most the MTU), but not UDP ones (no USO).
+            vnet_hdr: self.opts.offloads,
+            uso: !net.overlay,
+            gso_max_size: net.overlay.then(|| crate::datapath::overlay::tso_max_size(mtu)),
             // Persistent only once the state file says so (below): a crash before that takes
             // the TAP with the process, so nothing can leak.
             persist: false,
@@ -987,7 +990,7 @@ impl Control {
             let (id, gw_port) = (NetworkId(n.id), PortId(n.gateway_port));
             let gw = Gateway { ip: n.pool.gateway(), mac: n.gateway_mac };
             let (prefix_len, mtu) = (n.pool.subnet().prefix_len(), n.mtu);
-            let egress_cfg = self.egress_config(gw, n.pool.subnet(), mtu, n.internal, n.overlay, &n.host_loopback);
+            let egress_cfg = self.egress_config(gw, n.pool.subnet(), mtu, n.internal, &n.host_loopback);
             self.dp
                 .call(move |e| {
                     let r = e.add_network(id, gw_port, gw, prefix_len, mtu);
@@ -1382,6 +1385,8 @@ impl Control {
                 rx_bytes: c.rx_bytes,
                 tx_packets: c.tx_packets,
                 tx_bytes: c.tx_bytes,
+                segmented: c.segmented,
+                coalesced: c.coalesced,
                 drops: DropReason::ALL
                     .iter()
                     .filter(|r| c.drops[r.index()] > 0)

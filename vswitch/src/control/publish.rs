@@ -72,7 +72,7 @@ fn bind_error(proto: Proto, addr: SocketAddrV4, e: &std::io::Error) -> ApiError 
 
 impl Control {
     /// Egress settings of a network, or `None` when egress is off for the daemon.
-    pub(super) fn egress_config(&self, gw: Gateway, subnet: ipnet::Ipv4Net, mtu: u32, internal: bool, overlay: bool, host_loopback: &[String]) -> Option<NetConfig> {
+    pub(super) fn egress_config(&self, gw: Gateway, subnet: ipnet::Ipv4Net, mtu: u32, internal: bool, host_loopback: &[String]) -> Option<NetConfig> {
         self.opts.egress.then(|| NetConfig {
             gw,
             subnet,
@@ -80,7 +80,8 @@ impl Control {
             egress: !internal,
             // Validated when the network was created.
             host_loopback: parse_port_ranges(host_loopback).unwrap_or_default(),
-            vnet: self.opts.offloads && !overlay,
+            // Every TAP has a virtio header when offloads are on (overlay ones too).
+            vnet: self.opts.offloads,
         })
     }
 

@@ -9,6 +9,7 @@
 pub mod dns_tcp;
 pub mod egress;
 pub mod overlay;
+pub mod segment;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -217,6 +218,8 @@ pub struct Engine {
     /// `bufs[i][starts[i]..lens[i]]`: 0 for TAP reads, past the tunnel header for datagrams.
     starts: [usize; BUDGET],
     lens: [usize; BUDGET],
+    /// Payload of slot `i` when it is merged into a super-frame (receive coalescing).
+    payloads: [std::ops::Range<usize>; BUDGET],
     verdicts: [Verdict; BUDGET],
     /// Reusable copy of a network's port list while flooding.
     flood: Vec<PortId>,
@@ -224,6 +227,8 @@ pub struct Engine {
     gw_out: Vec<PortId>,
     /// Where the gateway writes replies, header room in front.
     reply: Box<[u8]>,
+    /// Where a super-frame's segments are written one at a time for a TAP without offloads.
+    seg_buf: Box<[u8]>,
     dns: Dns,
     /// The encrypted tunnel to other hosts, when `--listen` is given.
     tun: Option<overlay::TunnelIo>,
@@ -254,10 +259,12 @@ impl Engine {
             bufs: (0..BUDGET).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
             starts: [0; BUDGET],
             lens: [0; BUDGET],
+            payloads: std::array::from_fn(|_| 0..0),
             verdicts: [Verdict::Drop(DropReason::NoRoute); BUDGET],
             flood: Vec::with_capacity(64),
             gw_out: Vec::with_capacity(64),
             reply: vec![0u8; BUF_LEN].into_boxed_slice(),
+            seg_buf: vec![0u8; BUF_LEN].into_boxed_slice(),
             dns: Dns {
                 responder: dns::Responder::new(std::sync::Arc::new(dns::Records::new(DNS_TTL))),
                 views: Vec::new(),
@@ -693,15 +700,33 @@ impl Engine {
                 let ok = write_frame(file, &self.bufs[i][at..len]);
                 self.count_tx(to, len - start, ok);
             }
+            // A frame with a virtio header to a TAP without one (`--no-offloads` next to
+            // offloads): a super-frame is segmented, a partial checksum completed.
+            Some(Some(PortIo::Tap { .. })) if hdr == VNET_HDR_LEN => {
+                let vh = segment::VnetHdr::parse(&self.bufs[i][start..len]).unwrap_or_default();
+                if vh.gso_type != segment::GSO_NONE {
+                    self.tap_send_segments(ingress, to, i, start + hdr, len, &vh);
+                } else if self.finish_partial_csum(ingress, i, hdr) {
+                    let Some(Some(PortIo::Tap { file, .. })) = self.ports.get_mut(to.0 as usize) else { return };
+                    let ok = write_frame(file, &self.bufs[i][start + hdr..len]);
+                    self.count_tx(to, len - start - hdr, ok);
+                }
+            }
             // Split horizon: what came from one peer never goes to another.
             Some(Some(PortIo::Tunnel { .. })) if from_tunnel => {}
             Some(Some(PortIo::Tunnel { peer, tag })) => {
                 let (peer, tag) = (*peer, *tag);
-                let gso = hdr > 0 && self.bufs[i][start + 1] != 0;
-                if gso {
-                    // The tunnel carries frames of at most the network's MTU (see ARCHITECTURE.md).
-                    self.count_drop(to, DropReason::TooLong);
-                    return;
+                if hdr > 0 {
+                    // The tunnel carries ordinary frames of at most the network's MTU (see
+                    // ARCHITECTURE.md): a TSO super-frame is cut into segments here.
+                    let vh = segment::VnetHdr::parse(&self.bufs[i][start..len]).unwrap_or_default();
+                    if vh.gso_type != segment::GSO_NONE {
+                        self.tunnel_send_gso(ingress, to, (peer, tag), i, start + hdr, len, &vh);
+                        return;
+                    }
+                    if !self.finish_partial_csum(ingress, i, hdr) {
+                        return;
+                    }
                 }
                 self.tunnel_send(to, peer, tag, i, start + hdr, len);
             }
@@ -744,6 +769,51 @@ impl Engine {
             }
             // A TAP with another header layout is never created by this daemon.
             _ => self.count_drop(ingress, DropReason::NoRoute),
+        }
+    }
+
+    /// Completes the partial checksum (virtio `NEEDS_CSUM`) of batch frame `i` in place and
+    /// clears the flag, so every later destination gets a whole frame. `false` (and a drop
+    /// counted on `ingress`) when the checksum offsets do not fit the frame.
+    fn finish_partial_csum(&mut self, ingress: PortId, i: usize, hdr: usize) -> bool {
+        let (start, len) = (self.starts[i], self.lens[i]);
+        let Some(vh) = segment::VnetHdr::parse(&self.bufs[i][start..len]) else { return true };
+        if hdr == 0 || vh.flags & segment::F_NEEDS_CSUM == 0 {
+            return true;
+        }
+        let frame = &mut self.bufs[i][start + hdr..len];
+        if segment::finish_csum(frame, usize::from(vh.csum_start), usize::from(vh.csum_offset)).is_err() {
+            self.count_drop(ingress, DropReason::BadOffload);
+            return false;
+        }
+        self.bufs[i][start] &= !segment::F_NEEDS_CSUM;
+        true
+    }
+
+    /// Writes the TCP super-frame of batch slot `i` to a TAP without vnet header, one
+    /// segment per write.
+    fn tap_send_segments(&mut self, ingress: PortId, to: PortId, i: usize, frame_start: usize, len: usize, vh: &segment::VnetHdr) {
+        let max_frame = self.switch.port_max_frame(to).unwrap_or(0);
+        let mut seg = match segment::TcpSegmenter::new(vh, &self.bufs[i][frame_start..len]) {
+            Ok(seg) if seg.max_len() <= max_frame => seg,
+            Ok(_) => return self.count_drop(ingress, DropReason::TooLong),
+            Err(_) => return self.count_drop(ingress, DropReason::BadOffload),
+        };
+        let Some(Some(PortIo::Tap { file, .. })) = self.ports.get_mut(to.0 as usize) else { return };
+        let (mut packets, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+        while let Some(n) = seg.next_into(&mut self.seg_buf) {
+            if write_frame(file, &self.seg_buf[..n]) {
+                packets += 1;
+                bytes += n as u64;
+            } else {
+                failed += 1;
+            }
+        }
+        if let Some(c) = self.switch.counters_mut(to) {
+            c.segmented += 1;
+            c.tx_packets += packets;
+            c.tx_bytes += bytes;
+            c.drops[DropReason::TxError.index()] += failed;
         }
     }
 

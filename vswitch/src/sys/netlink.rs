@@ -172,6 +172,20 @@ impl RtSocket {
         Ok(())
     }
 
+    /// Set the largest GSO super-frame the kernel builds for the link `ifindex`
+    /// (IFLA_GSO_MAX_SIZE).
+    pub fn set_gso_max_size(&mut self, ifindex: u32, size: u32) -> Result<(), SysError> {
+        let mut link = LinkMessage::default();
+        link.header.index = ifindex;
+        link.attributes = vec![LinkAttribute::GsoMaxSize(size)];
+        let reqs = [("set gso_max_size", 0, RouteNetlinkMessage::SetLink(link))];
+        let acks = self.transact(&reqs)?;
+        match acks.into_iter().next() {
+            Some(ack) if ack.errno != 0 => Err(netlink_error("set gso_max_size", ack)),
+            _ => Ok(()),
+        }
+    }
+
     /// Delete the link `ifindex`; a link that is already gone is fine.
     pub fn delete_link(&mut self, ifindex: u32) -> Result<(), SysError> {
         let mut link = LinkMessage::default();

@@ -86,6 +86,13 @@ pub struct AttachSpec {
     pub disable_ipv6: bool,
     /// Open with IFF_VNET_HDR and enable the offloads the kernel accepts.
     pub vnet_hdr: bool,
+    /// With `vnet_hdr`: also offer UDP segmentation offload (USO). Off on overlay networks,
+    /// whose tunnel segments TCP super-frames only.
+    pub uso: bool,
+    /// With `vnet_hdr`: the largest TSO super-frame the container's kernel may build
+    /// (IFLA_GSO_MAX_SIZE), best effort. Overlay networks ask for one whose segments fill one
+    /// UDP GSO send of the tunnel.
+    pub gso_max_size: Option<u32>,
     /// Make the TAP persistent: it outlives its fd (and a crash of the daemon) until
     /// [`super::set_persist`] turns that off.
     pub persist: bool,
@@ -446,7 +453,7 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             },
         })?;
         let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
-        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr, !spec.reuse)?;
+        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr.then_some(spec.uso), !spec.reuse)?;
         if spec.disable_ipv6 {
             // /proc/sys/net is the namespace of the thread that opens the file; a kernel
             // without IPv6 has no such file (nothing to turn off).
@@ -486,6 +493,11 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             return Err(e);
         }
     };
+    if let Some(size) = spec.gso_max_size.filter(|_| tap.offloads.tso4 || tap.offloads.tso6) {
+        if let Err(e) = rt.set_gso_max_size(ifindex, size) {
+            tracing::warn!(ifname = %spec.ifname, size, error = %e, "cannot limit the TAP's GSO size; super-frames may take two tunnel sends");
+        }
+    }
     tracing::debug!(
         netns = %spec.netns,
         ifname = %spec.ifname,

@@ -90,15 +90,17 @@ pub fn open_tun() -> io::Result<OwnedFd> {
 
 /// Turn an open `/dev/net/tun` file into a new, non-persistent TAP named `name` (which must
 /// not exist yet: IFF_TUN_EXCL), with IFF_NO_PI, and with IFF_VNET_HDR plus the offloads the
-/// kernel accepts when `vnet_hdr`. `name` must already be validated
-/// ([`super::netns::validate_ifname`]).
-pub fn create(fd: OwnedFd, name: &str, vnet_hdr: bool) -> Result<Tap, SysError> {
+/// kernel accepts when `vnet_hdr` is `Some(uso)` (UDP segmentation only with `uso`). `name`
+/// must already be validated ([`super::netns::validate_ifname`]).
+pub fn create(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>) -> Result<Tap, SysError> {
     open(fd, name, vnet_hdr, true)
 }
 
 /// Like [`create`], but with `exclusive` false an existing persistent TAP of that name (left
 /// by an earlier run of the daemon) is opened instead of refused; a missing one is created.
-pub fn open(fd: OwnedFd, name: &str, vnet_hdr: bool, exclusive: bool) -> Result<Tap, SysError> {
+pub fn open(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>, exclusive: bool) -> Result<Tap, SysError> {
+    let uso = vnet_hdr == Some(true);
+    let vnet_hdr = vnet_hdr.is_some();
     let mut flags: c_int = libc::IFF_TAP | libc::IFF_NO_PI;
     if exclusive {
         flags |= libc::IFF_TUN_EXCL;
@@ -136,7 +138,7 @@ pub fn open(fd: OwnedFd, name: &str, vnet_hdr: bool, exclusive: bool) -> Result<
         op: "set vnet header endianness (TUNSETVNETLE)",
         source: e,
     })?;
-    let accepted = set_best_offload(&fd)?;
+    let accepted = set_best_offload(&fd, uso)?;
     Ok(Tap {
         fd,
         offloads: Offloads::from_tun_flags(accepted),
@@ -146,10 +148,10 @@ pub fn open(fd: OwnedFd, name: &str, vnet_hdr: bool, exclusive: bool) -> Result<
 
 /// TUNSETOFFLOAD with the richest flag set the kernel takes; returns the flags that stuck.
 /// Older kernels answer EINVAL to unknown bits, so fall back step by step.
-fn set_best_offload(fd: &OwnedFd) -> Result<c_ulong, SysError> {
+fn set_best_offload(fd: &OwnedFd, with_uso: bool) -> Result<c_ulong, SysError> {
     let csum = c_ulong::from(libc::TUN_F_CSUM);
     let tso = csum | c_ulong::from(libc::TUN_F_TSO4 | libc::TUN_F_TSO6);
-    let uso = tso | c_ulong::from(libc::TUN_F_USO4 | libc::TUN_F_USO6);
+    let uso = if with_uso { tso | c_ulong::from(libc::TUN_F_USO4 | libc::TUN_F_USO6) } else { tso };
     for flags in [uso, tso, csum, 0] {
         match ffi::ioctl_value(fd.as_fd(), libc::TUNSETOFFLOAD, flags) {
             Ok(()) => return Ok(flags),

@@ -130,6 +130,8 @@ fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
         prefix_len: 24,
         gateway: Ipv4Addr::new(10, 77, 0, 1),
         vnet_hdr,
+        uso: true,
+        gso_max_size: None,
     }
 }
 

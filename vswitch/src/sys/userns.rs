@@ -677,6 +677,8 @@ mod tests {
             disable_ipv6: false,
             vnet_hdr: true,
             persist: false,
+            uso: true,
+            gso_max_size: None,
             reuse: true,
         }
     }
