@@ -47,24 +47,8 @@ tb_bench_scratch attach-bench
 limit=$((300 + count / 5))
 tb_bench_watchdog attach-bench "$limit"
 
-need=()
-command -v ip >/dev/null || need+=(iproute2)
-command -v curl >/dev/null || need+=(curl)
-if [ ${#need[@]} -gt 0 ]; then
-    tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-        || tb_die "apt-get install ${need[*]} failed"
-fi
-bin=$TB_ROOT/target/release
-if [ $build = 1 ]; then
-    tb_log "building vswitchd, vswitchctl, attach-timer (release)"
-    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl && cargo build -q --release -p vswitch-benches --bin attach-timer) \
-        || tb_die "cargo build failed"
-fi
-for b in vswitchd vswitchctl attach-timer; do [ -x "$bin/$b" ] || tb_die "no $bin/$b: build it first"; done
-# Never let a gateway forward DNS to the machine's own resolver (a daemon that has the option).
-vsd_args=()
-case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
+tb_apt ip=iproute2 curl=curl
+tb_release_bins "$build" attach-timer
 git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 tag="vsba$$"

@@ -69,24 +69,11 @@ per=$((secs / rounds)); [ $per -ge 1 ] || per=1
 tb_bench_scratch dns-bench
 
 # ---- dependencies -------------------------------------------------------------------------
-need=()
-command -v dnsperf >/dev/null || need+=(dnsperf)
-command -v dnsmasq >/dev/null || need+=(dnsmasq-base)     # NOT `dnsmasq`: that starts a service
-command -v dig >/dev/null || need+=(dnsutils)
-command -v ip >/dev/null || need+=(iproute2)
-command -v python3 >/dev/null || need+=(python3)
-if [ $profile = 1 ] && ! command -v perf >/dev/null; then need+=(linux-perf); fi
-if [ ${#need[@]} -gt 0 ]; then
-    tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
-        || tb_die "apt-get install ${need[*]} failed"
-fi
-bin=$TB_ROOT/target/release
-if [ $build = 1 ]; then
-    tb_log "building vswitchd (release)"
-    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
-fi
-[ -x "$bin/vswitchd" ] && [ -x "$bin/vswitchctl" ] || tb_die "no $bin/vswitchd: build it first"
+# dnsmasq-base, NOT dnsmasq: that package starts a service.
+deps=(dnsperf=dnsperf dnsmasq=dnsmasq-base dig=dnsutils ip=iproute2 python3=python3)
+[ $profile = 1 ] && deps+=(perf=linux-perf)
+tb_apt "${deps[@]}"
+tb_release_bins "$build"
 
 # Bound the whole run (the build is done before the watchdog starts): 4 dnsperf runs per round,
 # the probe, the profile run, with their timeouts, plus setup and teardown. The watchdog takes

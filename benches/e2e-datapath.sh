@@ -49,26 +49,8 @@ limit=$((4 * 4 * reps * (secs + 3) + 4 * reps * (secs + 2) + 120 + wait_budget))
 tb_bench_watchdog e2e-datapath "$limit"
 
 # ---- dependencies -------------------------------------------------------------------------
-need=()
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v vde_switch >/dev/null || need+=(vde2)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v python3 >/dev/null || need+=(python3)
-command -v ip >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-    tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-        || tb_die "apt-get install ${need[*]} failed"
-fi
-bin=$TB_ROOT/target/release
-if [ $build = 1 ]; then
-    tb_log "building vswitchd (release)"
-    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
-fi
-[ -x "$bin/vswitchd" ] && [ -x "$bin/vswitchctl" ] || tb_die "no $bin/vswitchd: build it first"
-# Never let a gateway forward DNS to the machine's own resolver (a daemon that has the option).
-vsd_args=()
-case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
+tb_apt iperf3=iperf3 vde_switch=vde2 ping=iputils-ping python3=python3 ip=iproute2
+tb_release_bins "$build"
 git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 hz=$(getconf CLK_TCK)

@@ -59,17 +59,7 @@ has() { local p; for p in "${want[@]}"; do [ "$p" = "$1" ] && return 0; done; re
 drop_path() { local p keep=(); for p in "${want[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done; want=("${keep[@]}"); }
 
 # ---- dependencies (not counted by the watchdog) ---------------------------------------------
-need=()
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v ping >/dev/null || need+=(iputils-ping)
-command -v python3 >/dev/null || need+=(python3)
-command -v ip >/dev/null || need+=(iproute2)
-command -v ss >/dev/null || need+=(iproute2)
-if [ ${#need[@]} -gt 0 ]; then
-    tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
-        || tb_die "apt-get install ${need[*]} failed"
-fi
+tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2 ss=iproute2
 tools=${VSWITCH_BENCH_TOOLS:-/var/tmp/vswitch-bench-tools}
 boringtun=$tools/bin/boringtun-cli
 bt_note=

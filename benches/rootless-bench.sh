@@ -49,22 +49,8 @@ done
 tb_need_root
 tb_bench_scratch rootless-bench
 
-need=()
-command -v slirp4netns >/dev/null || need+=(slirp4netns)
-command -v iperf3 >/dev/null || need+=(iperf3)
-command -v nsenter >/dev/null || need+=(util-linux)
-command -v python3 >/dev/null || need+=(python3)
-if [ ${#need[@]} -gt 0 ]; then
-    tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
-        || tb_die "apt-get install ${need[*]} failed"
-fi
-bin=$TB_ROOT/target/release
-if [ $build = 1 ]; then
-    tb_log "building vswitchd (release)"
-    (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
-fi
-[ -x "$bin/vswitchd" ] && [ -x "$bin/vswitchctl" ] || tb_die "no $bin/vswitchd: build it first"
+tb_apt slirp4netns=slirp4netns iperf3=iperf3 nsenter=util-linux python3=python3
+tb_release_bins "$build"
 limit=$((2 * 2 * 2 * rounds * (secs + 15) + count * 4 + 120))
 tb_bench_watchdog rootless-bench "$limit"
 

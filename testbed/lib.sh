@@ -131,3 +131,37 @@ tb_rootless_user() {
     [ "$(stat -c %a /dev/net/tun)" = 666 ] || chmod 0666 /dev/net/tun
     echo "$u"
 }
+
+# tb_apt CMD=PACKAGE...: installs, in one apt-get run, the packages whose command is missing.
+tb_apt() {
+    local need=() p
+    for p in "$@"; do
+        command -v "${p%%=*}" >/dev/null || need+=("${p#*=}")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    tb_log "installing ${need[*]}"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+        || tb_die "apt-get install ${need[*]} failed"
+}
+
+# tb_release_bins BUILD [BENCH_BIN...]: with BUILD=1, builds vswitchd and vswitchctl (and the
+# named binaries of the benches crate) in release. Sets $bin to target/release, checks that the
+# binaries are there, and sets vsd_args to `--dns-upstream none` when the daemon has that
+# option (a benchmark never forwards DNS to the machine's own resolver).
+tb_release_bins() {
+    local build=$1 b
+    shift
+    bin=$TB_ROOT/target/release
+    if [ "$build" = 1 ]; then
+        tb_log "building vswitchd, vswitchctl${*:+, $*} (release)"
+        (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
+        for b in "$@"; do
+            (cd "$TB_ROOT" && cargo build -q --release -p vswitch-benches --bin "$b") || tb_die "cargo build failed"
+        done
+    fi
+    for b in vswitchd vswitchctl "$@"; do
+        [ -x "$bin/$b" ] || tb_die "no $bin/$b: build it first"
+    done
+    vsd_args=()
+    case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
+}

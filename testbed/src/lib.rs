@@ -426,15 +426,7 @@ impl UserContainer {
     }
 
     pub fn exec_ok(&self, cmd: &[&str]) -> String {
-        let out = self.exec(cmd);
-        assert!(
-            out.status.success(),
-            "{cmd:?} in {} failed: {}{}",
-            self.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(self.exec(cmd), cmd, &self.name)
     }
 
     /// True when `ping -c COUNT` to `ip` gets every reply.
@@ -481,15 +473,7 @@ impl Netns {
     }
 
     pub fn exec_ok(&self, cmd: &[&str]) -> String {
-        let out = self.exec(cmd);
-        assert!(
-            out.status.success(),
-            "{cmd:?} in {} failed: {}{}",
-            self.name,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of_success(self.exec(cmd), cmd, &self.name)
     }
 
     /// Starts a command inside the namespace in the background.
@@ -548,6 +532,17 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.name));
     }
+}
+
+/// The stdout of a command that ran in `place`; panics with its output when it failed.
+fn stdout_of_success(out: Output, cmd: &[&str], place: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {place} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a host command and panics with its output on failure.
