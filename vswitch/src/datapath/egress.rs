@@ -57,6 +57,8 @@ const MAX_PACKET: usize = 65535;
 const BIG_BUF: usize = 512 * 1024;
 const SMALL_BUF: usize = 32 * 1024;
 const BIG_FLOWS: usize = 16;
+/// A TCP flow whose container stops acknowledging for this long is aborted.
+const STALL_SECS: u64 = 120;
 /// The MSS offered to smoltcp in place of a vnet container's own (its TAP takes super-frames).
 const SUPER_MSS: u16 = 65535 - 40 - 256;
 
@@ -823,6 +825,8 @@ impl Egress {
         let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
         sock.set_ack_delay(None);
         sock.set_nagle_enabled(false);
+        // A container that vanished (or stopped acknowledging) ends the flow in time.
+        sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_SECS)));
         let _ = sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*key.dst.ip())), port: key.dst.port() });
         let h = stack.sockets.add(sock);
         stack.tcp.push(slot);
@@ -951,6 +955,8 @@ impl Egress {
         let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
         sock.set_ack_delay(None);
         sock.set_nagle_enabled(false);
+        // A container that vanished (or stopped acknowledging) ends the flow in time.
+        sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_SECS)));
         let remote = (IpAddress::Ipv4(*container.ip()), container.port());
         let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(*peer.ip())), port: peer.port() };
         if sock.connect(stack.iface.context(), remote, local).is_err() {
