@@ -424,6 +424,32 @@ pub fn parse_unicast_mac(s: &str) -> Result<Mac, String> {
     Ok(mac)
 }
 
+/// `[ADDR:]PORT[-PORT]` → (address, first port, last port if a range).
+pub fn parse_host_ports(s: &str) -> Result<(std::net::Ipv4Addr, u16, Option<u16>), String> {
+    let bad = || format!("{s:?}: expected [ADDR:]PORT[-PORT], e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8000-8010");
+    let (addr, ports) = match s.rsplit_once(':') {
+        Some((a, p)) => (a.parse().map_err(|_| bad())?, p),
+        None => (std::net::Ipv4Addr::UNSPECIFIED, s),
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse().map_err(|_| bad())?, Some(b.parse().map_err(|_| bad())?)),
+        None => (ports.parse().map_err(|_| bad())?, None),
+    };
+    Ok((addr, first, last))
+}
+
+/// `PORT[/tcp|/udp]` → (port, udp?).
+pub fn parse_proto_port(s: &str) -> Result<(u16, bool), String> {
+    let bad = || format!("{s:?}: expected PORT, PORT/tcp or PORT/udp");
+    let (port, udp) = match s.split_once('/') {
+        Some((p, "udp")) => (p, true),
+        Some((p, "tcp")) => (p, false),
+        Some(_) => return Err(bad()),
+        None => (s, false),
+    };
+    Ok((port.parse().map_err(|_| bad())?, udp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -678,30 +704,18 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/024x").is_err());
         assert!(parse_cidr("fd00::/64").is_err());
     }
-}
 
-/// `[ADDR:]PORT[-PORT]` → (address, first port, last port if a range).
-pub fn parse_host_ports(s: &str) -> Result<(std::net::Ipv4Addr, u16, Option<u16>), String> {
-    let bad = || format!("{s:?}: expected [ADDR:]PORT[-PORT], e.g. 8080, 127.0.0.1:8080 or 0.0.0.0:8000-8010");
-    let (addr, ports) = match s.rsplit_once(':') {
-        Some((a, p)) => (a.parse().map_err(|_| bad())?, p),
-        None => (std::net::Ipv4Addr::UNSPECIFIED, s),
-    };
-    let (first, last) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse().map_err(|_| bad())?, Some(b.parse().map_err(|_| bad())?)),
-        None => (ports.parse().map_err(|_| bad())?, None),
-    };
-    Ok((addr, first, last))
-}
-
-/// `PORT[/tcp|/udp]` → (port, udp?).
-pub fn parse_proto_port(s: &str) -> Result<(u16, bool), String> {
-    let bad = || format!("{s:?}: expected PORT, PORT/tcp or PORT/udp");
-    let (port, udp) = match s.split_once('/') {
-        Some((p, "udp")) => (p, true),
-        Some((p, "tcp")) => (p, false),
-        Some(_) => return Err(bad()),
-        None => (s, false),
-    };
-    Ok((port.parse().map_err(|_| bad())?, udp))
+    #[test]
+    fn publish_arguments() {
+        use std::net::Ipv4Addr;
+        assert_eq!(parse_host_ports("8080"), Ok((Ipv4Addr::UNSPECIFIED, 8080, None)));
+        assert_eq!(parse_host_ports("127.0.0.1:8000-8010"), Ok((Ipv4Addr::LOCALHOST, 8000, Some(8010))));
+        for bad in ["", "x:80", "1.2.3.4:", "80-", "1.2.3.4:70000", "[::1]:80"] {
+            assert!(parse_host_ports(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_proto_port("53/udp"), Ok((53, true)));
+        assert_eq!(parse_proto_port("80/tcp"), Ok((80, false)));
+        assert_eq!(parse_proto_port("80"), Ok((80, false)));
+        assert!(parse_proto_port("80/sctp").is_err());
+    }
 }
