@@ -55,6 +55,11 @@ fn user_containers_reach_the_host_and_are_reached_through_published_ports() {
     let got = tcp_get(&x.o, &x.h_ip, 18080);
     assert!(got.starts_with(&format!("c2 {}:", x.o_ip)), "{got}\n{}", d.log());
     assert!(tcp_get(&x.h, "127.0.0.1", 18081).starts_with("c2 10.98.0.1:"));
+    // A client on the host itself, at the host's address, is seen with that address.
+    assert!(tcp_get(&x.h, &x.h_ip, 18080).starts_with(&format!("c2 {}:", x.h_ip)));
+    // The same port again is a conflict.
+    let out = d.ctl(&["publish", "rl", &name2, &format!("{}:18080", x.h_ip), "8080"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("port_in_use"), "{out:?}");
     // A port the user may not bind is a clear error, and changes nothing.
     let out = d.ctl(&["publish", "rl", &name2, &format!("{}:80", x.h_ip), "8080"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
