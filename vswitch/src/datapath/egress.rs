@@ -417,7 +417,7 @@ impl Egress {
         let len = usize::from(pkt.total_len()).min(ip.len());
         let ip = &ip[..len];
         match pkt.next_header() {
-            IpProtocol::Tcp => self.feed_tcp(reg, now, gw_port, ip),
+            IpProtocol::Tcp => self.feed_tcp(reg, gw_port, ip),
             IpProtocol::Udp => self.feed_udp(reg, now, gw_port, ip),
             IpProtocol::Icmp => self.feed_icmp(reg, now, gw_port, ip),
             _ => self.stats.denied += 1,
@@ -454,7 +454,7 @@ impl Egress {
         }
     }
 
-    fn feed_tcp(&mut self, reg: &Registry, now: Duration, gw_port: PortId, ip: &[u8]) {
+    fn feed_tcp(&mut self, reg: &Registry, gw_port: PortId, ip: &[u8]) {
         let pkt = Ipv4Packet::new_unchecked(ip);
         let Ok(tcp) = TcpPacket::new_checked(pkt.payload()) else {
             self.stats.malformed += 1;
@@ -517,9 +517,9 @@ impl Egress {
             host_eof: false,
             host_shut: false,
         });
-        let Some(slot) = self.insert_flow(reg, key, flow, Interest::READABLE | Interest::WRITABLE) else { return };
-        self.stats.tcp_opened += 1;
-        let _ = (slot, now);
+        if self.insert_flow(reg, key, flow, Interest::READABLE | Interest::WRITABLE).is_some() {
+            self.stats.tcp_opened += 1;
+        }
     }
 
     fn tcp_closed(&self, slot: usize) -> bool {
@@ -768,7 +768,7 @@ impl Egress {
     }
 
     /// A readiness event for an egress token.
-    pub fn event(&mut self, reg: &Registry, now: Duration, token: Token, readable: bool, writable: bool) {
+    pub fn event(&mut self, reg: &Registry, now: Duration, token: Token, readable: bool) {
         self.now = now;
         if token.0 >= LISTENER_BASE {
             self.listener_event(reg, token.0 - LISTENER_BASE);
@@ -781,11 +781,12 @@ impl Egress {
                     self.tcp_connected(slot);
                     return;
                 }
+                // Readable: more from the host; writable: room for what the container sent.
+                // Either way the stack's next poll pumps the flow.
                 if readable {
                     f.host_readable = true;
                 }
                 let gw = f.gw_port;
-                let _ = writable;
                 if let Some(s) = self.stacks.get_mut(&gw) {
                     s.dirty = true;
                 }

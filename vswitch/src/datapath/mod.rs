@@ -240,8 +240,8 @@ pub struct Engine {
     egress: egress::Egress,
     /// Reused list of egress packets being written.
     egress_out: Vec<egress::Out>,
-    /// Reused list of egress readiness events: (token, readable, writable).
-    egress_events: Vec<(Token, bool, bool)>,
+    /// Reused list of egress readiness events: (token, readable).
+    egress_events: Vec<(Token, bool)>,
 }
 
 impl Engine {
@@ -579,7 +579,7 @@ impl Engine {
                     continue;
                 }
                 if ev.token().0 >= egress::TOKEN_BASE {
-                    self.egress_events.push((ev.token(), ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable() || ev.is_write_closed()));
+                    self.egress_events.push((ev.token(), ev.is_readable() || ev.is_read_closed() || ev.is_error()));
                     continue;
                 }
                 self.mark_ready(PortId(ev.token().0 as u32));
@@ -588,8 +588,8 @@ impl Engine {
             if !self.egress_events.is_empty() {
                 let now = self.now();
                 let mut evs = std::mem::take(&mut self.egress_events);
-                for (token, r, w) in evs.drain(..) {
-                    self.egress.event(self.poll.registry(), now, token, r, w);
+                for (token, readable) in evs.drain(..) {
+                    self.egress.event(self.poll.registry(), now, token, readable);
                 }
                 self.egress_events = evs;
                 self.flush_egress();
