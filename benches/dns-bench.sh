@@ -60,9 +60,7 @@ while [ $# -gt 0 ]; do
         *) echo "dns-bench: unknown argument $1" >&2; usage ;;
     esac
 done
-for x in "$secs" "$clients" "$rounds"; do
-    [[ $x =~ ^[0-9]+$ && $x -ge 1 ]] || tb_die "--duration, --clients and --rounds take positive integers"
-done
+tb_positive "--duration, --clients and --rounds" "$secs" "$clients" "$rounds"
 tb_need_root
 per=$((secs / rounds)); [ $per -ge 1 ] || per=1
 

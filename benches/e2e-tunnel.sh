@@ -46,7 +46,7 @@ while getopts "t:r:s:nBIh" o; do
         *) sed -n '2,36p' "$0"; exit 2 ;;
     esac
 done
-[[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $reps =~ ^[0-9]+$ && $reps -ge 1 ]] || tb_die "-t and -r take positive integers"
+tb_positive "-t and -r" "$secs" "$reps"
 IFS=, read -r -a want <<<"$paths"
 for p in "${want[@]}"; do
     case $p in vswitchd | boringtun-1 | boringtun-4 | underlay) ;; *) tb_die "unknown path $p (vswitchd, boringtun-1, boringtun-4, underlay)" ;; esac

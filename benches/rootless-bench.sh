@@ -43,9 +43,7 @@ while [ $# -gt 0 ]; do
         *) echo "rootless-bench: unknown argument $1" >&2; usage ;;
     esac
 done
-for x in "$secs" "$rounds" "$count"; do
-    [[ $x =~ ^[0-9]+$ && $x -ge 1 ]] || tb_die "--duration, --rounds and --containers take positive integers"
-done
+tb_positive "--duration, --rounds and --containers" "$secs" "$rounds" "$count"
 tb_need_root
 tb_bench_scratch rootless-bench
 

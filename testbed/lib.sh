@@ -165,3 +165,12 @@ tb_release_bins() {
     vsd_args=()
     case $("$bin/vswitchd" --help 2>&1) in *--dns-upstream*) vsd_args+=(--dns-upstream none) ;; esac
 }
+
+# tb_positive WHAT VALUE...: dies with "WHAT take positive integers" unless every VALUE is one.
+tb_positive() {
+    local what=$1 x
+    shift
+    for x in "$@"; do
+        [[ $x =~ ^[0-9]+$ && $x -ge 1 ]] || tb_die "$what take positive integers"
+    done
+}
