@@ -110,6 +110,11 @@ impl Control {
         res.unwrap_or_default()
     }
 
+    /// Closes the datapath's listeners `ids`.
+    async fn stop_listeners(&self, ids: Vec<usize>) -> Result<(), ApiError> {
+        self.dp.call(move |e| ids.into_iter().for_each(|id| e.unpublish(id))).await.map_err(internal)
+    }
+
     /// `POST /v1/networks/{network}/endpoints/{endpoint}/publish`.
     pub async fn publish(&self, network: &str, endpoint: &str, rule: PublishRule) -> Result<Publication, ApiError> {
         if !self.opts.egress {
@@ -150,7 +155,7 @@ impl Control {
         let sockets = bind_rule(&rule)?;
         let ids = self.start_listeners(gw_port, owner, ip, &rule, sockets).await;
         if ids.len() as u32 != count {
-            let _ = self.dp.call(move |e| ids.into_iter().for_each(|id| e.unpublish(id))).await;
+            let _ = self.stop_listeners(ids).await;
             return Err(ApiError::new(ErrorCode::Internal, "the datapath could not serve every port of the rule"));
         }
         let net = find_net_mut(&mut st, network)?;
@@ -162,7 +167,7 @@ impl Control {
             if let Some(ep) = net.endpoints.get_mut(endpoint) {
                 ep.api.published.pop();
                 let ids = ep.publish_ids.pop().unwrap_or_default();
-                let _ = self.dp.call(move |e| ids.into_iter().for_each(|id| e.unpublish(id))).await;
+                let _ = self.stop_listeners(ids).await;
             }
             return Err(e);
         }
@@ -192,7 +197,7 @@ impl Control {
         let Some(ids) = found else {
             return Err(ApiError::new(ErrorCode::NotFound, format!("nothing publishes {}/{addr}:{port}", proto.as_str())));
         };
-        self.dp.call(move |e| ids.into_iter().for_each(|id| e.unpublish(id))).await.map_err(internal)?;
+        self.stop_listeners(ids).await?;
         self.save(&st)
     }
 

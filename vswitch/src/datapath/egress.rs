@@ -166,6 +166,33 @@ enum Flow {
     Icmp(IcmpFlow),
 }
 
+impl Flow {
+    fn key(&self) -> Key {
+        match self {
+            Flow::Tcp(f) => f.key,
+            Flow::Udp(f) => f.key,
+            Flow::Icmp(f) => f.key,
+        }
+    }
+
+    fn gw_port(&self) -> PortId {
+        match self {
+            Flow::Tcp(f) => f.gw_port,
+            Flow::Udp(f) => f.gw_port,
+            Flow::Icmp(f) => f.gw_port,
+        }
+    }
+
+    /// When a UDP or ICMP flow last carried something (TCP flows end with their connection).
+    fn last_used(&self) -> Option<Duration> {
+        match self {
+            Flow::Tcp(_) => None,
+            Flow::Udp(f) => Some(f.last),
+            Flow::Icmp(f) => Some(f.last),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TcpFlow {
     key: Key,
@@ -282,12 +309,8 @@ impl Egress {
 
     /// Forgets a network and every flow through it.
     pub fn remove_network(&mut self, gw_port: PortId) {
-        if self.stacks.remove(&gw_port).is_none() {
-            return;
-        }
-        let doomed: Vec<usize> = (0..self.flows.len()).filter(|&i| self.flow_gw(i) == Some(gw_port)).collect();
-        for i in doomed {
-            self.drop_flow_quiet(i);
+        if self.stacks.remove(&gw_port).is_some() {
+            self.end_flows_where(|f| f.gw_port() == gw_port);
         }
     }
 
@@ -302,10 +325,7 @@ impl Egress {
     /// A port went away: its flows end (host sockets close) and its publications go.
     pub fn forget_port(&mut self, port: PortId) {
         let Some(ip) = self.by_port.remove(&port) else { return };
-        let doomed: Vec<usize> = (0..self.flows.len()).filter(|&i| self.flow_client(i) == Some(ip)).collect();
-        for i in doomed {
-            self.drop_flow_quiet(i);
-        }
+        self.end_flows_where(|f| *f.key().src.ip() == ip);
         for slot in 0..self.listeners.len() {
             if self.listeners[slot].as_ref().is_some_and(|l| l.publish.owner == port) {
                 self.listeners[slot] = None;
@@ -428,20 +448,27 @@ impl Egress {
     fn destination(&self, gw_port: PortId, udp: bool, dst: SocketAddrV4) -> Option<SocketAddrV4> {
         let cfg = &self.stacks.get(&gw_port)?.cfg;
         let ip = *dst.ip();
-        if ip == cfg.gw.ip {
-            let allowed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
-            return (allowed && !self.own_port(udp, Ipv4Addr::LOCALHOST, dst.port())).then(|| SocketAddrV4::new(Ipv4Addr::LOCALHOST, dst.port()));
-        }
-        let special = ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] == 0 || ip.octets()[0] >= 240;
-        if special || self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
-            return None;
-        }
-        // The host's own addresses are the host, like its loopback: only the listed ports.
-        if is_local_address(ip) {
-            let allowed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
-            return (allowed && !self.own_port(udp, ip, dst.port())).then_some(dst);
-        }
-        Some(dst)
+        // The gateway's address stands for the host's loopback.
+        let host = if ip == cfg.gw.ip {
+            Ipv4Addr::LOCALHOST
+        } else {
+            let special = ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] == 0 || ip.octets()[0] >= 240;
+            if special || self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
+                return None;
+            }
+            if !is_local_address(ip) {
+                return Some(dst);
+            }
+            // The host's own addresses are the host too.
+            ip
+        };
+        let listed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
+        (listed && !self.own_port(udp, host, dst.port())).then(|| SocketAddrV4::new(host, dst.port()))
+    }
+
+    /// Flows the container at `ip` holds now.
+    fn flows_of(&self, ip: Ipv4Addr) -> usize {
+        self.clients.get(&ip).map_or(0, |c| c.flows)
     }
 
     fn client_has_room(&mut self, src: Ipv4Addr) -> bool {
@@ -478,7 +505,7 @@ impl Egress {
                 self.push_rx(gw_port, ip, vnet && tcp.syn());
                 return;
             }
-            self.drop_flow_quiet(slot);
+            self.end_flow(slot, true);
         }
         if !new_syn {
             // No flow: smoltcp answers with a RST.
@@ -531,8 +558,7 @@ impl Egress {
 
     fn push_rx(&mut self, gw_port: PortId, ip: &[u8], raise: bool) {
         let Some(stack) = self.stacks.get_mut(&gw_port) else { return };
-        let mut b = stack.dev.pool.pop().unwrap_or_default();
-        b.clear();
+        let mut b = take_buf(&mut stack.dev.pool);
         b.extend_from_slice(ip);
         if raise {
             raise_mss(&mut b);
@@ -566,48 +592,29 @@ impl Egress {
         Some(slot)
     }
 
-    fn flow_gw(&self, slot: usize) -> Option<PortId> {
-        match self.flows.get(slot)?.as_ref()? {
-            Flow::Tcp(f) => Some(f.gw_port),
-            Flow::Udp(f) => Some(f.gw_port),
-            Flow::Icmp(f) => Some(f.gw_port),
+    /// Ends every flow `doomed` picks (see [`Egress::end_flow`]).
+    fn end_flows_where(&mut self, doomed: impl Fn(&Flow) -> bool) {
+        let slots: Vec<usize> = (0..self.flows.len()).filter(|&i| self.flows[i].as_ref().is_some_and(&doomed)).collect();
+        for slot in slots {
+            self.end_flow(slot, true);
         }
     }
 
-    fn flow_client(&self, slot: usize) -> Option<Ipv4Addr> {
-        match self.flows.get(slot)?.as_ref()? {
-            Flow::Tcp(f) => Some(*f.key.src.ip()),
-            Flow::Udp(f) => Some(*f.key.src.ip()),
-            Flow::Icmp(f) => Some(*f.key.src.ip()),
-        }
-    }
-
-    /// Removes a flow; its host socket closes (deregistered first) and its smoltcp socket is
-    /// aborted (the container gets a RST on the next poll).
-    fn drop_flow_quiet(&mut self, slot: usize) {
+    /// Forgets a flow: its host socket closes (which also takes it out of epoll) and its
+    /// smoltcp socket goes; with `abort`, that socket first sends the container a RST (a flow
+    /// whose connection finished has nothing left to say).
+    fn end_flow(&mut self, slot: usize, abort: bool) {
         let Some(flow) = self.flows.get_mut(slot).and_then(Option::take) else { return };
-        let key = match &flow {
-            Flow::Tcp(f) => {
-                if let Some(h) = f.handle {
-                    if let Some(stack) = self.stacks.get_mut(&f.gw_port) {
-                        stack.sockets.get_mut::<tcp::Socket>(h).abort();
-                        stack.dirty = true;
-                        // The socket is removed once the abort has gone out (see `reap`).
-                    }
-                }
-                f.key
-            }
-            Flow::Udp(f) => f.key,
-            Flow::Icmp(f) => f.key,
-        };
-        if let Flow::Tcp(f) = &flow {
-            if let Some(h) = f.handle {
-                if let Some(stack) = self.stacks.get_mut(&f.gw_port) {
+        let (key, gw_port) = (flow.key(), flow.gw_port());
+        if let Flow::Tcp(TcpFlow { handle: Some(h), .. }) = flow {
+            if let Some(stack) = self.stacks.get_mut(&gw_port) {
+                if abort {
+                    stack.sockets.get_mut::<tcp::Socket>(h).abort();
                     let _ = stack.iface.poll(instant(self.now), &mut stack.dev, &mut stack.sockets);
-                    stack.sockets.remove(h);
-                    stack.tcp.retain(|&t| t != slot);
-                    stack.drain_tx_into(&self.clients, &mut self.out, &mut self.stats, f.gw_port);
+                    stack.drain_tx_into(&self.clients, &mut self.out, &mut self.stats, gw_port);
                 }
+                stack.sockets.remove(h);
+                stack.tcp.retain(|&t| t != slot);
             }
         }
         self.keys.remove(&key);
@@ -652,8 +659,7 @@ impl Egress {
             self.stats.malformed += 1;
             return;
         }
-        let mut buf = stack.dev.pool.pop().unwrap_or_default();
-        buf.clear();
+        let mut buf = take_buf(&mut stack.dev.pool);
         buf.resize(HEADROOM + total, 0);
         let repr = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: proto, payload_len, hop_limit: 64 };
         let mut p = Ipv4Packet::new_unchecked(&mut buf[HEADROOM..]);
@@ -818,16 +824,11 @@ impl Egress {
         let _ = f.host.set_nodelay(true);
         let (gw_port, key) = (f.gw_port, f.key);
         let Some(syn) = f.syn.take() else { return };
-        let big = self.clients.get(key.src.ip()).is_none_or(|c| c.flows <= BIG_FLOWS);
+        // This flow is counted already.
+        let mut sock = flow_socket(self.flows_of(*key.src.ip()).saturating_sub(1));
         let Some(stack) = self.stacks.get_mut(&gw_port) else { return };
         // Nothing else may be queued while the new socket listens: it would take any SYN.
         let _ = stack.iface.poll(instant(self.now), &mut stack.dev, &mut stack.sockets);
-        let size = if big { BIG_BUF } else { SMALL_BUF };
-        let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
-        sock.set_ack_delay(None);
-        sock.set_nagle_enabled(false);
-        // A container that vanished (or stopped acknowledging) ends the flow in time.
-        sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_SECS)));
         let _ = sock.listen(IpListenEndpoint { addr: Some(IpAddress::Ipv4(*key.dst.ip())), port: key.dst.port() });
         let h = stack.sockets.add(sock);
         stack.tcp.push(slot);
@@ -840,7 +841,7 @@ impl Egress {
         }
         if stack.sockets.get::<tcp::Socket>(h).state() == tcp::State::Listen {
             // The SYN was not taken (malformed options, say): give up on the flow.
-            self.drop_flow_quiet(slot);
+            self.end_flow(slot, true);
         }
     }
 
@@ -851,7 +852,7 @@ impl Egress {
         if let Some(syn) = syn {
             self.send_rst(gw, &syn);
         }
-        self.drop_flow_quiet(slot);
+        self.end_flow(slot, true);
     }
 
     fn udp_readable(&mut self, slot: usize, now: Duration) {
@@ -886,7 +887,7 @@ impl Egress {
     }
 
     fn icmp_readable(&mut self, slot: usize, now: Duration) {
-        let mut buf = vec![0u8; MAX_PACKET];
+        let mut buf = [0u8; MAX_PACKET];
         loop {
             let Some(Some(Flow::Icmp(f))) = self.flows.get_mut(slot) else { return };
             let n = match (&f.sock).read(&mut buf) {
@@ -950,14 +951,8 @@ impl Egress {
         if self.keys.contains_key(&key) || !self.client_has_room(*container.ip()) {
             return; // dropping the stream closes it
         }
-        let big = self.clients.get(container.ip()).is_none_or(|c| c.flows < BIG_FLOWS);
+        let mut sock = flow_socket(self.flows_of(*container.ip()));
         let Some(stack) = self.stacks.get_mut(&gw_port) else { return };
-        let size = if big { BIG_BUF } else { SMALL_BUF };
-        let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
-        sock.set_ack_delay(None);
-        sock.set_nagle_enabled(false);
-        // A container that vanished (or stopped acknowledging) ends the flow in time.
-        sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_SECS)));
         let remote = (IpAddress::Ipv4(*container.ip()), container.port());
         let local = IpListenEndpoint { addr: Some(IpAddress::Ipv4(*peer.ip())), port: peer.port() };
         if sock.connect(stack.iface.context(), remote, local).is_err() {
@@ -1013,24 +1008,8 @@ impl Egress {
         let _ = stack.iface.poll(instant(now), &mut stack.dev, &mut stack.sockets);
         stack.drain_tx_into(&self.clients, &mut self.out, &mut self.stats, gw_port);
         for slot in done {
-            self.reap(slot);
+            self.end_flow(slot, false);
         }
-    }
-
-    /// Forgets a finished TCP flow (both sides closed).
-    fn reap(&mut self, slot: usize) {
-        let Some(Some(Flow::Tcp(f))) = self.flows.get_mut(slot) else { return };
-        let (gw, key, h) = (f.gw_port, f.key, f.handle);
-        self.flows[slot] = None;
-        if let (Some(h), Some(stack)) = (h, self.stacks.get_mut(&gw)) {
-            stack.sockets.remove(h);
-            stack.tcp.retain(|&t| t != slot);
-        }
-        self.keys.remove(&key);
-        if let Some(c) = self.clients.get_mut(key.src.ip()) {
-            c.flows = c.flows.saturating_sub(1);
-        }
-        self.free.push(slot);
     }
 
     /// How long until some stack needs to run again (retransmissions, timers).
@@ -1055,19 +1034,7 @@ impl Egress {
     pub fn sweep(&mut self, now: Duration) {
         self.now = now;
         let idle = self.limits.idle;
-        let doomed: Vec<usize> = self
-            .flows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| match f {
-                Some(Flow::Udp(u)) if now.saturating_sub(u.last) > idle => Some(i),
-                Some(Flow::Icmp(c)) if now.saturating_sub(c.last) > idle => Some(i),
-                _ => None,
-            })
-            .collect();
-        for i in doomed {
-            self.drop_flow_quiet(i);
-        }
+        self.end_flows_where(|f| f.last_used().is_some_and(|t| now.saturating_sub(t) > idle));
     }
 }
 
@@ -1182,6 +1149,26 @@ impl Stack {
     }
 }
 
+/// A smoltcp socket for one TCP flow of a container that holds `flows_before` others: its
+/// first flows get buffers deep enough for 64 KiB segments in flight, later ones small ones
+/// (memory stays bounded under a connection flood).
+fn flow_socket(flows_before: usize) -> tcp::Socket<'static> {
+    let size = if flows_before < BIG_FLOWS { BIG_BUF } else { SMALL_BUF };
+    let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; size]), tcp::SocketBuffer::new(vec![0; size]));
+    sock.set_ack_delay(None);
+    sock.set_nagle_enabled(false);
+    // A container that vanished (or stopped acknowledging) ends the flow in time.
+    sock.set_timeout(Some(smoltcp::time::Duration::from_secs(STALL_SECS)));
+    sock
+}
+
+/// An empty buffer from `pool` (or a new one).
+fn take_buf(pool: &mut Vec<Vec<u8>>) -> Vec<u8> {
+    let mut b = pool.pop().unwrap_or_default();
+    b.clear();
+    b
+}
+
 /// Raises the MSS option of a SYN (the container's TAP takes TSO super-frames, so smoltcp may
 /// send segments far larger than the container's MTU). The checksum is not fixed up: smoltcp
 /// does not verify it on these TAPs (their senders leave checksums to offload).
@@ -1283,8 +1270,7 @@ impl smoltcp::phy::RxToken for Rx<'_> {
 
 impl smoltcp::phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = self.pool.and_then(Vec::pop).unwrap_or_default();
-        buf.clear();
+        let mut buf = self.pool.map(take_buf).unwrap_or_default();
         buf.resize(HEADROOM + len, 0);
         let r = f(&mut buf[HEADROOM..]);
         self.tx.push(buf);
