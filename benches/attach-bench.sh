@@ -272,10 +272,5 @@ report=$run/report.md
     echo "$count containers in under 3 s: IPv6 on: vswitchctl ${K[v6ctl,total]} s → $(met "${K[v6ctl,total]}" 3), API ${K[v6api,total]} s → $(met "${K[v6api,total]}" 3);"
     echo "IPv6 off: vswitchctl ${K[v4ctl,total]} s → $(met "${K[v4ctl,total]}" 3), API ${K[v4api,total]} s → $(met "${K[v4api,total]}" 3)."
 } >"$report"
-echo
-cat "$report"
-if [ $write = 1 ]; then
-    { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi
+tb_report "$report" "$write"
 tb_log "tearing down ($(wc -l <"$run/all") namespaces, vswitchd)"

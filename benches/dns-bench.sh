@@ -158,9 +158,7 @@ box_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t -
 box_pct() { awk -v b0="$1" -v b1="$2" 'BEGIN { split(b0, x, " "); split(b1, y, " "); if (y[2] == x[2]) print "-"; else printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }'; }
 now_ns() { date +%s%N; }
 pct() { awk -v d="$1" -v hz="$hz" -v ns="$2" 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }'; }
-median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 range() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) print lo "–" hi }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 # datapath_stat PID: the /proc stat file of vswitchd's datapath thread.
 datapath_stat() {
     local t
@@ -289,16 +287,16 @@ if [ $profile = 1 ]; then
 fi
 
 # ---- report ---------------------------------------------------------------------------------
-med() { median ${R[$1]:-}; }
+med() { tb_median ${R[$1]:-}; }
 # paired KEY_A KEY_B FIELD: the median of the per-round ratios A/B.
 paired() {
     local -a a b rs=()
     read -r -a a <<<"${R[$1,$3]:-}"
     read -r -a b <<<"${R[$2,$3]:-}"
     local i
-    for i in "${!a[@]}"; do rs+=("$(ratio "${a[$i]}" "${b[$i]:-}")"); done
+    for i in "${!a[@]}"; do rs+=("$(tb_ratio "${a[$i]}" "${b[$i]:-}")"); done
     local m
-    m=$(median "${rs[@]}")
+    m=$(tb_median "${rs[@]}")
     [ "$m" = - ] && echo n/a || awk -v m="$m" 'BEGIN { printf "%.2f", m }'
 }
 sum() { local t=0 x; for x in ${R[$1]:-}; do t=$((t + x)); done; echo $t; }
@@ -310,9 +308,9 @@ r_qps=$(paired vswitchd-loaded dnsmasq-loaded qps)
 r_llat=$(paired vswitchd-loaded dnsmasq-loaded lat)
 r_cpu=$(paired vswitchd-loaded dnsmasq-loaded cpu)
 r_q1=$(paired vswitchd-q1 dnsmasq-q1 lat)
-r_mean=$(ratio "${R[vswitchd-probe,mean]:-}" "${R[dnsmasq-probe,mean]:-}")
-r_median=$(ratio "${R[vswitchd-probe,median]:-}" "${R[dnsmasq-probe,median]:-}")
-r_p99=$(ratio "${R[vswitchd-probe,p99]:-}" "${R[dnsmasq-probe,p99]:-}")
+r_mean=$(tb_ratio "${R[vswitchd-probe,mean]:-}" "${R[dnsmasq-probe,mean]:-}")
+r_median=$(tb_ratio "${R[vswitchd-probe,median]:-}" "${R[dnsmasq-probe,median]:-}")
+r_p99=$(tb_ratio "${R[vswitchd-probe,p99]:-}" "${R[dnsmasq-probe,p99]:-}")
 goal_qps=$(awk -v r="$r_qps" 'BEGIN { if (r == "n/a") print "not measured"; else if (r + 0 >= 2) print "**met**"; else print "**NOT met**" }')
 # Met when vswitchd's mean is not above dnsmasq's; when it is, say whether the gap is within two
 # standard errors of the difference (i.e. not distinguishable from noise in this run).
@@ -367,11 +365,5 @@ report=$run/report.md
     fi
     if [ -n "${R[bad]:-}" ]; then echo "Warning: not every answer was NOERROR: ${R[bad]}."; fi
 } >"$report"
-echo
-cat "$report"
+tb_report "$report" "$write"
 if [ -n "$dns_counters" ]; then echo; echo "vswitchd DNS counters after the runs: $dns_counters"; fi
-if [ $write = 1 ]; then
-    # Append only (another bench may be appending too): >> writes at the file's end as it is now.
-    { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi

@@ -335,9 +335,4 @@ report=$run/report.md
         echo "- daemon CPU per Gbit/s below the bare copy loop's 4.5 % (54 % at ~12 Gbit/s): ${cpg} % → $(awk -v c="$cpg" 'BEGIN { if (c == "-") print "not measured"; else if (c + 0 < 4.5) print "met"; else print "NOT met" }')"
     fi
 } >"$report"
-echo
-cat "$report"
-if [ $write = 1 ]; then
-    { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi
+tb_report "$report" "$write"

@@ -411,9 +411,4 @@ report=$run/report.md
         fi
     fi
 } >"$report"
-echo
-cat "$report"
-if [ $write = 1 ]; then
-    { echo; cat "$report"; } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi
+tb_report "$report" "$write"

@@ -140,10 +140,5 @@ m_rss_attach=$(marg "${P_RSS[3]}" "${P_RSS[4]}") m_anon_attach=$(marg "${P_ANON[
     echo "idle ≤ 10 MiB: started $(kib "${P_RSS[0]}") MiB Rss → $(awk -v k="${P_RSS[0]}" 'BEGIN { print (k <= 10240) ? "met" : "NOT met" }'),"
     echo "idle after traffic (10 containers) $(kib "${P_RSS[$i10]}") MiB Rss → $(awk -v k="${P_RSS[$i10]}" 'BEGIN { print (k <= 10240) ? "met" : "NOT met" }')."
 } >"$run/report.md"
-echo
-cat "$run/report.md"
-if [ $write = 1 ]; then
-    { echo; cat "$run/report.md"; } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi
+tb_report "$run/report.md" "$write"
 tb_log "tearing down ($count namespaces, vswitchd)"

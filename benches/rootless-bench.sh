@@ -73,8 +73,6 @@ user_bg() {
         env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@") &
 }
 pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
-median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' 2>/dev/null || echo fail; }
 
 tb_log "iperf3 server on the host's loopback"
@@ -163,37 +161,29 @@ for mtu in 1500 65520; do
             v=$(run_iperf "$vc" "$gw" "${flag[@]}")
             s=$(run_iperf "$sc" 10.0.2.2 "${flag[@]}")
             tb_log "mtu $mtu $dir round $r: vswitchd $v Gbit/s, slirp4netns $s Gbit/s"
-            R[$mtu,$dir,v]+="$v " R[$mtu,$dir,s]+="$s " R[$mtu,$dir,r]+="$(ratio "$v" "$s") "
+            R[$mtu,$dir,v]+="$v " R[$mtu,$dir,s]+="$s " R[$mtu,$dir,r]+="$(tb_ratio "$v" "$s") "
         done
     done
 done
 
 egress=$(ctl egress --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("tcp_opened=%d connect_failed=%d" % (d["tcp_opened"], d["connect_failed"]))')
 
-table=$(
+{
+    echo "## Rootless egress: vswitchd vs slirp4netns ($(date -u +%Y-%m-%d), $(nproc) cores)"
+    echo
+    echo "Command: \`sudo $cmdline\` (one TCP stream, iperf3 $secs s, $rounds rounds, medians; both as an unprivileged user, server on the host's loopback)."
+    echo
     echo "| case | vswitchd (Gbit/s) | slirp4netns (Gbit/s) | ratio |"
     echo "|---|---|---|---|"
     for mtu in 1500 65520; do
         for dir in up down; do
             what="container→host"; [ $dir = down ] && what="host→container"
             # shellcheck disable=SC2086
-            echo "| MTU $mtu, $what | $(median ${R[$mtu,$dir,v]}) | $(median ${R[$mtu,$dir,s]}) | **$(median ${R[$mtu,$dir,r]})×** |"
+            echo "| MTU $mtu, $what | $(tb_median ${R[$mtu,$dir,v]}) | $(tb_median ${R[$mtu,$dir,s]}) | **$(tb_median ${R[$mtu,$dir,r]})×** |"
         done
     done
-    echo "| memory per container (Pss, KiB) | $vs_per | $sl_per | $(ratio "$vs_per" "$sl_per")× |"
+    echo "| memory per container (Pss, KiB) | $vs_per | $sl_per | $(tb_ratio "$vs_per" "$sl_per")× |"
     echo "| daemon idle (Pss, KiB, incl. netns helper) | $pss0 | – | |"
-)
-echo
-echo "$table"
+} >"$run/report.md"
+tb_report "$run/report.md" "$write"
 echo "vswitchd egress counters: $egress"
-if [ $write = 1 ]; then
-    {
-        echo
-        echo "## Rootless egress: vswitchd vs slirp4netns ($(date -u +%Y-%m-%d), $(nproc) cores)"
-        echo
-        echo "Command: \`sudo $cmdline\` (one TCP stream, iperf3 $secs s, $rounds rounds, medians; both as an unprivileged user, server on the host's loopback)."
-        echo
-        echo "$table"
-    } >>"$TB_ROOT/benches/RESULTS.md"
-    tb_log "appended to benches/RESULTS.md"
-fi

@@ -174,3 +174,19 @@ tb_positive() {
         [[ $x =~ ^[0-9]+$ && $x -ge 1 ]] || tb_die "$what take positive integers"
     done
 }
+
+# tb_median NUMBER...: the median of the arguments that are numbers ("-" when none are).
+tb_median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# tb_ratio A B: A / B to two decimals, "n/a" unless both are numbers and B is not 0.
+tb_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+
+# tb_report FILE WRITE: prints a benchmark's report; with WRITE=1 also appends it to
+# benches/RESULTS.md (append only: another bench may be appending too).
+tb_report() {
+    echo
+    cat "$1"
+    if [ "$2" = 1 ]; then
+        { echo; cat "$1"; } >>"$TB_ROOT/benches/RESULTS.md"
+        tb_log "appended to benches/RESULTS.md"
+    fi
+}
