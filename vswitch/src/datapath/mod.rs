@@ -32,8 +32,6 @@ pub const BUDGET: usize = 64;
 pub const VNET_HDR_LEN: usize = 12;
 /// TTL of the gateway's DNS answers, in seconds: short, since endpoints come and go.
 pub const DNS_TTL: u32 = 5;
-/// virtio_net_hdr.flags bit: the transport checksum is left to the receiver (offload).
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
@@ -735,7 +733,7 @@ impl Engine {
             Some(Some(PortIo::Gateway(gw))) => {
                 let gw = *gw;
                 let frame = &self.bufs[i][(start + hdr).min(len)..len];
-                let csum_partial = hdr > 0 && self.bufs[i][start] & VIRTIO_NET_HDR_F_NEEDS_CSUM != 0;
+                let csum_partial = hdr > 0 && self.bufs[i][start] & segment::F_NEEDS_CSUM != 0;
                 match gw.handle(frame, &mut self.reply[VNET_HDR_LEN..], csum_partial) {
                     Outcome::Reply(n) => {
                         self.count_tx(to, frame.len(), true);
@@ -980,30 +978,14 @@ fn egress_frame(o: &mut egress::Out, hdr: usize) -> Option<usize> {
     if hdr == 0 && (o.gso_size.is_some() || o.csum_partial) {
         return None;
     }
-    if o.csum_partial {
-        egress::partial_tcp_checksum(&mut o.buf[egress::HEADROOM..]);
-    }
     let eth = &mut o.buf[VNET_HDR_LEN..egress::HEADROOM];
     eth[..6].copy_from_slice(&o.dst_mac.0);
     eth[6..12].copy_from_slice(&o.src_mac.0);
     eth[12..14].copy_from_slice(&[0x08, 0x00]);
     if hdr > 0 {
-        let ip = &o.buf[egress::HEADROOM..];
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let l4 = 14 + ihl;
-        let doff = ip.get(ihl + 12).map_or(20, |b| usize::from(b >> 4) * 4);
-        let v = &mut o.buf[..VNET_HDR_LEN];
-        v.fill(0);
-        if o.csum_partial {
-            v[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-            v[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-            v[8..10].copy_from_slice(&16u16.to_le_bytes());
-        }
-        if let Some(size) = o.gso_size {
-            v[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
-            v[2..4].copy_from_slice(&((l4 + doff) as u16).to_le_bytes());
-            v[4..6].copy_from_slice(&size.to_le_bytes());
-        }
+        // smoltcp left TCP checksums to the receiver on these TAPs (see egress.rs).
+        let vh = if o.csum_partial { segment::offload_tcp(&mut o.buf[VNET_HDR_LEN..], o.gso_size).ok()? } else { segment::VnetHdr::default() };
+        vh.write(&mut o.buf[..VNET_HDR_LEN]);
     }
     Some(14 + ip_len)
 }

@@ -198,6 +198,23 @@ fn tcp_layout(frame: &[u8]) -> Result<Layout, SegmentError> {
     Ok(Layout { l3, l4, payload, end, v6 })
 }
 
+/// Leaves the TCP checksum of `frame` (Ethernet, IPv4/IPv6, TCP) to its receiver: puts the
+/// pseudo-header sum in the checksum field and returns the vnet header that says so
+/// (`NEEDS_CSUM`); with `gso_size`, the header also makes the frame a TSO super-frame of
+/// segments of that many payload bytes.
+pub fn offload_tcp(frame: &mut [u8], gso_size: Option<u16>) -> Result<VnetHdr, SegmentError> {
+    let lay = tcp_layout(frame)?;
+    let pseudo = fold(pseudo_sum(frame, &lay, lay.end - lay.l4));
+    frame[lay.l4 + 16..lay.l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
+    let mut hdr = VnetHdr { flags: F_NEEDS_CSUM, csum_start: lay.l4 as u16, csum_offset: 16, ..VnetHdr::default() };
+    if let Some(size) = gso_size {
+        hdr.gso_type = if lay.v6 { GSO_TCPV6 } else { GSO_TCPV4 };
+        hdr.hdr_len = lay.payload as u16;
+        hdr.gso_size = size;
+    }
+    Ok(hdr)
+}
+
 /// One's-complement sum of the TCP pseudo-header of `frame` for a TCP length of `tcp_len`.
 fn pseudo_sum(frame: &[u8], lay: &Layout, tcp_len: usize) -> u64 {
     let addrs = if lay.v6 { &frame[lay.l3 + 8..lay.l3 + 40] } else { &frame[lay.l3 + 12..lay.l3 + 20] };
@@ -513,9 +530,7 @@ mod tests {
         f[t + 14..t + 16].copy_from_slice(&502u16.to_be_bytes());
         f[t + 20..t + 32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]);
         f[t + 32..].copy_from_slice(payload);
-        let lay = tcp_layout(&f).unwrap();
-        let pseudo = fold(pseudo_sum(&f, &lay, tcp_hlen + payload.len()));
-        f[t + 16..t + 18].copy_from_slice(&pseudo.to_be_bytes());
+        offload_tcp(&mut f, None).unwrap();
         f
     }
 
@@ -545,6 +560,23 @@ mod tests {
         let tcp = TcpPacket::new_checked(tcp_bytes).unwrap();
         assert!(tcp.verify_checksum(&src, &dst), "TCP checksum");
         (tcp.seq_number().0 as u32, tcp_bytes[13], tcp.payload().to_vec())
+    }
+
+    #[test]
+    fn offloaded_checksum_completes_to_a_valid_one() {
+        for v6 in [false, true] {
+            let mut f = tcp_frame(v6, 1000, TCP_PSH | 0x10, b"hello, partial checksum");
+            let hdr = offload_tcp(&mut f, Some(1400)).unwrap();
+            assert_eq!((hdr.flags, hdr.gso_size, hdr.csum_offset), (F_NEEDS_CSUM, 1400, 16));
+            assert_eq!(hdr.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+            assert_eq!(usize::from(hdr.hdr_len), usize::from(hdr.csum_start) + 32);
+            // What the receiver's offload does: complete the sum from csum_start.
+            finish_csum(&mut f, usize::from(hdr.csum_start), usize::from(hdr.csum_offset)).unwrap();
+            check_segment(&f, v6);
+            let plain = offload_tcp(&mut f, None).unwrap();
+            assert_eq!((plain.gso_type, plain.gso_size, plain.hdr_len), (GSO_NONE, 0, 0));
+        }
+        assert!(offload_tcp(&mut [0u8; 30], None).is_err(), "not a TCP frame");
     }
 
     fn segment_all(hdr: &VnetHdr, frame: &[u8]) -> Result<Vec<Vec<u8>>, SegmentError> {
