@@ -52,76 +52,42 @@ tb_release_bins "$build"
 limit=$((2 * 2 * 2 * rounds * (secs + 15) + count * 4 + 120))
 tb_bench_watchdog rootless-bench "$limit"
 
-user=$(tb_rootless_user)
-uid=$(id -u "$user") gid=$(id -g "$user")
-chmod 755 "$run"
-mkdir -p "$run/xdg" "$run/data"
-chown "$uid:$gid" "$run/xdg" "$run/data"
-chmod 700 "$run/xdg"
 tag="vsrb$$"
 host=$tag-host
 tb_netns "$host"
+tb_rootless_stage "$host" "$run"
 
-# as_user CMD...: CMD as the unprivileged user, inside the host namespace. user_bg CMD...: the
-# same in the background; every step execs the next, so $! is the pid of CMD itself.
-as_user() {
-    ip netns exec "$host" setpriv --reuid "$uid" --regid "$gid" --clear-groups \
-        env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@"
-}
-user_bg() {
-    (exec ip netns exec "$host" setpriv --reuid "$uid" --regid "$gid" --clear-groups \
-        env XDG_RUNTIME_DIR="$run/xdg" XDG_DATA_HOME="$run/data" HOME="$run/data" "$@") &
-}
 pss_kib() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 gbps() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' 2>/dev/null || echo fail; }
 
 tb_log "iperf3 server on the host's loopback"
-user_bg iperf3 -s -B 127.0.0.1 -p 5201 >"$run/iperf3-server.log" 2>&1
+tb_user_bg iperf3 -s -B 127.0.0.1 -p 5201 >"$run/iperf3-server.log" 2>&1
 tb_undo "kill $!"
 
-tb_log "vswitchd, rootless, as $user"
-sock=$run/xdg/vswitch/vswitchd.sock
-user_bg "$bin/vswitchd" --dns-upstream none >"$run/vswitchd.log" 2>&1
-vpid=$!
-tb_undo "kill -TERM $vpid; sleep 1"
-for _ in $(seq 100); do [ -S "$sock" ] && break; kill -0 $vpid 2>/dev/null || tb_die "vswitchd exited"; sleep 0.05; done
-ctl() { as_user "$bin/vswitchctl" --socket "$sock" "$@"; }
-userns_pid=$(ctl version --json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("userns_pid") or "")')
-[ -n "$userns_pid" ] || tb_die "vswitchd did not report its user namespace (is it rootless?)"
-helper_pid=$userns_pid
-pss0=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
+tb_log "vswitchd, rootless, as $TB_RL_USER"
+tb_user_daemon "$bin" --dns-upstream none 2>"$run/vswitchd.log"
+vpid=$TB_RL_VPID
+ctl() { tb_as_user "$bin/vswitchctl" --socket "$TB_RL_SOCK" "$@"; }
+pss0=$(( $(pss_kib $vpid) + $(pss_kib "$TB_RL_USERNS") ))
 
-# wait_user_ns PID: until the user can enter PID's namespaces (the exec chain from `ip netns
-# exec`, which runs as root, to the container's own command takes a moment).
-wait_user_ns() {
-    for _ in $(seq 100); do
-        as_user nsenter -t "$1" -U -n --preserve-credentials true 2>/dev/null && return 0
-        sleep 0.05
-    done
-    tb_die "cannot enter the namespaces of pid $1"
-}
 # vs_container NAME NETWORK: a container in the daemon's user namespace, attached; its pid in $cpid.
 vs_container() {
-    user_bg nsenter -t "$userns_pid" -U --preserve-credentials -- unshare -n sleep 100000 >/dev/null 2>&1
-    local pid=$!
-    tb_undo "kill $pid"
-    wait_user_ns "$pid"
-    as_user nsenter -t "$pid" -U -n --preserve-credentials ip link set lo up
-    ctl attach "$2" --pid "$pid" --name "$1" >/dev/null || tb_die "attach $1"
-    cpid=$pid
+    tb_user_container
+    ctl attach "$2" --pid "$TB_CPID" --name "$1" >/dev/null || tb_die "attach $1"
+    cpid=$TB_CPID
 }
 # slirp_container MTU: a container with its own user namespace and a slirp4netns; pids in
 # $cpid and $spid.
 slirp_container() {
-    user_bg unshare -Urn sleep 100000 >/dev/null 2>&1
+    tb_user_bg unshare -Urn sleep 100000 >/dev/null 2>&1
     local pid=$!
     tb_undo "kill $pid"
-    wait_user_ns "$pid"
-    user_bg slirp4netns --configure --mtu="$1" "$pid" tap0 >>"$run/slirp.log" 2>&1
+    tb_wait_user_ns "$pid"
+    tb_user_bg slirp4netns --configure --mtu="$1" "$pid" tap0 >>"$run/slirp.log" 2>&1
     spid=$!
     tb_undo "kill $spid"
     for _ in $(seq 50); do
-        as_user nsenter -t "$pid" -U -n --preserve-credentials ip -o addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break
+        tb_in_ns "$pid" ip -o addr show tap0 2>/dev/null | grep -q 10.0.2.100 && break
         sleep 0.1
     done
     cpid=$pid
@@ -129,14 +95,14 @@ slirp_container() {
 run_iperf() { # PID SERVER [-R]
     local pid=$1 server=$2
     shift 2
-    as_user nsenter -t "$pid" -U -n --preserve-credentials timeout $((secs + 15)) iperf3 -c "$server" -p 5201 -t "$secs" -J "$@" 2>/dev/null | gbps
+    tb_in_ns "$pid" timeout $((secs + 15)) iperf3 -c "$server" -p 5201 -t "$secs" -J "$@" 2>/dev/null | gbps
 }
 
 tb_log "memory: $count idle containers each (before any traffic)"
 ctl network create idle >/dev/null
 for i in $(seq "$count"); do vs_container "idle$i" idle; done
 sleep 1
-pss1=$(( $(pss_kib $vpid) + $(pss_kib $helper_pid) ))
+pss1=$(( $(pss_kib $vpid) + $(pss_kib "$TB_RL_USERNS") ))
 spss=()
 for i in $(seq "$count"); do
     slirp_container 1500

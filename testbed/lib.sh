@@ -190,3 +190,74 @@ tb_report() {
         tb_log "appended to benches/RESULTS.md"
     fi
 }
+
+# ---- rootless stage (rootless-demo.sh, benches/rootless-bench.sh) ---------------------------
+# tb_rootless_stage HOSTNS DIR: what follows runs as the unprivileged user of tb_rootless_user
+# inside the namespace HOSTNS, with XDG_RUNTIME_DIR=DIR/xdg (0700) and XDG_DATA_HOME=HOME=
+# DIR/data. Sets TB_RL_USER, TB_RL_UID and TB_RL_GID.
+tb_rootless_stage() {
+    TB_RL_NS=$1 TB_RL_DIR=$2
+    TB_RL_USER=$(tb_rootless_user)
+    TB_RL_UID=$(id -u "$TB_RL_USER") TB_RL_GID=$(id -g "$TB_RL_USER")
+    chmod 755 "$TB_RL_DIR"
+    mkdir -p "$TB_RL_DIR/xdg" "$TB_RL_DIR/data"
+    chown "$TB_RL_UID:$TB_RL_GID" "$TB_RL_DIR/xdg" "$TB_RL_DIR/data"
+    chmod 700 "$TB_RL_DIR/xdg"
+}
+
+# tb_as_user CMD...: CMD as that user in HOSTNS. tb_user_bg CMD...: the same in the
+# background; every step execs the next, so $! is the pid of CMD itself.
+tb_as_user() {
+    ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups \
+        env XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" "$@"
+}
+tb_user_bg() {
+    (exec ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups \
+        env XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" "$@") &
+}
+
+# tb_in_ns PID CMD...: CMD as the user inside the user and network namespaces of process PID.
+tb_in_ns() {
+    local pid=$1
+    shift
+    tb_as_user nsenter -t "$pid" -U -n --preserve-credentials -- "$@"
+}
+
+# tb_wait_user_ns PID: until the user can enter PID's namespaces (the exec chain from
+# `ip netns exec`, which runs as root, to the command itself takes a moment).
+tb_wait_user_ns() {
+    for _ in $(seq 100); do
+        tb_in_ns "$1" true 2>/dev/null && return 0
+        sleep 0.05
+    done
+    tb_die "cannot enter the namespaces of pid $1"
+}
+
+# tb_user_daemon BIN [ARGS...]: BIN/vswitchd as the user (rootless), stopped on exit; returns
+# once its socket is there. Sets TB_RL_VPID, TB_RL_SOCK and TB_RL_USERNS (the netns helper's
+# pid: containers are made in its user namespace).
+tb_user_daemon() {
+    local bin=$1
+    shift
+    TB_RL_SOCK=$TB_RL_DIR/xdg/vswitch/vswitchd.sock
+    tb_user_bg "$bin/vswitchd" "$@"
+    TB_RL_VPID=$!
+    tb_undo "kill -TERM $TB_RL_VPID; sleep 1"
+    for _ in $(seq 100); do
+        [ -S "$TB_RL_SOCK" ] && break
+        kill -0 "$TB_RL_VPID" 2>/dev/null || tb_die "vswitchd exited during start"
+        sleep 0.05
+    done
+    TB_RL_USERNS=$(tb_as_user "$bin/vswitchctl" --socket "$TB_RL_SOCK" --json version | python3 -c 'import json,sys; print(json.load(sys.stdin).get("userns_pid") or "")')
+    [ -n "$TB_RL_USERNS" ] || tb_die "vswitchd did not report its user namespace (is it rootless?)"
+}
+
+# tb_user_container: a "container" of the rootless daemon: the user's `sleep` in a new network
+# namespace inside the daemon's user namespace, loopback up, killed on exit; its pid in TB_CPID.
+tb_user_container() {
+    tb_user_bg nsenter -t "$TB_RL_USERNS" -U --preserve-credentials -- unshare -n sleep 100000 >/dev/null 2>&1
+    TB_CPID=$!
+    tb_undo "kill $TB_CPID"
+    tb_wait_user_ns "$TB_CPID"
+    tb_in_ns "$TB_CPID" ip link set lo up
+}
