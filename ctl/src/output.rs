@@ -423,13 +423,18 @@ pub fn published(list: &[Publication]) -> String {
         .iter()
         .map(|p| {
             let r = &p.rule;
-            let host = match r.host_port_end {
-                Some(end) if end != r.host_port => format!("{}:{}-{end}", r.host_addr, r.host_port),
-                _ => format!("{}:{}", r.host_addr, r.host_port),
+            // ADDR:PORT, or ADDR:FIRST-LAST for a range.
+            let span = |addr: std::net::Ipv4Addr, first: u16, last: u16| {
+                if last == first { format!("{addr}:{first}") } else { format!("{addr}:{first}-{last}") }
             };
-            let cend = r.ports().last().map_or(r.container_port, |(_, c)| c);
-            let cont = if cend != r.container_port { format!("{}:{}-{cend}", p.container_ip, r.container_port) } else { format!("{}:{}", p.container_ip, r.container_port) };
-            vec![r.proto.as_str().to_string(), host, p.network.clone(), p.endpoint.clone(), cont]
+            let last_container = r.container_port.wrapping_add(r.last_host_port() - r.host_port);
+            vec![
+                r.proto.as_str().to_string(),
+                span(r.host_addr, r.host_port, r.last_host_port()),
+                p.network.clone(),
+                p.endpoint.clone(),
+                span(p.container_ip, r.container_port, last_container),
+            ]
         })
         .collect();
     table(
@@ -817,5 +822,18 @@ mod tests {
         // An older daemon's reply (no rootless fields) still decodes.
         let old: Version = serde_json::from_str(r#"{"version":"0.1.0","api":"v1"}"#).unwrap();
         assert!(!old.rootless && old.userns_pid.is_none());
+    }
+
+    #[test]
+    fn published_rules_show_their_ranges() {
+        use vswitch::api::{Proto, PublishRule};
+        let rule = |port, end, cport| PublishRule { proto: Proto::Tcp, host_addr: "0.0.0.0".parse().unwrap(), host_port: port, host_port_end: end, container_port: cport };
+        let list = [
+            Publication { network: "n".into(), endpoint: "c1".into(), container_ip: "10.89.0.2".parse().unwrap(), rule: rule(8000, Some(8002), 80) },
+            Publication { network: "n".into(), endpoint: "c1".into(), container_ip: "10.89.0.2".parse().unwrap(), rule: rule(9000, None, 90) },
+        ];
+        let out = published(&list);
+        assert!(out.contains("0.0.0.0:8000-8002") && out.contains("10.89.0.2:80-82"), "{out}");
+        assert!(out.contains("0.0.0.0:9000 ") && out.contains("10.89.0.2:90\n"), "{out}");
     }
 }

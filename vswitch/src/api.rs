@@ -244,14 +244,17 @@ pub struct PublishRule {
 impl PublishRule {
     /// The (host port, container port) pairs of the rule.
     pub fn ports(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
-        let end = self.host_port_end.unwrap_or(self.host_port);
-        (self.host_port..=end).map(move |h| (h, self.container_port.wrapping_add(h - self.host_port)))
+        (self.host_port..=self.last_host_port()).map(move |h| (h, self.container_port.wrapping_add(h - self.host_port)))
     }
 
     /// Whether the rule listens on `port` of `addr` (for the same transport).
     pub fn covers(&self, proto: Proto, addr: Ipv4Addr, port: u16) -> bool {
-        let end = self.host_port_end.unwrap_or(self.host_port);
-        self.proto == proto && (self.host_addr == addr || self.host_addr.is_unspecified() || addr.is_unspecified()) && (self.host_port..=end).contains(&port)
+        self.proto == proto && (self.host_addr == addr || self.host_addr.is_unspecified() || addr.is_unspecified()) && (self.host_port..=self.last_host_port()).contains(&port)
+    }
+
+    /// The last host port of the rule (the only one when it is not a range).
+    pub fn last_host_port(&self) -> u16 {
+        self.host_port_end.unwrap_or(self.host_port)
     }
 }
 

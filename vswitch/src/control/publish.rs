@@ -120,7 +120,7 @@ impl Control {
         if !self.opts.egress {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "published ports need egress (start vswitchd with --egress, the default when rootless)"));
         }
-        let end = rule.host_port_end.unwrap_or(rule.host_port);
+        let end = rule.last_host_port();
         if rule.host_port == 0 || rule.container_port == 0 || end < rule.host_port {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "ports must be 1..=65535 and a range must not run backwards"));
         }
