@@ -227,6 +227,8 @@ struct IcmpFlow {
 #[derive(Debug)]
 struct Listener {
     publish: Publish,
+    /// The host address and port it is bound to.
+    local: SocketAddr,
     tcp: Option<TcpListener>,
     udp: Option<UdpSocket>,
 }
@@ -343,24 +345,26 @@ impl Egress {
         let slot = self.listeners.iter().position(Option::is_none).unwrap_or(self.listeners.len());
         let token = Token(LISTENER_BASE + slot);
         let container = p.container;
-        let (tcp, udp) = match &p.socket {
+        let (local, tcp, udp) = match &p.socket {
             PublishSocket::Tcp(l) => {
+                let local = l.local_addr()?;
                 let l = l.try_clone()?;
                 l.set_nonblocking(true)?;
                 let mut l = TcpListener::from_std(l);
                 reg.register(&mut l, token, Interest::READABLE)?;
-                (Some(l), None)
+                (local, Some(l), None)
             }
             PublishSocket::Udp(s) => {
+                let local = s.local_addr()?;
                 let s = s.try_clone()?;
                 s.set_nonblocking(true)?;
                 let mut s = UdpSocket::from_std(s);
                 reg.register(&mut s, token, Interest::READABLE)?;
-                (None, Some(s))
+                (local, None, Some(s))
             }
         };
         let is_udp = udp.is_some();
-        let l = Listener { publish: p, tcp, udp };
+        let l = Listener { publish: p, local, tcp, udp };
         if slot == self.listeners.len() {
             self.listeners.push(Some(l));
         } else {
@@ -384,12 +388,8 @@ impl Egress {
     /// Whether a publication of this daemon listens on `addr:port` (for UDP or TCP).
     fn own_port(&self, udp: bool, addr: Ipv4Addr, port: u16) -> bool {
         self.listeners.iter().flatten().any(|l| {
-            let local = match (&l.tcp, &l.udp) {
-                (Some(t), _) => t.local_addr().ok(),
-                (_, Some(u)) => u.local_addr().ok(),
-                _ => None,
-            };
-            l.udp.is_some() == udp && local.is_some_and(|a| a.port() == port && (a.ip() == std::net::IpAddr::V4(addr) || a.ip().is_unspecified()))
+            let a = l.local;
+            l.udp.is_some() == udp && a.port() == port && (a.ip() == std::net::IpAddr::V4(addr) || a.ip().is_unspecified())
         })
     }
 
@@ -1358,5 +1358,24 @@ mod tests {
         e.feed(poll.registry(), Duration::ZERO, PortId(0), PortId(1), &p);
         assert_eq!(e.stats().denied, 1);
         assert_eq!(e.stats().udp_opened, 0);
+    }
+
+    #[test]
+    fn the_daemons_own_listeners_are_never_a_destination() {
+        let (poll, mut e) = egress_with_client();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let gw = Ipv4Addr::new(10, 89, 0, 1);
+        let mut cfg = e.stacks[&PortId(0)].cfg.clone();
+        cfg.host_loopback = vec![(1, 65535)];
+        e.set_network(PortId(0), cfg, Duration::ZERO);
+        let dst = SocketAddrV4::new(gw, port);
+        assert_eq!(e.destination(PortId(0), false, dst), Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)));
+        let p = Publish { owner: PortId(1), gw_port: PortId(0), container: SocketAddrV4::new(Ipv4Addr::new(10, 89, 0, 2), 80), socket: PublishSocket::Tcp(l) };
+        let id = e.publish(poll.registry(), p).unwrap();
+        assert_eq!(e.destination(PortId(0), false, dst), None, "a published listener of the daemon");
+        assert!(e.destination(PortId(0), true, dst).is_some(), "the same port over UDP is not ours");
+        e.unpublish(id);
+        assert!(e.destination(PortId(0), false, dst).is_some());
     }
 }
