@@ -593,13 +593,10 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn recv_initiation(&mut self, now: Duration, from: SocketAddr, buf: &[u8]) -> RecvResult {
-        let msg: &[u8; INIT_LEN] = match exact(buf) {
+        let msg: &[u8; INIT_LEN] = match self.handshake_msg(buf, init::MAC1) {
             Ok(m) => m,
             Err(r) => return self.drop_global(r),
         };
-        if !self.me.mac1_ok(msg, init::MAC1) {
-            return self.drop_global(DropReason::BadMac);
-        }
         let sender = u32_at(msg, init::SENDER).unwrap_or(0);
         if let Err(r) = self.admit(now, from, msg, init::MAC1, init::MAC2, sender) {
             return self.drop_global(r);
@@ -667,13 +664,10 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn recv_response(&mut self, now: Duration, from: SocketAddr, buf: &[u8]) -> RecvResult {
-        let msg: &[u8; RESP_LEN] = match exact(buf) {
+        let msg: &[u8; RESP_LEN] = match self.handshake_msg(buf, resp::MAC1) {
             Ok(m) => m,
             Err(r) => return self.drop_global(r),
         };
-        if !self.me.mac1_ok(msg, resp::MAC1) {
-            return self.drop_global(DropReason::BadMac);
-        }
         let index = u32_at(msg, resp::RECEIVER).unwrap_or(0);
         let Some(slot) = self.handshake_slot(index) else {
             return self.drop_global(DropReason::UnknownIndex);
@@ -1125,6 +1119,15 @@ impl<A: Aead> Tunnel<A> {
             increment_be(&mut self.last_timestamp);
         }
         self.last_timestamp
+    }
+
+    /// A handshake message of exactly `N` bytes whose mac1 (at `mac1`) is for our key.
+    fn handshake_msg<'a, const N: usize>(&self, buf: &'a [u8], mac1: std::ops::Range<usize>) -> Result<&'a [u8; N], DropReason> {
+        let msg: &[u8; N] = exact(buf)?;
+        if !self.me.mac1_ok(msg, mac1) {
+            return Err(DropReason::BadMac);
+        }
+        Ok(msg)
     }
 
     fn drop_global(&mut self, r: DropReason) -> RecvResult {
