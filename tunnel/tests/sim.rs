@@ -25,6 +25,19 @@ fn establish(sim: &mut Sim, b_at_a: tunnel::PeerId) {
     sim.nodes[B].frames.clear();
 }
 
+/// From now on, every `step` one 64-byte frame (sequence number i = 0..n) each way, A → B and
+/// B → A; each send must seal a datagram (the session is up, or a rekey keeps it going).
+fn exchange(sim: &mut Sim, b_at_a: tunnel::PeerId, a_at_b: tunnel::PeerId, n: u64, step: Duration) {
+    let start = sim.now;
+    for i in 0..n {
+        sim.run_until(start + step * u32::try_from(i).unwrap());
+        for (node, peer) in [(A, b_at_a), (B, a_at_b)] {
+            let r = sim.send(node, peer, NET, &frame(i, 64));
+            assert!(matches!(r, SendResult::Datagram { .. }), "node {node}, frame {i}: {r:?}");
+        }
+    }
+}
+
 #[test]
 fn handshake_then_data_both_ways() {
     let (mut sim, b_at_a, a_at_b) = Sim::pair();
@@ -121,21 +134,8 @@ fn rekey_by_time_under_steady_traffic_loses_nothing() {
     let (mut sim, b_at_a, a_at_b) = Sim::pair();
     sim.link.jitter = ms(3); // reorders A's and B's packets relative to each other
     establish(&mut sim, b_at_a);
-    let start = sim.now;
     let n = 20_000u64;
-    for i in 0..n {
-        sim.run_until(start + Duration::from_millis(i * 20));
-        let ra = sim.send(A, b_at_a, NET, &frame(i, 64));
-        let rb = sim.send(B, a_at_b, NET, &frame(i, 64));
-        assert!(
-            matches!(ra, SendResult::Datagram { .. }),
-            "A frame {i}: {ra:?}"
-        );
-        assert!(
-            matches!(rb, SendResult::Datagram { .. }),
-            "B frame {i}: {rb:?}"
-        );
-    }
+    exchange(&mut sim, b_at_a, a_at_b, n, ms(20));
     sim.run_for(ms(100));
     assert_exactly_once(&sim.seqs(B), n);
     assert_exactly_once(&sim.seqs(A), n);
@@ -158,19 +158,8 @@ fn rekey_by_volume_loses_nothing() {
     let (mut sim, b_at_a, a_at_b) = Sim::pair_with(a, b);
     sim.link.jitter = ms(2);
     establish(&mut sim, b_at_a);
-    let start = sim.now;
     let n = 3000u64;
-    for i in 0..n {
-        sim.run_until(start + Duration::from_millis(i * 2));
-        assert!(matches!(
-            sim.send(A, b_at_a, NET, &frame(i, 64)),
-            SendResult::Datagram { .. }
-        ));
-        assert!(matches!(
-            sim.send(B, a_at_b, NET, &frame(i, 64)),
-            SendResult::Datagram { .. }
-        ));
-    }
+    exchange(&mut sim, b_at_a, a_at_b, n, ms(2));
     sim.run_for(ms(100));
     let a = sim.nodes[A].tunnel.peer(b_at_a).unwrap();
     let b = sim.nodes[B].tunnel.peer(a_at_b).unwrap();
@@ -201,19 +190,8 @@ fn crossing_rekeys_over_many_seeds_lose_nothing() {
             sim.link.latency = ms(latency);
             sim.link.jitter = ms(jitter);
             establish(&mut sim, b_at_a);
-            let start = sim.now;
             let n = 500u64;
-            for i in 0..n {
-                sim.run_until(start + Duration::from_micros(i * 1500));
-                assert!(matches!(
-                    sim.send(A, b_at_a, NET, &frame(i, 64)),
-                    SendResult::Datagram { .. }
-                ));
-                assert!(matches!(
-                    sim.send(B, a_at_b, NET, &frame(i, 64)),
-                    SendResult::Datagram { .. }
-                ));
-            }
+            exchange(&mut sim, b_at_a, a_at_b, n, Duration::from_micros(1500));
             sim.run_for(ms(200));
             assert_exactly_once(&sim.seqs(A), n);
             assert_exactly_once(&sim.seqs(B), n);
