@@ -226,11 +226,7 @@ vtstat=$(datapath_stat "$vpid")
 # ---- dnsmasq in its own namespace, a veth pair from the client namespace --------------------
 tb_log "dnsmasq: own namespace, veth pair from the client namespace ($veth_client → $veth_dnsmasq)"
 ns "$tag-dnsmasq"
-ip -n "$tag-client" link add vdns0 type veth peer name eth0 netns "$tag-dnsmasq"
-ip -n "$tag-client" addr add "$veth_client/30" dev vdns0
-ip -n "$tag-client" link set vdns0 up
-ip -n "$tag-dnsmasq" addr add "$veth_dnsmasq/30" dev eth0
-ip -n "$tag-dnsmasq" link set eth0 up
+tb_veth_pair "$tag-client" vdns0 "$veth_client/30" "$tag-dnsmasq" eth0 "$veth_dnsmasq/30"
 records=()
 for n in "${names[@]}"; do records+=("--host-record=$n,${addr[$n]}"); done
 # `ip netns exec` execs dnsmasq itself (no fork), so $! is dnsmasq; -k keeps it in the foreground.

@@ -120,11 +120,7 @@ hosts() {
     S[$p,hA]=$tag-$k-hA S[$p,hB]=$tag-$k-hB S[$p,ulA]=10.220.$k.1 S[$p,ulB]=10.220.$k.2
     tb_netns "${S[$p,hA]}"
     tb_netns "${S[$p,hB]}"
-    ip -n "${S[$p,hA]}" link add ul type veth peer name ul netns "${S[$p,hB]}"
-    ip -n "${S[$p,hA]}" addr add "${S[$p,ulA]}/24" dev ul
-    ip -n "${S[$p,hB]}" addr add "${S[$p,ulB]}/24" dev ul
-    ip -n "${S[$p,hA]}" link set ul up
-    ip -n "${S[$p,hB]}" link set ul up
+    tb_veth_pair "${S[$p,hA]}" ul "${S[$p,ulA]}/24" "${S[$p,hB]}" ul "${S[$p,ulB]}/24"
 }
 
 # ---- vswitchd --------------------------------------------------------------------------------

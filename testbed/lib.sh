@@ -261,3 +261,13 @@ tb_user_container() {
     tb_wait_user_ns "$TB_CPID"
     tb_in_ns "$TB_CPID" ip link set lo up
 }
+
+# tb_veth_pair NS_A IF_A CIDR_A NS_B IF_B CIDR_B: a veth pair between two namespaces (which the
+# caller made, so it goes with them), each end addressed and up.
+tb_veth_pair() {
+    ip -n "$1" link add "$2" type veth peer name "$5" netns "$4" || tb_die "cannot make the veth pair $2/$5"
+    ip -n "$1" addr add "$3" dev "$2"
+    ip -n "$4" addr add "$6" dev "$5"
+    ip -n "$1" link set "$2" up
+    ip -n "$4" link set "$5" up
+}

@@ -23,11 +23,7 @@ host=vsw-rl-host out=vsw-rl-out
 tb_netns "$host"
 tb_netns "$out"
 tb_rootless_stage "$host" "$run"
-ip link add vsw-rl-h type veth peer name vsw-rl-o
-ip link set vsw-rl-h netns "$host"
-ip link set vsw-rl-o netns "$out"
-ip -n "$host" addr add 198.18.77.2/24 dev vsw-rl-h && ip -n "$host" link set vsw-rl-h up
-ip -n "$out" addr add 198.18.77.1/24 dev vsw-rl-o && ip -n "$out" link set vsw-rl-o up
+tb_veth_pair "$host" vsw-rl-h 198.18.77.2/24 "$out" vsw-rl-o 198.18.77.1/24
 ip netns exec "$host" sysctl -qw net.ipv4.ping_group_range="$TB_RL_GID $TB_RL_GID"
 ip netns exec "$host" python3 -m http.server 8080 --bind 127.0.0.1 --directory "$run/www" >/dev/null 2>&1 &
 tb_undo "kill $!"

@@ -75,11 +75,7 @@ declare -A SOCK PID CONT
 tb_log "hosts $hA and $hB, underlay veth uA ${UL[A]}/24 <-> uB ${UL[B]}/24"
 tb_netns "$hA"
 tb_netns "$hB"
-ip -n "$hA" link add uA type veth peer name uB netns "$hB"
-ip -n "$hA" addr add "${UL[A]}/24" dev uA
-ip -n "$hB" addr add "${UL[B]}/24" dev uB
-ip -n "$hA" link set uA up
-ip -n "$hB" link set uB up
+tb_veth_pair "$hA" uA "${UL[A]}/24" "$hB" uB "${UL[B]}/24"
 
 # ---- containers (made before the daemons, so they are deleted after the daemons stop) -------
 for h in A B; do
