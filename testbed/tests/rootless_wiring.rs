@@ -166,9 +166,13 @@ fn rootless_without_runtime_dir_or_with_a_bad_userns_fails_clearly() {
     let dir = std::env::temp_dir().join(testbed::unique("vswitch-test-nouserns-"));
     std::fs::create_dir_all(&dir).unwrap();
     user.chown(&dir);
+    // A copy the user can reach from inside its user namespace, where the checkout's
+    // directories (owned by the unmapped root) count as "others" and may be 0700.
+    let copy = dir.join("vswitchd");
+    std::fs::copy(&vswitchd, &copy).unwrap();
     let script = format!(
         "echo 0 > /proc/sys/user/max_user_namespaces && exec {} --rootless --socket {d}/s --state-dir {d}/state",
-        vswitchd.display(),
+        copy.display(),
         d = dir.display()
     );
     let out = user.command("unshare").args(["--user", "--map-root-user", "sh", "-c", &script]).output().unwrap();
