@@ -206,14 +206,16 @@ tb_rootless_stage() {
 }
 
 # tb_as_user CMD...: CMD as that user in HOSTNS. tb_user_bg CMD...: the same in the
-# background; every step execs the next, so $! is the pid of CMD itself.
+# background; every step execs the next, so $! is the pid of CMD itself. The variables ride
+# in the environment and setpriv execs CMD itself: an `env` run as the user could not exec a
+# binary of a checkout that lies under a directory closed to the user (a 0700 mktemp -d).
 tb_as_user() {
-    ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups \
-        env XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" "$@"
+    XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" \
+        ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups -- "$@"
 }
 tb_user_bg() {
-    (exec ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups \
-        env XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" "$@") &
+    (XDG_RUNTIME_DIR="$TB_RL_DIR/xdg" XDG_DATA_HOME="$TB_RL_DIR/data" HOME="$TB_RL_DIR/data" \
+        exec ip netns exec "$TB_RL_NS" setpriv --reuid "$TB_RL_UID" --regid "$TB_RL_GID" --clear-groups -- "$@") &
 }
 
 # tb_in_ns PID CMD...: CMD as the user inside the user and network namespaces of process PID.
