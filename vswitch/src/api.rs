@@ -485,8 +485,31 @@ pub struct PortInfo {
     #[serde(default)]
     pub coalesced: u64,
     /// Dropped frames by reason (`too_short`, `too_long`, `bad_source`, `hairpin`, `tx_error`,
-    /// `bad_offload`, ...).
+    /// `bad_offload`, `overload`, ...).
     pub drops: BTreeMap<String, u64>,
+    /// The datapath worker that reads this TAP (0: the main datapath thread); absent for
+    /// gateway and tunnel ports, which the main thread serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
+}
+
+/// One datapath thread that reads container TAPs: `GET /v1/workers`. Worker 0 is the main
+/// datapath thread (it also serves the gateway, DNS, egress and the tunnel, and decides every
+/// frame another worker hands it); workers 1.. forward on their own what worker 0 granted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: usize,
+    /// Container TAPs it reads.
+    pub ports: u64,
+    /// Frames it forwarded on its own (always 0 for worker 0, which decides everything itself).
+    pub forwarded: u64,
+    /// Frames it handed to worker 0 (first frames of a flow, floods, the gateway, egress, the
+    /// tunnel).
+    pub handed_over: u64,
+    /// Frames it dropped because worker 0 had not caught up.
+    pub overload: u64,
+    /// Worker 0 only: frames it decided for the other workers.
+    pub decided_for_others: u64,
 }
 
 /// Every error the API returns: `{"error": {"code": "...", "message": "..."}}`.

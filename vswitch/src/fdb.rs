@@ -169,6 +169,9 @@ pub struct Fdb {
     /// Latest `now` seen, for eviction choices in calls that take no time (`add_static`).
     clock: Duration,
     counters: FdbCounters,
+    /// Bumped whenever an entry is removed or changes port (never by a new entry or a
+    /// refresh): whoever caches lookups (the datapath's workers) drops its cache when it moves.
+    generation: u64,
 }
 
 impl fmt::Debug for Fdb {
@@ -203,6 +206,7 @@ impl Fdb {
             learned_len: 0,
             clock: Duration::ZERO,
             counters: FdbCounters::default(),
+            generation: 0,
         }
     }
 
@@ -249,6 +253,7 @@ impl Fdb {
                 self.dec_port(from);
                 self.inc_port(port);
                 self.counters.moved += 1;
+                self.generation += 1;
                 return Learn::Moved { from };
             }
             // Aged out but not swept yet: drop it and learn afresh.
@@ -309,6 +314,7 @@ impl Fdb {
                 let was_learned = (!e.is_static).then_some(e.port);
                 e.port = port;
                 e.is_static = true;
+                self.generation += 1;
                 e.last_seen = Duration::ZERO;
                 e.referenced = false;
                 if let Some(old) = was_learned {
@@ -354,6 +360,7 @@ impl Fdb {
             self.port_counts.clear();
             self.learned_len = 0;
             self.hand = 0;
+            self.generation += 1;
             return n;
         }
         self.remove_where(|e| {
@@ -373,6 +380,12 @@ impl Fdb {
         let n = self.remove_where(|e| e.is_aged(now, aging));
         self.counters.aged += n as u64;
         n
+    }
+
+    /// Changes whenever an entry is removed or moves to another port; stays put while entries
+    /// are only added or refreshed. A lookup cached at one generation holds while it lasts.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Entries in the table, learned and static, aged-out ones not yet swept included.
@@ -442,6 +455,7 @@ impl Fdb {
 
     fn remove_slot(&mut self, idx: usize) -> Option<Entry> {
         let e = self.slots.get_mut(idx)?.take()?;
+        self.generation += 1;
         self.map.remove(&e.key());
         if !e.is_static {
             self.dec_port(e.port);

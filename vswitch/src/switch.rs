@@ -39,10 +39,13 @@ pub enum DropReason {
     /// A GSO super-frame or partial checksum the datapath could not segment or complete
     /// (malformed headers, a bogus `gso_size`, lengths that do not add up); set by the datapath.
     BadOffload,
+    /// A datapath worker had to hand the frame to the main datapath thread, which had not
+    /// caught up (no buffer free, its queue full); set by the datapath.
+    Overload,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -52,6 +55,7 @@ impl DropReason {
         DropReason::TxError,
         DropReason::NoRoute,
         DropReason::BadOffload,
+        DropReason::Overload,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -70,6 +74,7 @@ impl DropReason {
             DropReason::TxError => "tx_error",
             DropReason::NoRoute => "no_route",
             DropReason::BadOffload => "bad_offload",
+            DropReason::Overload => "overload",
         }
     }
 }

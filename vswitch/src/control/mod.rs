@@ -1367,13 +1367,13 @@ impl Control {
         let ids: Vec<PortId> = rows.iter().map(|r| r.0).collect();
         let counters = self
             .dp
-            .call(move |e| ids.iter().map(|p| e.switch().counters(*p).cloned().unwrap_or_default()).collect::<Vec<_>>())
+            .call(move |e| ids.iter().map(|p| (e.port_counters(*p).unwrap_or_default(), e.port_worker(*p))).collect::<Vec<_>>())
             .await
             .map_err(internal)?;
         Ok(rows
             .into_iter()
             .zip(counters)
-            .map(|((id, network, name, kind, ifname, mac, offloads), c)| PortInfo {
+            .map(|((id, network, name, kind, ifname, mac, offloads), (c, worker))| PortInfo {
                 id,
                 network,
                 name,
@@ -1392,8 +1392,14 @@ impl Control {
                     .filter(|r| c.drops[r.index()] > 0)
                     .map(|r| (r.as_str().to_string(), c.drops[r.index()]))
                     .collect(),
+                worker,
             })
             .collect())
+    }
+
+    /// The datapath threads that read container TAPs, with their totals.
+    pub async fn workers(&self) -> Result<Vec<crate::api::WorkerInfo>, ApiError> {
+        self.dp.call(|e| e.worker_stats()).await.map_err(internal)
     }
 }
 

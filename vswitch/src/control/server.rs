@@ -147,6 +147,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["ports"]) => ok(&control.ports().await?),
+        (&Method::GET, ["workers"]) => ok(&control.workers().await?),
         (&Method::POST, ["networks", name, "endpoints", ep, "publish"]) => created(&control.publish(name, ep, body(req).await?).await?),
         (&Method::GET, ["publish"]) => ok(&control.publications().await),
         (&Method::DELETE, ["publish", proto, addr, port]) => {
@@ -171,7 +172,7 @@ fn known_path(segs: &[&str]) -> bool {
     matches!(
         segs,
         ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
-            | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"]
+            | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"] | ["workers"]
             | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"] | ["tunnel", "key"] | ["tunnel", "peers"] | ["tunnel", "peers", _]
             | ["networks", _, "endpoints", _, "publish"] | ["publish"] | ["publish", _, _, _] | ["egress"]
     )

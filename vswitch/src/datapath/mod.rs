@@ -10,11 +10,14 @@ pub mod dns_tcp;
 pub mod egress;
 pub mod overlay;
 pub mod segment;
+pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -43,8 +46,9 @@ pub type Job = Box<dyn FnOnce(&mut Engine) + Send>;
 /// What a port is attached to.
 #[derive(Debug)]
 pub enum PortIo {
-    /// A container TAP; `vnet_hdr_len` is 0 or [`VNET_HDR_LEN`].
-    Tap { file: File, vnet_hdr_len: usize },
+    /// A container TAP; `vnet_hdr_len` is 0 or [`VNET_HDR_LEN`]. `owner` is the worker that
+    /// reads it (0: this thread); any thread may write it. `stats` are what workers counted.
+    Tap { file: Arc<File>, vnet_hdr_len: usize, owner: usize, stats: Arc<worker::PortStats> },
     /// The network's own address (ARP, ICMP echo).
     Gateway(Gateway),
     /// A peer host, for one network (`tag` travels sealed with each frame).
@@ -128,11 +132,18 @@ impl Datapath {
     ///
     /// # Errors
     /// When epoll or the waker cannot be created.
-    pub fn spawn(cfg: SwitchConfig, dns_counters: std::sync::Arc<DnsCounters>) -> io::Result<Datapath> {
+    /// `workers`: threads that read container TAPs, this one included (at least 1).
+    pub fn spawn(cfg: SwitchConfig, dns_counters: std::sync::Arc<DnsCounters>, workers: usize) -> io::Result<Datapath> {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (jobs, rx) = crossbeam_channel::unbounded();
         let mut engine = Engine::new(poll, rx, cfg, dns_counters);
+        let (to_engine, from_workers) = crossbeam_channel::bounded(4 * BUDGET);
+        let shared = worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone() };
+        for id in 1..workers.max(1) {
+            engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone())?);
+        }
+        engine.from_workers = from_workers;
         let thread = std::thread::Builder::new()
             .name("datapath".into())
             .spawn(move || {
@@ -240,6 +251,16 @@ pub struct Engine {
     egress_out: Vec<egress::Out>,
     /// Reused list of egress readiness events: (token, readable).
     egress_events: Vec<(Token, bool)>,
+    /// Threads 1.. that read container TAPs (see worker.rs); this thread is worker 0.
+    workers: Vec<worker::WorkerHandle>,
+    /// Frames workers handed over, and their reports.
+    from_workers: crossbeam_channel::Receiver<worker::ToEngine>,
+    /// The MAC table's generation as workers see it (published after every batch).
+    generation: Arc<AtomicU64>,
+    /// Ingress port and header length of each batch slot (frames handed over by workers).
+    slot_port: [(PortId, usize); BUDGET],
+    /// Frames this thread decided for other workers.
+    decided_for_workers: u64,
 }
 
 impl Engine {
@@ -278,6 +299,11 @@ impl Engine {
             egress: egress::Egress::new(egress::Limits::default(), seed ^ 0x5eed),
             egress_out: Vec::new(),
             egress_events: Vec::new(),
+            workers: Vec::new(),
+            from_workers: crossbeam_channel::never(),
+            generation: Arc::new(AtomicU64::new(0)),
+            slot_port: [(PortId(0), 0); BUDGET],
+            decided_for_workers: 0,
         }
     }
 
@@ -506,27 +532,90 @@ impl Engine {
             let _ = crate::sys::set_persist(&fd, false);
             return Err(io::Error::other(e));
         }
-        let raw = fd.as_raw_fd();
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token(port), Interest::READABLE) {
+        let file = Arc::new(File::from(fd));
+        let stats = Arc::new(worker::PortStats::default());
+        let owner = self.least_loaded_worker();
+        let registered = match owner {
+            0 => self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(port), Interest::READABLE),
+            w => {
+                let tap = worker::TapOut { file: file.clone(), hdr: vnet_hdr_len, stats: stats.clone() };
+                self.workers[w - 1].add_port(port, tap, max_frame(mtu))
+            }
+        };
+        if let Err(e) = registered {
             let _ = self.switch.remove_port(port);
-            let _ = crate::sys::set_persist(&fd, false);
+            let _ = crate::sys::set_persist(&*file, false);
             return Err(e);
         }
-        self.set_port(port, Some(PortIo::Tap { file: File::from(fd), vnet_hdr_len }));
-        // Frames may already be queued: edge-triggered epoll will not tell us about them.
-        self.mark_ready(port);
+        self.set_port(port, Some(PortIo::Tap { file, vnet_hdr_len, owner, stats }));
+        if owner == 0 {
+            // Frames may already be queued: edge-triggered epoll will not tell us about them.
+            self.mark_ready(port);
+        }
         Ok(())
+    }
+
+    /// The worker reading the fewest TAPs (this thread on a tie).
+    fn least_loaded_worker(&self) -> usize {
+        let mut load = vec![0usize; self.workers.len() + 1];
+        for io in self.ports.iter().flatten() {
+            if let PortIo::Tap { owner, .. } = io {
+                load[*owner] += 1;
+            }
+        }
+        (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0)
+    }
+
+    /// Threads reading container TAPs: this one (0) and the workers, with their totals.
+    pub fn worker_stats(&self) -> Vec<crate::api::WorkerInfo> {
+        let mut ports = vec![0u64; self.workers.len() + 1];
+        for io in self.ports.iter().flatten() {
+            if let PortIo::Tap { owner, .. } = io {
+                ports[*owner] += 1;
+            }
+        }
+        let mut out = vec![crate::api::WorkerInfo { id: 0, ports: ports[0], forwarded: 0, handed_over: 0, overload: 0, decided_for_others: self.decided_for_workers }];
+        for (k, w) in self.workers.iter().enumerate() {
+            let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            out.push(crate::api::WorkerInfo {
+                id: k + 1,
+                ports: ports[k + 1],
+                forwarded: get(&w.stats.forwarded),
+                handed_over: get(&w.stats.handed_over),
+                overload: get(&w.stats.overload),
+                decided_for_others: 0,
+            });
+        }
+        out
+    }
+
+    /// A port's counters: the core's plus what workers counted.
+    pub fn port_counters(&self, port: PortId) -> Option<crate::switch::PortCounters> {
+        let mut c = self.switch.counters(port)?.clone();
+        if let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) {
+            stats.add_to(&mut c);
+        }
+        Some(c)
+    }
+
+    /// The worker reading `port`'s TAP, if it is one.
+    pub fn port_worker(&self, port: PortId) -> Option<usize> {
+        match self.ports.get(port.0 as usize) {
+            Some(Some(PortIo::Tap { owner, .. })) => Some(*owner),
+            _ => None,
+        }
     }
 
     /// Removes a TAP port and hands its fd back: closing it deletes the (non-persistent)
     /// interface, which takes the kernel tens of milliseconds, so the caller closes it on
     /// another thread.
-    pub fn remove_tap(&mut self, port: PortId) -> Option<File> {
+    pub fn remove_tap(&mut self, port: PortId) -> Option<Arc<File>> {
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
+        self.publish_generation();
         let i = port.0 as usize;
-        let file = match self.ports.get_mut(i).and_then(Option::take) {
-            Some(PortIo::Tap { file, .. }) => file,
+        let (file, owner) = match self.ports.get_mut(i).and_then(Option::take) {
+            Some(PortIo::Tap { file, owner, .. }) => (file, owner),
             other => {
                 if let Some(slot) = self.ports.get_mut(i) {
                     *slot = other;
@@ -534,9 +623,21 @@ impl Engine {
                 return None;
             }
         };
-        let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
-        let _ = crate::sys::set_persist(&file, false);
+        if owner == 0 {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+        }
+        // Every worker lets go of the TAP (its reader and any grant towards it) before this
+        // returns, so the caller's close really deletes the interface.
+        for w in &self.workers {
+            w.forget_port(port);
+        }
+        let _ = crate::sys::set_persist(&*file, false);
         Some(file)
+    }
+
+    /// Tells workers the MAC table's generation, which drops their grants if it moved.
+    fn publish_generation(&self) {
+        self.generation.store(self.switch.fdb().generation(), Ordering::Release);
     }
 
     fn set_port(&mut self, port: PortId, io: Option<PortIo>) {
@@ -551,6 +652,7 @@ impl Engine {
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = self.now() + SWEEP_EVERY;
+        let mut busy_next = false;
         while self.running {
             let tcp_next = self.tcp_dns_timers();
             let tun_next = self.tunnel_timers();
@@ -560,7 +662,7 @@ impl Engine {
                 self.flush_egress();
             }
             let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero())].into_iter().flatten().fold(SWEEP_EVERY, Duration::min);
-            let busy = !self.backlog.is_empty() || self.tun_backlog;
+            let busy = !self.backlog.is_empty() || self.tun_backlog || std::mem::take(&mut busy_next);
             let timeout = if busy { Some(Duration::ZERO) } else { Some(idle) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -583,6 +685,10 @@ impl Engine {
                 self.mark_ready(PortId(ev.token().0 as u32));
             }
             self.run_jobs();
+            self.publish_generation();
+            if self.decide_for_workers() == BUDGET {
+                busy_next = true;
+            }
             if !self.egress_events.is_empty() {
                 let now = self.now();
                 let mut evs = std::mem::take(&mut self.egress_events);
@@ -608,6 +714,100 @@ impl Engine {
                 self.egress.sweep(now);
                 next_sweep = now + SWEEP_EVERY;
             }
+            self.publish_generation();
+        }
+    }
+
+    /// Decides up to [`BUDGET`] frames workers handed over, as if this thread had read them,
+    /// grants what a worker may forward itself from now on, and applies workers' reports.
+    /// Returns how many frames it took.
+    fn decide_for_workers(&mut self) -> usize {
+        let mut n = 0;
+        let mut woken = vec![false; self.workers.len()];
+        while n < BUDGET {
+            let Ok(msg) = self.from_workers.try_recv() else { break };
+            let mut d = match msg {
+                worker::ToEngine::Frame(d) => d,
+                worker::ToEngine::Refresh(seen) => {
+                    self.refresh_sources(&seen);
+                    continue;
+                }
+            };
+            // The buffers are the same size: keep the worker's, give it ours.
+            std::mem::swap(&mut self.bufs[n], &mut d.buf);
+            if let Some(w) = self.workers.get(d.worker.wrapping_sub(1)) {
+                w.give_back(d.buf);
+                woken[d.worker - 1] = true;
+            }
+            self.starts[n] = 0;
+            self.lens[n] = d.len;
+            self.slot_port[n] = (d.port, d.hdr);
+            n += 1;
+        }
+        for (w, _) in self.workers.iter().zip(&woken).filter(|(_, &b)| b) {
+            w.wake();
+        }
+        if n == 0 {
+            return 0;
+        }
+        self.decided_for_workers += n as u64;
+        let now = self.now();
+        let mut last_grant = None;
+        for i in 0..n {
+            let (port, hdr) = self.slot_port[i];
+            let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
+            self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
+            if let Some(g) = self.grant_for(now, port, hdr, i) {
+                let key = (g.port, g.src, g.dst);
+                if last_grant != Some(key) {
+                    last_grant = Some(key);
+                    if let Some(Some(PortIo::Tap { owner, .. })) = self.ports.get(port.0 as usize) {
+                        if let Some(w) = self.workers.get(owner.wrapping_sub(1)) {
+                            w.grant(g);
+                        }
+                    }
+                }
+            }
+        }
+        for i in 0..n {
+            let (port, hdr) = self.slot_port[i];
+            self.emit(port, i, hdr);
+        }
+        if self.tun.is_some() {
+            self.flush_tunnel_batch();
+        }
+        self.flush_egress();
+        n
+    }
+
+    /// A grant for the frame in batch slot `i`: its verdict sends it to one TAP with the same
+    /// header layout, and its source is learned on its ingress port.
+    fn grant_for(&self, now: Duration, port: PortId, hdr: usize, i: usize) -> Option<worker::Grant> {
+        let Verdict::Forward(to) = self.verdicts[i] else { return None };
+        let Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }) = self.ports.get(to.0 as usize)?.as_ref() else { return None };
+        if *vnet_hdr_len != hdr {
+            return None;
+        }
+        let frame = self.bufs[i].get(hdr..self.lens[i])?;
+        let mac = |at: usize| crate::types::Mac([frame[at], frame[at + 1], frame[at + 2], frame[at + 3], frame[at + 4], frame[at + 5]]);
+        let (dst, src) = (mac(0), mac(6));
+        let net = self.switch.port_network(port)?;
+        if self.switch.fdb().lookup(now, net, src) != Some(port) {
+            return None;
+        }
+        let out = worker::TapOut { file: file.clone(), hdr, stats: stats.clone() };
+        Some(worker::Grant { port, src, dst, to, out, generation: self.switch.fdb().generation() })
+    }
+
+    /// Restarts the age of sources workers forwarded frames from, where the table still has
+    /// them on that port (a source that moved meanwhile is left where it is).
+    fn refresh_sources(&mut self, seen: &[(PortId, crate::types::Mac)]) {
+        let now = self.now();
+        for &(port, mac) in seen {
+            let Some(net) = self.switch.port_network(port) else { continue };
+            if self.switch.fdb().lookup(now, net, mac) == Some(port) {
+                self.switch.fdb_mut().learn(now, net, mac, port);
+            }
         }
     }
 
@@ -628,13 +828,13 @@ impl Engine {
     /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
     /// many frames were read.
     fn drain(&mut self, port: PortId) -> usize {
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(port.0 as usize) else {
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else {
             return 0;
         };
         let hdr = *vnet_hdr_len;
         let mut n = 0;
         while n < BUDGET {
-            match file.read(&mut self.bufs[n]) {
+            match (&**file).read(&mut self.bufs[n]) {
                 Ok(len) => {
                     self.starts[n] = 0;
                     self.lens[n] = len;
@@ -686,13 +886,13 @@ impl Engine {
         let (start, len) = (self.starts[i], self.lens[i]);
         let from_tunnel = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Tunnel { .. })));
         match self.ports.get_mut(to.0 as usize) {
-            Some(Some(PortIo::Tap { file, vnet_hdr_len })) if *vnet_hdr_len == hdr => {
+            Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) if *vnet_hdr_len == hdr => {
                 let ok = write_frame(file, &self.bufs[i][start..len]);
                 self.count_tx(to, len - start - hdr, ok);
             }
             // A plain frame (from the tunnel) to a TAP that expects a virtio header: a zeroed
             // header (no offload asked) goes in the headroom in front of it.
-            Some(Some(PortIo::Tap { file, vnet_hdr_len })) if hdr == 0 && start >= *vnet_hdr_len => {
+            Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) if hdr == 0 && start >= *vnet_hdr_len => {
                 let at = start - *vnet_hdr_len;
                 self.bufs[i][at..start].fill(0);
                 let ok = write_frame(file, &self.bufs[i][at..len]);
@@ -885,7 +1085,7 @@ impl Engine {
         self.reply[..VNET_HDR_LEN].fill(0);
         for k in 0..self.gw_out.len() {
             let to = self.gw_out[k];
-            if let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(to.0 as usize) {
+            if let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(to.0 as usize) {
                 let start = VNET_HDR_LEN - *vnet_hdr_len;
                 let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
                 self.count_tx(to, n, ok);
@@ -899,7 +1099,7 @@ impl Engine {
         let mut outs = std::mem::take(&mut self.egress_out);
         self.egress.take_out(&mut outs);
         for mut o in outs.drain(..) {
-            let Some(Some(PortIo::Tap { file, vnet_hdr_len })) = self.ports.get_mut(o.to.0 as usize) else { continue };
+            let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(o.to.0 as usize) else { continue };
             let hdr = *vnet_hdr_len;
             let Some(len) = egress_frame(&mut o, hdr) else { continue };
             let ok = write_frame(file, &o.buf[VNET_HDR_LEN - hdr..]);
@@ -960,9 +1160,9 @@ impl Engine {
 
 /// One frame per `write`: a TAP takes exactly one frame per call. A full queue in the container
 /// (EAGAIN) or a TAP whose link is down drops the frame, like a NIC would.
-fn write_frame(file: &mut File, frame: &[u8]) -> bool {
+fn write_frame(file: &File, frame: &[u8]) -> bool {
     loop {
-        match file.write(frame) {
+        match (&*file).write(frame) {
             Ok(n) => return n == frame.len(),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => return false,

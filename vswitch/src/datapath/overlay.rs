@@ -419,7 +419,7 @@ impl Engine {
         }
         let Some(Some(PortIo::Tap { file, .. })) = self.ports.get_mut(to.0 as usize) else { return None };
         let ok = loop {
-            match std::io::Write::write_vectored(file, &iov[..j - i]) {
+            match std::io::Write::write_vectored(&mut &**file, &iov[..j - i]) {
                 Ok(w) => break w == total,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break false,
