@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # e2e-datapath.sh: TCP throughput, RTT and switch CPU between two "container" namespaces at
-# MTU 1500, through four switches measured in ONE run so that their ratios can be compared:
+# MTU 1500, through five switches measured in ONE run so that their ratios can be compared:
 #
-#   vswitchd            offloads on (IFF_VNET_HDR + TSO: 64 KiB super-frames TAP to TAP)
+#   vswitchd            offloads on (IFF_VNET_HDR + TSO: 64 KiB super-frames TAP to TAP), its
+#                       default datapath workers (one per CPU, at most 4)
+#   vswitchd-1worker    the same with --workers 1 (one datapath thread reads every TAP)
 #   vswitchd-nooffload  vswitchd --no-offloads (one MTU-sized frame per syscall)
 #   bridge              kernel bridge with two veth pairs (in a namespace of its own)
 #   vde_switch          one vde_switch process owning both TAPs (vde_switch -t tapA -t tapB,
@@ -18,7 +20,7 @@
 #   sudo benches/e2e-datapath.sh [-t SECONDS] [-r REPS] [-s SWITCHES] [-w SECONDS] [-n] [-B]
 #     -t SECONDS   length of one iperf3 run (default 5)
 #     -r REPS      runs per cell, the median is reported (default 3)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-nooffload,bridge,vde_switch
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nooffload,bridge,vde_switch
 #     -w SECONDS   longest total wait for a quiet box before runs (default 60; 0: never wait)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
@@ -29,7 +31,7 @@ set -euo pipefail
 . "$(dirname "$0")/../testbed/lib.sh"
 
 secs=5 reps=3 write=1 build=1 wait_max=20 wait_budget=60
-switches=vswitchd,vswitchd-nooffload,bridge,vde_switch
+switches=vswitchd,vswitchd-1worker,vswitchd-nooffload,bridge,vde_switch
 cmdline="benches/e2e-datapath.sh${*:+ $*}"
 while getopts "t:r:s:w:nBh" o; do
     case $o in
@@ -44,8 +46,8 @@ tb_need_root
 
 tb_bench_scratch e2e-datapath
 
-# Bound the whole run: 4 switches x 4 cells x REPS x (SECONDS + overhead), plus setup.
-limit=$((4 * 4 * reps * (secs + 3) + 4 * reps * (secs + 2) + 120 + wait_budget))
+# Bound the whole run: 5 switches x 4 cells x REPS x (SECONDS + overhead), plus setup.
+limit=$((5 * 4 * reps * (secs + 3) + 5 * reps * (secs + 2) + 120 + wait_budget))
 tb_bench_watchdog e2e-datapath "$limit"
 
 # ---- dependencies -------------------------------------------------------------------------
@@ -166,6 +168,7 @@ containers() {
 setup_vswitchd() {
     local name=$1 args=() sock=$run/$1/vswitchd.sock pid
     [ "$name" = vswitchd-nooffload ] && args=(--no-offloads)
+    [ "$name" = vswitchd-1worker ] && args=(--workers 1)
     tb_log "$name: vswitchd ${args[*]}"
     mkdir -p "$run/$name"
     tb_daemon "$bin" "$sock" --log-level warn "${vsd_args[@]}" "${args[@]}" 2>>"$run/$name/vswitchd.log"
@@ -173,6 +176,7 @@ setup_vswitchd() {
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = vswitchd ] || tb_die "cannot find the vswitchd pid"
     local ctl=("$bin/vswitchctl" --socket "$sock") net=10.231.0 
     [ "$name" = vswitchd-nooffload ] && net=10.234.0
+    [ "$name" = vswitchd-1worker ] && net=10.235.0
     "${ctl[@]}" network create bench --subnet "$net.0/24" >/dev/null
     containers "$name"
     "${ctl[@]}" attach bench --netns "/run/netns/${S[$name,ns1]}" --name c1 --ip "$net.2" >/dev/null
@@ -180,7 +184,9 @@ setup_vswitchd() {
     S[$name,ip2]=$net.3 S[$name,pid]=$pid
     local offl
     offl=$("${ctl[@]}" --json port ls | python3 -c 'import json,sys; print(",".join(next(p for p in json.load(sys.stdin) if p["name"] == "c1")["offloads"]) or "none")')
-    R[$name,desc]="vswitchd${args[*]:+ ${args[*]}} (TAP offloads: $offl)"
+    local workers
+    workers=$("${ctl[@]}" --json workers | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    R[$name,desc]="vswitchd${args[*]:+ ${args[*]}} (TAP offloads: $offl; $workers datapath workers)"
 }
 
 # ---- (c): kernel bridge ---------------------------------------------------------------------
@@ -233,10 +239,10 @@ setup_vde() {
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-nooffload) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-nooffload) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         vde_switch) setup_vde ;;
-        *) tb_die "unknown switch $s (vswitchd, vswitchd-nooffload, bridge, vde_switch)" ;;
+        *) tb_die "unknown switch $s (vswitchd, vswitchd-1worker, vswitchd-nooffload, bridge, vde_switch)" ;;
     esac
     serve "$s"
 done
@@ -315,7 +321,7 @@ report=$run/report.md
     echo
     echo "| ratio | 1 stream | 1 stream -R | 4 streams | 4 streams -R |"
     echo "|---|---|---|---|---|"
-    for pair in vswitchd/vde_switch vswitchd/bridge vswitchd-nooffload/vde_switch vswitchd/vswitchd-nooffload; do
+    for pair in vswitchd/vde_switch vswitchd/bridge vswitchd-1worker/bridge vswitchd/vswitchd-1worker vswitchd-nooffload/vde_switch vswitchd/vswitchd-nooffload; do
         a=${pair%/*} b=${pair#*/}
         [ -n "$(v "$a,1,0")" ] && [ -n "$(v "$b,1,0")" ] || continue
         printf '| %s | %s | %s | %s | %s |\n' "$pair" "$(ratio "$(v "$a,1,0")" "$(v "$b,1,0")")" "$(ratio "$(v "$a,1,1")" "$(v "$b,1,1")")" \

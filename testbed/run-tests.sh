@@ -12,10 +12,12 @@ trap 'rm -f "$results"' EXIT
 tb_log "building"
 cargo build --workspace --all-targets
 tb_log "testing"
-# Root tests share the machine's two cores; two at a time keeps them honest and quick.
-cargo test --workspace -- --test-threads=2 2>&1 | tee -a "$results"
-tb_log "root tests again with plain TAPs (--no-offloads)"
-VSWITCH_TEST_OFFLOADS=off cargo test -p testbed -- --test-threads=2 2>&1 | tee -a "$results"
+# Root tests share the machine's two cores; two at a time keeps them honest and quick. The
+# first pass runs every daemon with two datapath workers (whatever the machine's CPU count),
+# the second with one thread reading every TAP, so both datapath shapes are tested.
+VSWITCH_WORKERS=2 cargo test --workspace -- --test-threads=2 2>&1 | tee -a "$results"
+tb_log "root tests again with plain TAPs (--no-offloads) and one datapath thread"
+VSWITCH_TEST_OFFLOADS=off VSWITCH_WORKERS=1 cargo test -p testbed -- --test-threads=2 2>&1 | tee -a "$results"
 
 # Fuzz smoke: a short run of every cargo-fuzz target, where a nightly toolchain and cargo-fuzz
 # are installed (libFuzzer needs nightly; the targets are also type-checked on stable).

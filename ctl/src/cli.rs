@@ -94,6 +94,9 @@ pub enum Command {
     Published,
     /// Egress NAT counters: flows held, refused and dropped
     Egress,
+    /// Datapath threads that read container TAPs: ports each reads, frames it forwarded itself,
+    /// frames it handed to the main datapath thread
+    Workers,
 }
 
 #[derive(Debug, Subcommand)]

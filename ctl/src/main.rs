@@ -18,7 +18,7 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
     AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
-    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX, EgressStats, Proto, Publication, PublishRule,
+    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX, EgressStats, Proto, Publication, PublishRule, WorkerInfo,
 };
 
 use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
@@ -155,6 +155,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         }
         Command::Published => Call::get(format!("{PREFIX}/publish")),
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
+        Command::Workers => Call::get(format!("{PREFIX}/workers")),
     })
 }
 
@@ -274,6 +275,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Unpublish { host } => format!("unpublished {host}\n"),
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
+        Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
     })
 }
 
@@ -321,6 +323,7 @@ mod tests {
             (&["fdb", "stats"], Method::GET, "/v1/fdb/stats"),
             (&["published"], Method::GET, "/v1/publish"),
             (&["egress"], Method::GET, "/v1/egress"),
+            (&["workers"], Method::GET, "/v1/workers"),
             (&["unpublish", "8080"], Method::DELETE, "/v1/publish/tcp/0.0.0.0/8080"),
             (&["unpublish", "127.0.0.1:53/udp"], Method::DELETE, "/v1/publish/udp/127.0.0.1/53"),
             (&["publish", "net1", "c1", "8000-8002", "80"], Method::POST, "/v1/networks/net1/endpoints/c1/publish"),

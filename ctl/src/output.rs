@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    EgressStats, Publication, DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
+    EgressStats, Publication, WorkerInfo, DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
     Version,
 };
 use vswitch::Mac;
@@ -492,6 +492,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
                 p.tx_bytes.to_string(),
                 drops(&p.drops),
                 p.offloads.join(","),
+                p.worker.map_or_else(|| "-".to_string(), |w| w.to_string()),
             ]
         })
         .collect();
@@ -508,6 +509,38 @@ pub fn ports(ports: &[PortInfo]) -> String {
             ("TX_BYTES", Right),
             ("DROPS", Left),
             ("OFFLOADS", Left),
+            ("WORKER", Right),
+        ],
+        &rows,
+    )
+}
+
+pub fn workers(workers: &[WorkerInfo]) -> String {
+    use Align::*;
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            let role = if w.id == 0 { "main (gateway, DNS, egress, tunnel)" } else { "TAPs" };
+            vec![
+                w.id.to_string(),
+                role.to_string(),
+                w.ports.to_string(),
+                w.forwarded.to_string(),
+                w.handed_over.to_string(),
+                w.overload.to_string(),
+                w.decided_for_others.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("WORKER", Right),
+            ("ROLE", Left),
+            ("TAPS", Right),
+            ("FORWARDED", Right),
+            ("HANDED_OVER", Right),
+            ("OVERLOAD", Right),
+            ("DECIDED_FOR_OTHERS", Right),
         ],
         &rows,
     )
@@ -779,6 +812,7 @@ mod tests {
             segmented: 0,
             coalesced: 0,
             drops: d,
+            worker: (kind == "tap").then_some(1),
         };
         let out = ports(&[
             p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]),
@@ -786,9 +820,9 @@ mod tests {
         ]);
         assert_eq!(
             out,
-            "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS\n \
-             1  net1     gateway  gateway  -            10      1000        1        60  -                         -\n\
-             12  net1     c1       tap      vs12        120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum\n"
+            "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
+             1  net1     gateway  gateway  -            10      1000        1        60  -                         -                   -\n\
+             12  net1     c1       tap      vs12        120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum       1\n"
         );
     }
 

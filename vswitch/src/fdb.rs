@@ -554,6 +554,46 @@ mod tests {
         assert_eq!(f.config(), &c);
     }
 
+    /// The generation moves exactly when a cached lookup could have gone wrong: an entry
+    /// removed (by hand, flush, expiry, eviction, the port cap) or moved, never on a new
+    /// entry or a refresh.
+    #[test]
+    fn generation_moves_on_removal_and_move_only() {
+        let mut f = small(2, 8);
+        let g = |f: &Fdb| f.generation();
+        f.learn(secs(0), N1, mac(1), P1);
+        f.learn(secs(0), N1, mac(2), P2);
+        f.learn(secs(1), N1, mac(1), P1);
+        assert_eq!(g(&f), 0, "new entries and refreshes keep the generation");
+        let mut last = g(&f);
+        let mut moved = |f: &Fdb, what: &str| {
+            assert!(g(f) > last, "{what} must move the generation");
+            last = g(f);
+        };
+        f.learn(secs(2), N1, mac(1), P3);
+        moved(&f, "a move");
+        f.learn(secs(3), N1, mac(3), P1);
+        moved(&f, "an eviction");
+        assert!(f.remove(N1, mac(3)));
+        moved(&f, "a removal");
+        assert_eq!(f.expire(secs(60)), 1);
+        moved(&f, "an expiry");
+        f.flush(Flush::All, true);
+        moved(&f, "a flush");
+        let mut capped = small(16, 1);
+        capped.learn(secs(0), N1, mac(1), P1);
+        capped.learn(secs(0), N1, mac(2), P2);
+        let before = g(&capped);
+        assert_eq!(capped.learn(secs(1), N1, mac(2), P1), Learn::PortLimit);
+        assert!(g(&capped) > before, "a stale entry dropped at the port cap moves the generation");
+        let mut pinned = small(16, 8);
+        pinned.learn(secs(0), N1, mac(2), P2);
+        pinned.add_static(N1, mac(7), P1).unwrap();
+        assert_eq!(g(&pinned), 0, "a new static entry keeps the generation");
+        pinned.add_static(N1, mac(2), P1).unwrap();
+        assert!(g(&pinned) > 0, "a learned entry made static elsewhere moves the generation");
+    }
+
     #[test]
     fn group_and_zero_sources_are_ignored() {
         let mut f = small(16, 5);

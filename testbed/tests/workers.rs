@@ -1,0 +1,127 @@
+//! Root integration tests of the datapath's worker threads (`--workers`): TAPs dealt over
+//! threads, flows forwarded by the worker that reads them, counters added up, MAC moves and
+//! detaches seen by every worker at once.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use testbed::{eventually, Daemon, Netns};
+
+fn ip(ep: &Value) -> String {
+    ep["ip"].as_str().expect("endpoint has an ip").to_string()
+}
+
+/// The `port ls` row of container `name`.
+fn port(d: &Daemon, name: &str) -> Value {
+    let ports = d.ctl_json(&["port", "ls"]);
+    ports.as_array().unwrap().iter().find(|p| p["name"] == name).cloned().unwrap_or_else(|| panic!("no port {name}: {ports}"))
+}
+
+fn worker_of(d: &Daemon, name: &str) -> u64 {
+    port(d, name)["worker"].as_u64().unwrap_or_else(|| panic!("port {name} names no worker"))
+}
+
+fn workers(d: &Daemon) -> Vec<Value> {
+    d.ctl_json(&["workers"]).as_array().unwrap().clone()
+}
+
+/// Four containers over three threads; returns them with their endpoints, in attach order.
+fn four_containers(d: &Daemon, subnet: &str, prefix: &str) -> Vec<(Netns, Value)> {
+    d.network("n1", subnet);
+    (0..4)
+        .map(|i| {
+            let ns = Netns::new(&format!("{prefix}{i}"));
+            let ep = d.attach("n1", &ns);
+            (ns, ep)
+        })
+        .collect()
+}
+
+#[test]
+fn taps_are_dealt_over_workers_which_forward_their_flows() {
+    let d = Daemon::start_with(&["--workers", "3"]);
+    let cs = four_containers(&d, "10.74.0.0/24", "vt-w");
+    let ws = workers(&d);
+    assert_eq!(ws.len(), 3, "{ws:?}");
+    let taps: Vec<u64> = ws.iter().map(|w| w["ports"].as_u64().unwrap()).collect();
+    assert_eq!(taps.iter().sum::<u64>(), 4, "{ws:?}");
+    assert!(taps.iter().all(|&n| n >= 1), "every thread reads a TAP: {ws:?}");
+    let human = d.ctl_ok(&["workers"]);
+    assert!(human.contains("FORWARDED") && human.contains("main"), "{human}");
+
+    // Every pair talks, whichever threads read them.
+    for (a, _) in &cs {
+        for (_, eb) in &cs {
+            if a.name != eb["name"].as_str().unwrap_or_default() {
+                assert!(a.ping(&ip(eb), 1), "{} cannot ping {}\n{}", a.name, ip(eb), d.log());
+            }
+        }
+    }
+
+    // A bulk flow between two containers read by workers 1 and 2 is forwarded by those
+    // workers themselves: only its first frames go through the main thread.
+    let on = |w: u64| cs.iter().find(|(ns, _)| worker_of(&d, &ns.name) == w).unwrap_or_else(|| panic!("no TAP on worker {w}"));
+    let ((src, _), (dst, edst)) = (on(1), on(2));
+    let before = workers(&d);
+    let mut server = dst.spawn(&["iperf3", "-s", "-1", "-B", &ip(edst)]);
+    assert!(eventually(Duration::from_secs(5), || dst.exec_ok(&["ss", "-ltnH"]).contains(":5201")), "iperf3 server did not start");
+    let out = src.exec_ok(&["iperf3", "-c", &ip(edst), "-t", "2", "-J"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let v: Value = serde_json::from_str(&out).expect("iperf3 -J output");
+    let bytes = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    assert!(bytes > 1_000_000, "iperf3 moved only {bytes} bytes: {out}");
+    let after = workers(&d);
+    let delta = |w: usize, field: &str| after[w][field].as_u64().unwrap() - before[w][field].as_u64().unwrap();
+    for w in [1, 2] {
+        let (fwd, handed) = (delta(w, "forwarded"), delta(w, "handed_over"));
+        assert!(fwd >= 100 && handed * 10 < fwd, "worker {w} forwarded {fwd}, handed over {handed}: {after:?}");
+        assert_eq!(delta(w, "overload"), 0, "{after:?}");
+    }
+
+    // Counters of both ports include what the workers forwarded.
+    let (ps, pd) = (port(&d, &src.name), port(&d, &dst.name));
+    assert!(ps["rx_bytes"].as_u64().unwrap() >= bytes, "sender port {ps} vs {bytes} bytes");
+    assert!(pd["tx_bytes"].as_u64().unwrap() >= bytes, "receiver port {pd} vs {bytes} bytes");
+    assert!(pd["drops"].get("overload").is_none(), "{pd}");
+}
+
+#[test]
+fn a_moved_mac_and_a_detach_reach_every_worker() {
+    let d = Daemon::start_with(&["--workers", "3"]);
+    let cs = four_containers(&d, "10.75.0.0/24", "vt-m");
+    let by_worker = |w: u64| cs.iter().position(|(ns, _)| worker_of(&d, &ns.name) == w).unwrap();
+    let (pinger, target) = (by_worker(1), by_worker(2));
+    let mover = (0..4).find(|&i| i != pinger && i != target).unwrap();
+    let (pns, _) = &cs[pinger];
+    let (tns, tep) = &cs[target];
+    let (mns, _) = &cs[mover];
+    // The pinger's worker holds a grant for the target now.
+    assert!(pns.ping(&ip(tep), 3), "{}", d.log());
+
+    // The target's MAC shows up on another port: frames for it must follow at once, although
+    // the pinger's worker had been forwarding them itself.
+    let mac = tep["mac"].as_str().unwrap();
+    tns.exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    mns.exec_ok(&["ip", "link", "set", "eth0", "address", mac]);
+    mns.exec_ok(&["ip", "addr", "add", &format!("{}/24", ip(tep)), "dev", "eth0"]);
+    // Any frame from the mover teaches the switch where the MAC is now.
+    let _ = mns.exec(&["ping", "-c", "1", "-W", "1", "10.75.0.1"]);
+    let moved = eventually(Duration::from_secs(5), || {
+        let fdb = d.ctl_json(&["fdb", "show", "n1"]);
+        fdb.as_array().unwrap().iter().any(|r| r["mac"] == mac && r["port"] == mns.name.as_str())
+    });
+    assert!(moved, "MAC not moved: {}", d.ctl_ok(&["fdb", "show"]));
+    assert!(pns.ping(&ip(tep), 2), "frames did not follow the moved MAC\n{}", d.log());
+
+    // Detaching a TAP that a worker reads removes the interface right away, and the others
+    // keep talking.
+    let pid = by_worker(1);
+    let (gone, _) = &cs[pid];
+    d.ctl_ok(&["detach", "n1", &gone.name]);
+    assert!(!gone.links().contains(&"eth0".to_string()), "TAP still in {}: {:?}", gone.name, gone.links());
+    let others: Vec<&(Netns, Value)> = cs.iter().enumerate().filter(|&(i, _)| i != pid && i != target).map(|(_, c)| c).collect();
+    assert!(others[0].0.ping(&ip(&others[1].1), 2), "{}", d.log());
+    let ws = workers(&d);
+    assert_eq!(ws.iter().map(|w| w["ports"].as_u64().unwrap()).sum::<u64>(), 3, "{ws:?}");
+}
