@@ -156,7 +156,8 @@ tb_release_bins() {
         tb_log "building vswitchd, vswitchctl${*:+, $*} (release)"
         (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
         for b in "$@"; do
-            (cd "$TB_ROOT" && cargo build -q --release -p vswitch-benches --bin "$b") || tb_die "cargo build failed"
+            # --all-features: tapcopy needs the benches crate's `tapcopy` feature.
+            (cd "$TB_ROOT" && cargo build -q --release -p vswitch-benches --all-features --bin "$b") || tb_die "cargo build failed"
         done
     fi
     for b in vswitchd vswitchctl "$@"; do

@@ -827,6 +827,24 @@ mod tests {
     }
 
     #[test]
+    fn worker_table() {
+        let w = |id: usize, ports: u64, forwarded: u64, handed_over: u64, decided: u64| WorkerInfo {
+            id,
+            ports,
+            forwarded,
+            handed_over,
+            overload: 0,
+            decided_for_others: decided,
+        };
+        let out = workers(&[w(0, 1, 0, 0, 12), w(1, 2, 5000, 12, 0)]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert!(lines[0].starts_with("WORKER  ROLE") && lines[0].ends_with("DECIDED_FOR_OTHERS"), "{out}");
+        assert!(lines[1].contains("main (gateway, DNS, egress, tunnel)") && lines[1].ends_with("12"), "{out}");
+        assert!(lines[2].contains("TAPs") && lines[2].contains("5000"), "{out}");
+    }
+
+    #[test]
     fn one_liners() {
         assert_eq!(attached(&endpoint("c1", 2, &[])), "attached c1 to net1: 10.89.0.2/24 02:42:0a:59:00:02\n");
         let mut n = net("net1", "10.89.0.0/24", [10, 89, 0, 1], 0);

@@ -555,7 +555,9 @@ impl Engine {
         Ok(())
     }
 
-    /// The worker reading the fewest TAPs (this thread on a tie).
+    /// The worker reading the fewest TAPs (this thread on a tie: handing a tunnel container's
+    /// frames from a worker to this thread for sealing measured slower on 2 CPUs, see
+    /// benches/RESULTS.md).
     fn least_loaded_worker(&self) -> usize {
         let mut load = vec![0usize; self.workers.len() + 1];
         for io in self.ports.iter().flatten() {
