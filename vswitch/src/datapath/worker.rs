@@ -35,7 +35,7 @@ const WAKER: Token = Token(usize::MAX);
 /// How often a worker reports the sources it forwarded (and how long it sleeps when idle).
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Frames a worker may have handed over and not yet got a buffer back for.
-const SPARE: usize = 2 * BUDGET;
+const IN_FLIGHT: usize = 2 * BUDGET;
 /// Most grants a worker keeps; past that it forgets them all and asks again.
 const MAX_GRANTS: usize = 16 * 1024;
 
@@ -161,8 +161,9 @@ impl WorkerHandle {
             ports: Vec::new(),
             backlog: VecDeque::new(),
             in_backlog: Vec::new(),
-            bufs: (0..BUDGET).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
-            spare: (0..SPARE).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
+            bufs: Vec::with_capacity(BUDGET),
+            spare: Vec::with_capacity(IN_FLIGHT),
+            in_flight: 0,
             cache: HashMap::new(),
             seen_generation: shared.generation.load(Ordering::Acquire),
             shared,
@@ -256,9 +257,13 @@ pub struct Worker {
     ports: Vec<Option<OwnPort>>,
     backlog: VecDeque<PortId>,
     in_backlog: Vec<bool>,
+    /// Read buffers, made as a drain first goes that deep (an idle worker holds none: each
+    /// is 64 KiB, and the idle daemon must stay small), then kept.
     bufs: Vec<Box<[u8]>>,
-    /// Buffers to swap in for the ones handed to the engine.
+    /// Buffers to swap in for the ones handed to the engine, made the same way.
     spare: Vec<Box<[u8]>>,
+    /// Buffers handed to the engine and not yet given back; at most [`IN_FLIGHT`].
+    in_flight: usize,
     /// Grants by (ingress port, source MAC, destination MAC).
     cache: HashMap<(PortId, Mac, Mac), Cached>,
     seen_generation: u64,
@@ -317,7 +322,10 @@ impl Worker {
             while let Ok(job) = self.jobs.try_recv() {
                 job(self);
             }
-            self.spare.extend(self.returned.try_iter());
+            for buf in self.returned.try_iter() {
+                self.spare.push(buf);
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
             self.take_grants();
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
@@ -387,6 +395,9 @@ impl Worker {
         let hdr = p.tap.hdr;
         let mut n = 0;
         while n < BUDGET {
+            if n == self.bufs.len() {
+                self.bufs.push(new_buf());
+            }
             match (&*file).read(&mut self.bufs[n]) {
                 Ok(len) => {
                     if !self.forward(port, n, len, hdr) {
@@ -448,12 +459,16 @@ impl Worker {
                 bump(&p.tap.stats.overload, 1);
             }
         };
-        let Some(spare) = self.spare.pop() else { return overload(self) };
+        if self.in_flight >= IN_FLIGHT {
+            return overload(self);
+        }
+        let spare = self.spare.pop().unwrap_or_else(new_buf);
         let buf = std::mem::replace(&mut self.bufs[i], spare);
         let d = Deferred { worker: self.id, port, hdr, buf, len };
         match self.shared.to_engine.try_send(ToEngine::Frame(d)) {
             Ok(()) => {
                 bump(&self.stats.handed_over, 1);
+                self.in_flight += 1;
                 self.wake_engine = true;
             }
             Err(e) => {
@@ -464,4 +479,8 @@ impl Worker {
             }
         }
     }
+}
+
+fn new_buf() -> Box<[u8]> {
+    vec![0u8; BUF_LEN].into_boxed_slice()
 }
