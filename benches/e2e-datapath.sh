@@ -209,6 +209,20 @@ setup_bridge() {
     R[$name,desc]="kernel bridge + 2 veth pairs"
 }
 
+# move_taps NAME SWITCH_NS TAP1 TAP2 NET: moves the two TAPs a switch process made in SWITCH_NS
+# into NAME's containers as eth0 (the open fds keep working), addressed NET.2 and NET.3.
+move_taps() {
+    local name=$1 sw=$2 net=$5 i tap c
+    for i in 1 2; do
+        tap=$3 c=$tag-$name-c$i
+        [ "$i" = 2 ] && tap=$4
+        ip -n "$sw" link set "$tap" netns "$c"
+        ip -n "$c" link set "$tap" name eth0
+        ip -n "$c" link set eth0 mtu 1500 up
+        ip -n "$c" addr add "$net.$((i + 1))/24" dev eth0
+    done
+}
+
 # ---- (d): vde_switch owning both TAPs ---------------------------------------------------------
 setup_vde() {
     local name=vde_switch sw=$tag-vde pid i
@@ -224,14 +238,7 @@ setup_vde() {
     pid=$(cat "$run/vde/pid")
     tb_undo "kill $pid; for _w in \$(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done"
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = vde_switch ] || tb_die "cannot find the vde_switch pid"
-    for i in 1 2; do
-        local tap=${tag}a c=$tag-$name-c$i
-        [ "$i" = 2 ] && tap=${tag}b
-        ip -n "$sw" link set "$tap" netns "$c"
-        ip -n "$c" link set "$tap" name eth0
-        ip -n "$c" link set eth0 mtu 1500 up
-        ip -n "$c" addr add "10.233.0.$((i + 1))/24" dev eth0
-    done
+    move_taps $name "$sw" "${tag}a" "${tag}b" 10.233.0
     S[$name,ip2]=10.233.0.3 S[$name,pid]=$pid
     R[$name,desc]="vde_switch -t tapA -t tapB (one process owning both TAPs; $(vde_switch -v 2>&1 | head -1 | tr -s ' '))"
 }
@@ -247,14 +254,7 @@ setup_tapcopy() {
     tb_undo "kill $pid; wait $pid"
     for i in $(seq 50); do ip -n "$sw" link show "${tag}tb" >/dev/null 2>&1 && break; sleep 0.05; done
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = tapcopy ] || tb_die "tapcopy did not start: $(cat "$run/tapcopy.log")"
-    for i in 1 2; do
-        local tap=${tag}ta c=$tag-$name-c$i
-        [ "$i" = 2 ] && tap=${tag}tb
-        ip -n "$sw" link set "$tap" netns "$c"
-        ip -n "$c" link set "$tap" name eth0
-        ip -n "$c" link set eth0 mtu 1500 up
-        ip -n "$c" addr add "10.236.0.$((i + 1))/24" dev eth0
-    done
+    move_taps $name "$sw" "${tag}ta" "${tag}tb" 10.236.0
     S[$name,ip2]=10.236.0.3 S[$name,pid]=$pid
     R[$name,desc]="tapcopy (bare copy loop, 1 thread, TAP offloads as vswitchd's)"
 }

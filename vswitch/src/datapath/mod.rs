@@ -836,20 +836,10 @@ impl Engine {
         let hdr = *vnet_hdr_len;
         let mut n = 0;
         while n < BUDGET {
-            match (&**file).read(&mut self.bufs[n]) {
-                Ok(len) => {
-                    self.starts[n] = 0;
-                    self.lens[n] = len;
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(port = port.0, error = %e, "tap read failed");
-                    }
-                    break;
-                }
-            }
+            let Some(len) = read_frame(file, &mut self.bufs[n], port) else { break };
+            self.starts[n] = 0;
+            self.lens[n] = len;
+            n += 1;
         }
         let now = self.now();
         for i in 0..n {
@@ -1156,6 +1146,23 @@ impl Engine {
     fn count_drop(&mut self, port: PortId, reason: DropReason) {
         if let Some(c) = self.switch.counters_mut(port) {
             c.drops[reason.index()] += 1;
+        }
+    }
+}
+
+/// One frame per `read`; `None` when the TAP has nothing more (or failed: logged, and the next
+/// readiness event tries again).
+fn read_frame(file: &File, buf: &mut [u8], port: PortId) -> Option<usize> {
+    loop {
+        match (&*file).read(buf) {
+            Ok(len) => return Some(len),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if e.kind() != io::ErrorKind::WouldBlock {
+                    tracing::debug!(port = port.0, error = %e, "tap read failed");
+                }
+                return None;
+            }
         }
     }
 }

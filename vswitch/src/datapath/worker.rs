@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -27,7 +27,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::AsRawFd;
 
-use super::{write_frame, BUDGET, BUF_LEN};
+use super::{read_frame, write_frame, BUDGET, BUF_LEN};
 use crate::switch::{DropReason, PortCounters, MAX_GSO_FRAME};
 use crate::types::{Mac, PortId};
 
@@ -398,21 +398,11 @@ impl Worker {
             if n == self.bufs.len() {
                 self.bufs.push(new_buf());
             }
-            match (&*file).read(&mut self.bufs[n]) {
-                Ok(len) => {
-                    if !self.forward(port, n, len, hdr) {
-                        self.hand_over(port, n, len, hdr);
-                    }
-                    n += 1;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    if e.kind() != io::ErrorKind::WouldBlock {
-                        tracing::debug!(port = port.0, error = %e, "tap read failed");
-                    }
-                    break;
-                }
+            let Some(len) = read_frame(&file, &mut self.bufs[n], port) else { break };
+            if !self.forward(port, n, len, hdr) {
+                self.hand_over(port, n, len, hdr);
             }
+            n += 1;
         }
         if std::mem::take(&mut self.wake_engine) {
             let _ = self.shared.engine_waker.wake();
