@@ -11,6 +11,7 @@
 #                       the TAPs then moved into the containers): the same shape as vswitchd
 #   tapcopy             the floor: benches/src/bin/tapcopy.rs copies frames between two TAPs
 #                       opened like vswitchd's (vnet header, TSO), one thread, no switching
+#   tapcopy-mq          (only with -s) the same with 2-queue TAPs and one thread per queue
 #
 # For each: iperf3 -c (1 stream and -P 4, both directions with -R), median of REPS runs of
 # SECONDS s; ping -c 20 -i 0.05 (avg RTT); the switch process's CPU % (utime+stime from
@@ -22,7 +23,8 @@
 #   sudo benches/e2e-datapath.sh [-t SECONDS] [-r REPS] [-s SWITCHES] [-w SECONDS] [-n] [-B]
 #     -t SECONDS   length of one iperf3 run (default 5)
 #     -r REPS      runs per cell, the median is reported (default 3)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nooffload,bridge,vde_switch,tapcopy
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nooffload,bridge,vde_switch,
+#                  tapcopy,tapcopy-mq (default: all but tapcopy-mq)
 #     -w SECONDS   longest total wait for a quiet box before runs (default 60; 0: never wait)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
@@ -245,18 +247,19 @@ setup_vde() {
 
 # ---- (e): tapcopy, the bare copy loop ------------------------------------------------------
 setup_tapcopy() {
-    local name=tapcopy sw=$tag-tc pid i
-    tb_log "tapcopy: the bare copy loop between two vnet/TSO TAPs, TAPs moved into the containers"
-    containers $name
+    local name=$1 sw=$tag-$1 pid i args=() t=t net=10.236.0 what="1 thread"
+    [ "$name" = tapcopy-mq ] && args=(--queues 2) t=m net=10.230.0 what="2 threads, 2-queue TAPs"
+    tb_log "$name: the bare copy loop between two vnet/TSO TAPs ($what), TAPs moved into the containers"
+    containers "$name"
     tb_netns "$sw"
-    ip netns exec "$sw" "$bin/tapcopy" "${tag}ta" "${tag}tb" </dev/null >"$run/tapcopy.log" 2>&1 &
+    ip netns exec "$sw" "$bin/tapcopy" "${args[@]}" "${tag}${t}a" "${tag}${t}b" </dev/null >"$run/$name.log" 2>&1 &
     pid=$!
     tb_undo "kill $pid; wait $pid"
-    for i in $(seq 50); do ip -n "$sw" link show "${tag}tb" >/dev/null 2>&1 && break; sleep 0.05; done
-    [ "$(cat /proc/$pid/comm 2>/dev/null)" = tapcopy ] || tb_die "tapcopy did not start: $(cat "$run/tapcopy.log")"
-    move_taps $name "$sw" "${tag}ta" "${tag}tb" 10.236.0
-    S[$name,ip2]=10.236.0.3 S[$name,pid]=$pid
-    R[$name,desc]="tapcopy (bare copy loop, 1 thread, TAP offloads as vswitchd's)"
+    for i in $(seq 50); do ip -n "$sw" link show "${tag}${t}b" >/dev/null 2>&1 && break; sleep 0.05; done
+    [ "$(cat /proc/$pid/comm 2>/dev/null)" = tapcopy ] || tb_die "tapcopy did not start: $(cat "$run/$name.log")"
+    move_taps "$name" "$sw" "${tag}${t}a" "${tag}${t}b" "$net"
+    S[$name,ip2]=$net.3 S[$name,pid]=$pid
+    R[$name,desc]="tapcopy${args[*]:+ ${args[*]}} (bare copy loop, $what, TAP offloads as vswitchd's)"
 }
 
 # All paths are built first and stay up (idle ones cost nothing); then every repetition runs
@@ -267,8 +270,8 @@ for s in "${want[@]}"; do
         vswitchd | vswitchd-1worker | vswitchd-nooffload) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         vde_switch) setup_vde ;;
-        tapcopy) setup_tapcopy ;;
-        *) tb_die "unknown switch $s (vswitchd, vswitchd-1worker, vswitchd-nooffload, bridge, vde_switch, tapcopy)" ;;
+        tapcopy | tapcopy-mq) setup_tapcopy "$s" ;;
+        *) tb_die "unknown switch $s (vswitchd, vswitchd-1worker, vswitchd-nooffload, bridge, vde_switch, tapcopy, tapcopy-mq)" ;;
     esac
     serve "$s"
 done

@@ -5,8 +5,11 @@
 //! switching at all: no MAC table, no counters, no checks.
 //!
 //! ```text
-//! tapcopy TAP_A TAP_B      # runs until killed; the TAPs go when it exits
+//! tapcopy [--queues N] TAP_A TAP_B      # runs until killed; the TAPs go when it exits
 //! ```
+//! With `--queues N` both TAPs are multi-queue (IFF_MULTI_QUEUE) with N queues each, and N
+//! threads each copy between queue k of A and queue k of B (the kernel steers a flow to the
+//! queue that last wrote it, so each flow stays on one thread).
 //! `benches/e2e-datapath.sh` starts it in a namespace of its own and moves the two TAPs into
 //! the containers, as it does for vde_switch.
 
@@ -24,12 +27,17 @@ const BUDGET: usize = 64;
 const BUF_LEN: usize = 12 + 14 + 4 + 65535;
 
 fn main() -> ExitCode {
-    let names: Vec<String> = std::env::args().skip(1).collect();
-    let [a, b] = names.as_slice() else {
-        eprintln!("usage: tapcopy TAP_A TAP_B");
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut queues = 1usize;
+    if args.first().map(String::as_str) == Some("--queues") && args.len() >= 2 {
+        queues = args[1].parse().unwrap_or(0);
+        args.drain(..2);
+    }
+    let ([a, b], 1..=16) = (args.as_slice(), queues) else {
+        eprintln!("usage: tapcopy [--queues N] TAP_A TAP_B   (N from 1 to 16)");
         return ExitCode::from(2);
     };
-    match run(a, b) {
+    match run(a, b, queues) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tapcopy: {e}");
@@ -38,15 +46,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn open(name: &str) -> Result<File, String> {
+fn open(name: &str, first: bool, multi_queue: bool) -> Result<File, String> {
     let fd = vswitch::sys::tap::open_tun().map_err(|e| format!("/dev/net/tun: {e}"))?;
-    let tap = vswitch::sys::tap::create(fd, name, Some(true)).map_err(|e| format!("{name}: {e}"))?;
-    eprintln!("tapcopy: {name} offloads {:?}", tap.offloads.names());
+    let tap = vswitch::sys::tap::open_queue(fd, name, Some(true), first, multi_queue).map_err(|e| format!("{name}: {e}"))?;
+    if first {
+        eprintln!("tapcopy: {name} offloads {:?}", tap.offloads.names());
+    }
     Ok(File::from(tap.fd))
 }
 
-fn run(a: &str, b: &str) -> Result<(), String> {
-    let taps = [open(a)?, open(b)?];
+fn run(a: &str, b: &str, queues: usize) -> Result<(), String> {
+    let mq = queues > 1;
+    let mut pairs = Vec::new();
+    for q in 0..queues {
+        pairs.push([open(a, q == 0, mq)?, open(b, q == 0, mq)?]);
+    }
+    let last = pairs.pop().ok_or("no queue")?;
+    let threads: Vec<_> = pairs.into_iter().map(|taps| std::thread::spawn(move || copy(&taps))).collect();
+    let res = copy(&last);
+    drop(threads);
+    res
+}
+
+/// Copies frames both ways between two TAP queues until an error.
+fn copy(taps: &[File; 2]) -> Result<(), String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     for (i, t) in taps.iter().enumerate() {
         poll.registry().register(&mut SourceFd(&t.as_raw_fd()), Token(i), Interest::READABLE).map_err(|e| e.to_string())?;

@@ -99,9 +99,18 @@ pub fn create(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>) -> Result<Tap, Sy
 /// Like [`create`], but with `exclusive` false an existing persistent TAP of that name (left
 /// by an earlier run of the daemon) is opened instead of refused; a missing one is created.
 pub fn open(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>, exclusive: bool) -> Result<Tap, SysError> {
+    open_queue(fd, name, vnet_hdr, exclusive, false)
+}
+
+/// Like [`open`]; with `multi_queue` the TAP is (or is opened as) an IFF_MULTI_QUEUE device and
+/// `fd` becomes one more of its queues (the first call makes it, with `exclusive`).
+pub fn open_queue(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>, exclusive: bool, multi_queue: bool) -> Result<Tap, SysError> {
     let uso = vnet_hdr == Some(true);
     let vnet_hdr = vnet_hdr.is_some();
     let mut flags: c_int = libc::IFF_TAP | libc::IFF_NO_PI;
+    if multi_queue {
+        flags |= libc::IFF_MULTI_QUEUE;
+    }
     if exclusive {
         flags |= libc::IFF_TUN_EXCL;
     }
