@@ -114,13 +114,17 @@ fn a_moved_mac_and_a_detach_reach_every_worker() {
     assert!(moved, "MAC not moved: {}", d.ctl_ok(&["fdb", "show"]));
     assert!(pns.ping(&ip(tep), 2), "frames did not follow the moved MAC\n{}", d.log());
 
-    // Detaching a TAP that a worker reads removes the interface right away, and the others
-    // keep talking.
+    // Detaching a TAP that a worker reads, while it floods another container, removes the
+    // interface right away, and the others keep talking.
     let pid = by_worker(1);
     let (gone, _) = &cs[pid];
+    let others: Vec<&(Netns, Value)> = cs.iter().enumerate().filter(|&(i, _)| i != pid && i != target).map(|(_, c)| c).collect();
+    let mut flood = gone.spawn(&["ping", "-f", "-w", "3", &ip(&others[0].1)]);
+    std::thread::sleep(Duration::from_millis(300));
     d.ctl_ok(&["detach", "n1", &gone.name]);
     assert!(!gone.links().contains(&"eth0".to_string()), "TAP still in {}: {:?}", gone.name, gone.links());
-    let others: Vec<&(Netns, Value)> = cs.iter().enumerate().filter(|&(i, _)| i != pid && i != target).map(|(_, c)| c).collect();
+    let _ = flood.kill();
+    let _ = flood.wait();
     assert!(others[0].0.ping(&ip(&others[1].1), 2), "{}", d.log());
     let ws = workers(&d);
     assert_eq!(ws.iter().map(|w| w["ports"].as_u64().unwrap()).sum::<u64>(), 3, "{ws:?}");

@@ -261,6 +261,8 @@ pub struct Engine {
     slot_port: [(PortId, usize); BUDGET],
     /// Frames this thread decided for other workers.
     decided_for_workers: u64,
+    /// The TAP port being removed: no grant may name it.
+    removing: Option<PortId>,
 }
 
 impl Engine {
@@ -304,6 +306,7 @@ impl Engine {
             generation: Arc::new(AtomicU64::new(0)),
             slot_port: [(PortId(0), 0); BUDGET],
             decided_for_workers: 0,
+            removing: None,
         }
     }
 
@@ -612,6 +615,22 @@ impl Engine {
     /// interface, which takes the kernel tens of milliseconds, so the caller closes it on
     /// another thread.
     pub fn remove_tap(&mut self, port: PortId) -> Option<Arc<File>> {
+        // Every worker stops reading the TAP and drops its grants towards it before this
+        // returns; frames they handed over before that are decided while the port still
+        // exists (a reused port id must never inherit them), and granted nothing new.
+        self.removing = Some(port);
+        for w in &self.workers {
+            w.forget_port(port);
+        }
+        let mut queued = self.from_workers.len();
+        while queued > 0 {
+            let n = self.decide_for_workers();
+            if n == 0 {
+                break;
+            }
+            queued = queued.saturating_sub(n);
+        }
+        self.removing = None;
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
         self.publish_generation();
@@ -627,11 +646,6 @@ impl Engine {
         };
         if owner == 0 {
             let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
-        }
-        // Every worker lets go of the TAP (its reader and any grant towards it) before this
-        // returns, so the caller's close really deletes the interface.
-        for w in &self.workers {
-            w.forget_port(port);
         }
         let _ = crate::sys::set_persist(&*file, false);
         Some(file)
@@ -786,6 +800,9 @@ impl Engine {
     /// header layout, and its source is learned on its ingress port.
     fn grant_for(&self, now: Duration, port: PortId, hdr: usize, i: usize) -> Option<worker::Grant> {
         let Verdict::Forward(to) = self.verdicts[i] else { return None };
+        if self.removing.is_some_and(|r| r == port || r == to) {
+            return None;
+        }
         let Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }) = self.ports.get(to.0 as usize)?.as_ref() else { return None };
         if *vnet_hdr_len != hdr {
             return None;

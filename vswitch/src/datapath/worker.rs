@@ -376,12 +376,13 @@ impl Worker {
 
     /// Tells the engine which sources this worker forwarded since the last time.
     fn refresh(&mut self) {
-        let mut seen: Vec<(PortId, Mac)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (&(port, src, _), c) in self.cache.iter_mut() {
-            if std::mem::take(&mut c.used) && !seen.contains(&(port, src)) {
-                seen.push((port, src));
+            if std::mem::take(&mut c.used) {
+                seen.insert((port, src));
             }
         }
+        let seen: Vec<(PortId, Mac)> = seen.into_iter().collect();
         if !seen.is_empty() && self.shared.to_engine.try_send(ToEngine::Refresh(seen)).is_ok() {
             let _ = self.shared.engine_waker.wake();
         }
