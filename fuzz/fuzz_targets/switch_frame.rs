@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let now = Duration::from_millis(u64::from(ctl) * 10);
     let _ = sw.handle_frame(now, PortId(u32::from(ctl % 4)), frame, ctl & 0x80 != 0);
-    let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]) };
+    let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]), ip6: None };
     let mut out = vec![0u8; frame.len() + 64];
     match gw.handle(frame, &mut out, ctl & 1 != 0) {
         Outcome::Reply(n) => assert!(n <= out.len() && n >= 14),

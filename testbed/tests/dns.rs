@@ -210,6 +210,15 @@ fn dual_stack_ping6_aaaa_and_ptr6() {
     assert!(addrs.contains("fd00:87::beef/64"), "{addrs}");
     let ok = c1.exec(&["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", "fd00:87::beef"]).status.success();
     assert!(ok, "ping6 between containers\n{}", d.log());
+    // The gateway's IPv6 address is the default route, and it answers neighbour discovery
+    // (the kernel resolves it before the first echo) and ping6.
+    let gw6 = d.ctl_json(&["network", "inspect", "ds"])["gateway6"].as_str().unwrap_or("fd00:87::1").to_string();
+    let route6 = c2.exec_ok(&["ip", "-6", "route", "show", "default"]);
+    assert!(route6.contains(&format!("via {gw6} dev eth0")), "{route6}");
+    let ok = c2.exec(&["ping", "-6", "-c", "2", "-i", "0.2", "-W", "2", &gw6]).status.success();
+    assert!(ok, "ping6 to the gateway {gw6}\n{}", d.log());
+    let neigh = c2.exec_ok(&["ip", "-6", "neigh", "show", &gw6]);
+    assert!(neigh.contains("router"), "the gateway advertises itself as a router: {neigh}");
     assert_eq!(c1.dig(&[&c2.name, "AAAA"]), vec!["fd00:87::beef"], "AAAA");
     assert_eq!(c1.dig(&[&c2.name, "A"]), vec![e2["ip"].as_str().unwrap()]);
     assert_eq!(c1.dig(&["-x", "fd00:87::beef"]), vec![format!("{}.ds.", c2.name)], "PTR for IPv6");

@@ -1,18 +1,21 @@
 //! The gateway of a network: an address that the switch itself owns.
 //!
 //! I/O-free: a frame addressed to the gateway goes in, a reply frame (or nothing) comes out.
-//! It answers ARP requests for its address and ICMP echo requests to it, and hands DNS queries
+//! It answers ARP requests for its address and ICMP echo requests to it (and, on a dual-stack
+//! network, neighbour solicitations for its IPv6 address, as a router, and ICMPv6 echo
+//! requests to it), and hands DNS queries
 //! (UDP to port 53) back to the caller, who answers them into the payload room of a reply that
 //! [`Gateway::finish_udp_reply`] then wraps. Packet views come from `smoltcp::wire`, which
 //! validates lengths and checksums before any field is read.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, UdpPacket, UdpRepr,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
+    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, UdpPacket, UdpRepr,
 };
 
 use crate::types::Mac;
@@ -55,6 +58,8 @@ pub const UDP_PAYLOAD_OFFSET: usize = 42;
 pub struct Gateway {
     pub ip: Ipv4Addr,
     pub mac: Mac,
+    /// The gateway's IPv6 address on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
 }
 
 impl Gateway {
@@ -68,6 +73,8 @@ impl Gateway {
         match eth.ethertype() {
             EthernetProtocol::Arp => self.arp(&eth, out),
             EthernetProtocol::Ipv4 if Mac(eth.dst_addr().0) == self.mac => self.ipv4(&eth, out, csum_partial),
+            // Neighbour solicitations come multicast (flooded to every port, this one too).
+            EthernetProtocol::Ipv6 if self.ip6.is_some() => self.ipv6(&eth, out),
             _ => Outcome::Ignored,
         }
     }
@@ -194,6 +201,55 @@ impl Gateway {
         Outcome::Reply(len)
     }
 
+    /// Neighbour solicitations for the gateway's IPv6 address (answered as a router, so a
+    /// default route via it works) and echo requests to it; any other IPv6 is not ours.
+    fn ipv6(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8]) -> Outcome {
+        let Some(me) = self.ip6 else { return Outcome::Ignored };
+        let caps = ChecksumCapabilities::default();
+        let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else { return Outcome::Malformed };
+        let Ok(ip_repr) = Ipv6Repr::parse(&ip) else { return Outcome::Malformed };
+        if ip_repr.next_header != IpProtocol::Icmpv6 {
+            return Outcome::Ignored;
+        }
+        let Ok(icmp) = Icmpv6Packet::new_checked(ip.payload()) else { return Outcome::Malformed };
+        let Ok(repr) = Icmpv6Repr::parse(&ip_repr.src_addr, &ip_repr.dst_addr, &icmp, &caps) else {
+            return Outcome::Malformed;
+        };
+        let (reply, dst, hop_limit) = match repr {
+            // RFC 4861 §7.1.1: only from on-link senders (hop limit 255).
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit { target_addr, .. }) if target_addr == me && ip_repr.hop_limit == 255 => {
+                let flags = NdiscNeighborFlags::ROUTER | NdiscNeighborFlags::OVERRIDE;
+                // An unspecified source (duplicate address detection) is answered to all nodes.
+                let (flags, dst) = if ip_repr.src_addr.is_unspecified() {
+                    (flags, Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1))
+                } else {
+                    (flags | NdiscNeighborFlags::SOLICITED, ip_repr.src_addr)
+                };
+                let lladdr = Some(EthernetAddress(self.mac.0).into());
+                (Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { flags, target_addr: me, lladdr }), dst, 255)
+            }
+            Icmpv6Repr::EchoRequest { ident, seq_no, data } if ip_repr.dst_addr == me && Mac(eth.dst_addr().0) == self.mac => {
+                (Icmpv6Repr::EchoReply { ident, seq_no, data }, ip_repr.src_addr, 64)
+            }
+            _ => return Outcome::Ignored,
+        };
+        let reply_ip = Ipv6Repr { src_addr: me, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: reply.buffer_len(), hop_limit };
+        let len = EthernetFrame::<&[u8]>::header_len() + reply_ip.buffer_len() + reply.buffer_len();
+        let Some(buf) = out.get_mut(..len) else { return Outcome::Ignored };
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        let dst_mac = if dst.is_multicast() {
+            let o = dst.octets();
+            EthernetAddress([0x33, 0x33, o[12], o[13], o[14], o[15]])
+        } else {
+            eth.src_addr()
+        };
+        self.eth_header(dst_mac, EthernetProtocol::Ipv6).emit(&mut frame);
+        let mut ip_out = Ipv6Packet::new_unchecked(frame.payload_mut());
+        reply_ip.emit(&mut ip_out);
+        reply.emit(&me, &dst, &mut Icmpv6Packet::new_unchecked(ip_out.payload_mut()), &caps);
+        Outcome::Reply(len)
+    }
+
     fn eth_header(&self, dst: EthernetAddress, ethertype: EthernetProtocol) -> EthernetRepr {
         EthernetRepr { src_addr: EthernetAddress(self.mac.0), dst_addr: dst, ethertype }
     }
@@ -203,7 +259,8 @@ impl Gateway {
 mod tests {
     use super::*;
 
-    const GW: Gateway = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([0x02, 0x56, 0, 0, 0, 1]) };
+    const GW6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const GW: Gateway = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([0x02, 0x56, 0, 0, 0, 1]), ip6: Some(GW6) };
     const C1: [u8; 6] = [0x02, 0x42, 0x0a, 0x59, 0x00, 0x02];
 
     /// An ARP request "who-has 10.89.0.1 tell 10.89.0.2", as `tcpdump -xx` shows it.
@@ -328,6 +385,84 @@ mod tests {
         pseudo.extend_from_slice(&r[34..]);
         assert_eq!(checksum(&pseudo), 0xffff, "udp checksum");
         assert_eq!(GW.finish_udp_reply(&uq, 6, &mut [0u8; 20]), None);
+    }
+
+    const C1_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+    /// An IPv6 frame from C1 carrying `repr`, built with smoltcp's emitters.
+    fn icmp6_frame(dst_mac: [u8; 6], src: Ipv6Addr, dst: Ipv6Addr, hop_limit: u8, repr: &Icmpv6Repr) -> Vec<u8> {
+        let caps = ChecksumCapabilities::default();
+        let ip = Ipv6Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: repr.buffer_len(), hop_limit };
+        let mut f = vec![0u8; 14 + ip.buffer_len() + repr.buffer_len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
+        EthernetRepr { src_addr: EthernetAddress(C1), dst_addr: EthernetAddress(dst_mac), ethertype: EthernetProtocol::Ipv6 }.emit(&mut eth);
+        let mut ip_out = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ip_out);
+        repr.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(ip_out.payload_mut()), &caps);
+        f
+    }
+
+    /// Parses a reply frame back: (destination MAC, IPv6 header, ICMPv6 message), checksums checked.
+    fn parse6(r: &[u8], f: impl FnOnce([u8; 6], Ipv6Repr, Icmpv6Repr)) {
+        let eth = EthernetFrame::new_checked(r).unwrap();
+        assert_eq!(eth.src_addr().0, GW.mac.0);
+        assert_eq!(eth.ethertype(), EthernetProtocol::Ipv6);
+        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+        let ip_repr = Ipv6Repr::parse(&ip).unwrap();
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        let repr = Icmpv6Repr::parse(&ip_repr.src_addr, &ip_repr.dst_addr, &icmp, &ChecksumCapabilities::default()).expect("valid checksum");
+        f(eth.dst_addr().0, ip_repr, repr);
+    }
+
+    #[test]
+    fn answers_neighbour_solicitations_for_its_ipv6_address_as_a_router() {
+        let sol = NdiscRepr::NeighborSolicit { target_addr: GW6, lladdr: Some(EthernetAddress(C1).into()) };
+        let snm = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
+        let req = icmp6_frame([0x33, 0x33, 0xff, 0, 0, 1], C1_IP6, snm, 255, &Icmpv6Repr::Ndisc(sol));
+        let mut out = [0u8; 256];
+        let Outcome::Reply(n) = GW.handle(&req, &mut out, false) else { panic!("no advertisement") };
+        parse6(&out[..n], |dst_mac, ip, repr| {
+            assert_eq!(dst_mac, C1);
+            assert_eq!((ip.src_addr, ip.dst_addr, ip.hop_limit), (GW6, C1_IP6, 255));
+            let Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { flags, target_addr, lladdr }) = repr else { panic!("{repr:?}") };
+            assert_eq!(target_addr, GW6);
+            assert!(flags.contains(NdiscNeighborFlags::ROUTER | NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE));
+            assert_eq!(lladdr, Some(EthernetAddress(GW.mac.0).into()));
+        });
+        // Not from on-link (hop limit below 255), or for another address: not answered.
+        let off_link = icmp6_frame([0x33, 0x33, 0xff, 0, 0, 1], C1_IP6, snm, 64, &Icmpv6Repr::Ndisc(sol));
+        assert_eq!(GW.handle(&off_link, &mut out, false), Outcome::Ignored);
+        let other = NdiscRepr::NeighborSolicit { target_addr: Ipv6Addr::new(0xfd00, 0xdb8, 0, 0, 0, 0, 0, 9), lladdr: None };
+        let other = icmp6_frame([0x33, 0x33, 0xff, 0, 0, 9], C1_IP6, snm, 255, &Icmpv6Repr::Ndisc(other));
+        assert_eq!(GW.handle(&other, &mut out, false), Outcome::Ignored);
+        // A network without IPv6 answers no IPv6 at all.
+        let v4_only = Gateway { ip6: None, ..GW };
+        assert_eq!(v4_only.handle(&req, &mut out, false), Outcome::Ignored);
+        // A broken checksum is a counted drop.
+        let mut bad = req.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert_eq!(GW.handle(&bad, &mut out, false), Outcome::Malformed);
+    }
+
+    #[test]
+    fn answers_ipv6_echo_to_its_address() {
+        let ping = Icmpv6Repr::EchoRequest { ident: 7, seq_no: 3, data: b"hello" };
+        let req = icmp6_frame(GW.mac.0, C1_IP6, GW6, 64, &ping);
+        let mut out = [0u8; 256];
+        let Outcome::Reply(n) = GW.handle(&req, &mut out, false) else { panic!("no echo reply") };
+        assert_eq!(n, req.len());
+        parse6(&out[..n], |dst_mac, ip, repr| {
+            assert_eq!(dst_mac, C1);
+            assert_eq!((ip.src_addr, ip.dst_addr), (GW6, C1_IP6));
+            assert_eq!(repr, Icmpv6Repr::EchoReply { ident: 7, seq_no: 3, data: b"hello" });
+        });
+        // An echo to somebody else's address is not the gateway's to answer.
+        let elsewhere = icmp6_frame(GW.mac.0, C1_IP6, Ipv6Addr::new(0xfd00, 0xdb8, 0, 0, 0, 0, 0, 3), 64, &ping);
+        assert_eq!(GW.handle(&elsewhere, &mut out, false), Outcome::Ignored);
+        for len in 0..req.len() {
+            let _ = GW.handle(&req[..len], &mut out, false);
+        }
     }
 
     #[test]

@@ -340,7 +340,7 @@ impl Control {
         let id = NetworkId(st.next_network);
         let gw_port = st.ports.take();
         let gw_mac = Mac::local_from(0x4757_0000_0000 | u64::from(id.0));
-        let gw = Gateway { ip: pool.gateway(), mac: gw_mac };
+        let gw = Gateway { ip: pool.gateway(), mac: gw_mac, ip6: pool6.as_ref().map(|p| p.gateway()) };
         let prefix_len = pool.subnet().prefix_len();
         let egress_cfg = self.egress_config(gw, pool.subnet(), mtu, req.internal, &req.host_loopback);
         let added = self
@@ -574,6 +574,7 @@ impl Control {
             prefix_len: ep.api.prefix_len,
             gateway: if ep.default_route { net.pool.gateway() } else { Ipv4Addr::UNSPECIFIED },
             addr6: ep.api.ip6.zip(net.pool6.as_ref().map(|p| p.subnet().prefix_len())),
+            gateway6: net.pool6.as_ref().filter(|_| ep.default_route && ep.api.ip6.is_some()).map(|p| p.gateway()),
             // No IPv6 on a network without an IPv6 subnet (as Docker does): no link-local
             // chatter flooded to every port by each new interface.
             disable_ipv6: net.pool6.is_none(),
@@ -988,7 +989,7 @@ impl Control {
         let mut pending = Vec::new();
         for n in snap.networks {
             let (id, gw_port) = (NetworkId(n.id), PortId(n.gateway_port));
-            let gw = Gateway { ip: n.pool.gateway(), mac: n.gateway_mac };
+            let gw = Gateway { ip: n.pool.gateway(), mac: n.gateway_mac, ip6: n.pool6.as_ref().map(|p| p.gateway()) };
             let (prefix_len, mtu) = (n.pool.subnet().prefix_len(), n.mtu);
             let egress_cfg = self.egress_config(gw, n.pool.subnet(), mtu, n.internal, &n.host_loopback);
             self.dp

@@ -1307,7 +1307,7 @@ mod tests {
     fn egress_with_client() -> (mio::Poll, Egress) {
         let poll = mio::Poll::new().unwrap();
         let mut e = Egress::new(Limits::default(), 7);
-        let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]) };
+        let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]), ip6: None };
         let cfg = NetConfig { gw, subnet: "10.89.0.0/24".parse().unwrap(), mtu: 1500, egress: true, host_loopback: vec![(9, 9)], vnet: true };
         e.set_network(PortId(0), cfg, Duration::ZERO);
         e.add_client(PortId(1), PortId(0), Ipv4Addr::new(10, 89, 0, 2), Mac([2, 0x42, 10, 89, 0, 2]));

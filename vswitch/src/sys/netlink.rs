@@ -45,6 +45,8 @@ pub struct LinkConfig {
     pub gateway: Option<Ipv4Addr>,
     /// An IPv6 address to add as well, with DAD off (IPAM made it unique).
     pub addr6: Option<(std::net::Ipv6Addr, u8)>,
+    /// An IPv6 default route via this gateway (with `addr6`); `None` adds none.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// The link may already carry this configuration (a TAP reopened after a restart):
     /// replace addresses and routes instead of failing on "File exists".
     pub replace: bool,
@@ -161,6 +163,18 @@ impl RtSocket {
                 create,
                 RouteNetlinkMessage::NewRoute(route),
             ));
+        }
+
+        if let Some(gw6) = cfg.gateway6 {
+            let mut route = RouteMessage::default();
+            route.header.address_family = AddressFamily::Inet6;
+            route.header.destination_prefix_length = 0;
+            route.header.table = RouteHeader::RT_TABLE_MAIN;
+            route.header.protocol = RouteProtocol::Static;
+            route.header.scope = RouteScope::Universe;
+            route.header.kind = RouteType::Unicast;
+            route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet6(gw6)), RouteAttribute::Oif(cfg.ifindex)];
+            reqs.push(("add IPv6 default route", create, RouteNetlinkMessage::NewRoute(route)));
         }
 
         let acks = self.transact(&reqs)?;

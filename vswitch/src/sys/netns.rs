@@ -81,6 +81,9 @@ pub struct AttachSpec {
     /// An IPv6 address and prefix length to add too (without duplicate address detection:
     /// the switch's IPAM already made it unique).
     pub addr6: Option<(std::net::Ipv6Addr, u8)>,
+    /// With `addr6`: an IPv6 default route via this address.
+    #[serde(default)]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Turn IPv6 off on the interface before it comes up (a network without IPv6: no
     /// link-local address, no router solicitations or MLD reports flooded to every port).
     pub disable_ipv6: bool,
@@ -480,6 +483,7 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
             prefix_len: spec.prefix_len,
             gateway: (!spec.gateway.is_unspecified()).then_some(spec.gateway),
             addr6: spec.addr6,
+            gateway6: spec.gateway6.filter(|_| spec.addr6.is_some()),
             replace: spec.reuse,
         })?;
         Ok(ifindex)

@@ -119,6 +119,7 @@ impl Drop for NsSleeper {
 fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
     AttachSpec {
         addr6: None,
+        gateway6: None,
         disable_ipv6: false,
         persist: false,
         reuse: false,

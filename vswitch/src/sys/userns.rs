@@ -674,6 +674,7 @@ mod tests {
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 89, 0, 1),
             addr6: Some(("fd00::2".parse::<Ipv6Addr>().unwrap(), 64)),
+            gateway6: Some("fd00::1".parse::<Ipv6Addr>().unwrap()),
             disable_ipv6: false,
             vnet_hdr: true,
             persist: false,
