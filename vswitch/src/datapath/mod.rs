@@ -109,6 +109,14 @@ struct Dns {
 }
 
 impl Dns {
+    /// Queues `req` for the forwarder; gives it back when it cannot be (no forwarder yet, or
+    /// its queue is full), for the caller to answer SERVFAIL.
+    fn forward(&self, req: ForwardRequest) -> Result<(), Box<ForwardRequest>> {
+        use tokio::sync::mpsc::error::TrySendError;
+        let Some(tx) = &self.forward else { return Err(Box::new(req)) };
+        tx.try_send(req).map_err(|(TrySendError::Full(r) | TrySendError::Closed(r))| Box::new(r))
+    }
+
     /// xorshift64: orders several addresses of one name; not for anything secret.
     fn next_rand(&mut self) -> u64 {
         let r = &mut self.rng;
@@ -413,9 +421,9 @@ impl Engine {
                         network: view.network.clone(),
                         query: bytes.to_vec(),
                     };
-                    match dns.forward.as_ref().map(|tx| tx.try_send(req)) {
-                        Some(Ok(())) => None,
-                        _ => {
+                    match dns.forward(req) {
+                        Ok(()) => None,
+                        Err(_) => {
                             DnsCounters::add(&counters.failures);
                             let n = dns::servfail(bytes, &mut out).unwrap_or(0);
                             out.truncate(n);
@@ -1054,17 +1062,9 @@ impl Engine {
                     network: view.network.clone(),
                     query: query.to_vec(),
                 };
-                let sent = self.dns.forward.as_ref().map(|tx| tx.try_send(req));
-                match sent {
-                    Some(Ok(())) => return,
-                    Some(Err(e)) => {
-                        let req = match e {
-                            tokio::sync::mpsc::error::TrySendError::Full(r) | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
-                        };
-                        DnsCounters::add(&counters.failures);
-                        self.send_dns_reply(DnsReply { upstream: None, req });
-                    }
-                    None => DnsCounters::add(&counters.failures),
+                if let Err(req) = self.dns.forward(req) {
+                    DnsCounters::add(&counters.failures);
+                    self.send_dns_reply(DnsReply { upstream: None, req: *req });
                 }
                 return;
             }
