@@ -11,6 +11,10 @@ results=$(mktemp /tmp/vswitch-test-results.XXXXXX)
 trap 'rm -f "$results"' EXIT
 tb_log "building"
 cargo build --workspace --all-targets
+# The tree stays formatted (rustfmt.toml) and clippy-clean; either failing fails the run.
+tb_log "checking formatting and lints"
+cargo fmt --all --check
+cargo clippy -q --workspace --all-targets -- -D warnings
 tb_log "testing"
 # Root tests share the machine's two cores; two at a time keeps them honest and quick. The
 # first pass runs every daemon with two datapath workers (whatever the machine's CPU count),

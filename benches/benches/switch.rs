@@ -38,14 +38,7 @@ fn handle_frame(c: &mut Criterion) {
         let mut sw = Switch::new(SwitchConfig::default());
         sw.add_network(NET).unwrap();
         for p in 0..PORTS {
-            sw.add_port(
-                PortId(p),
-                PortConfig {
-                    network: NET,
-                    max_frame: 1518,
-                },
-            )
-            .unwrap();
+            sw.add_port(PortId(p), PortConfig { network: NET, max_frame: 1518 }).unwrap();
         }
         let port_of = |h: u64| PortId((h % u64::from(PORTS)) as u32);
         // Learn every host on its port.
@@ -68,10 +61,7 @@ fn handle_frame(c: &mut Criterion) {
             })
             .collect();
         for (port, f) in &frames {
-            assert!(matches!(
-                sw.handle_frame(NOW, *port, f, false),
-                Verdict::Forward(_)
-            ));
+            assert!(matches!(sw.handle_frame(NOW, *port, f, false), Verdict::Forward(_)));
         }
 
         let name = if len == 64 { "64B" } else { "1514B" };
@@ -91,27 +81,16 @@ fn fdb_lookup(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     for entries in [1_000u64, 100_000] {
         let n = entries as usize;
-        let mut fdb = Fdb::new(FdbConfig {
-            max_entries: n,
-            per_port_max: n,
-            aging: Duration::from_secs(300),
-        });
+        let mut fdb = Fdb::new(FdbConfig { max_entries: n, per_port_max: n, aging: Duration::from_secs(300) });
         let key = |i: u64| (NetworkId((i % 4) as u32), mac(i));
         for i in 0..entries {
             let (net, m) = key(i);
-            assert_eq!(
-                fdb.learn(NOW, net, m, PortId((i % 64) as u32)),
-                Learn::Learned
-            );
+            assert_eq!(fdb.learn(NOW, net, m, PortId((i % 64) as u32)), Learn::Learned);
         }
         let mut rng = StdRng::seed_from_u64(2);
         // Many batches of random keys, so the large table is not served from a warm subset.
-        let keys: Vec<(NetworkId, Mac)> = (0..BATCH * 256)
-            .map(|_| key(rng.gen_range(0..entries)))
-            .collect();
-        assert!(keys
-            .iter()
-            .all(|&(net, m)| fdb.lookup(NOW, net, m).is_some()));
+        let keys: Vec<(NetworkId, Mac)> = (0..BATCH * 256).map(|_| key(rng.gen_range(0..entries))).collect();
+        assert!(keys.iter().all(|&(net, m)| fdb.lookup(NOW, net, m).is_some()));
         let mut batches = keys.chunks_exact(BATCH).cycle();
 
         g.bench_function(BenchmarkId::new("hit", entries), |b| {
@@ -127,10 +106,7 @@ fn fdb_lookup(c: &mut Criterion) {
 }
 
 fn config() -> Criterion {
-    Criterion::default()
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
+    Criterion::default().sample_size(30).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
 }
 
 criterion_group! { name = benches; config = config(); targets = handle_frame, fdb_lookup }

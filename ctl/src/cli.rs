@@ -403,11 +403,7 @@ pub fn parse_upstream(s: &str) -> Result<String, String> {
     if s.parse::<IpAddr>().is_ok() || s.parse::<SocketAddr>().is_ok() {
         return Ok(s.to_string());
     }
-    let what = if s.bytes().any(|b| b.is_ascii_alphabetic()) && !s.contains(':') {
-        "host names are not resolved here; "
-    } else {
-        ""
-    };
+    let what = if s.bytes().any(|b| b.is_ascii_alphabetic()) && !s.contains(':') { "host names are not resolved here; " } else { "" };
     Err(format!("{what}expected IP or IP:PORT, e.g. 192.0.2.53, 192.0.2.53:5353 or [2001:db8::53]:5353"))
 }
 
@@ -507,10 +503,7 @@ mod tests {
         assert_eq!(c.gateway, Some(Ipv4Addr::new(10, 89, 0, 254)));
         assert_eq!(c.mtu, Some(9000));
         assert!(c.internal);
-        assert_eq!(
-            c.labels,
-            vec![("a".into(), "b".into()), ("c".into(), "d=e".into()), ("empty".into(), String::new())]
-        );
+        assert_eq!(c.labels, vec![("a".into(), "b".into()), ("c".into(), "d=e".into()), ("empty".into(), String::new())]);
     }
 
     #[test]
@@ -612,10 +605,7 @@ mod tests {
         let cli = parse(&["endpoint", "rename", "net1", "c1", "c2"]).unwrap();
         let Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) = cli.command else { panic!() };
         assert_eq!((network.as_str(), name.as_str(), new_name.as_str()), ("net1", "c1", "c2"));
-        assert_eq!(
-            parse(&["endpoint", "rename", "net1", "c1"]).unwrap_err().kind(),
-            ErrorKind::MissingRequiredArgument
-        );
+        assert_eq!(parse(&["endpoint", "rename", "net1", "c1"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
 
         let cli = parse(&["endpoint", "alias", "net1", "c1", "web", "www"]).unwrap();
         let Command::Endpoint(EndpointCmd::Alias { aliases, .. }) = cli.command else { panic!() };
@@ -628,10 +618,7 @@ mod tests {
     #[test]
     fn dns_commands() {
         assert!(matches!(parse(&["dns", "records"]).unwrap().command, Command::Dns(DnsCmd::Records { network: None })));
-        assert!(matches!(
-            parse(&["dns", "records", "net1"]).unwrap().command,
-            Command::Dns(DnsCmd::Records { network: Some(_) })
-        ));
+        assert!(matches!(parse(&["dns", "records", "net1"]).unwrap().command, Command::Dns(DnsCmd::Records { network: Some(_) })));
         assert!(matches!(parse(&["dns", "stats"]).unwrap().command, Command::Dns(DnsCmd::Stats)));
 
         let cli = parse(&["dns", "upstreams", "net1"]).unwrap();
@@ -643,21 +630,14 @@ mod tests {
         assert_eq!(addrs, ["192.0.2.53", "::1", "192.0.2.54:5353", "[::1]:53"]);
 
         let cli = parse(&["dns", "upstreams", "net1", "--default"]).unwrap();
-        assert!(
-            matches!(cli.command, Command::Dns(DnsCmd::Upstreams { default: true, ref addrs, .. }) if addrs.is_empty())
-        );
-        assert_eq!(
-            parse(&["dns", "upstreams", "net1", "--default", "192.0.2.53"]).unwrap_err().kind(),
-            ErrorKind::ArgumentConflict
-        );
+        assert!(matches!(cli.command, Command::Dns(DnsCmd::Upstreams { default: true, ref addrs, .. }) if addrs.is_empty()));
+        assert_eq!(parse(&["dns", "upstreams", "net1", "--default", "192.0.2.53"]).unwrap_err().kind(), ErrorKind::ArgumentConflict);
         assert_eq!(parse(&["dns", "upstreams"]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
     }
 
     #[test]
     fn dns_upstreams_must_be_addresses() {
-        for bad in
-            ["dns.google", "192.0.2.53:", "192.0.2.53:99999", "192.0.2", "::1:53:x", "2001:db8::53:53:1:2:3:4", ""]
-        {
+        for bad in ["dns.google", "192.0.2.53:", "192.0.2.53:99999", "192.0.2", "::1:53:x", "2001:db8::53:53:1:2:3:4", ""] {
             let err = parse(&["dns", "upstreams", "net1", bad]).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::ValueValidation, "{bad:?}");
             assert_eq!(err.exit_code(), 2);

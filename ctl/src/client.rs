@@ -117,10 +117,7 @@ pub fn call(socket: &Path, call: &Call) -> Result<Reply, Failure> {
     rt.block_on(async {
         match tokio::time::timeout(TIMEOUT, send(socket, call)).await {
             Ok(r) => r,
-            Err(_) => Err(Failure::Transport {
-                socket: socket.to_path_buf(),
-                reason: format!("no answer within {}s", TIMEOUT.as_secs()),
-            }),
+            Err(_) => Err(Failure::Transport { socket: socket.to_path_buf(), reason: format!("no answer within {}s", TIMEOUT.as_secs()) }),
         }
     })
 }

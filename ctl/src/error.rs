@@ -102,15 +102,8 @@ mod tests {
 
     #[test]
     fn messages() {
-        let f = Failure::Unreachable {
-            socket: "/run/vswitch/vswitchd.sock".into(),
-            reason: "no such file".into(),
-            hint: None,
-        };
-        assert_eq!(
-            f.to_string(),
-            "cannot reach vswitchd at /run/vswitch/vswitchd.sock: no such file (is vswitchd running?)"
-        );
+        let f = Failure::Unreachable { socket: "/run/vswitch/vswitchd.sock".into(), reason: "no such file".into(), hint: None };
+        assert_eq!(f.to_string(), "cannot reach vswitchd at /run/vswitch/vswitchd.sock: no such file (is vswitchd running?)");
         assert_eq!(f.exit_code(), ExitCode::from(3));
         let f = Failure::PermissionDenied { socket: "/s".into() };
         assert_eq!(f.to_string(), "permission denied on /s: run as root or as the user vswitchd runs as");

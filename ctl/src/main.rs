@@ -17,8 +17,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
-    AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, FdbAdd, FdbEntry,
-    FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Version, PREFIX, EgressStats, Proto, Publication, PublishRule, WorkerInfo,
+    AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
+    FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule,
+    TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
@@ -95,9 +96,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
             let query = if *force { "?force=true" } else { "" };
             Call::delete(format!("{PREFIX}/networks/{}{query}", enc(name)))
         }
-        Command::Attach(args) => {
-            Call::post(format!("{PREFIX}/networks/{}/endpoints", enc(&args.network)), &attach_request(args)?)
-        }
+        Command::Attach(args) => Call::post(format!("{PREFIX}/networks/{}/endpoints", enc(&args.network)), &attach_request(args)?),
         Command::Detach { network, name } => Call::delete(endpoint_path(network, name)),
         Command::Fdb(FdbCmd::Show { network }) => match network {
             Some(n) => Call::get(format!("{PREFIX}/fdb?network={}", enc(n))),
@@ -109,9 +108,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Fdb(FdbCmd::Add { network, mac, port }) => {
             Call::post(format!("{PREFIX}/fdb"), &FdbAdd { network: network.clone(), mac: *mac, port: port.clone() })
         }
-        Command::Fdb(FdbCmd::Del { network, mac }) => {
-            Call::delete(format!("{PREFIX}/fdb/{}/{}", enc(network), enc(&mac.to_string())))
-        }
+        Command::Fdb(FdbCmd::Del { network, mac }) => Call::delete(format!("{PREFIX}/fdb/{}/{}", enc(network), enc(&mac.to_string()))),
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
         Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
@@ -140,7 +137,8 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Publish { network, name, host, container } => {
             let (host_addr, host_port, host_port_end) = cli::parse_host_ports(host).map_err(Failure::Usage)?;
             let (container_port, udp) = cli::parse_proto_port(container).map_err(Failure::Usage)?;
-            let rule = PublishRule { proto: if udp { Proto::Udp } else { Proto::Tcp }, host_addr, host_port, host_port_end, container_port };
+            let rule =
+                PublishRule { proto: if udp { Proto::Udp } else { Proto::Tcp }, host_addr, host_port, host_port_end, container_port };
             Call::post(format!("{}/publish", endpoint_path(network, name)), &rule)
         }
         Command::Unpublish { host } => {
@@ -214,8 +212,7 @@ fn netns_path(arg: &str) -> Result<String, Failure> {
     let chosen: PathBuf = if !arg.contains('/') && !path.exists() && named.exists() {
         named
     } else {
-        std::path::absolute(path)
-            .map_err(|e| Failure::Usage(format!("cannot make --netns {arg} absolute: {}", client::io_reason(&e))))?
+        std::path::absolute(path).map_err(|e| Failure::Usage(format!("cannot make --netns {arg} absolute: {}", client::io_reason(&e))))?
     };
     chosen.into_os_string().into_string().map_err(|p| Failure::Usage(format!("--netns {p:?} is not UTF-8")))
 }
@@ -231,10 +228,8 @@ fn json_out(reply: &Reply) -> Result<String, Failure> {
 }
 
 fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
-    serde_json::from_slice(&reply.body).map_err(|e| Failure::BadAnswer {
-        status: reply.status,
-        detail: format!("{e}: {}", error::snippet(&reply.body)),
-    })
+    serde_json::from_slice(&reply.body)
+        .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", error::snippet(&reply.body)) })
 }
 
 fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
@@ -256,16 +251,12 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Attach(_) => output::attached(&decode::<Endpoint>(reply)?),
         Command::Detach { network, name } => output::detached(network, name),
         Command::Fdb(FdbCmd::Show { .. }) => output::fdb_entries(&decode::<Vec<FdbEntry>>(reply)?),
-        Command::Fdb(FdbCmd::Flush { network, port }) => {
-            output::flushed(&decode::<Flushed>(reply)?, network.as_deref(), port.as_deref())
-        }
+        Command::Fdb(FdbCmd::Flush { network, port }) => output::flushed(&decode::<Flushed>(reply)?, network.as_deref(), port.as_deref()),
         Command::Fdb(FdbCmd::Add { .. }) => output::fdb_added(&decode::<FdbEntry>(reply)?),
         Command::Fdb(FdbCmd::Del { network, mac }) => output::fdb_deleted(network, mac),
         Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
         Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
-        Command::Endpoint(EndpointCmd::Rename { name, .. }) => {
-            output::endpoint_renamed(name, &decode::<Endpoint>(reply)?)
-        }
+        Command::Endpoint(EndpointCmd::Rename { name, .. }) => output::endpoint_renamed(name, &decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Srv { .. }) => output::srv_set(&decode::<Endpoint>(reply)?),
         Command::Dns(DnsCmd::Records { .. }) => output::dns_records(&decode::<Vec<DnsRecord>>(reply)?),
@@ -283,9 +274,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
 fn with_hint(failure: Failure, source: SocketSource) -> Failure {
     match failure {
         Failure::Unreachable { socket, reason, hint: None }
-            if source == SocketSource::Default
-                && socket != Path::new(SYSTEM_SOCKET)
-                && Path::new(SYSTEM_SOCKET).exists() =>
+            if source == SocketSource::Default && socket != Path::new(SYSTEM_SOCKET) && Path::new(SYSTEM_SOCKET).exists() =>
         {
             let hint = Some(format!("; a system vswitchd listens at {SYSTEM_SOCKET}: use --socket {SYSTEM_SOCKET}"));
             Failure::Unreachable { socket, reason, hint }
@@ -358,10 +347,7 @@ mod tests {
     #[test]
     fn endpoint_and_dns_bodies() {
         assert_eq!(body(&plan_of(&["endpoint", "rename", "net1", "c1", "c2"])), serde_json::json!({"name":"c2"}));
-        assert_eq!(
-            body(&plan_of(&["endpoint", "alias", "net1", "c1", "web", "www"])),
-            serde_json::json!({"aliases":["web","www"]})
-        );
+        assert_eq!(body(&plan_of(&["endpoint", "alias", "net1", "c1", "web", "www"])), serde_json::json!({"aliases":["web","www"]}));
         // No alias given: an empty list, which clears them (no field at all would change nothing).
         assert_eq!(body(&plan_of(&["endpoint", "alias", "net1", "c1"])), serde_json::json!({"aliases":[]}));
 
@@ -400,19 +386,18 @@ mod tests {
                                "internal":false,"ipv6":false,"overlay":false,"labels":{"k":"v"}})
         );
         let c = plan_of(&["network", "create", "net1", "--subnet", "10.89.0.0/24", "--internal"]);
-        assert_eq!(body(&c), serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"ipv6":false,"overlay":false,"labels":{}}));
+        assert_eq!(
+            body(&c),
+            serde_json::json!({"name":"net1","subnet":"10.89.0.0/24","internal":true,"ipv6":false,"overlay":false,"labels":{}})
+        );
 
         let c = plan_of(&["attach", "net1", "--netns", "/run/netns/c1", "--ip", "10.89.0.7", "--alias", "web"]);
         assert_eq!(body(&c), serde_json::json!({"netns":"/run/netns/c1","ip":"10.89.0.7","aliases":["web"]}));
-        let c =
-            plan_of(&["attach", "net1", "--pid", "42", "--name", "c1", "--mac", "02:42:AC:11:00:02", "--ifname", "e1"]);
+        let c = plan_of(&["attach", "net1", "--pid", "42", "--name", "c1", "--mac", "02:42:AC:11:00:02", "--ifname", "e1"]);
         assert_eq!(body(&c), serde_json::json!({"name":"c1","pid":42,"ifname":"e1","mac":"02:42:ac:11:00:02"}));
 
         assert_eq!(body(&plan_of(&["fdb", "flush"])), serde_json::json!({}));
-        assert_eq!(
-            body(&plan_of(&["fdb", "flush", "net1", "--port", "c1"])),
-            serde_json::json!({"network":"net1","port":"c1"})
-        );
+        assert_eq!(body(&plan_of(&["fdb", "flush", "net1", "--port", "c1"])), serde_json::json!({"network":"net1","port":"c1"}));
         assert_eq!(
             body(&plan_of(&["fdb", "add", "net1", "02:42:ac:11:00:02", "c1"])),
             serde_json::json!({"network":"net1","mac":"02:42:ac:11:00:02","port":"c1"})

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    EgressStats, Publication, WorkerInfo, DnsRecord, DnsStats, DnsUpstreams, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo, TunnelKey,
-    Version,
+    DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo,
+    Publication, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -163,9 +163,7 @@ pub fn network_list(networks: &[Network]) -> String {
     networks.sort_by(|a, b| a.name.cmp(&b.name));
     let rows: Vec<Vec<String>> = networks
         .iter()
-        .map(|n| {
-            vec![n.name.clone(), n.subnet.clone(), n.gateway.to_string(), n.mtu.to_string(), n.endpoints.to_string()]
-        })
+        .map(|n| vec![n.name.clone(), n.subnet.clone(), n.gateway.to_string(), n.mtu.to_string(), n.endpoints.to_string()])
         .collect();
     table(&[("NAME", Left), ("SUBNET", Left), ("GATEWAY", Left), ("MTU", Right), ("ENDPOINTS", Right)], &rows)
 }
@@ -222,13 +220,7 @@ pub fn endpoint_table(endpoints: &[Endpoint]) -> String {
     let rows: Vec<Vec<String>> = endpoints
         .iter()
         .map(|e| {
-            let mut row = vec![
-                e.name.clone(),
-                format!("{}/{}", e.ip, e.prefix_len),
-                e.mac.to_string(),
-                e.ifname.clone(),
-                e.netns.clone(),
-            ];
+            let mut row = vec![e.name.clone(), format!("{}/{}", e.ip, e.prefix_len), e.mac.to_string(), e.ifname.clone(), e.netns.clone()];
             if with_ip6 {
                 row.insert(2, e.ip6.map_or_else(|| "-".to_string(), |a| a.to_string()));
             }
@@ -343,7 +335,15 @@ pub fn peers(peers: &[Peer]) -> String {
         })
         .collect();
     table(
-        &[("PUBLIC KEY", Left), ("ENDPOINT", Left), ("NETWORKS", Left), ("HANDSHAKE", Left), ("RX_BYTES", Right), ("TX_BYTES", Right), ("DROPS", Left)],
+        &[
+            ("PUBLIC KEY", Left),
+            ("ENDPOINT", Left),
+            ("NETWORKS", Left),
+            ("HANDSHAKE", Left),
+            ("RX_BYTES", Right),
+            ("TX_BYTES", Right),
+            ("DROPS", Left),
+        ],
         &rows,
     )
 }
@@ -425,7 +425,11 @@ pub fn published(list: &[Publication]) -> String {
             let r = &p.rule;
             // ADDR:PORT, or ADDR:FIRST-LAST for a range.
             let span = |addr: std::net::Ipv4Addr, first: u16, last: u16| {
-                if last == first { format!("{addr}:{first}") } else { format!("{addr}:{first}-{last}") }
+                if last == first {
+                    format!("{addr}:{first}")
+                } else {
+                    format!("{addr}:{first}-{last}")
+                }
             };
             let last_container = r.container_port.wrapping_add(r.last_host_port() - r.host_port);
             vec![
@@ -814,10 +818,7 @@ mod tests {
             drops: d,
             worker: (kind == "tap").then_some(1),
         };
-        let out = ports(&[
-            p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]),
-            p(1, "gateway", "gateway", BTreeMap::new(), &[]),
-        ]);
+        let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
         assert_eq!(
             out,
             "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
@@ -860,10 +861,7 @@ mod tests {
         assert_eq!(aliases_set(&e), "set the aliases of c2 on net1: web, www\n");
         assert_eq!(flushed(&Flushed { removed: 1 }, None, None), "flushed 1 learned entry\n");
         assert_eq!(flushed(&Flushed { removed: 3 }, Some("net1"), None), "flushed 3 learned entries in net1\n");
-        assert_eq!(
-            flushed(&Flushed { removed: 0 }, Some("net1"), Some("c1")),
-            "flushed 0 learned entries on c1 in net1\n"
-        );
+        assert_eq!(flushed(&Flushed { removed: 0 }, Some("net1"), Some("c1")), "flushed 0 learned entries on c1 in net1\n");
         let v = Version { version: "0.1.0".into(), api: "v1".into(), rootless: false, userns_pid: None };
         assert_eq!(version_client("0.1.0") + &version_daemon(&v), "vswitchctl 0.1.0\nvswitchd   0.1.0 (api v1)\n");
         let v = Version { rootless: true, userns_pid: Some(42), ..v };
@@ -879,10 +877,26 @@ mod tests {
     #[test]
     fn published_rules_show_their_ranges() {
         use vswitch::api::{Proto, PublishRule};
-        let rule = |port, end, cport| PublishRule { proto: Proto::Tcp, host_addr: "0.0.0.0".parse().unwrap(), host_port: port, host_port_end: end, container_port: cport };
+        let rule = |port, end, cport| PublishRule {
+            proto: Proto::Tcp,
+            host_addr: "0.0.0.0".parse().unwrap(),
+            host_port: port,
+            host_port_end: end,
+            container_port: cport,
+        };
         let list = [
-            Publication { network: "n".into(), endpoint: "c1".into(), container_ip: "10.89.0.2".parse().unwrap(), rule: rule(8000, Some(8002), 80) },
-            Publication { network: "n".into(), endpoint: "c1".into(), container_ip: "10.89.0.2".parse().unwrap(), rule: rule(9000, None, 90) },
+            Publication {
+                network: "n".into(),
+                endpoint: "c1".into(),
+                container_ip: "10.89.0.2".parse().unwrap(),
+                rule: rule(8000, Some(8002), 80),
+            },
+            Publication {
+                network: "n".into(),
+                endpoint: "c1".into(),
+                container_ip: "10.89.0.2".parse().unwrap(),
+                rule: rule(9000, None, 90),
+            },
         ];
         let out = published(&list);
         assert!(out.contains("0.0.0.0:8000-8002") && out.contains("10.89.0.2:80-82"), "{out}");

@@ -15,11 +15,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new() -> TempDir {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vswitchctl-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        let dir = std::env::temp_dir().join(format!("vswitchctl-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
         std::fs::create_dir_all(&dir).unwrap();
         TempDir(dir)
     }
@@ -71,20 +67,11 @@ fn serve_once(socket: &Path, response: String) -> JoinHandle<String> {
 }
 
 fn http(status: &str, body: &str) -> String {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
 }
 
 fn vswitchctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("VSWITCH_SOCKET")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_vswitchctl")).arg("--socket").arg(socket).args(args).env_remove("VSWITCH_SOCKET").output().unwrap()
 }
 
 fn text(b: &[u8]) -> String {
@@ -138,10 +125,7 @@ fn missing_socket_exits_3() {
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_eq!(
         text(&out.stderr),
-        format!(
-            "vswitchctl: cannot reach vswitchd at {}: no such file (is vswitchd running?)\n",
-            dir.socket().display()
-        )
+        format!("vswitchctl: cannot reach vswitchd at {}: no such file (is vswitchd running?)\n", dir.socket().display())
     );
     assert_eq!(text(&out.stdout), "");
 }
@@ -149,11 +133,7 @@ fn missing_socket_exits_3() {
 #[test]
 fn socket_from_the_environment() {
     let dir = TempDir::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
-        .args(["fdb", "stats"])
-        .env("VSWITCH_SOCKET", dir.socket())
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vswitchctl")).args(["fdb", "stats"]).env("VSWITCH_SOCKET", dir.socket()).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert!(text(&out.stderr).contains(&dir.socket().display().to_string()), "{out:?}");
 }
@@ -237,10 +217,7 @@ fn network_ls_renders_a_table() {
     let out = vswitchctl(&dir.socket(), &["network", "ls"]);
     server.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        text(&out.stdout),
-        "NAME  SUBNET        GATEWAY     MTU  ENDPOINTS\nnet1  10.89.0.0/24  10.89.0.1  1500          2\n"
-    );
+    assert_eq!(text(&out.stdout), "NAME  SUBNET        GATEWAY     MTU  ENDPOINTS\nnet1  10.89.0.0/24  10.89.0.1  1500          2\n");
 }
 
 #[test]
@@ -345,10 +322,7 @@ fn dns_records_renders_a_table() {
     let out = vswitchctl(&dir.socket(), &["dns", "records", "net1"]);
     let request = server.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        text(&out.stdout),
-        "NETWORK  NAME  ALIASES  IPV4\nnet1     db    -        10.89.0.2\nnet1     web   www      10.89.0.3\n"
-    );
+    assert_eq!(text(&out.stdout), "NETWORK  NAME  ALIASES  IPV4\nnet1     db    -        10.89.0.2\nnet1     web   www      10.89.0.3\n");
     assert!(request.starts_with("GET /v1/dns/records?network=net1 HTTP/1.1\r\n"), "{request}");
 }
 
@@ -360,10 +334,7 @@ fn dns_upstreams_shows_without_addresses() {
     let out = vswitchctl(&dir.socket(), &["dns", "upstreams", "net1"]);
     let request = server.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        text(&out.stdout),
-        "network:    net1\nupstreams:  (defaults)\neffective:  none: unknown names get SERVFAIL\n"
-    );
+    assert_eq!(text(&out.stdout), "network:    net1\nupstreams:  (defaults)\neffective:  none: unknown names get SERVFAIL\n");
     assert!(request.starts_with("GET /v1/networks/net1/dns HTTP/1.1\r\n"), "{request}");
 }
 
@@ -391,10 +362,7 @@ fn dns_upstreams_puts_addresses_or_the_defaults() {
     let out = vswitchctl(&dir.socket(), &["dns", "upstreams", "net1", "--default", "--json"]);
     let request = server.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(
-        text(&out.stdout),
-        "{\n  \"network\": \"net1\",\n  \"upstreams\": [],\n  \"effective\": [],\n  \"internal\": true\n}\n"
-    );
+    assert_eq!(text(&out.stdout), "{\n  \"network\": \"net1\",\n  \"upstreams\": [],\n  \"effective\": [],\n  \"internal\": true\n}\n");
     assert!(request.starts_with("PUT /v1/networks/net1/dns HTTP/1.1\r\n"), "{request}");
     assert_eq!(sent_body(&request), serde_json::json!({"upstreams": []}));
 }

@@ -17,25 +17,13 @@ fn records() -> Records {
             aliases: vec![format!("svc{i}")],
             v4: vec![Ipv4Addr::from(0x0a01_0000 + i + 2)],
             v6: vec![],
-            srv: vec![Srv {
-                service: "_http._tcp".into(),
-                port: 80,
-                priority: 0,
-                weight: 0,
-            }],
+            srv: vec![Srv { service: "_http._tcp".into(), port: 80, priority: 0, weight: 0 }],
         })
         .collect();
     r.set_network("bench", None, entries);
     // Other networks the asker is not on, so the lookup walks a realistic table.
     for n in 0..10 {
-        r.set_network(
-            &format!("other{n}"),
-            None,
-            vec![Entry {
-                name: "c500".into(),
-                ..Default::default()
-            }],
-        );
+        r.set_network(&format!("other{n}"), None, vec![Entry { name: "c500".into(), ..Default::default() }]);
     }
     r
 }
@@ -61,41 +49,17 @@ fn bench(c: &mut Criterion) {
     for (label, q, expect_answer) in [
         ("a", query("c500.bench.", RecordType::A, false), true),
         ("a_edns", query("C500.bench.", RecordType::A, true), true),
-        (
-            "forward",
-            query("www.example.com.", RecordType::A, true),
-            false,
-        ),
-        (
-            "ptr",
-            query("246.1.1.10.in-addr.arpa.", RecordType::PTR, false),
-            true,
-        ),
-        (
-            "srv",
-            query("_http._tcp.c500", RecordType::SRV, false),
-            true,
-        ),
+        ("forward", query("www.example.com.", RecordType::A, true), false),
+        ("ptr", query("246.1.1.10.in-addr.arpa.", RecordType::PTR, false), true),
+        ("srv", query("_http._tcp.c500", RecordType::SRV, false), true),
     ] {
         let d = dns::respond(&r, &nets, false, &q, 1, &mut out, Limit::Udp(1472));
-        assert_eq!(
-            matches!(d, Decision::Answer(_)),
-            expect_answer,
-            "{label}: {d:?}"
-        );
+        assert_eq!(matches!(d, Decision::Answer(_)), expect_answer, "{label}: {d:?}");
         let mut rand = 0u64;
         g.bench_function(label, |b| {
             b.iter(|| {
                 rand = rand.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                dns::respond(
-                    black_box(&r),
-                    &nets,
-                    false,
-                    black_box(&q),
-                    rand,
-                    &mut out,
-                    Limit::Udp(1472),
-                )
+                dns::respond(black_box(&r), &nets, false, black_box(&q), rand, &mut out, Limit::Udp(1472))
             })
         });
     }

@@ -164,15 +164,7 @@ impl Responder {
     }
 
     /// [`respond`] with this snapshot.
-    pub fn respond(
-        &self,
-        networks: &[&str],
-        internal: bool,
-        query: &[u8],
-        rand: u64,
-        out: &mut [u8],
-        limit: Limit,
-    ) -> Decision {
+    pub fn respond(&self, networks: &[&str], internal: bool, query: &[u8], rand: u64, out: &mut [u8], limit: Limit) -> Decision {
         respond(&self.records, networks, internal, query, rand, out, limit)
     }
 }
@@ -193,10 +185,7 @@ fn raw_header(query: &[u8]) -> Result<RawHeader, DropReason> {
     if h[2] & 0x80 != 0 {
         return Err(DropReason::NotAQuery);
     }
-    Ok(RawHeader {
-        opcode: (h[2] >> 3) & 0x0f,
-        qdcount: u16::from_be_bytes([h[4], h[5]]),
-    })
+    Ok(RawHeader { opcode: (h[2] >> 3) & 0x0f, qdcount: u16::from_be_bytes([h[4], h[5]]) })
 }
 
 /// Answers one query. See the crate documentation for what is answered.
@@ -206,15 +195,7 @@ fn raw_header(query: &[u8]) -> Result<RawHeader, DropReason> {
 /// - `rand`: a random word (the caller's RNG): it orders several addresses of one name.
 /// - `out`: where the answer goes; `out.len()` is one more bound on its size.
 /// - `limit`: the transport's size rule (see [`Limit`]).
-pub fn respond(
-    records: &Records,
-    networks: &[&str],
-    internal: bool,
-    query: &[u8],
-    rand: u64,
-    out: &mut [u8],
-    limit: Limit,
-) -> Decision {
+pub fn respond(records: &Records, networks: &[&str], internal: bool, query: &[u8], rand: u64, out: &mut [u8], limit: Limit) -> Decision {
     let hdr = match raw_header(query) {
         Ok(h) => h,
         Err(why) => return Decision::Drop(why),
@@ -382,10 +363,7 @@ struct QKey {
 
 impl QKey {
     fn new(name: &Name) -> Option<QKey> {
-        let mut k = QKey {
-            buf: [0; MAX_KEY + 2],
-            len: 0,
-        };
+        let mut k = QKey { buf: [0; MAX_KEY + 2], len: 0 };
         for label in name.iter() {
             let end = k.len + 1 + label.len();
             let dst = k.buf.get_mut(k.len..end)?;
@@ -418,17 +396,12 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
     let mut rng = SplitMix(rand);
 
     if let Some(addr) = reverse_addr(key) {
-        let Some((net, idx)) = nets().find_map(|n| n.ptr.get(&addr).map(|i| (n, *i as usize)))
-        else {
+        let Some((net, idx)) = nets().find_map(|n| n.ptr.get(&addr).map(|i| (n, *i as usize))) else {
             return false;
         };
         if matches!(qtype, RecordType::PTR | RecordType::ANY) {
             if let Some(ep) = net.endpoints.get(idx) {
-                resp.add_answer(Record::from_rdata(
-                    q.name().clone(),
-                    ttl,
-                    RData::PTR(PTR(ep.fqdn.clone())),
-                ));
+                resp.add_answer(Record::from_rdata(q.name().clone(), ttl, RData::PTR(PTR(ep.fqdn.clone()))));
             }
         }
         return true;
@@ -437,10 +410,7 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
     if let Some((service, base)) = split_service(key) {
         let found = nets().find_map(|n| {
             let host = n.names.get(base)?;
-            host.srv
-                .iter()
-                .any(|s| &*s.service == service)
-                .then_some((n, host))
+            host.srv.iter().any(|s| &*s.service == service).then_some((n, host))
         });
         if let Some((net, host)) = found {
             if matches!(qtype, RecordType::SRV | RecordType::ANY) {
@@ -463,15 +433,7 @@ fn lookup(records: &Records, networks: &[&str], q: &Query, rand: u64, resp: &mut
 }
 
 /// SRV answers for `service` on `host`, shuffled, and their targets' addresses as additionals.
-fn add_srv(
-    net: &Net,
-    host: &Host,
-    service: &[u8],
-    owner: &Name,
-    ttl: u32,
-    rng: &mut SplitMix,
-    resp: &mut Message,
-) {
+fn add_srv(net: &Net, host: &Host, service: &[u8], owner: &Name, ttl: u32, rng: &mut SplitMix, resp: &mut Message) {
     let start = resp.answers.len();
     let mut targets: Vec<u32> = Vec::new();
     for s in host.srv.iter().filter(|s| &*s.service == service) {
@@ -479,8 +441,7 @@ fn add_srv(
             continue;
         };
         let srv = SRV::new(s.priority, s.weight, s.port, ep.fqdn.clone());
-        resp.answers
-            .push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
+        resp.answers.push(Record::from_rdata(owner.clone(), ttl, RData::SRV(srv)));
         if !targets.contains(&s.target) {
             targets.push(s.target);
         }
@@ -494,25 +455,12 @@ fn add_srv(
 }
 
 /// A and AAAA records for `owner`, each family shuffled.
-fn add_addrs(
-    owner: &Name,
-    ttl: u32,
-    v4: &[Ipv4Addr],
-    v6: &[Ipv6Addr],
-    rng: &mut SplitMix,
-    to: &mut Vec<Record>,
-) {
+fn add_addrs(owner: &Name, ttl: u32, v4: &[Ipv4Addr], v6: &[Ipv6Addr], rng: &mut SplitMix, to: &mut Vec<Record>) {
     let start = to.len();
-    to.extend(
-        v4.iter()
-            .map(|a| Record::from_rdata(owner.clone(), ttl, RData::A(A(*a)))),
-    );
+    to.extend(v4.iter().map(|a| Record::from_rdata(owner.clone(), ttl, RData::A(A(*a)))));
     rng.shuffle(&mut to[start..]);
     let start = to.len();
-    to.extend(
-        v6.iter()
-            .map(|a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a)))),
-    );
+    to.extend(v6.iter().map(|a| Record::from_rdata(owner.clone(), ttl, RData::AAAA(AAAA(*a)))));
     rng.shuffle(&mut to[start..]);
 }
 
@@ -545,9 +493,7 @@ fn reverse_addr(key: &[u8]) -> Option<IpAddr> {
             if !label.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let v = label
-                .iter()
-                .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+            let v = label.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
             *slot = u8::try_from(v).ok()?;
             n += 1;
         }

@@ -53,10 +53,7 @@ impl Records {
     /// An empty table whose answers carry `ttl` seconds (0 is raised to 1: a zero TTL defeats
     /// the stub resolver's cache without making anything fresher).
     pub fn new(ttl: u32) -> Records {
-        Records {
-            ttl: ttl.max(1),
-            nets: FxHashMap::default(),
-        }
+        Records { ttl: ttl.max(1), nets: FxHashMap::default() }
     }
 
     /// The TTL of every answer.
@@ -128,11 +125,7 @@ impl Net {
     fn build(network: &str, suffix: Option<&str>, entries: Vec<Entry>) -> Net {
         let net_key = key_from_str(network);
         let suffix_key = suffix.and_then(key_from_str);
-        let mut net = Net {
-            endpoints: Vec::with_capacity(entries.len()),
-            names: FxHashMap::default(),
-            ptr: FxHashMap::default(),
-        };
+        let mut net = Net { endpoints: Vec::with_capacity(entries.len()), names: FxHashMap::default(), ptr: FxHashMap::default() };
         for entry in entries {
             let Some(name) = key_from_str(&entry.name) else {
                 continue;
@@ -152,28 +145,16 @@ impl Net {
                 let Some(service) = key_from_str(&s.service) else {
                     continue;
                 };
-                if key_labels(&service).count() != 2
-                    || !key_labels(&service).all(|l| l.first() == Some(&b'_'))
-                {
+                if key_labels(&service).count() != 2 || !key_labels(&service).all(|l| l.first() == Some(&b'_')) {
                     continue;
                 }
-                services.push(SrvRec {
-                    service: service.into(),
-                    port: s.port,
-                    priority: s.priority,
-                    weight: s.weight,
-                    target: idx,
-                });
+                services.push(SrvRec { service: service.into(), port: s.port, priority: s.priority, weight: s.weight, target: idx });
             }
 
             let mut keys: Vec<Vec<u8>> = Vec::new();
-            let bare =
-                std::iter::once(name).chain(entry.aliases.iter().filter_map(|a| key_from_str(a)));
+            let bare = std::iter::once(name).chain(entry.aliases.iter().filter_map(|a| key_from_str(a)));
             for b in bare {
-                for domain in [net_key.as_deref(), suffix_key.as_deref()]
-                    .into_iter()
-                    .flatten()
-                {
+                for domain in [net_key.as_deref(), suffix_key.as_deref()].into_iter().flatten() {
                     if let Some(k) = join(&b, domain) {
                         keys.push(k);
                     }
@@ -195,25 +176,13 @@ impl Net {
                     }
                 }
                 for s in &services {
-                    host.srv.push(SrvRec {
-                        service: s.service.clone(),
-                        ..*s
-                    });
+                    host.srv.push(SrvRec { service: s.service.clone(), ..*s });
                 }
             }
-            for a in entry
-                .v4
-                .iter()
-                .map(|a| IpAddr::V4(*a))
-                .chain(entry.v6.iter().map(|a| IpAddr::V6(*a)))
-            {
+            for a in entry.v4.iter().map(|a| IpAddr::V4(*a)).chain(entry.v6.iter().map(|a| IpAddr::V6(*a))) {
                 net.ptr.entry(a).or_insert(idx);
             }
-            net.endpoints.push(Endpoint {
-                fqdn,
-                v4: entry.v4,
-                v6: entry.v6,
-            });
+            net.endpoints.push(Endpoint { fqdn, v4: entry.v4, v6: entry.v6 });
         }
         net
     }

@@ -44,10 +44,7 @@ mod tests {
                       nameserver 192.0.2.1  \n\
                     nameserver 192.0.2.2 extra words\n";
         let got = parse_resolv_conf(text);
-        let want: Vec<IpAddr> = ["10.0.0.2", "2001:db8::53", "192.0.2.1", "192.0.2.2"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let want: Vec<IpAddr> = ["10.0.0.2", "2001:db8::53", "192.0.2.1", "192.0.2.2"].iter().map(|s| s.parse().unwrap()).collect();
         assert_eq!(got, want);
         assert!(parse_resolv_conf("").is_empty());
         assert!(parse_resolv_conf("nameserver").is_empty());

@@ -11,21 +11,12 @@ fn keys_are_lowercase_wire_labels() {
         assert_eq!(key_from_str(bad), None, "{bad:?}");
     }
     // 253 characters is the longest presentation name.
-    let longest = [
-        "a".repeat(63),
-        "b".repeat(63),
-        "c".repeat(63),
-        "d".repeat(61),
-    ]
-    .join(".");
+    let longest = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
     assert_eq!(longest.len(), 253);
     assert_eq!(key_from_str(&longest).unwrap().len(), 254);
     assert_eq!(key_from_str(&(longest + "e")), None);
     let key = key_from_str("a.bc.def").unwrap();
-    assert_eq!(
-        key_labels(&key).collect::<Vec<_>>(),
-        [&b"a"[..], b"bc", b"def"]
-    );
+    assert_eq!(key_labels(&key).collect::<Vec<_>>(), [&b"a"[..], b"bc", b"def"]);
     assert_eq!(name_from_key(&key).unwrap().to_ascii(), "a.bc.def.");
     // A malformed key ends the walk instead of panicking.
     assert_eq!(key_labels(b"\x05ab").count(), 0);
@@ -41,14 +32,8 @@ fn query_key_from_name() {
 #[test]
 fn reverse_names() {
     let k = |s: &str| key_from_str(s).unwrap();
-    assert_eq!(
-        reverse_addr(&k("4.3.2.1.in-addr.arpa")),
-        Some("1.2.3.4".parse().unwrap())
-    );
-    assert_eq!(
-        reverse_addr(&k("0.0.0.255.in-addr.arpa")),
-        Some("255.0.0.0".parse().unwrap())
-    );
+    assert_eq!(reverse_addr(&k("4.3.2.1.in-addr.arpa")), Some("1.2.3.4".parse().unwrap()));
+    assert_eq!(reverse_addr(&k("0.0.0.255.in-addr.arpa")), Some("255.0.0.0".parse().unwrap()));
     for bad in [
         "3.2.1.in-addr.arpa",
         "5.4.3.2.1.in-addr.arpa",
@@ -67,10 +52,7 @@ fn reverse_names() {
     for b in v6.octets().iter().rev() {
         name.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
     }
-    assert_eq!(
-        reverse_addr(&k(&(name.clone() + "ip6.arpa"))),
-        Some(IpAddr::V6(v6))
-    );
+    assert_eq!(reverse_addr(&k(&(name.clone() + "ip6.arpa"))), Some(IpAddr::V6(v6)));
     // A two-character label in the nibble run is not an address.
     let bad = name.replacen("d.c.", "dc.", 1) + "0.ip6.arpa";
     assert_eq!(reverse_addr(&k(&bad)), None);

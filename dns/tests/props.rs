@@ -43,10 +43,7 @@ fn check(r: &Records, q: &[u8], rand: u64) {
             Decision::Drop(_) => {}
         }
     }
-    for f in [
-        dns::servfail as fn(&[u8], &mut [u8]) -> Option<usize>,
-        dns::nxdomain,
-    ] {
+    for f in [dns::servfail as fn(&[u8], &mut [u8]) -> Option<usize>, dns::nxdomain] {
         let mut out = [0u8; 512];
         if let Some(n) = f(q, &mut out) {
             let m = Message::from_vec(&out[..n]).expect("helper answer parses");
@@ -63,25 +60,19 @@ fn seeds() -> Vec<Vec<u8>> {
         query("big", RecordType::A, None),
         query("_http._tcp.web", RecordType::SRV, Some(1232)),
         query("2.0.1.10.in-addr.arpa.", RecordType::PTR, None),
-        query(
-            "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.",
-            RecordType::PTR,
-            None,
-        ),
+        query("2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.", RecordType::PTR, None),
         query("example.com.", RecordType::MX, Some(512)),
         query("e1.corp.example.", RecordType::ANY, None),
     ];
     // dig's bytes, with a compressed second name in an extra record to give pointers to mutate.
     v.push(vec![
-        0xf5, 0x51, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, b'c', b'1',
-        0x04, b'n', b'e', b't', b'1', 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x29, 0x04, 0xd0,
-        0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00, 0x08, 0xba, 0xc7, 0xf8, 0x55, 0x37,
-        0xfd, 0x1c, 0x1a,
+        0xf5, 0x51, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x02, b'c', b'1', 0x04, b'n', b'e', b't', b'1', 0x00, 0x00,
+        0x01, 0x00, 0x01, 0x00, 0x00, 0x29, 0x04, 0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00, 0x08, 0xba, 0xc7, 0xf8, 0x55,
+        0x37, 0xfd, 0x1c, 0x1a,
     ]);
     v.push(vec![
-        0x00, 0x07, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, b'c', b'1',
-        0x04, b'n', b'e', b't', b'1', 0x00, 0x00, 0x01, 0x00, 0x01, 0x03, b'w', b'w', b'w', 0xc0,
-        0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x00, 0x04, 10, 0, 0, 1,
+        0x00, 0x07, 0x01, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x02, b'c', b'1', 0x04, b'n', b'e', b't', b'1', 0x00, 0x00,
+        0x01, 0x00, 0x01, 0x03, b'w', b'w', b'w', 0xc0, 0x0c, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x00, 0x05, 0x00, 0x04, 10, 0, 0, 1,
     ]);
     v
 }
@@ -100,8 +91,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
         (any::<usize>(), 1..=255u8).prop_map(|(i, b)| Mutation::Xor(i, b)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(i, v)| Mutation::Insert(i, v)),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..8)).prop_map(|(i, v)| Mutation::Insert(i, v)),
         (any::<usize>(), 1..8usize).prop_map(|(i, n)| Mutation::Remove(i, n)),
         // Interesting spots: header flags and counts, pointer bytes.
         (0..12usize, any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
@@ -170,24 +160,8 @@ proptest! {
 /// addresses of all its holders there".
 fn entries() -> impl Strategy<Value = Vec<(String, Vec<String>, Vec<u8>)>> {
     let name = prop::sample::select(vec!["a", "b", "C", "d-1", "e.f", "web"]);
-    prop::collection::vec(
-        (
-            name.clone(),
-            prop::collection::vec(name, 0..3),
-            prop::collection::vec(any::<u8>(), 0..4),
-        ),
-        0..6,
-    )
-    .prop_map(|v| {
-        v.into_iter()
-            .map(|(n, aliases, hosts)| {
-                (
-                    n.to_string(),
-                    aliases.into_iter().map(String::from).collect(),
-                    hosts,
-                )
-            })
-            .collect()
+    prop::collection::vec((name.clone(), prop::collection::vec(name, 0..3), prop::collection::vec(any::<u8>(), 0..4)), 0..6).prop_map(|v| {
+        v.into_iter().map(|(n, aliases, hosts)| (n.to_string(), aliases.into_iter().map(String::from).collect(), hosts)).collect()
     })
 }
 

@@ -37,14 +37,8 @@ impl World {
         let addr = [SocketAddr::from(A_ADDR), SocketAddr::from(B_ADDR)];
         let b_at_a = a.add_peer(b.public_key(), Some(addr[1])).expect("peer");
         let a_at_b = b.add_peer(a.public_key(), Some(addr[0])).expect("peer");
-        let mut w = World {
-            now: Duration::from_secs(1),
-            t: [a, b],
-            peer: [b_at_a, a_at_b],
-            addr,
-            genuine: Vec::new(),
-            out: vec![0u8; 2048],
-        };
+        let mut w =
+            World { now: Duration::from_secs(1), t: [a, b], peer: [b_at_a, a_at_b], addr, genuine: Vec::new(), out: vec![0u8; 2048] };
         w.send(0, 1, &[0x11; 60]);
         w.settle();
         w
@@ -54,9 +48,7 @@ impl World {
     fn send(&mut self, s: usize, net: u32, frame: &[u8]) {
         let now = self.now;
         let peer = self.peer[s];
-        if let SendResult::Datagram { len, .. } =
-            self.t[s].send(now, peer, net, frame, &mut self.out)
-        {
+        if let SendResult::Datagram { len, .. } = self.t[s].send(now, peer, net, frame, &mut self.out) {
             self.genuine.push((1 - s, self.out[..len].to_vec()));
         }
         self.drain(s);
@@ -84,10 +76,7 @@ impl World {
         let len = bytes.len();
         let r = self.t[s].recv(now, from, &mut bytes);
         if let RecvResult::Frame { frame, .. } = &r {
-            assert!(
-                frame.start <= frame.end && frame.end <= len,
-                "frame range outside the datagram"
-            );
+            assert!(frame.start <= frame.end && frame.end <= len, "frame range outside the datagram");
         }
         self.drain(s);
         r
@@ -108,11 +97,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let side = usize::from(op & 1);
         // Sources: the real peer, or an attacker's address.
-        let from = if op & 2 == 0 {
-            w.addr[1 - side]
-        } else {
-            SocketAddr::from(([192, 0, 2, 66], 6666))
-        };
+        let from = if op & 2 == 0 { w.addr[1 - side] } else { SocketAddr::from(([192, 0, 2, 66], 6666)) };
         match op >> 2 {
             // Raw bytes.
             0..=15 => {
@@ -155,8 +140,7 @@ fuzz_target!(|data: &[u8]| {
             }
             // Time passes; timers run.
             _ => {
-                let ms =
-                    u64::from_le_bytes(std::array::from_fn(|i| arg.get(i).copied().unwrap_or(0)));
+                let ms = u64::from_le_bytes(std::array::from_fn(|i| arg.get(i).copied().unwrap_or(0)));
                 w.now += Duration::from_millis(ms % 400_000);
                 for s in 0..2 {
                     let now = w.now;

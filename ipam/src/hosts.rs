@@ -222,11 +222,7 @@ impl Hosts {
     pub(crate) fn allocate(&mut self, owner: Option<&str>) -> Result<u128, IpamError> {
         let (alo, ahi) = (self.alo, self.ahi);
         let start = self.cursor.clamp(alo, ahi);
-        let found = if self.range_available() == 0 {
-            None
-        } else {
-            self.first_free(start, ahi).or_else(|| self.first_free(alo, start))
-        };
+        let found = if self.range_available() == 0 { None } else { self.first_free(start, ahi).or_else(|| self.first_free(alo, start)) };
         let Some(found) = found else {
             // With an ip_range, "no free address left" is about the range.
             let (subnet, used) = match self.range {
@@ -278,8 +274,7 @@ impl Hosts {
 
     /// Releases every lease whose owner matches; the addresses released, in order.
     pub(crate) fn release_where(&mut self, pred: impl Fn(&str) -> bool) -> Vec<u128> {
-        let gone: Vec<u128> =
-            self.used.iter().filter(|(_, o)| o.as_deref().is_some_and(&pred)).map(|(a, _)| *a).collect();
+        let gone: Vec<u128> = self.used.iter().filter(|(_, o)| o.as_deref().is_some_and(&pred)).map(|(a, _)| *a).collect();
         for &a in &gone {
             self.release(a);
         }
@@ -305,11 +300,7 @@ impl Hosts {
         }
         h.set_options(range, aux, true).map_err(|e| bad(e.to_string()))?;
         if !subnet.contains(&cursor) || !(h.alo..=h.ahi).contains(&num(cursor)) {
-            return Err(bad(format!(
-                "the allocation cursor {cursor} is outside the allocation range {}-{}",
-                h.ip(h.alo),
-                h.ip(h.ahi)
-            )));
+            return Err(bad(format!("the allocation cursor {cursor} is outside the allocation range {}-{}", h.ip(h.alo), h.ip(h.ahi))));
         }
         h.cursor = num(cursor);
         for (addr, owner) in used {

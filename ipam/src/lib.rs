@@ -62,9 +62,7 @@ pub enum SetupError {
     #[error("address pool {base} split into /{size} subnets is invalid: {reason}")]
     BadAddressPool { base: IpNet, size: u8, reason: String },
     /// `pools`: the pools of that family, or "none configured".
-    #[error(
-        "no free {family} subnet left in the address pools ({pools}): other networks and host routes cover them all"
-    )]
+    #[error("no free {family} subnet left in the address pools ({pools}): other networks and host routes cover them all")]
     PoolExhausted { family: &'static str, pools: String },
     /// `what`: "network" (a subnet in use) or "host route".
     #[error("subnet {subnet} overlaps {what} {other}")]

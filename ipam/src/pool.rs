@@ -295,11 +295,7 @@ macro_rules! pool_methods {
                     range: self.range(),
                     aux: self.aux(),
                     cursor: $a(self.hosts.cursor()),
-                    used: self
-                        .hosts
-                        .entries()
-                        .map(|(a, o)| Lease { addr: $a(a), owner: o.map(str::to_owned) })
-                        .collect(),
+                    used: self.hosts.entries().map(|(a, o)| Lease { addr: $a(a), owner: o.map(str::to_owned) }).collect(),
                 }
             }
 

@@ -38,10 +38,7 @@ impl AddressPool {
             return Err(bad(format!("/{} subnets are larger than the base itself", self.size)));
         }
         if self.size > most {
-            return Err(bad(format!(
-                "a /{} network has no room for a gateway and a host (at most /{most})",
-                self.size
-            )));
+            return Err(bad(format!("a /{} network has no room for a gateway and a host (at most /{most})", self.size)));
         }
         if self.size == 0 {
             return Err(bad("a /0 network would cover every address".into()));
@@ -111,8 +108,7 @@ pub struct SubnetPools {
 
 impl SubnetPools {
     /// 10.89.0.0/16 in /24s: 256 networks.
-    pub const DEFAULT_V4: AddressPool =
-        AddressPool { base: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 89, 0, 0), 16)), size: 24 };
+    pub const DEFAULT_V4: AddressPool = AddressPool { base: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(10, 89, 0, 0), 16)), size: 24 };
     /// The size of the IPv6 subnets carved from the ULA prefix: /64, what SLAAC and most
     /// IPv6 stacks expect.
     pub const DEFAULT_V6_SIZE: u8 = 64;
@@ -124,11 +120,7 @@ impl SubnetPools {
         for (i, p) in pools.iter().enumerate() {
             p.check()?;
             if let Some(q) = pools[..i].iter().find(|q| overlaps(q.base, p.base)) {
-                return Err(SetupError::BadAddressPool {
-                    base: p.base,
-                    size: p.size,
-                    reason: format!("it overlaps pool {q}"),
-                });
+                return Err(SetupError::BadAddressPool { base: p.base, size: p.size, reason: format!("it overlaps pool {q}") });
             }
         }
         Ok(SubnetPools { pools })
@@ -181,12 +173,8 @@ impl SubnetPools {
 
     fn next_free(&self, v6: bool, in_use: &[IpNet], routed: &[IpNet]) -> Result<IpNet, SetupError> {
         let family = |n: &&IpNet| n.network().is_ipv6() == v6;
-        let mut spans: Vec<(u128, u128)> = in_use
-            .iter()
-            .filter(family)
-            .chain(routed.iter().filter(family).filter(|r| r.prefix_len() > 0))
-            .map(|n| span(*n))
-            .collect();
+        let mut spans: Vec<(u128, u128)> =
+            in_use.iter().filter(family).chain(routed.iter().filter(family).filter(|r| r.prefix_len() > 0)).map(|n| span(*n)).collect();
         spans.sort_unstable();
         let mut blocked: Vec<(u128, u128)> = Vec::with_capacity(spans.len());
         for (s, e) in spans {
@@ -195,11 +183,7 @@ impl SubnetPools {
                 _ => blocked.push((s, e)),
             }
         }
-        self.pools
-            .iter()
-            .filter(|p| p.is_v6() == v6)
-            .find_map(|p| p.first_free(&blocked))
-            .ok_or_else(|| self.exhausted(v6))
+        self.pools.iter().filter(|p| p.is_v6() == v6).find_map(|p| p.first_free(&blocked)).ok_or_else(|| self.exhausted(v6))
     }
 
     fn exhausted(&self, v6: bool) -> SetupError {

@@ -42,9 +42,9 @@ pub fn offloads_off() -> bool {
 
 /// Fails the test unless it runs as root (the root tests need namespaces and TAPs).
 pub fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status").ok().and_then(|s| {
-        s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from))
-    });
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(String::from)));
     assert_eq!(uid.as_deref(), Some("0"), "root integration tests must run as root (testbed/run-tests.sh)");
 }
 
@@ -172,7 +172,18 @@ impl Daemon {
                 let mut c = match ns {
                     Some(ns) => {
                         let mut c = Command::new("ip");
-                        c.args(["netns", "exec", ns, "setpriv", "--reuid", &user.uid.to_string(), "--regid", &user.gid.to_string(), "--clear-groups", "--"]);
+                        c.args([
+                            "netns",
+                            "exec",
+                            ns,
+                            "setpriv",
+                            "--reuid",
+                            &user.uid.to_string(),
+                            "--regid",
+                            &user.gid.to_string(),
+                            "--clear-groups",
+                            "--",
+                        ]);
                         c.arg(bin_dir().join("vswitchd"));
                         c
                     }
@@ -233,11 +244,7 @@ impl Daemon {
             Some(user) => user.command(&ctl),
             None => Command::new(ctl),
         };
-        cmd.arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run vswitchctl")
+        cmd.arg("--socket").arg(&self.socket).args(args).output().expect("run vswitchctl")
     }
 
     /// Runs vswitchctl and returns stdout; panics with stderr and the daemon log on failure.

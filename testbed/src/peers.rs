@@ -111,4 +111,3 @@ pub fn wait_listening(ns: &impl Runs, port: u16) {
     });
     assert!(ok, "nothing listens on port {port}");
 }
-

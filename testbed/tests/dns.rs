@@ -26,7 +26,10 @@ impl Upstream {
             .expect("dnsmasq (apt-get install dnsmasq-base)");
         let up = Upstream { child, port };
         let ready = eventually(Duration::from_secs(5), || {
-            let out = Command::new("dig").args(["+short", "+time=1", "+tries=1", "-p", &port.to_string(), "@127.0.0.1", "upstream.test"]).output().unwrap();
+            let out = Command::new("dig")
+                .args(["+short", "+time=1", "+tries=1", "-p", &port.to_string(), "@127.0.0.1", "upstream.test"])
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&out.stdout).contains("192.0.2.55")
         });
         assert!(ready, "dnsmasq did not come up on port {port}");
@@ -176,7 +179,8 @@ fn records_change_1000_times_while_a_client_queries() {
     d.attach("n1", &c3);
     let stop = std::env::temp_dir().join(testbed::unique("vswitch-dnsloop-stop-"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("dnsloop.py");
-    let client = c1.spawn(&["python3", script.to_str().unwrap(), "10.86.0.1", &c2.name, e2["ip"].as_str().unwrap(), stop.to_str().unwrap()]);
+    let client =
+        c1.spawn(&["python3", script.to_str().unwrap(), "10.86.0.1", &c2.name, e2["ip"].as_str().unwrap(), stop.to_str().unwrap()]);
     for i in 0..1000 {
         let body = format!(r#"{{"aliases":["alias-{i}"]}}"#);
         let (status, v) = d.api("PATCH", &format!("/v1/networks/n1/endpoints/{}", c3.name), Some(&body));
@@ -192,8 +196,17 @@ fn records_change_1000_times_while_a_client_queries() {
     eprintln!("{sent} queries during 1000 record changes: {answered} answered, {lost} lost, {wrong} wrong");
     assert!(sent > 100, "the client hardly ran: {text}");
     assert_eq!((lost, wrong), (0, 0), "{text}");
-    assert_eq!(c1.dig(&["alias-999"]), vec![d.ctl_json(&["network", "inspect", "n1"])["endpoint_list"]
-        .as_array().unwrap().iter().find(|e| e["name"] == c3.name.as_str()).unwrap()["ip"].as_str().unwrap()]);
+    assert_eq!(
+        c1.dig(&["alias-999"]),
+        vec![d.ctl_json(&["network", "inspect", "n1"])["endpoint_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == c3.name.as_str())
+            .unwrap()["ip"]
+            .as_str()
+            .unwrap()]
+    );
 }
 
 #[test]

@@ -154,5 +154,9 @@ fn a_container_flooding_connections_is_capped_and_others_are_unaffected() {
     let rss_kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
     assert!(rss_kb < 256 * 1024, "RSS {rss_kb} KiB");
     // Flows end with their connections.
-    assert!(eventually(Duration::from_secs(10), || d.ctl_json(&["egress"])["tcp_flows"].as_u64() == Some(0)), "{}", d.ctl_json(&["egress"]));
+    assert!(
+        eventually(Duration::from_secs(10), || d.ctl_json(&["egress"])["tcp_flows"].as_u64() == Some(0)),
+        "{}",
+        d.ctl_json(&["egress"])
+    );
 }

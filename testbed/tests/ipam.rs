@@ -38,7 +38,15 @@ fn automatic_subnets_skip_used_and_routed_ones() {
 fn range_aux_exhaustion_gc_and_prune() {
     let d = Daemon::start();
     let n = d.ctl_json(&[
-        "network", "create", "small", "--subnet", "10.125.0.0/24", "--ip-range", "10.125.0.8/30", "--aux-address", "10.125.0.9",
+        "network",
+        "create",
+        "small",
+        "--subnet",
+        "10.125.0.0/24",
+        "--ip-range",
+        "10.125.0.8/30",
+        "--aux-address",
+        "10.125.0.9",
     ]);
     assert_eq!(n["ip_range"], "10.125.0.8/30", "{n}");
     let cs: Vec<Netns> = (0..4).map(|i| Netns::new(&format!("vi{i}-"))).collect();

@@ -56,7 +56,9 @@ fn kill9_during_traffic_then_restart_resumes_with_same_addresses() {
     // The same networks and endpoints, with the same addresses and MACs.
     assert_eq!(d.ctl_json(&["network", "ls"]), before);
     let eps_after = endpoints(&d, "n1");
-    let key = |v: &Vec<Value>| v.iter().map(|e| (e["name"].to_string(), e["ip"].to_string(), e["ip6"].to_string(), e["mac"].to_string())).collect::<BTreeSet<_>>();
+    let key = |v: &Vec<Value>| {
+        v.iter().map(|e| (e["name"].to_string(), e["ip"].to_string(), e["ip6"].to_string(), e["mac"].to_string())).collect::<BTreeSet<_>>()
+    };
     assert_eq!(key(&eps_before), key(&eps_after));
     assert_eq!(eth0_count(&c1), 1);
     assert!(c2.ping(e1["ip"].as_str().unwrap(), 1));

@@ -10,9 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use tunnel::{
-    counter_nonce, Aead, Config, PeerId, RecvResult, RingChaCha, RustCryptoChaCha, SendResult, Tunnel, OVERHEAD,
-};
+use tunnel::{counter_nonce, Aead, Config, PeerId, RecvResult, RingChaCha, RustCryptoChaCha, SendResult, Tunnel, OVERHEAD};
 
 const SIZES: [usize; 4] = [64, 512, 1420, 8192];
 const NET: u32 = 42;
@@ -34,25 +32,15 @@ fn aead_backend<A: Aead>(c: &mut Criterion, group: &str) {
             let mut counter = 0u64;
             b.iter(|| {
                 counter += 1;
-                black_box(
-                    cipher
-                        .seal_in_place(&counter_nonce(counter), &aad, &mut buf)
-                        .unwrap(),
-                )
+                black_box(cipher.seal_in_place(&counter_nonce(counter), &aad, &mut buf).unwrap())
             })
         });
         let mut sealed = vec![0u8; size];
-        let tag = cipher
-            .seal_in_place(&counter_nonce(1), &aad, &mut sealed)
-            .unwrap();
+        let tag = cipher.seal_in_place(&counter_nonce(1), &aad, &mut sealed).unwrap();
         g.bench_with_input(BenchmarkId::new("open", size), &size, |b, _| {
             b.iter_batched_ref(
                 || sealed.clone(),
-                |buf| {
-                    cipher
-                        .open_in_place(&counter_nonce(1), &aad, buf, &tag)
-                        .unwrap()
-                },
+                |buf| cipher.open_in_place(&counter_nonce(1), &aad, buf, &tag).unwrap(),
                 BatchSize::SmallInput,
             )
         });
@@ -72,20 +60,14 @@ fn pair() -> (Tunnel, PeerId, Tunnel, SocketAddr) {
     let now = Duration::from_secs(1);
     let mut buf = vec![0u8; 2048];
     let mut out = vec![0u8; 2048];
-    assert_eq!(
-        a.send(now, b_at_a, NET, &[0; 64], &mut buf),
-        SendResult::Queued
-    );
+    assert_eq!(a.send(now, b_at_a, NET, &[0; 64], &mut buf), SendResult::Queued);
     // initiation → B → response → A → queued frame → B (confirms B's session).
     let (n, _) = a.poll_transmit(now, &mut buf).unwrap();
     assert_eq!(b.recv(now, a_addr, &mut buf[..n]), RecvResult::Handled);
     let (n, _) = b.poll_transmit(now, &mut out).unwrap();
     assert_eq!(a.recv(now, b_addr, &mut out[..n]), RecvResult::Handled);
     let (n, _) = a.poll_transmit(now, &mut buf).unwrap();
-    assert!(matches!(
-        b.recv(now, a_addr, &mut buf[..n]),
-        RecvResult::Frame { .. }
-    ));
+    assert!(matches!(b.recv(now, a_addr, &mut buf[..n]), RecvResult::Frame { .. }));
     (a, b_at_a, b, a_addr)
 }
 

@@ -35,25 +35,14 @@ pub trait Aead {
     ///
     /// # Errors
     /// [`AeadError`] if `buf` is longer than the cipher can seal under one nonce.
-    fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], AeadError>;
+    fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError>;
 
     /// Checks `tag` against `aad` and the ciphertext in `buf`, then decrypts `buf` in place.
     ///
     /// # Errors
     /// [`AeadError`] if the tag does not match; `buf` then holds no plaintext (RustCrypto
     /// leaves the ciphertext, ring zeroes it) and the caller drops the packet.
-    fn open_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), AeadError>;
+    fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError>;
 }
 
 /// The nonce of the packet with this counter: 32 zero bits, then the counter in little endian
@@ -80,28 +69,12 @@ impl Aead for RustCryptoChaCha {
         RustCryptoChaCha(chacha20poly1305::ChaCha20Poly1305::new(key.into()))
     }
 
-    fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], AeadError> {
-        self.0
-            .encrypt_in_place_detached(nonce.into(), aad, buf)
-            .map(Into::into)
-            .map_err(|_| AeadError)
+    fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
+        self.0.encrypt_in_place_detached(nonce.into(), aad, buf).map(Into::into).map_err(|_| AeadError)
     }
 
-    fn open_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), AeadError> {
-        self.0
-            .decrypt_in_place_detached(nonce.into(), aad, buf, Tag::from_slice(tag))
-            .map_err(|_| AeadError)
+    fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
+        self.0.decrypt_in_place_detached(nonce.into(), aad, buf, Tag::from_slice(tag)).map_err(|_| AeadError)
     }
 }
 
@@ -126,38 +99,18 @@ impl Aead for RingChaCha {
         RingChaCha(ring::aead::LessSafeKey::new(unbound))
     }
 
-    fn seal_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-    ) -> Result<[u8; TAG_LEN], AeadError> {
+    fn seal_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]) -> Result<[u8; TAG_LEN], AeadError> {
         let nonce = ring::aead::Nonce::assume_unique_for_key(*nonce);
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buf)
-            .map_err(|_| AeadError)?;
+        let tag = self.0.seal_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), buf).map_err(|_| AeadError)?;
         let mut out = [0u8; TAG_LEN];
         out.copy_from_slice(tag.as_ref());
         Ok(out)
     }
 
-    fn open_in_place(
-        &self,
-        nonce: &[u8; NONCE_LEN],
-        aad: &[u8],
-        buf: &mut [u8],
-        tag: &[u8; TAG_LEN],
-    ) -> Result<(), AeadError> {
+    fn open_in_place(&self, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> Result<(), AeadError> {
         let nonce = ring::aead::Nonce::assume_unique_for_key(*nonce);
         self.0
-            .open_in_place_separate_tag(
-                nonce,
-                ring::aead::Aad::from(aad),
-                ring::aead::Tag::from(*tag),
-                buf,
-                0..,
-            )
+            .open_in_place_separate_tag(nonce, ring::aead::Aad::from(aad), ring::aead::Tag::from(*tag), buf, 0..)
             .map(|_| ())
             .map_err(|_| AeadError)
     }
@@ -169,10 +122,7 @@ mod tests {
 
     fn unhex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
     }
 
     /// Key, nonce, associated data, plaintext, ciphertext, tag.
@@ -186,9 +136,7 @@ mod tests {
         )
         .try_into()
         .unwrap();
-        let nonce: [u8; 12] = unhex("07 00 00 00 40 41 42 43 44 45 46 47")
-            .try_into()
-            .unwrap();
+        let nonce: [u8; 12] = unhex("07 00 00 00 40 41 42 43 44 45 46 47").try_into().unwrap();
         let aad = unhex("50 51 52 53 c0 c1 c2 c3 c4 c5 c6 c7");
         let plaintext = b"Ladies and Gentlemen of the class of '99: If I could offer you only one \
 tip for the future, sunscreen would be it."
@@ -203,9 +151,7 @@ tip for the future, sunscreen would be it."
              3f f4 de f0 8e 4b 7a 9d e5 76 d2 65 86 ce c6 4b
              61 16",
         );
-        let tag: [u8; 16] = unhex("1a e1 0b 59 4f 09 e2 6a 7e 90 2e cb d0 60 06 91")
-            .try_into()
-            .unwrap();
+        let tag: [u8; 16] = unhex("1a e1 0b 59 4f 09 e2 6a 7e 90 2e cb d0 60 06 91").try_into().unwrap();
         (key, nonce, aad, plaintext, ciphertext, tag)
     }
 
@@ -226,33 +172,22 @@ tip for the future, sunscreen would be it."
         // A flipped bit in the ciphertext, the tag, the aad or the nonce, or another key.
         let mut ct = ciphertext.clone();
         ct[17] ^= 0x04;
-        assert_eq!(
-            aead.open_in_place(&nonce, &aad, &mut ct, &tag),
-            Err(AeadError)
-        );
+        assert_eq!(aead.open_in_place(&nonce, &aad, &mut ct, &tag), Err(AeadError));
         let untouched = ct[17] == ciphertext[17] ^ 0x04 && ct[..17] == ciphertext[..17];
         assert!(untouched || ct.iter().all(|&b| b == 0), "no plaintext on failure");
         let mut bad_tag = tag;
         bad_tag[15] ^= 1;
-        assert!(aead
-            .open_in_place(&nonce, &aad, &mut ciphertext.clone(), &bad_tag)
-            .is_err());
+        assert!(aead.open_in_place(&nonce, &aad, &mut ciphertext.clone(), &bad_tag).is_err());
         let mut bad_aad = aad.clone();
         bad_aad[0] ^= 0x80;
-        assert!(aead
-            .open_in_place(&nonce, &bad_aad, &mut ciphertext.clone(), &tag)
-            .is_err());
+        assert!(aead.open_in_place(&nonce, &bad_aad, &mut ciphertext.clone(), &tag).is_err());
         let mut bad_nonce = nonce;
         bad_nonce[0] ^= 1;
-        assert!(aead
-            .open_in_place(&bad_nonce, &aad, &mut ciphertext.clone(), &tag)
-            .is_err());
+        assert!(aead.open_in_place(&bad_nonce, &aad, &mut ciphertext.clone(), &tag).is_err());
         let mut other_key = key;
         other_key[31] ^= 1;
         let other = A::new(&other_key);
-        assert!(other
-            .open_in_place(&nonce, &aad, &mut ciphertext.clone(), &tag)
-            .is_err());
+        assert!(other.open_in_place(&nonce, &aad, &mut ciphertext.clone(), &tag).is_err());
     }
 
     #[test]
@@ -286,21 +221,13 @@ tip for the future, sunscreen would be it."
     fn empty_message_has_a_tag() {
         let aead = RustCryptoChaCha::new(&[7; 32]);
         let mut empty = [];
-        let tag = aead
-            .seal_in_place(&counter_nonce(0), b"hdr", &mut empty)
-            .unwrap();
-        aead.open_in_place(&counter_nonce(0), b"hdr", &mut empty, &tag)
-            .unwrap();
-        assert!(aead
-            .open_in_place(&counter_nonce(1), b"hdr", &mut empty, &tag)
-            .is_err());
+        let tag = aead.seal_in_place(&counter_nonce(0), b"hdr", &mut empty).unwrap();
+        aead.open_in_place(&counter_nonce(0), b"hdr", &mut empty, &tag).unwrap();
+        assert!(aead.open_in_place(&counter_nonce(1), b"hdr", &mut empty, &tag).is_err());
     }
 
     #[test]
     fn counter_nonce_layout() {
-        assert_eq!(
-            counter_nonce(0x0102_0304_0506_0708),
-            [0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]
-        );
+        assert_eq!(counter_nonce(0x0102_0304_0506_0708), [0, 0, 0, 0, 8, 7, 6, 5, 4, 3, 2, 1]);
     }
 }

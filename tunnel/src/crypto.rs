@@ -64,10 +64,7 @@ pub(crate) fn kdf2(ck: &[u8; HASH_LEN], input: &[u8]) -> ([u8; HASH_LEN], [u8; H
 }
 
 /// HKDF with three outputs: WireGuard's KDF3.
-pub(crate) fn kdf3(
-    ck: &[u8; HASH_LEN],
-    input: &[u8],
-) -> ([u8; HASH_LEN], [u8; HASH_LEN], [u8; HASH_LEN]) {
+pub(crate) fn kdf3(ck: &[u8; HASH_LEN], input: &[u8]) -> ([u8; HASH_LEN], [u8; HASH_LEN], [u8; HASH_LEN]) {
     let mut t0 = hmac(ck, &[input]);
     let t1 = hmac(&t0, &[&[1]]);
     let t2 = hmac(&t0, &[&t1, &[2]]);
@@ -153,25 +150,16 @@ mod tests {
     #[test]
     fn blake2s_abc() {
         // RFC 7693 appendix B.
-        assert_eq!(
-            hex(&hash(&[b"a", b"bc"])),
-            "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982"
-        );
+        assert_eq!(hex(&hash(&[b"a", b"bc"])), "508c5e8c327c14e2e1a72ba34eeb452f37458b209ed63a294d999b4c86675982");
     }
 
     #[test]
     fn hmac_and_mac_match_python() {
         // hmac.new(bytes(range(32)), b"vswitch", hashlib.blake2s).hexdigest()
         let key: [u8; 32] = std::array::from_fn(|i| i as u8);
-        assert_eq!(
-            hex(&hmac(&key, &[b"vs", b"witch"])),
-            "5a2f14c8fe19a447a1059b225257e36fbdc7c93d492d318e515e9387d0b78f3c"
-        );
+        assert_eq!(hex(&hmac(&key, &[b"vs", b"witch"])), "5a2f14c8fe19a447a1059b225257e36fbdc7c93d492d318e515e9387d0b78f3c");
         // hashlib.blake2s(b"vswitch", key=bytes(range(16)), digest_size=16).hexdigest()
-        assert_eq!(
-            hex(&mac(&key[..16], &[b"vswitch"])),
-            "026dd0518e4c6a44af0c89b85eeb7c6a"
-        );
+        assert_eq!(hex(&mac(&key[..16], &[b"vswitch"])), "026dd0518e4c6a44af0c89b85eeb7c6a");
     }
 
     #[test]

@@ -129,10 +129,7 @@ impl DropCounts {
 
     /// The reasons with a non-zero count.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL
-            .iter()
-            .map(|&r| (r, self.get(r)))
-            .filter(|&(_, n)| n > 0)
+        DropReason::ALL.iter().map(|&r| (r, self.get(r))).filter(|&(_, n)| n > 0)
     }
 
     pub(crate) fn add(&mut self, reason: DropReason) {
@@ -164,9 +161,6 @@ mod tests {
         c.add(DropReason::TooOld);
         assert_eq!(c.get(DropReason::Replay), 2);
         assert_eq!(c.total(), 3);
-        assert_eq!(
-            c.iter().collect::<Vec<_>>(),
-            [(DropReason::Replay, 2), (DropReason::TooOld, 1)]
-        );
+        assert_eq!(c.iter().collect::<Vec<_>>(), [(DropReason::Replay, 2), (DropReason::TooOld, 1)]);
     }
 }

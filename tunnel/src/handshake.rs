@@ -15,10 +15,7 @@ use zeroize::Zeroize;
 use crate::aead::{Aead, RustCryptoChaCha, TAG_LEN};
 use crate::crypto::{addr_bytes, ct_eq, dh, hash, kdf1, kdf2, kdf3, mac, public_of, MAC_LEN};
 use crate::drop::DropReason;
-use crate::wire::{
-    array_at, cookie, init, resp, u32_at, COOKIE_LEN, INIT_LEN, MSG_COOKIE, MSG_INITIATION,
-    MSG_RESPONSE, RESP_LEN,
-};
+use crate::wire::{array_at, cookie, init, resp, u32_at, COOKIE_LEN, INIT_LEN, MSG_COOKIE, MSG_INITIATION, MSG_RESPONSE, RESP_LEN};
 
 const CONSTRUCTION: &[u8] = b"Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 const IDENTIFIER: &[u8] = b"vswitch tunnel v1 (Ethernet frames, network id)";
@@ -151,15 +148,11 @@ impl Drop for Initiation {
 }
 
 fn seal(key: &[u8; 32], ad: &[u8], buf: &mut [u8]) -> Option<[u8; TAG_LEN]> {
-    RustCryptoChaCha::new(key)
-        .seal_in_place(&ZERO_NONCE, ad, buf)
-        .ok()
+    RustCryptoChaCha::new(key).seal_in_place(&ZERO_NONCE, ad, buf).ok()
 }
 
 fn open(key: &[u8; 32], ad: &[u8], buf: &mut [u8], tag: &[u8; TAG_LEN]) -> bool {
-    RustCryptoChaCha::new(key)
-        .open_in_place(&ZERO_NONCE, ad, buf, tag)
-        .is_ok()
+    RustCryptoChaCha::new(key).open_in_place(&ZERO_NONCE, ad, buf, tag).is_ok()
 }
 
 /// Writes `mac1` (and `mac2` when we hold a cookie from the receiver) at the end of `msg`.
@@ -212,13 +205,7 @@ pub(crate) fn initiation(
     let h = hash(&[&h, &out[init::TIMESTAMP.start..init::TIMESTAMP_TAG.end]]);
 
     let mac1 = finish_macs(out, init::MAC1, init::MAC2, &peer.mac1_key, cookie);
-    Some(InitiatorState {
-        sender,
-        ephemeral,
-        ck,
-        h,
-        mac1,
-    })
+    Some(InitiatorState { sender, ephemeral, ck, h, mac1 })
 }
 
 /// Verifies an initiation sent to us (its `mac1` was checked by the caller) and finds out who
@@ -258,14 +245,7 @@ pub(crate) fn consume_initiation<'p>(
         return Err(DropReason::AuthFailed);
     }
     let h = hash(&[&h, &msg[init::TIMESTAMP.start..init::TIMESTAMP_TAG.end]]);
-    Ok(Initiation {
-        sender,
-        peer_public,
-        timestamp,
-        ephemeral: e_i,
-        ck,
-        h,
-    })
+    Ok(Initiation { sender, peer_public, timestamp, ephemeral: e_i, ck, h })
 }
 
 /// Builds the response to a verified initiation into `out`; returns the responder's transport
@@ -289,14 +269,8 @@ pub(crate) fn response(
     out[resp::EPHEMERAL].copy_from_slice(&e_pub);
     let ck = kdf1(&init.ck, &e_pub);
     let h = hash(&[&init.h, &e_pub]);
-    let ck = kdf1(
-        &ck,
-        &dh(&ephemeral, &init.ephemeral).ok_or(DropReason::WeakKey)?,
-    );
-    let ck = kdf1(
-        &ck,
-        &dh(&ephemeral, &peer.public).ok_or(DropReason::WeakKey)?,
-    );
+    let ck = kdf1(&ck, &dh(&ephemeral, &init.ephemeral).ok_or(DropReason::WeakKey)?);
+    let ck = kdf1(&ck, &dh(&ephemeral, &peer.public).ok_or(DropReason::WeakKey)?);
     let (ck, tau, mut k) = kdf3(&ck, &PSK);
     let h = hash(&[&h, &tau]);
     let tag = seal(&k, &h, &mut []).ok_or(DropReason::AuthFailed)?;
@@ -313,11 +287,7 @@ pub(crate) fn response(
 /// # Errors
 /// [`DropReason::WeakKey`] (low-order ephemeral), [`DropReason::AuthFailed`] (not from the
 /// peer we sent the initiation to).
-pub(crate) fn consume_response(
-    me: &Identity,
-    state: &InitiatorState,
-    msg: &[u8; RESP_LEN],
-) -> Result<SessionKeys, DropReason> {
+pub(crate) fn consume_response(me: &Identity, state: &InitiatorState, msg: &[u8; RESP_LEN]) -> Result<SessionKeys, DropReason> {
     let e_r: [u8; 32] = array_at(msg, resp::EPHEMERAL).ok_or(DropReason::TooShort)?;
     let ck = kdf1(&state.ck, &e_r);
     let h = hash(&[&state.h, &e_r]);
@@ -342,12 +312,7 @@ pub(crate) fn cookie_for(secret: &[u8; 32], from: SocketAddr) -> [u8; MAC_LEN] {
 }
 
 /// Whether `msg` carries a `mac2` made with the cookie of `from`.
-pub(crate) fn mac2_ok(
-    secret: &[u8; 32],
-    from: SocketAddr,
-    msg: &[u8],
-    mac2: std::ops::Range<usize>,
-) -> bool {
+pub(crate) fn mac2_ok(secret: &[u8; 32], from: SocketAddr, msg: &[u8], mac2: std::ops::Range<usize>) -> bool {
     let (Some(body), Some(got)) = (msg.get(..mac2.start), msg.get(mac2)) else {
         return false;
     };
@@ -387,11 +352,7 @@ pub(crate) fn cookie_reply(
 ///
 /// # Errors
 /// [`DropReason::AuthFailed`].
-pub(crate) fn open_cookie(
-    peer: &PeerKeys,
-    msg: &[u8; COOKIE_LEN],
-    our_mac1: &[u8; MAC_LEN],
-) -> Result<[u8; MAC_LEN], DropReason> {
+pub(crate) fn open_cookie(peer: &PeerKeys, msg: &[u8; COOKIE_LEN], our_mac1: &[u8; MAC_LEN]) -> Result<[u8; MAC_LEN], DropReason> {
     use chacha20poly1305::aead::AeadInPlace;
     use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305};
 
@@ -399,9 +360,7 @@ pub(crate) fn open_cookie(
     let mut c: [u8; MAC_LEN] = array_at(msg, cookie::COOKIE).ok_or(DropReason::TooShort)?;
     let tag = msg.get(cookie::TAG).ok_or(DropReason::TooShort)?;
     let cipher = XChaCha20Poly1305::new((&peer.cookie_key).into());
-    cipher
-        .decrypt_in_place_detached((&nonce).into(), our_mac1, &mut c, Tag::from_slice(tag))
-        .map_err(|_| DropReason::AuthFailed)?;
+    cipher.decrypt_in_place_detached((&nonce).into(), our_mac1, &mut c, Tag::from_slice(tag)).map_err(|_| DropReason::AuthFailed)?;
     Ok(c)
 }
 
@@ -429,35 +388,15 @@ mod tests {
         let ts = crate::crypto::tai64n(std::time::Duration::new(1_700_000_000, 123_456_789));
 
         let mut m1 = [0u8; INIT_LEN];
-        let st = initiation(
-            &alice,
-            &bob_at_alice,
-            StaticSecret::from(key(3)),
-            0x1122_3344,
-            ts,
-            None,
-            &mut m1,
-        )
-        .unwrap();
+        let st = initiation(&alice, &bob_at_alice, StaticSecret::from(key(3)), 0x1122_3344, ts, None, &mut m1).unwrap();
         assert!(bob.mac1_ok(&m1, init::MAC1));
-        let got = consume_initiation(&bob, &m1, |pk| {
-            (pk == &alice_at_bob.public).then_some(&alice_at_bob)
-        })
-        .unwrap();
+        let got = consume_initiation(&bob, &m1, |pk| (pk == &alice_at_bob.public).then_some(&alice_at_bob)).unwrap();
         assert_eq!(got.sender, 0x1122_3344);
         assert_eq!(got.peer_public, alice.public);
         assert_eq!(got.timestamp, ts);
 
         let mut m2 = [0u8; RESP_LEN];
-        let (bob_keys, _) = response(
-            &got,
-            &alice_at_bob,
-            StaticSecret::from(key(4)),
-            0x5566_7788,
-            None,
-            &mut m2,
-        )
-        .unwrap();
+        let (bob_keys, _) = response(&got, &alice_at_bob, StaticSecret::from(key(4)), 0x5566_7788, None, &mut m2).unwrap();
         assert!(alice.mac1_ok(&m2, resp::MAC1));
         let alice_keys = consume_response(&alice, &st, &m2).unwrap();
         assert_eq!(alice_keys.send, bob_keys.recv);
@@ -480,35 +419,17 @@ mod tests {
         let bob_at_alice = alice.peer_keys(bob.public).unwrap();
         let alice_at_bob = bob.peer_keys(alice.public).unwrap();
         let mut m1 = [0u8; INIT_LEN];
-        initiation(
-            &alice,
-            &bob_at_alice,
-            StaticSecret::from(key(3)),
-            1,
-            [0; 12],
-            None,
-            &mut m1,
-        )
-        .unwrap();
+        initiation(&alice, &bob_at_alice, StaticSecret::from(key(3)), 1, [0; 12], None, &mut m1).unwrap();
         // Carol is not the responder: mac1 fails, and so would the AEAD.
         assert!(!carol.mac1_ok(&m1, init::MAC1));
-        assert_eq!(
-            consume_initiation(&carol, &m1, |_| Some(&alice_at_bob)).err(),
-            Some(DropReason::AuthFailed)
-        );
+        assert_eq!(consume_initiation(&carol, &m1, |_| Some(&alice_at_bob)).err(), Some(DropReason::AuthFailed));
         // Bob does not know Alice.
-        assert_eq!(
-            consume_initiation(&bob, &m1, |_| None).err(),
-            Some(DropReason::UnknownPeer)
-        );
+        assert_eq!(consume_initiation(&bob, &m1, |_| None).err(), Some(DropReason::UnknownPeer));
         // Any flipped bit of the sealed parts fails.
         for i in init::STATIC.start..init::TIMESTAMP_TAG.end {
             let mut m = m1;
             m[i] ^= 0x10;
-            assert!(
-                consume_initiation(&bob, &m, |_| Some(&alice_at_bob)).is_err(),
-                "byte {i}"
-            );
+            assert!(consume_initiation(&bob, &m, |_| Some(&alice_at_bob)).is_err(), "byte {i}");
         }
     }
 
@@ -520,47 +441,19 @@ mod tests {
         let from: SocketAddr = "192.0.2.7:4000".parse().unwrap();
         let secret = key(9);
         let mut m1 = [0u8; INIT_LEN];
-        let st = initiation(
-            &alice,
-            &bob_at_alice,
-            StaticSecret::from(key(3)),
-            7,
-            [0; 12],
-            None,
-            &mut m1,
-        )
-        .unwrap();
+        let st = initiation(&alice, &bob_at_alice, StaticSecret::from(key(3)), 7, [0; 12], None, &mut m1).unwrap();
         assert!(!mac2_ok(&secret, from, &m1, init::MAC2));
         let mut reply = [0u8; COOKIE_LEN];
-        assert!(cookie_reply(
-            &bob, &secret, from, 7, &st.mac1, [5; 24], &mut reply
-        ));
+        assert!(cookie_reply(&bob, &secret, from, 7, &st.mac1, [5; 24], &mut reply));
         let c = open_cookie(&bob_at_alice, &reply, &st.mac1).unwrap();
         assert_eq!(c, cookie_for(&secret, from));
         // With the cookie, the next initiation carries a valid mac2 for that address only.
         let mut m1b = [0u8; INIT_LEN];
-        initiation(
-            &alice,
-            &bob_at_alice,
-            StaticSecret::from(key(6)),
-            8,
-            [1; 12],
-            Some(&c),
-            &mut m1b,
-        )
-        .unwrap();
+        initiation(&alice, &bob_at_alice, StaticSecret::from(key(6)), 8, [1; 12], Some(&c), &mut m1b).unwrap();
         assert!(bob.mac1_ok(&m1b, init::MAC1));
         assert!(mac2_ok(&secret, from, &m1b, init::MAC2));
-        assert!(!mac2_ok(
-            &secret,
-            "192.0.2.7:4001".parse().unwrap(),
-            &m1b,
-            init::MAC2
-        ));
+        assert!(!mac2_ok(&secret, "192.0.2.7:4001".parse().unwrap(), &m1b, init::MAC2));
         // A cookie reply bound to another mac1 does not open.
-        assert_eq!(
-            open_cookie(&bob_at_alice, &reply, &[0; 16]),
-            Err(DropReason::AuthFailed)
-        );
+        assert_eq!(open_cookie(&bob_at_alice, &reply, &[0; 16]), Err(DropReason::AuthFailed));
     }
 }

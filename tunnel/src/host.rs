@@ -22,9 +22,8 @@ use crate::peer::{Handshake, Peer};
 use crate::ratelimit::RateLimiter;
 use crate::session::{Session, REJECT_AFTER_MESSAGES};
 use crate::wire::{
-    array_at, cookie, data, init, resp, u32_at, u64_at, COOKIE_LEN, FRAME_OFFSET, HEADER_LEN,
-    INIT_LEN, KEEPALIVE_LEN, MAX_HANDSHAKE_LEN, MSG_COOKIE, MSG_DATA, MSG_INITIATION, MSG_RESPONSE,
-    NET_LEN, OVERHEAD, PREFIX_LEN, RESP_LEN,
+    array_at, cookie, data, init, resp, u32_at, u64_at, COOKIE_LEN, FRAME_OFFSET, HEADER_LEN, INIT_LEN, KEEPALIVE_LEN, MAX_HANDSHAKE_LEN,
+    MSG_COOKIE, MSG_DATA, MSG_INITIATION, MSG_RESPONSE, NET_LEN, OVERHEAD, PREFIX_LEN, RESP_LEN,
 };
 
 /// Handshake messages and keepalives waiting for [`Tunnel::poll_transmit`]; beyond this, new
@@ -58,11 +57,7 @@ pub enum SendResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvResult {
     /// An Ethernet frame of network `net` from `peer`, decrypted in place: `buf[frame]`.
-    Frame {
-        peer: PeerId,
-        net: u32,
-        frame: Range<usize>,
-    },
+    Frame { peer: PeerId, net: u32, frame: Range<usize> },
     /// A handshake message or keepalive, consumed. Replies (if any) wait in
     /// [`Tunnel::poll_transmit`].
     Handled,
@@ -100,9 +95,7 @@ pub struct PeerInfo {
 pub enum PeerError {
     #[error("that is this host's own public key")]
     OwnKey,
-    #[error(
-        "a peer with this public key exists already ({0:?}); remove it first or set its endpoint"
-    )]
+    #[error("a peer with this public key exists already ({0:?}); remove it first or set its endpoint")]
     Duplicate(PeerId),
     #[error("the public key is a low-order point: no shared secret can be derived from it")]
     WeakKey,
@@ -123,11 +116,7 @@ pub(crate) struct Timing {
 }
 
 enum Pending {
-    Handshake {
-        to: SocketAddr,
-        len: usize,
-        bytes: [u8; MAX_HANDSHAKE_LEN],
-    },
+    Handshake { to: SocketAddr, len: usize, bytes: [u8; MAX_HANDSHAKE_LEN] },
     Keepalive(PeerId),
     Flush(PeerId),
 }
@@ -254,11 +243,7 @@ impl<A: Aead> Tunnel<A> {
     ///
     /// # Errors
     /// [`PeerError`]: our own key, a key already added, or a low-order point.
-    pub fn add_peer(
-        &mut self,
-        public_key: [u8; 32],
-        endpoint: Option<SocketAddr>,
-    ) -> Result<PeerId, PeerError> {
+    pub fn add_peer(&mut self, public_key: [u8; 32], endpoint: Option<SocketAddr>) -> Result<PeerId, PeerError> {
         if public_key == self.me.public {
             return Err(PeerError::OwnKey);
         }
@@ -270,18 +255,12 @@ impl<A: Aead> Tunnel<A> {
             Some(s) => s,
             None => {
                 let s = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-                self.slots.push(Slot {
-                    generation: 0,
-                    peer: None,
-                });
+                self.slots.push(Slot { generation: 0, peer: None });
                 s
             }
         };
         let entry = &mut self.slots[slot as usize];
-        let id = PeerId {
-            slot,
-            generation: entry.generation,
-        };
+        let id = PeerId { slot, generation: entry.generation };
         entry.peer = Some(Box::new(Peer::new(id, keys, endpoint)));
         self.by_key.insert(public_key, slot);
         Ok(id)
@@ -335,9 +314,7 @@ impl<A: Aead> Tunnel<A> {
 
     /// Snapshots of every peer.
     pub fn peers(&self) -> impl Iterator<Item = PeerInfo> + '_ {
-        self.slots
-            .iter()
-            .filter_map(|s| s.peer.as_deref().map(info))
+        self.slots.iter().filter_map(|s| s.peer.as_deref().map(info))
     }
 
     /// Drops that could not be tied to a peer (unknown index or key, bad mac1, rate limits,
@@ -352,14 +329,7 @@ impl<A: Aead> Tunnel<A> {
     /// Returns the datagram to send, or [`SendResult::Queued`] when a handshake must come
     /// first (it starts now; its initiation waits in [`Tunnel::poll_transmit`]), or why the
     /// frame was dropped.
-    pub fn send(
-        &mut self,
-        now: Duration,
-        peer: PeerId,
-        net: u32,
-        frame: &[u8],
-        out: &mut [u8],
-    ) -> SendResult {
+    pub fn send(&mut self, now: Duration, peer: PeerId, net: u32, frame: &[u8], out: &mut [u8]) -> SendResult {
         if out.len() < frame.len().saturating_add(OVERHEAD) {
             return self.drop_send(peer, DropReason::BufferTooSmall);
         }
@@ -369,21 +339,11 @@ impl<A: Aead> Tunnel<A> {
 
     /// As [`Tunnel::send`], for a frame the caller already placed at
     /// `buf[FRAME_OFFSET..FRAME_OFFSET + frame_len]`, with room for the tag after it: no copy.
-    pub fn send_in_place(
-        &mut self,
-        now: Duration,
-        peer: PeerId,
-        net: u32,
-        buf: &mut [u8],
-        frame_len: usize,
-    ) -> SendResult {
+    pub fn send_in_place(&mut self, now: Duration, peer: PeerId, net: u32, buf: &mut [u8], frame_len: usize) -> SendResult {
         let Some(slot) = self.slot_of(peer) else {
             return self.drop_send(peer, DropReason::UnknownPeer);
         };
-        if frame_len
-            .checked_add(OVERHEAD)
-            .is_none_or(|total| total > buf.len())
-        {
+        if frame_len.checked_add(OVERHEAD).is_none_or(|total| total > buf.len()) {
             return self.drop_send(peer, DropReason::BufferTooSmall);
         }
         let t = self.t;
@@ -475,10 +435,7 @@ impl<A: Aead> Tunnel<A> {
                     let (r, more) = self.emit_queued(now, id, out);
                     if !more {
                         self.pending.pop_front();
-                        if let Some(p) = self
-                            .slot_of(id)
-                            .and_then(|s| self.slots[s].peer.as_deref_mut())
-                        {
+                        if let Some(p) = self.slot_of(id).and_then(|s| self.slots[s].peer.as_deref_mut()) {
                             p.flush_queued = false;
                         }
                     }
@@ -494,11 +451,7 @@ impl<A: Aead> Tunnel<A> {
     /// keepalives, the rate limiter's sweep. `None` when there is nothing to wait for.
     /// Costs a pass over the peers.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        self.slots
-            .iter()
-            .filter_map(|s| s.peer.as_deref()?.deadline(&self.t))
-            .chain(self.limiter.deadline())
-            .min()
+        self.slots.iter().filter_map(|s| s.peer.as_deref()?.deadline(&self.t)).chain(self.limiter.deadline()).min()
     }
 
     /// Runs every timer due at `now` (a pass over the peers). Then drain
@@ -518,9 +471,7 @@ impl<A: Aead> Tunnel<A> {
         if buf.len() < KEEPALIVE_LEN {
             return self.drop_global(DropReason::TooShort);
         }
-        let (Some(index), Some(counter)) =
-            (u32_at(buf, data::RECEIVER), u64_at(buf, data::COUNTER))
-        else {
+        let (Some(index), Some(counter)) = (u32_at(buf, data::RECEIVER), u64_at(buf, data::COUNTER)) else {
             return self.drop_global(DropReason::TooShort);
         };
         let Some(&slot) = self.by_index.get(&index) else {
@@ -573,19 +524,12 @@ impl<A: Aead> Tunnel<A> {
             _ => {
                 p.keepalive_armed.get_or_insert(now);
                 let net = u32_at(buf, HEADER_LEN..FRAME_OFFSET).unwrap_or(0);
-                RecvResult::Frame {
-                    peer: id,
-                    net,
-                    frame: FRAME_OFFSET..buf.len() - crate::aead::TAG_LEN,
-                }
+                RecvResult::Frame { peer: id, net, frame: FRAME_OFFSET..buf.len() - crate::aead::TAG_LEN }
             }
         };
         // WireGuard: the initiator also rekeys on receive, late enough that a session never
         // runs into reject_after_time while traffic flows only towards us.
-        let late = t
-            .reject_after_time
-            .saturating_sub(t.keepalive_timeout)
-            .saturating_sub(t.rekey_timeout);
+        let late = t.reject_after_time.saturating_sub(t.keepalive_timeout).saturating_sub(t.rekey_timeout);
         if initiator && now.saturating_sub(created) >= late {
             self.want_handshake(now, slot);
         }
@@ -617,12 +561,7 @@ impl<A: Aead> Tunnel<A> {
         let slot = slot as usize;
         let index = self.new_index();
         let ephemeral = self.new_ephemeral();
-        let Tunnel {
-            slots,
-            by_index,
-            pending,
-            ..
-        } = self;
+        let Tunnel { slots, by_index, pending, .. } = self;
         let Some(p) = slots.get_mut(slot).and_then(|s| s.peer.as_deref_mut()) else {
             return self.drop_global(DropReason::UnknownPeer);
         };
@@ -635,14 +574,13 @@ impl<A: Aead> Tunnel<A> {
             return RecvResult::Dropped(DropReason::BufferTooSmall);
         };
         let cookie = p.fresh_cookie(now);
-        let (keys, mac1) =
-            match handshake::response(&got, &p.keys, ephemeral, index, cookie.as_ref(), out) {
-                Ok(k) => k,
-                Err(r) => {
-                    p.drops.add(r);
-                    return RecvResult::Dropped(r);
-                }
-            };
+        let (keys, mac1) = match handshake::response(&got, &p.keys, ephemeral, index, cookie.as_ref(), out) {
+            Ok(k) => k,
+            Err(r) => {
+                p.drops.add(r);
+                return RecvResult::Dropped(r);
+            }
+        };
         p.last_timestamp = got.timestamp;
         p.note_authenticated(from);
         let session = Session::new(index, got.sender, &keys, now, false);
@@ -652,14 +590,7 @@ impl<A: Aead> Tunnel<A> {
         by_index.insert(index, slot as u32);
         p.last_mac1 = Some(mac1);
         p.note_sent(now);
-        push(
-            pending,
-            Pending::Handshake {
-                to: from,
-                len: RESP_LEN,
-                bytes,
-            },
-        );
+        push(pending, Pending::Handshake { to: from, len: RESP_LEN, bytes });
         RecvResult::Handled
     }
 
@@ -676,13 +607,7 @@ impl<A: Aead> Tunnel<A> {
         if let Err(r) = self.admit(now, from, msg, resp::MAC1, resp::MAC2, sender) {
             return self.drop_global(r);
         }
-        let Tunnel {
-            slots,
-            by_index,
-            pending,
-            me,
-            ..
-        } = self;
+        let Tunnel { slots, by_index, pending, me, .. } = self;
         let Some(p) = slots.get_mut(slot).and_then(|s| s.peer.as_deref_mut()) else {
             return RecvResult::Dropped(DropReason::UnknownIndex);
         };
@@ -725,11 +650,7 @@ impl<A: Aead> Tunnel<A> {
         let Some(&slot) = self.by_index.get(&index) else {
             return self.drop_global(DropReason::UnknownIndex);
         };
-        let Some(p) = self
-            .slots
-            .get_mut(slot as usize)
-            .and_then(|s| s.peer.as_deref_mut())
-        else {
+        let Some(p) = self.slots.get_mut(slot as usize).and_then(|s| s.peer.as_deref_mut()) else {
             return self.drop_global(DropReason::UnknownIndex);
         };
         let Some(mac1) = p.last_mac1 else {
@@ -768,11 +689,7 @@ impl<A: Aead> Tunnel<A> {
         }
         self.refresh_cookie_secret(now);
         if handshake::mac2_ok(&self.cookie_secret, from, msg, mac2) {
-            return if self.limiter.take_source(now, from.ip()) {
-                Ok(())
-            } else {
-                Err(DropReason::RateLimited)
-            };
+            return if self.limiter.take_source(now, from.ip()) { Ok(()) } else { Err(DropReason::RateLimited) };
         }
         let their_mac1: [u8; MAC_LEN] = array_at(msg, mac1).unwrap_or([0; MAC_LEN]);
         let mut nonce = [0u8; 24];
@@ -781,23 +698,14 @@ impl<A: Aead> Tunnel<A> {
         if let Some(out) = bytes.first_chunk_mut::<COOKIE_LEN>() {
             let secret = &self.cookie_secret;
             if handshake::cookie_reply(&self.me, secret, from, sender, &their_mac1, nonce, out) {
-                push(
-                    &mut self.pending,
-                    Pending::Handshake {
-                        to: from,
-                        len: COOKIE_LEN,
-                        bytes,
-                    },
-                );
+                push(&mut self.pending, Pending::Handshake { to: from, len: COOKIE_LEN, bytes });
             }
         }
         Err(DropReason::CookieRequired)
     }
 
     fn refresh_cookie_secret(&mut self, now: Duration) {
-        let stale = self
-            .cookie_secret_born
-            .is_none_or(|b| now.saturating_sub(b) >= COOKIE_SECRET_LIFETIME);
+        let stale = self.cookie_secret_born.is_none_or(|b| now.saturating_sub(b) >= COOKIE_SECRET_LIFETIME);
         if stale {
             self.rng.fill_bytes(&mut self.cookie_secret);
             self.cookie_secret_born = Some(now);
@@ -820,8 +728,7 @@ impl<A: Aead> Tunnel<A> {
             p.awaiting_reply.get_or_insert(now);
         }
         let rekey = p.send_session(now, t.reject_after_time).is_some_and(|s| {
-            s.send_counter >= t.rekey_after_packets
-                || (s.initiator && now.saturating_sub(s.created) >= t.rekey_after_time)
+            s.send_counter >= t.rekey_after_packets || (s.initiator && now.saturating_sub(s.created) >= t.rekey_after_time)
         });
         if rekey {
             self.want_handshake(now, slot);
@@ -847,14 +754,7 @@ impl<A: Aead> Tunnel<A> {
         let index = self.new_index();
         let ephemeral = self.new_ephemeral();
         let jitter = Duration::from_millis(u64::from(self.rng.next_u32() % 334));
-        let Tunnel {
-            slots,
-            by_index,
-            pending,
-            me,
-            t,
-            ..
-        } = self;
+        let Tunnel { slots, by_index, pending, me, t, .. } = self;
         let Some(p) = slots[slot].peer.as_deref_mut() else {
             return false;
         };
@@ -870,43 +770,19 @@ impl<A: Aead> Tunnel<A> {
             return false;
         };
         let cookie = p.fresh_cookie(now);
-        let Some(state) = handshake::initiation(
-            me,
-            &p.keys,
-            ephemeral,
-            index,
-            timestamp,
-            cookie.as_ref(),
-            msg,
-        ) else {
+        let Some(state) = handshake::initiation(me, &p.keys, ephemeral, index, timestamp, cookie.as_ref(), msg) else {
             return false;
         };
         by_index.insert(index, slot as u32);
         p.last_mac1 = Some(state.mac1);
-        p.handshake = Some(Handshake {
-            state,
-            sent_at: now,
-            retry_after: t.rekey_timeout.saturating_add(jitter),
-        });
+        p.handshake = Some(Handshake { state, sent_at: now, retry_after: t.rekey_timeout.saturating_add(jitter) });
         p.handshake_started.get_or_insert(now);
         p.note_sent(now);
-        push(
-            pending,
-            Pending::Handshake {
-                to,
-                len: INIT_LEN,
-                bytes,
-            },
-        );
+        push(pending, Pending::Handshake { to, len: INIT_LEN, bytes });
         true
     }
 
-    fn emit_keepalive(
-        &mut self,
-        now: Duration,
-        id: PeerId,
-        out: &mut [u8],
-    ) -> Option<(usize, SocketAddr)> {
+    fn emit_keepalive(&mut self, now: Duration, id: PeerId, out: &mut [u8]) -> Option<(usize, SocketAddr)> {
         let slot = self.slot_of(id)?;
         let reject = self.t.reject_after_time;
         let p = self.slots[slot].peer.as_deref_mut()?;
@@ -918,12 +794,7 @@ impl<A: Aead> Tunnel<A> {
     }
 
     /// Seals the next queued frame of `id`; the bool says whether more remain to flush.
-    fn emit_queued(
-        &mut self,
-        now: Duration,
-        id: PeerId,
-        out: &mut [u8],
-    ) -> (Option<(usize, SocketAddr)>, bool) {
+    fn emit_queued(&mut self, now: Duration, id: PeerId, out: &mut [u8]) -> (Option<(usize, SocketAddr)>, bool) {
         let Some(slot) = self.slot_of(id) else {
             return (None, false);
         };
@@ -943,10 +814,7 @@ impl<A: Aead> Tunnel<A> {
             let Some((net, frame)) = p.queue.pop_front() else {
                 return (None, false);
             };
-            let fits = frame
-                .len()
-                .checked_add(OVERHEAD)
-                .is_some_and(|n| n <= out.len());
+            let fits = frame.len().checked_add(OVERHEAD).is_some_and(|n| n <= out.len());
             if !fits {
                 p.drops.add(DropReason::BufferTooSmall);
                 recycle(spare, frame);
@@ -954,9 +822,7 @@ impl<A: Aead> Tunnel<A> {
             }
             out[HEADER_LEN..FRAME_OFFSET].copy_from_slice(&net.to_le_bytes());
             out[FRAME_OFFSET..FRAME_OFFSET + frame.len()].copy_from_slice(&frame);
-            let sealed = p
-                .send_session(now, reject)
-                .and_then(|s| s.seal(out, NET_LEN + frame.len()));
+            let sealed = p.send_session(now, reject).and_then(|s| s.seal(out, NET_LEN + frame.len()));
             recycle(spare, frame);
             let more = !p.queue.is_empty();
             match sealed {
@@ -973,9 +839,7 @@ impl<A: Aead> Tunnel<A> {
 
     fn peer_timers(&mut self, now: Duration, slot: usize) {
         let t = self.t;
-        let Tunnel {
-            slots, by_index, ..
-        } = self;
+        let Tunnel { slots, by_index, .. } = self;
         let Some(p) = slots[slot].peer.as_deref_mut() else {
             return;
         };
@@ -984,14 +848,9 @@ impl<A: Aead> Tunnel<A> {
         }
 
         // Our initiation went unanswered: repeat it, or give up.
-        let due = p
-            .handshake
-            .as_ref()
-            .is_some_and(|h| now >= h.sent_at.saturating_add(h.retry_after));
+        let due = p.handshake.as_ref().is_some_and(|h| now >= h.sent_at.saturating_add(h.retry_after));
         if due {
-            let give_up = p
-                .handshake_started
-                .is_some_and(|s| now.saturating_sub(s) >= t.rekey_attempt_time);
+            let give_up = p.handshake_started.is_some_and(|s| now.saturating_sub(s) >= t.rekey_attempt_time);
             if give_up {
                 self.abandon_handshake(slot, DropReason::HandshakeTimeout);
             } else if !self.send_initiation(now, slot) {
@@ -1002,9 +861,7 @@ impl<A: Aead> Tunnel<A> {
         // We sent data and heard nothing back: the peer may have restarted.
         let Some(p) = self.peer_mut(slot) else { return };
         let quiet_for = t.keepalive_timeout.saturating_add(t.rekey_timeout);
-        if p.awaiting_reply
-            .is_some_and(|a| now >= a.saturating_add(quiet_for))
-        {
+        if p.awaiting_reply.is_some_and(|a| now >= a.saturating_add(quiet_for)) {
             p.awaiting_reply = None;
             if p.handshake.is_none() {
                 self.send_initiation(now, slot);
@@ -1016,9 +873,7 @@ impl<A: Aead> Tunnel<A> {
         let Some(p) = slots[slot].peer.as_deref_mut() else {
             return;
         };
-        if p.keepalive_armed
-            .is_some_and(|a| now >= a.saturating_add(t.keepalive_timeout))
-        {
+        if p.keepalive_armed.is_some_and(|a| now >= a.saturating_add(t.keepalive_timeout)) {
             p.keepalive_armed = None;
             if p.can_send(now, t.reject_after_time) {
                 schedule_keepalive(p, pending);
@@ -1052,12 +907,7 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn abandon_handshake(&mut self, slot: usize, why: DropReason) {
-        let Tunnel {
-            slots,
-            by_index,
-            spare,
-            ..
-        } = self;
+        let Tunnel { slots, by_index, spare, .. } = self;
         let Some(p) = slots[slot].peer.as_deref_mut() else {
             return;
         };
@@ -1080,10 +930,7 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn id_at(&self, slot: usize) -> PeerId {
-        PeerId {
-            slot: slot as u32,
-            generation: self.slots[slot].generation,
-        }
+        PeerId { slot: slot as u32, generation: self.slots[slot].generation }
     }
 
     /// The slot of the peer whose initiation in flight has our index `index`.
@@ -1136,10 +983,7 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn drop_send(&mut self, peer: PeerId, r: DropReason) -> SendResult {
-        match self
-            .slot_of(peer)
-            .and_then(|s| self.slots[s].peer.as_deref_mut())
-        {
+        match self.slot_of(peer).and_then(|s| self.slots[s].peer.as_deref_mut()) {
             Some(p) => p.drops.add(r),
             None => self.drops.add(r),
         }

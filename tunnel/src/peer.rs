@@ -111,27 +111,19 @@ impl<A> Peer<A> {
     }
 
     /// The session to seal with, if it may still send at `now`.
-    pub(crate) fn send_session(
-        &mut self,
-        now: Duration,
-        reject_after_time: Duration,
-    ) -> Option<&mut Session<A>> {
+    pub(crate) fn send_session(&mut self, now: Duration, reject_after_time: Duration) -> Option<&mut Session<A>> {
         let i = self.send?;
         let s = &mut self.sessions[i].as_mut()?.session;
         s.can_send(now, reject_after_time).then_some(s)
     }
 
     pub(crate) fn can_send(&self, now: Duration, reject_after_time: Duration) -> bool {
-        self.send
-            .and_then(|i| self.sessions[i].as_ref())
-            .is_some_and(|s| s.session.can_send(now, reject_after_time))
+        self.send.and_then(|i| self.sessions[i].as_ref()).is_some_and(|s| s.session.can_send(now, reject_after_time))
     }
 
     /// Where the session with our index `local` sits.
     pub(crate) fn session_index(&self, local: u32) -> Option<usize> {
-        self.sessions
-            .iter()
-            .position(|s| s.as_ref().is_some_and(|s| s.session.local == local))
+        self.sessions.iter().position(|s| s.as_ref().is_some_and(|s| s.session.local == local))
     }
 
     /// Adds a session; returns the local indices of sessions pushed out (an unconfirmed one
@@ -140,11 +132,7 @@ impl<A> Peer<A> {
         let mut retired = [None, None];
         if !confirmed {
             // At most one unconfirmed session: a newer initiation supersedes an older one.
-            if let Some(i) = self
-                .sessions
-                .iter()
-                .position(|s| s.as_ref().is_some_and(|s| !s.confirmed))
-            {
+            if let Some(i) = self.sessions.iter().position(|s| s.as_ref().is_some_and(|s| !s.confirmed)) {
                 retired[0] = self.sessions[i].take().map(|s| s.session.local);
             }
         }
@@ -157,12 +145,7 @@ impl<A> Peer<A> {
             }
         };
         let seq = self.next_seq;
-        self.sessions[slot] = Some(PeerSession {
-            session,
-            confirmed,
-            seq,
-            last_recv: 0,
-        });
+        self.sessions[slot] = Some(PeerSession { session, confirmed, seq, last_recv: 0 });
         self.next_seq += 1;
         self.pick_send();
         retired
@@ -182,17 +165,10 @@ impl<A> Peer<A> {
     }
 
     /// Removes sessions at or past `reject_after_time`; returns their local indices.
-    pub(crate) fn expire(
-        &mut self,
-        now: Duration,
-        reject_after_time: Duration,
-    ) -> [Option<u32>; MAX_SESSIONS] {
+    pub(crate) fn expire(&mut self, now: Duration, reject_after_time: Duration) -> [Option<u32>; MAX_SESSIONS] {
         let mut out = [None; MAX_SESSIONS];
         for (slot, o) in self.sessions.iter_mut().zip(out.iter_mut()) {
-            if slot
-                .as_ref()
-                .is_some_and(|s| !s.session.alive(now, reject_after_time))
-            {
+            if slot.as_ref().is_some_and(|s| !s.session.alive(now, reject_after_time)) {
                 *o = slot.take().map(|s| s.session.local);
             }
         }
@@ -202,28 +178,19 @@ impl<A> Peer<A> {
 
     /// All local indices in use (sessions and the handshake).
     pub(crate) fn indices(&self) -> impl Iterator<Item = u32> + '_ {
-        self.sessions
-            .iter()
-            .flatten()
-            .map(|s| s.session.local)
-            .chain(self.handshake.as_ref().map(|h| h.state.sender))
+        self.sessions.iter().flatten().map(|s| s.session.local).chain(self.handshake.as_ref().map(|h| h.state.sender))
     }
 
     /// The newest unconfirmed session, if younger than `rekey_timeout`: the peer just
     /// initiated, so starting our own handshake would only cross it.
     pub(crate) fn fresh_unconfirmed(&self, now: Duration, rekey_timeout: Duration) -> bool {
-        self.sessions
-            .iter()
-            .flatten()
-            .any(|s| !s.confirmed && now.saturating_sub(s.session.created) < rekey_timeout)
+        self.sessions.iter().flatten().any(|s| !s.confirmed && now.saturating_sub(s.session.created) < rekey_timeout)
     }
 
     /// The cookie to put in `mac2`, if the peer gave us one recently enough.
     pub(crate) fn fresh_cookie(&self, now: Duration) -> Option<[u8; MAC_LEN]> {
         const COOKIE_LIFETIME: Duration = Duration::from_secs(120 - 5);
-        self.cookie
-            .filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME)
-            .map(|(c, _)| c)
+        self.cookie.filter(|(_, at)| now.saturating_sub(*at) < COOKIE_LIFETIME).map(|(c, _)| c)
     }
 
     pub(crate) fn note_sent(&mut self, now: Duration) {
@@ -251,8 +218,7 @@ impl<A> Peer<A> {
             at(h.sent_at.saturating_add(h.retry_after));
         }
         if let Some(a) = self.awaiting_reply {
-            at(a.saturating_add(t.keepalive_timeout)
-                .saturating_add(t.rekey_timeout));
+            at(a.saturating_add(t.keepalive_timeout).saturating_add(t.rekey_timeout));
         }
         if let Some(a) = self.keepalive_armed {
             at(a.saturating_add(t.keepalive_timeout));
@@ -270,20 +236,11 @@ impl<A> Peer<A> {
     /// a session by age is a deadline of its own): when to start a handshake for them. Right
     /// away, unless the peer just initiated (then give its handshake `rekey_timeout`).
     pub(crate) fn stalled_until(&self, t: &Timing) -> Option<Duration> {
-        let sendable = self
-            .send
-            .and_then(|i| self.sessions[i].as_ref())
-            .is_some_and(|s| s.session.send_counter < REJECT_AFTER_MESSAGES);
+        let sendable = self.send.and_then(|i| self.sessions[i].as_ref()).is_some_and(|s| s.session.send_counter < REJECT_AFTER_MESSAGES);
         if self.queue.is_empty() || self.handshake.is_some() || sendable {
             return None;
         }
-        let wait = self
-            .sessions
-            .iter()
-            .flatten()
-            .filter(|s| !s.confirmed)
-            .map(|s| s.session.created.saturating_add(t.rekey_timeout))
-            .max();
+        let wait = self.sessions.iter().flatten().filter(|s| !s.confirmed).map(|s| s.session.created.saturating_add(t.rekey_timeout)).max();
         Some(wait.unwrap_or(Duration::ZERO))
     }
 
@@ -311,9 +268,7 @@ impl<A> Peer<A> {
             })
             .max()
             .map(|(_, i)| i);
-        let keep = |i: usize, s: &PeerSession<A>| {
-            !s.confirmed || Some(i) == last_received || (!new_is_confirmed && Some(i) == self.send)
-        };
+        let keep = |i: usize, s: &PeerSession<A>| !s.confirmed || Some(i) == last_received || (!new_is_confirmed && Some(i) == self.send);
         let oldest = |only_evictable: bool| {
             (0..MAX_SESSIONS)
                 .filter_map(|i| {
@@ -327,14 +282,7 @@ impl<A> Peer<A> {
     }
 
     fn pick_send(&mut self) {
-        self.send = (0..MAX_SESSIONS)
-            .filter_map(|i| {
-                self.sessions[i]
-                    .as_ref()
-                    .filter(|s| s.confirmed)
-                    .map(|s| (s.seq, i))
-            })
-            .max()
-            .map(|(_, i)| i);
+        self.send =
+            (0..MAX_SESSIONS).filter_map(|i| self.sessions[i].as_ref().filter(|s| s.confirmed).map(|s| (s.seq, i))).max().map(|(_, i)| i);
     }
 }

@@ -30,13 +30,7 @@ impl Default for HandshakeRate {
     /// WireGuard's per-source figures (20/s, burst 5) and 1 000/s overall, about a fifth of
     /// one core.
     fn default() -> Self {
-        HandshakeRate {
-            per_source: 20,
-            per_source_burst: 5,
-            global: 1000,
-            global_burst: 100,
-            max_sources: 4096,
-        }
+        HandshakeRate { per_source: 20, per_source_burst: 5, global: 1000, global_burst: 100, max_sources: 4096 }
     }
 }
 
@@ -50,10 +44,7 @@ struct Gcra {
 impl Gcra {
     fn new(per_second: u32, burst: u32) -> Gcra {
         let interval = Duration::from_secs(1) / per_second.max(1);
-        Gcra {
-            interval,
-            tolerance: interval.saturating_mul(burst.max(1)),
-        }
+        Gcra { interval, tolerance: interval.saturating_mul(burst.max(1)) }
     }
 
     /// The bucket's next `tat` if one more message is allowed now.
@@ -163,11 +154,7 @@ mod tests {
 
     #[test]
     fn burst_then_rate() {
-        let rate = HandshakeRate {
-            per_source: 10,
-            per_source_burst: 3,
-            ..Default::default()
-        };
+        let rate = HandshakeRate { per_source: 10, per_source_burst: 3, ..Default::default() };
         let mut r = RateLimiter::new(&rate);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let t = Duration::from_secs(100);
@@ -189,12 +176,7 @@ mod tests {
 
     #[test]
     fn global_load_and_sweep() {
-        let rate = HandshakeRate {
-            global: 100,
-            global_burst: 2,
-            max_sources: 2,
-            ..Default::default()
-        };
+        let rate = HandshakeRate { global: 100, global_burst: 2, max_sources: 2, ..Default::default() };
         let mut r = RateLimiter::new(&rate);
         let t = Duration::from_secs(5);
         assert!(!r.under_load(t));

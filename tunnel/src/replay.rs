@@ -22,27 +22,19 @@ pub(crate) struct ReplayWindow {
 
 impl std::fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReplayWindow")
-            .field("next", &self.next)
-            .finish_non_exhaustive()
+        f.debug_struct("ReplayWindow").field("next", &self.next).finish_non_exhaustive()
     }
 }
 
 impl Default for ReplayWindow {
     fn default() -> Self {
-        ReplayWindow {
-            next: 0,
-            bits: [0; WORDS],
-        }
+        ReplayWindow { next: 0, bits: [0; WORDS] }
     }
 }
 
 fn slot(counter: u64) -> (usize, u64) {
     // `WORDS` is 129: the modulo keeps the result in range, so the cast cannot truncate.
-    (
-        ((counter / WORD_BITS) % WORDS as u64) as usize,
-        1 << (counter % WORD_BITS),
-    )
+    (((counter / WORD_BITS) % WORDS as u64) as usize, 1 << (counter % WORD_BITS))
 }
 
 impl ReplayWindow {

@@ -40,13 +40,7 @@ impl<A> std::fmt::Debug for Session<A> {
 }
 
 impl<A: Aead> Session<A> {
-    pub(crate) fn new(
-        local: u32,
-        remote: u32,
-        keys: &SessionKeys,
-        created: Duration,
-        initiator: bool,
-    ) -> Self {
+    pub(crate) fn new(local: u32, remote: u32, keys: &SessionKeys, created: Duration, initiator: bool) -> Self {
         Session {
             local,
             remote,
@@ -77,9 +71,7 @@ impl<A: Aead> Session<A> {
     /// it and the tag after it. Returns the datagram length, or `None` if `buf` is too short
     /// (or the plaintext is beyond the cipher's limit).
     pub(crate) fn seal(&mut self, buf: &mut [u8], plaintext_len: usize) -> Option<usize> {
-        let total = HEADER_LEN
-            .checked_add(plaintext_len)?
-            .checked_add(TAG_LEN)?;
+        let total = HEADER_LEN.checked_add(plaintext_len)?.checked_add(TAG_LEN)?;
         let buf = buf.get_mut(..total)?;
         let counter = self.send_counter;
         let (header, rest) = buf.split_at_mut(HEADER_LEN);
@@ -88,10 +80,7 @@ impl<A: Aead> Session<A> {
         header[data::RECEIVER].copy_from_slice(&self.remote.to_le_bytes());
         header[data::COUNTER].copy_from_slice(&counter.to_le_bytes());
         let (plaintext, tag) = rest.split_at_mut(plaintext_len);
-        let t = self
-            .sender
-            .seal_in_place(&counter_nonce(counter), header, plaintext)
-            .ok()?;
+        let t = self.sender.seal_in_place(&counter_nonce(counter), header, plaintext).ok()?;
         tag.copy_from_slice(&t);
         self.send_counter += 1;
         Some(total)
@@ -105,16 +94,11 @@ impl<A: Aead> Session<A> {
     /// [`DropReason::AuthFailed`], [`DropReason::TooShort`].
     pub(crate) fn open(&mut self, buf: &mut [u8], counter: u64) -> Result<(), DropReason> {
         self.replay.check(counter)?;
-        let body_len = buf
-            .len()
-            .checked_sub(HEADER_LEN + TAG_LEN)
-            .ok_or(DropReason::TooShort)?;
+        let body_len = buf.len().checked_sub(HEADER_LEN + TAG_LEN).ok_or(DropReason::TooShort)?;
         let (header, rest) = buf.split_at_mut(HEADER_LEN);
         let (ciphertext, tag) = rest.split_at_mut(body_len);
         let tag: &[u8; TAG_LEN] = (&*tag).try_into().map_err(|_| DropReason::TooShort)?;
-        self.receiver
-            .open_in_place(&counter_nonce(counter), header, ciphertext, tag)
-            .map_err(|_| DropReason::AuthFailed)?;
+        self.receiver.open_in_place(&counter_nonce(counter), header, ciphertext, tag).map_err(|_| DropReason::AuthFailed)?;
         self.replay.accept(counter)
     }
 }

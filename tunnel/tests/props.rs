@@ -30,12 +30,7 @@ fn setup() -> Setup {
     let later = sim.held.pop().unwrap();
     let data = sim.held.pop().unwrap();
     let handshakes = sim.wire.iter().filter(|d| d.kind() != 4).cloned().collect();
-    Setup {
-        sim,
-        data,
-        later,
-        handshakes,
-    }
+    Setup { sim, data, later, handshakes }
 }
 
 #[derive(Debug, Clone)]

@@ -5,8 +5,7 @@ mod util;
 use std::time::Duration;
 
 use tunnel::{
-    Config, DropReason, HandshakeRate, PeerError, RecvResult, SendResult, Tunnel, FRAME_OFFSET,
-    KEEPALIVE_LEN, OVERHEAD, REPLAY_WINDOW,
+    Config, DropReason, HandshakeRate, PeerError, RecvResult, SendResult, Tunnel, FRAME_OFFSET, KEEPALIVE_LEN, OVERHEAD, REPLAY_WINDOW,
 };
 use util::*;
 
@@ -16,10 +15,7 @@ const NET: u32 = 0x0a0b_0c0d;
 
 /// Sends one frame A → B, runs until the handshake and the frame went through.
 fn establish(sim: &mut Sim, b_at_a: tunnel::PeerId) {
-    assert_eq!(
-        sim.send(A, b_at_a, NET, &frame(u64::MAX, 60)),
-        SendResult::Queued
-    );
+    assert_eq!(sim.send(A, b_at_a, NET, &frame(u64::MAX, 60)), SendResult::Queued);
     sim.run_for(ms(100));
     assert_eq!(sim.nodes[B].frames.len(), 1, "handshake and first frame");
     sim.nodes[B].frames.clear();
@@ -54,22 +50,13 @@ fn handshake_then_data_both_ways() {
 
     // B's session is confirmed by that frame: B sends directly.
     let r = sim.send(B, a_at_b, 7, &frame(1, 1400));
-    assert!(
-        matches!(r, SendResult::Datagram { len, .. } if len == 1400 + OVERHEAD),
-        "{r:?}"
-    );
+    assert!(matches!(r, SendResult::Datagram { len, .. } if len == 1400 + OVERHEAD), "{r:?}");
     for i in 2..50 {
-        assert!(matches!(
-            sim.send(A, b_at_a, NET, &frame(i, 64)),
-            SendResult::Datagram { .. }
-        ));
+        assert!(matches!(sim.send(A, b_at_a, NET, &frame(i, 64)), SendResult::Datagram { .. }));
     }
     sim.run_for(ms(50));
     assert_eq!(sim.nodes[A].frames, [(b_at_a, 7, frame(1, 1400))]);
-    assert_exactly_once(
-        &sim.seqs(B)[1..].iter().map(|s| s - 2).collect::<Vec<_>>(),
-        48,
-    );
+    assert_exactly_once(&sim.seqs(B)[1..].iter().map(|s| s - 2).collect::<Vec<_>>(), 48);
 
     let a_info = sim.nodes[A].tunnel.peer(b_at_a).unwrap();
     let b_info = sim.nodes[B].tunnel.peer(a_at_b).unwrap();
@@ -80,10 +67,7 @@ fn handshake_then_data_both_ways() {
     assert_eq!(b_info.rx_packets, 49);
     assert_eq!(a_info.tx_bytes, b_info.rx_bytes);
     assert_eq!(a_info.drops.total() + b_info.drops.total(), 0);
-    assert_eq!(
-        sim.nodes[A].tunnel.drops().total() + sim.nodes[B].tunnel.drops().total(),
-        0
-    );
+    assert_eq!(sim.nodes[A].tunnel.drops().total() + sim.nodes[B].tunnel.drops().total(), 0);
     assert_eq!(a_info.public_key, sim.nodes[B].tunnel.public_key());
     assert_eq!(a_info.endpoint, Some(sim.nodes[B].addr));
 }
@@ -96,30 +80,17 @@ fn send_in_place_matches_send_and_overhead() {
     let mut buf = vec![0u8; 1436 + OVERHEAD];
     buf[FRAME_OFFSET..FRAME_OFFSET + f.len()].copy_from_slice(&f);
     let now = sim.now;
-    let r = sim.nodes[A]
-        .tunnel
-        .send_in_place(now, b_at_a, NET, &mut buf, f.len());
-    let SendResult::Datagram { len, to } = r else {
-        panic!("{r:?}")
-    };
-    assert_eq!(
-        len, 1472,
-        "a 1436-byte frame fills a 1500-byte IPv4 underlay exactly"
-    );
+    let r = sim.nodes[A].tunnel.send_in_place(now, b_at_a, NET, &mut buf, f.len());
+    let SendResult::Datagram { len, to } = r else { panic!("{r:?}") };
+    assert_eq!(len, 1472, "a 1436-byte frame fills a 1500-byte IPv4 underlay exactly");
     let from = sim.nodes[A].addr;
-    sim.inject(Datagram {
-        from,
-        to,
-        bytes: buf[..len].to_vec(),
-    });
+    sim.inject(Datagram { from, to, bytes: buf[..len].to_vec() });
     sim.run_for(ms(10));
     assert_eq!(sim.nodes[B].frames[0].2, f);
 
     // One byte short of room is refused, and counted on the peer.
     let mut small = vec![0u8; 1436 + OVERHEAD - 1];
-    let r = sim.nodes[A]
-        .tunnel
-        .send_in_place(now, b_at_a, NET, &mut small, 1436);
+    let r = sim.nodes[A].tunnel.send_in_place(now, b_at_a, NET, &mut small, 1436);
     assert_eq!(r, SendResult::Dropped(DropReason::BufferTooSmall));
     let r = sim.nodes[A].tunnel.send(now, b_at_a, NET, &f, &mut small);
     assert_eq!(r, SendResult::Dropped(DropReason::BufferTooSmall));
@@ -166,12 +137,7 @@ fn rekey_by_volume_loses_nothing() {
     assert_exactly_once(&sim.seqs(B), n);
     assert_exactly_once(&sim.seqs(A), n);
     // Each side seals 3 000 packets, 100 per session: about 30 rekeys between them.
-    assert!(
-        a.handshakes + b.handshakes >= 40,
-        "{} {}",
-        a.handshakes,
-        b.handshakes
-    );
+    assert!(a.handshakes + b.handshakes >= 40, "{} {}", a.handshakes, b.handshakes);
     assert_eq!(a.drops.total() + b.drops.total(), 0, "{a:?} {b:?}");
 }
 
@@ -205,13 +171,7 @@ fn crossing_rekeys_over_many_seeds_lose_nothing() {
 fn reordering_within_the_window_is_accepted_exactly_once() {
     let (mut sim, b_at_a, a_at_b) = Sim::pair();
     establish(&mut sim, b_at_a);
-    sim.hook = Some(Box::new(|d: &Datagram| {
-        if d.kind() == 4 && d.bytes.len() > KEEPALIVE_LEN {
-            Verdict::Hold
-        } else {
-            Verdict::Pass
-        }
-    }));
+    sim.hook = Some(Box::new(|d: &Datagram| if d.kind() == 4 && d.bytes.len() > KEEPALIVE_LEN { Verdict::Hold } else { Verdict::Pass }));
     for i in 0..1000 {
         sim.send(A, b_at_a, NET, &frame(i, 64));
     }
@@ -219,19 +179,13 @@ fn reordering_within_the_window_is_accepted_exactly_once() {
     let held = std::mem::take(&mut sim.held);
     assert_eq!(held.len(), 1000);
     for d in held.iter().rev() {
-        assert!(matches!(
-            sim.deliver_now(d.clone()),
-            Some(RecvResult::Frame { .. })
-        ));
+        assert!(matches!(sim.deliver_now(d.clone()), Some(RecvResult::Frame { .. })));
     }
     let mut expect: Vec<u64> = (0..1000).collect();
     expect.reverse();
     assert_eq!(sim.seqs(B), expect);
     for d in &held {
-        assert_eq!(
-            sim.deliver_now(d.clone()),
-            Some(RecvResult::Dropped(DropReason::Replay))
-        );
+        assert_eq!(sim.deliver_now(d.clone()), Some(RecvResult::Dropped(DropReason::Replay)));
     }
     let info = sim.nodes[B].tunnel.peer(a_at_b).unwrap();
     assert_eq!(info.drops.get(DropReason::Replay), 1000);
@@ -249,18 +203,8 @@ fn replay_and_too_old_are_rejected_and_counted() {
     let to = sim.nodes[B].addr;
     let now = sim.now;
     let mut seal = |sim: &mut Sim, i: u64| {
-        let SendResult::Datagram { len, .. } =
-            sim.nodes[A]
-                .tunnel
-                .send(now, b_at_a, NET, &frame(i, 32), &mut out)
-        else {
-            panic!()
-        };
-        Datagram {
-            from,
-            to,
-            bytes: out[..len].to_vec(),
-        }
+        let SendResult::Datagram { len, .. } = sim.nodes[A].tunnel.send(now, b_at_a, NET, &frame(i, 32), &mut out) else { panic!() };
+        Datagram { from, to, bytes: out[..len].to_vec() }
     };
     // Counters 1 and 2 (0 was the first frame) are held.
     held.push(seal(&mut sim, 1));
@@ -270,18 +214,9 @@ fn replay_and_too_old_are_rejected_and_counted() {
         assert!(matches!(sim.deliver_now(d), Some(RecvResult::Frame { .. })));
     }
     // Highest counter is now REPLAY_WINDOW + 1: counter 2 is the window's lowest, 1 is out.
-    assert_eq!(
-        sim.deliver_now(held[0].clone()),
-        Some(RecvResult::Dropped(DropReason::TooOld))
-    );
-    assert!(matches!(
-        sim.deliver_now(held[1].clone()),
-        Some(RecvResult::Frame { .. })
-    ));
-    assert_eq!(
-        sim.deliver_now(held[1].clone()),
-        Some(RecvResult::Dropped(DropReason::Replay))
-    );
+    assert_eq!(sim.deliver_now(held[0].clone()), Some(RecvResult::Dropped(DropReason::TooOld)));
+    assert!(matches!(sim.deliver_now(held[1].clone()), Some(RecvResult::Frame { .. })));
+    assert_eq!(sim.deliver_now(held[1].clone()), Some(RecvResult::Dropped(DropReason::Replay)));
     let info = sim.nodes[B].tunnel.peer(a_at_b).unwrap();
     assert_eq!(info.drops.get(DropReason::TooOld), 1);
     assert_eq!(info.drops.get(DropReason::Replay), 1);
@@ -294,12 +229,7 @@ fn replay_and_too_old_are_rejected_and_counted() {
 fn lossy_duplicating_reordering_network() {
     let (mut sim, b_at_a, a_at_b) = Sim::pair();
     establish(&mut sim, b_at_a);
-    sim.link = Link {
-        latency: ms(5),
-        jitter: ms(30),
-        loss: 0.1,
-        duplicate: 0.1,
-    };
+    sim.link = Link { latency: ms(5), jitter: ms(30), loss: 0.1, duplicate: 0.1 };
     let n = 5000u64;
     let start = sim.now;
     for i in 0..n {
@@ -314,11 +244,7 @@ fn lossy_duplicating_reordering_network() {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!(distinct.len(), got.len(), "node {node} got a frame twice");
-        assert!(
-            got.len() as u64 > n * 8 / 10,
-            "node {node}: {} of {n}",
-            got.len()
-        );
+        assert!(got.len() as u64 > n * 8 / 10, "node {node}: {} of {n}", got.len());
         assert!(sim.count_drops(node, DropReason::Replay) > 100);
     }
 }
@@ -338,20 +264,14 @@ fn forged_truncated_flipped_or_wrong_key_datagrams_are_refused() {
             let mut d = good.clone();
             d.bytes[i] ^= 1 << bit;
             let r = sim.deliver_now(d).unwrap();
-            assert!(
-                matches!(r, RecvResult::Dropped(_)),
-                "byte {i} bit {bit}: {r:?}"
-            );
+            assert!(matches!(r, RecvResult::Dropped(_)), "byte {i} bit {bit}: {r:?}");
         }
     }
     // Every truncation.
     for len in 0..good.bytes.len() {
         let mut d = good.clone();
         d.bytes.truncate(len);
-        assert!(
-            matches!(sim.deliver_now(d).unwrap(), RecvResult::Dropped(_)),
-            "len {len}"
-        );
+        assert!(matches!(sim.deliver_now(d).unwrap(), RecvResult::Dropped(_)), "len {len}");
     }
     assert!(sim.nodes[B].frames.is_empty());
     let info = sim.nodes[B].tunnel.peer(a_at_b).unwrap();
@@ -375,16 +295,10 @@ fn forged_truncated_flipped_or_wrong_key_datagrams_are_refused() {
     let mut forged = sim.held.pop().unwrap();
     forged.bytes[4..8].copy_from_slice(&good.bytes[4..8]);
     forged.from = sim.nodes[A].addr;
-    assert_eq!(
-        sim.deliver_now(forged),
-        Some(RecvResult::Dropped(DropReason::AuthFailed))
-    );
+    assert_eq!(sim.deliver_now(forged), Some(RecvResult::Dropped(DropReason::AuthFailed)));
 
     // After all that, the genuine datagram still goes through.
-    assert!(matches!(
-        sim.deliver_now(good),
-        Some(RecvResult::Frame { .. })
-    ));
+    assert!(matches!(sim.deliver_now(good), Some(RecvResult::Frame { .. })));
 }
 
 /// B restarts with the same key and loses its sessions. If B speaks first, A accepts B's new
@@ -404,10 +318,7 @@ fn peer_restart_recovers_when_it_speaks_first() {
     assert_eq!(sim.seqs(A), [1]);
     // A's next frame goes over the new session (A sends on the newest confirmed one).
     sim.run_until(t0 + ms(200));
-    assert!(matches!(
-        sim.send(A, b_at_a, NET, &frame(2, 64)),
-        SendResult::Datagram { .. }
-    ));
+    assert!(matches!(sim.send(A, b_at_a, NET, &frame(2, 64)), SendResult::Datagram { .. }));
     sim.run_for(ms(100));
     assert_eq!(sim.seqs(B), [2]);
 }
@@ -434,10 +345,7 @@ fn peer_restart_recovers_when_only_the_other_side_sends() {
     let first = got[0];
     // Lost: what A sent before it gave up on the old session, about 15 s of frames.
     assert!(first <= 1700, "recovered only at frame {first}");
-    assert_exactly_once(
-        &got.iter().map(|s| s - first).collect::<Vec<_>>(),
-        3000 - first,
-    );
+    assert_exactly_once(&got.iter().map(|s| s - first).collect::<Vec<_>>(), 3000 - first);
     assert!(sim.nodes[B].tunnel.drops().get(DropReason::UnknownIndex) >= 1000);
 }
 
@@ -472,66 +380,36 @@ fn roaming_only_after_an_authenticated_packet() {
     let fresh = sim.held.pop().unwrap();
     let captured = sim.held.pop().unwrap();
     // The first, delivered, then replayed from the attacker's address.
-    assert!(matches!(
-        sim.deliver_now(captured.clone()),
-        Some(RecvResult::Frame { .. })
-    ));
+    assert!(matches!(sim.deliver_now(captured.clone()), Some(RecvResult::Frame { .. })));
     let mut replayed = captured.clone();
     replayed.from = evil;
-    assert_eq!(
-        sim.deliver_now(replayed),
-        Some(RecvResult::Dropped(DropReason::Replay))
-    );
+    assert_eq!(sim.deliver_now(replayed), Some(RecvResult::Dropped(DropReason::Replay)));
     // The second, with a flipped bit, from the attacker's address.
     let mut forged = fresh.clone();
     forged.from = evil;
     forged.bytes[20] ^= 1;
-    assert_eq!(
-        sim.deliver_now(forged),
-        Some(RecvResult::Dropped(DropReason::AuthFailed))
-    );
+    assert_eq!(sim.deliver_now(forged), Some(RecvResult::Dropped(DropReason::AuthFailed)));
     // Unmodified but from the attacker's address: authentic, so it counts as B roaming
     // there... which is why this one is delivered from B's real address.
-    assert!(matches!(
-        sim.deliver_now(fresh),
-        Some(RecvResult::Frame { .. })
-    ));
+    assert!(matches!(sim.deliver_now(fresh), Some(RecvResult::Frame { .. })));
     sim.nodes[A].frames.clear();
     // A replayed handshake initiation (old timestamp) from the attacker's address.
     let init = sim.wire.iter().find(|d| d.kind() == 1).unwrap().clone();
     let mut replayed_init = init.clone();
     replayed_init.from = evil;
     replayed_init.to = sim.nodes[B].addr;
-    assert_eq!(
-        sim.deliver_now(replayed_init),
-        Some(RecvResult::Dropped(DropReason::StaleTimestamp))
-    );
-    assert_eq!(
-        sim.nodes[A].tunnel.peer(b_at_a).unwrap().endpoint,
-        Some(b_old)
-    );
-    assert_eq!(
-        sim.nodes[B].tunnel.peer(a_at_b).unwrap().endpoint,
-        Some(sim.nodes[A].addr)
-    );
+    assert_eq!(sim.deliver_now(replayed_init), Some(RecvResult::Dropped(DropReason::StaleTimestamp)));
+    assert_eq!(sim.nodes[A].tunnel.peer(b_at_a).unwrap().endpoint, Some(b_old));
+    assert_eq!(sim.nodes[B].tunnel.peer(a_at_b).unwrap().endpoint, Some(sim.nodes[A].addr));
 
     // B really moves: its next packet comes from the new address.
     let b_new = addr("10.9.9.9:40000");
     sim.nodes[B].addr = b_new;
     sim.send(B, a_at_b, NET, &frame(2, 64));
     sim.run_for(ms(20));
-    assert_eq!(
-        sim.nodes[A].tunnel.peer(b_at_a).unwrap().endpoint,
-        Some(b_new)
-    );
+    assert_eq!(sim.nodes[A].tunnel.peer(b_at_a).unwrap().endpoint, Some(b_new));
     let r = sim.send(A, b_at_a, NET, &frame(3, 64));
-    assert_eq!(
-        r,
-        SendResult::Datagram {
-            len: 64 + OVERHEAD,
-            to: b_new
-        }
-    );
+    assert_eq!(r, SendResult::Datagram { len: 64 + OVERHEAD, to: b_new });
     sim.run_for(ms(20));
     assert_eq!(sim.seqs(B), [3]);
     assert_eq!(sim.seqs(A), [2]);
@@ -543,11 +421,7 @@ fn roaming_only_after_an_authenticated_packet() {
 fn handshake_flood_is_rate_limited() {
     // A lower global rate than the default keeps the test's Diffie-Hellman work small.
     let mut cfg = config(1);
-    cfg.handshake_rate = HandshakeRate {
-        global: 100,
-        global_burst: 10,
-        ..Default::default()
-    };
+    cfg.handshake_rate = HandshakeRate { global: 100, global_burst: 10, ..Default::default() };
     let (mut sim, _, _) = Sim::pair_with(cfg, config(2));
     // The attacker knows A's public key, so its initiations pass mac1 (and cost a DH each,
     // if they got that far). They come from C, a key A does not know.
@@ -590,17 +464,11 @@ fn handshake_flood_is_rate_limited() {
     assert!(drops.get(DropReason::UnknownPeer) < 40, "{drops:?}");
     let replies = sim.wire[before..].iter().filter(|d| d.kind() == 3).count() as u64;
     assert_eq!(replies, cookies);
-    assert!(
-        sim.wire[before..].iter().all(|d| d.bytes.len() == 64),
-        "no amplification"
-    );
+    assert!(sim.wire[before..].iter().all(|d| d.bytes.len() == 64), "no amplification");
 
     // B's handshake during a sustained flood: first attempt gets a cookie, the retry (5 s
     // later, with mac2) is answered. Keep A under load while time passes.
-    assert_eq!(
-        sim.send(B, sim_peer(&sim, B, A), NET, &frame(1, 64)),
-        SendResult::Queued
-    );
+    assert_eq!(sim.send(B, sim_peer(&sim, B, A), NET, &frame(1, 64)), SendResult::Queued);
     let start = sim.now;
     let mut k = 0usize;
     while sim.nodes[A].frames.is_empty() && sim.now < start + secs(20) {
@@ -613,11 +481,7 @@ fn handshake_flood_is_rate_limited() {
         let next = sim.now + ms(1);
         sim.run_until(next);
     }
-    assert_eq!(
-        sim.nodes[A].frames.len(),
-        1,
-        "B never got through the flood"
-    );
+    assert_eq!(sim.nodes[A].frames.len(), 1, "B never got through the flood");
     let b_drops = sim.nodes[B].tunnel.peer(sim_peer(&sim, B, A)).unwrap();
     assert_eq!(b_drops.handshakes, 1);
     assert!(sim.nodes[A].tunnel.drops().get(DropReason::CookieRequired) > cookies);
@@ -638,10 +502,7 @@ fn queue_bound_and_handshake_timeout() {
     for i in 0..4 {
         assert_eq!(sim.send(A, b_at_a, NET, &frame(i, 64)), SendResult::Queued);
     }
-    assert_eq!(
-        sim.send(A, b_at_a, NET, &frame(4, 64)),
-        SendResult::Dropped(DropReason::QueueFull)
-    );
+    assert_eq!(sim.send(A, b_at_a, NET, &frame(4, 64)), SendResult::Dropped(DropReason::QueueFull));
     assert_eq!(sim.nodes[A].tunnel.peer(b_at_a).unwrap().queued, 4);
     sim.run_for(secs(100));
     let inits = sim.wire.iter().filter(|d| d.kind() == 1).count();
@@ -665,31 +526,16 @@ fn keepalives_passive_and_persistent() {
     // A sends a keepalive every 25 s on an idle link (the sessions are renewed meanwhile,
     // since keepalives from the initiator count as sends).
     sim.run_for(secs(100));
-    let keepalives = sim
-        .wire
-        .iter()
-        .filter(|d| d.from == sim.nodes[A].addr && d.kind() == 4 && d.bytes.len() == KEEPALIVE_LEN)
-        .count();
+    let keepalives = sim.wire.iter().filter(|d| d.from == sim.nodes[A].addr && d.kind() == 4 && d.bytes.len() == KEEPALIVE_LEN).count();
     assert!(keepalives >= 4, "{keepalives}");
     assert!(sim.nodes[B].tunnel.peer(a_at_b).unwrap().rx_packets >= before + 4);
 
     // Passive: B received data and had nothing to say: 10 s later it sends a keepalive.
-    let n_before = sim
-        .wire
-        .iter()
-        .filter(|d| d.from == sim.nodes[B].addr)
-        .count();
+    let n_before = sim.wire.iter().filter(|d| d.from == sim.nodes[B].addr).count();
     sim.send(A, b_at_a, NET, &frame(1, 64));
     sim.run_for(secs(11));
-    let from_b: Vec<_> = sim
-        .wire
-        .iter()
-        .filter(|d| d.from == sim.nodes[B].addr)
-        .skip(n_before)
-        .collect();
-    assert!(from_b
-        .iter()
-        .any(|d| d.kind() == 4 && d.bytes.len() == KEEPALIVE_LEN));
+    let from_b: Vec<_> = sim.wire.iter().filter(|d| d.from == sim.nodes[B].addr).skip(n_before).collect();
+    assert!(from_b.iter().any(|d| d.kind() == 4 && d.bytes.len() == KEEPALIVE_LEN));
 }
 
 #[test]
@@ -721,21 +567,12 @@ fn peer_management() {
     assert_eq!(t.peer_by_key(&pk2), Some(p2));
     let mut out = [0u8; 256];
     // No endpoint yet.
-    assert_eq!(
-        t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out),
-        SendResult::Dropped(DropReason::NoEndpoint)
-    );
+    assert_eq!(t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out), SendResult::Dropped(DropReason::NoEndpoint));
     assert!(t.set_endpoint(p2, Some(addr("10.0.0.2:1"))));
-    assert_eq!(
-        t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out),
-        SendResult::Queued
-    );
+    assert_eq!(t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out), SendResult::Queued);
     assert!(t.remove_peer(p2));
     assert!(!t.remove_peer(p2));
-    assert_eq!(
-        t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out),
-        SendResult::Dropped(DropReason::UnknownPeer)
-    );
+    assert_eq!(t.send(Duration::ZERO, p2, 1, &[0; 60], &mut out), SendResult::Dropped(DropReason::UnknownPeer));
     assert_eq!(t.drops().get(DropReason::UnknownPeer), 1);
     // The pending initiation of the removed peer still goes out (harmless); then nothing.
     while t.poll_transmit(Duration::ZERO, &mut out).is_some() {}
@@ -751,10 +588,7 @@ fn peer_management() {
 fn config_is_checked() {
     let mut c = config(1);
     c.reject_after_time = c.rekey_after_time;
-    assert_eq!(
-        Tunnel::new(c, [0; 32]).err(),
-        Some(tunnel::ConfigError::RejectBeforeRekey)
-    );
+    assert_eq!(Tunnel::new(c, [0; 32]).err(), Some(tunnel::ConfigError::RejectBeforeRekey));
     let mut c = config(1);
     c.keepalive = Some(Duration::ZERO);
     assert!(Tunnel::new(c, [0; 32]).is_err());
@@ -762,16 +596,10 @@ fn config_is_checked() {
     c.rekey_after_packets = 0;
     assert!(Tunnel::new(c, [0; 32]).is_err());
     let mut c = config(1);
-    c.handshake_rate = HandshakeRate {
-        global: 0,
-        ..Default::default()
-    };
+    c.handshake_rate = HandshakeRate { global: 0, ..Default::default() };
     assert!(Tunnel::new(c, [0; 32]).is_err());
     let c: Config = config(1);
-    assert!(
-        !format!("{c:?}").contains("[1, 1"),
-        "the private key is not printed"
-    );
+    assert!(!format!("{c:?}").contains("[1, 1"), "the private key is not printed");
 }
 
 /// A packet for a session past reject_after_time is refused as stale when it arrives before
@@ -806,16 +634,9 @@ fn low_order_ephemeral_is_refused() {
     sim.hook = None;
     let mut init = sim.held.pop().unwrap();
     init.bytes[8..40].fill(0);
-    assert_eq!(
-        sim.deliver_now(init.clone()),
-        Some(RecvResult::Dropped(DropReason::BadMac)),
-        "mac1 covers the ephemeral key"
-    );
+    assert_eq!(sim.deliver_now(init.clone()), Some(RecvResult::Dropped(DropReason::BadMac)), "mac1 covers the ephemeral key");
     let b_pub = sim.nodes[B].tunnel.public_key();
     fix_mac1(&mut init.bytes, &b_pub);
-    assert_eq!(
-        sim.deliver_now(init),
-        Some(RecvResult::Dropped(DropReason::WeakKey))
-    );
+    assert_eq!(sim.deliver_now(init), Some(RecvResult::Dropped(DropReason::WeakKey)));
     assert_eq!(sim.nodes[B].tunnel.drops().get(DropReason::WeakKey), 1);
 }

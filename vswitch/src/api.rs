@@ -249,7 +249,9 @@ impl PublishRule {
 
     /// Whether the rule listens on `port` of `addr` (for the same transport).
     pub fn covers(&self, proto: Proto, addr: Ipv4Addr, port: u16) -> bool {
-        self.proto == proto && (self.host_addr == addr || self.host_addr.is_unspecified() || addr.is_unspecified()) && (self.host_port..=self.last_host_port()).contains(&port)
+        self.proto == proto
+            && (self.host_addr == addr || self.host_addr.is_unspecified() || addr.is_unspecified())
+            && (self.host_port..=self.last_host_port()).contains(&port)
     }
 
     /// The last host port of the rule (the only one when it is not a range).
@@ -579,13 +581,12 @@ impl ErrorCode {
     pub const fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidName | InvalidSubnet | InvalidAddress | InvalidMtu
-            | AddressOutOfRange => 400,
+            InvalidRequest | InvalidName | InvalidSubnet | InvalidAddress | InvalidMtu | AddressOutOfRange => 400,
             PermissionDenied => 403,
             NetworkNotFound | EndpointNotFound | NetnsNotFound | FdbEntryNotFound | NotFound => 404,
             MethodNotAllowed => 405,
-            NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken
-            | PoolExhausted | MacTaken | FdbFull | PortInUse => 409,
+            NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken | PoolExhausted | MacTaken | FdbFull
+            | PortInUse => 409,
             PayloadTooLarge => 413,
             Internal | Unknown => 500,
         }
@@ -630,8 +631,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let r: Result<NetworkCreate, _> =
-            serde_json::from_str(r#"{"name":"a","subnet":"10.0.0.0/24","colour":"red"}"#);
+        let r: Result<NetworkCreate, _> = serde_json::from_str(r#"{"name":"a","subnet":"10.0.0.0/24","colour":"red"}"#);
         assert!(r.unwrap_err().to_string().contains("unknown field `colour`"));
     }
 

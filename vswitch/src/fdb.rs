@@ -40,11 +40,7 @@ pub struct FdbConfig {
 
 impl Default for FdbConfig {
     fn default() -> Self {
-        FdbConfig {
-            max_entries: 8192,
-            per_port_max: 1024,
-            aging: Duration::from_secs(300),
-        }
+        FdbConfig { max_entries: 8192, per_port_max: 1024, aging: Duration::from_secs(300) }
     }
 }
 
@@ -121,9 +117,7 @@ impl Hash for Key {
     // Two integer writes instead of the derived length-prefixed byte slice: cheaper with FxHash.
     fn hash<H: Hasher>(&self, h: &mut H) {
         let m = self.mac.0;
-        h.write_u64(u64::from_le_bytes([
-            m[0], m[1], m[2], m[3], m[4], m[5], 0, 0,
-        ]));
+        h.write_u64(u64::from_le_bytes([m[0], m[1], m[2], m[3], m[4], m[5], 0, 0]));
         h.write_u32(self.net.0);
     }
 }
@@ -141,10 +135,7 @@ struct Entry {
 
 impl Entry {
     fn key(&self) -> Key {
-        Key {
-            net: self.net,
-            mac: self.mac,
-        }
+        Key { net: self.net, mac: self.mac }
     }
 
     fn is_aged(&self, now: Duration, aging: Duration) -> bool {
@@ -275,14 +266,7 @@ impl Fdb {
                 None => return Learn::TableFull,
             }
         }
-        self.insert(Entry {
-            net: key.net,
-            mac: key.mac,
-            port,
-            last_seen: now,
-            is_static: false,
-            referenced: false,
-        });
+        self.insert(Entry { net: key.net, mac: key.mac, port, last_seen: now, is_static: false, referenced: false });
         self.counters.learned += 1;
         match victim {
             Some(victim) => Learn::LearnedEvicting { victim },
@@ -329,14 +313,7 @@ impl Fdb {
         if self.map.len() >= self.max && self.evict(self.clock).is_none() {
             return Err(FdbError::Full);
         }
-        self.insert(Entry {
-            net,
-            mac,
-            port,
-            last_seen: Duration::ZERO,
-            is_static: true,
-            referenced: false,
-        });
+        self.insert(Entry { net, mac, port, last_seen: Duration::ZERO, is_static: true, referenced: false });
         Ok(())
     }
 
@@ -502,11 +479,7 @@ impl Fdb {
             self.counters.evicted += 1;
             return Some(victim);
         }
-        debug_assert!(
-            false,
-            "CLOCK found no victim among {} learned entries",
-            self.learned_len
-        );
+        debug_assert!(false, "CLOCK found no victim among {} learned entries", self.learned_len);
         None
     }
 }
@@ -535,20 +508,13 @@ mod tests {
     }
 
     fn small(max: usize, per_port: usize) -> Fdb {
-        Fdb::new(FdbConfig {
-            max_entries: max,
-            per_port_max: per_port,
-            aging: secs(10),
-        })
+        Fdb::new(FdbConfig { max_entries: max, per_port_max: per_port, aging: secs(10) })
     }
 
     #[test]
     fn defaults() {
         let c = FdbConfig::default();
-        assert_eq!(
-            (c.max_entries, c.per_port_max, c.aging),
-            (8192, 1024, secs(300))
-        );
+        assert_eq!((c.max_entries, c.per_port_max, c.aging), (8192, 1024, secs(300)));
         let f = Fdb::new(c);
         assert!(f.is_empty());
         assert_eq!(f.config(), &c);
@@ -598,14 +564,8 @@ mod tests {
     fn group_and_zero_sources_are_ignored() {
         let mut f = small(16, 5);
         assert_eq!(f.learn(secs(0), N1, Mac::BROADCAST, P1), Learn::Ignored);
-        assert_eq!(
-            f.learn(secs(0), N1, Mac([0x01, 0, 0x5e, 0, 0, 1]), P1),
-            Learn::Ignored
-        );
-        assert_eq!(
-            f.learn(secs(0), N1, Mac([0x33, 0x33, 0, 0, 0, 1]), P1),
-            Learn::Ignored
-        );
+        assert_eq!(f.learn(secs(0), N1, Mac([0x01, 0, 0x5e, 0, 0, 1]), P1), Learn::Ignored);
+        assert_eq!(f.learn(secs(0), N1, Mac([0x33, 0x33, 0, 0, 0, 1]), P1), Learn::Ignored);
         assert_eq!(f.learn(secs(0), N1, Mac::default(), P1), Learn::Ignored);
         assert!(f.is_empty());
         assert_eq!(f.counters(), FdbCounters::default());
@@ -620,10 +580,7 @@ mod tests {
         assert_eq!(f.learn(secs(8), N1, mac(1), P1), Learn::Refreshed);
         // Refreshed at 8: still there at 18, gone after.
         assert_eq!(f.lookup(secs(18), N1, mac(1)), Some(P1));
-        assert_eq!(
-            f.lookup(secs(18) + Duration::from_nanos(1), N1, mac(1)),
-            None
-        );
+        assert_eq!(f.lookup(secs(18) + Duration::from_nanos(1), N1, mac(1)), None);
         assert_eq!(f.counters().learned, 1);
         assert_eq!(f.len(), 1);
         assert_eq!(f.port_len(P1), 1);
@@ -719,11 +676,7 @@ mod tests {
         match f.learn(secs(1), N1, mac(10), P2) {
             Learn::LearnedEvicting { victim } => {
                 assert_eq!(victim.0, N1);
-                assert_ne!(
-                    victim.1,
-                    mac(0),
-                    "the refreshed entry is not the first choice"
-                );
+                assert_ne!(victim.1, mac(0), "the refreshed entry is not the first choice");
                 assert_eq!(f.lookup(secs(1), N1, victim.1), None);
             }
             other => panic!("{other:?}"),
@@ -748,12 +701,7 @@ mod tests {
         }
         // The hand passes the three fresh entries (clearing their bits) and takes the aged one,
         // although its referenced bit is set too.
-        assert_eq!(
-            f.learn(secs(12), N1, mac(10), P1),
-            Learn::LearnedEvicting {
-                victim: (N1, mac(3))
-            }
-        );
+        assert_eq!(f.learn(secs(12), N1, mac(10), P1), Learn::LearnedEvicting { victim: (N1, mac(3)) });
     }
 
     #[test]
@@ -812,14 +760,9 @@ mod tests {
         // And learned entries never evict static ones.
         assert_eq!(f.learn(secs(0), N1, mac(4), P1), Learn::TableFull);
         let e: Vec<_> = f.iter().collect();
-        assert!(e
-            .iter()
-            .all(|e| e.is_static && e.last_seen == Duration::ZERO));
+        assert!(e.iter().all(|e| e.is_static && e.last_seen == Duration::ZERO));
         // Group and zero MACs are refused.
-        assert_eq!(
-            f.add_static(N1, Mac::BROADCAST, P1),
-            Err(FdbError::InvalidMac(Mac::BROADCAST))
-        );
+        assert_eq!(f.add_static(N1, Mac::BROADCAST, P1), Err(FdbError::InvalidMac(Mac::BROADCAST)));
         assert!(f.add_static(N1, Mac::default(), P1).is_err());
     }
 
@@ -877,11 +820,7 @@ mod tests {
 
     #[test]
     fn huge_limits_do_not_overallocate() {
-        let mut f = Fdb::new(FdbConfig {
-            max_entries: usize::MAX,
-            per_port_max: usize::MAX,
-            aging: Duration::MAX,
-        });
+        let mut f = Fdb::new(FdbConfig { max_entries: usize::MAX, per_port_max: usize::MAX, aging: Duration::MAX });
         assert_eq!(f.learn(Duration::MAX, N1, mac(1), P1), Learn::Learned);
         assert_eq!(f.lookup(Duration::ZERO, N1, mac(1)), Some(P1));
     }
@@ -941,10 +880,7 @@ mod tests {
             !is_static && self.now.saturating_sub(seen) > AGING
         }
         fn port_len(&self, port: PortId) -> usize {
-            self.map
-                .values()
-                .filter(|(p, _, s)| *p == port && !*s)
-                .count()
+            self.map.values().filter(|(p, _, s)| *p == port && !*s).count()
         }
         fn learned(&self) -> usize {
             self.map.values().filter(|(_, _, s)| !*s).count()
@@ -987,15 +923,10 @@ mod tests {
                     return Learn::TableFull;
                 }
                 let Learn::LearnedEvicting { victim } = actual else {
-                    return Learn::LearnedEvicting {
-                        victim: (NetworkId(u32::MAX), Mac::default()),
-                    };
+                    return Learn::LearnedEvicting { victim: (NetworkId(u32::MAX), Mac::default()) };
                 };
                 let v = self.map.remove(&victim);
-                assert!(
-                    matches!(v, Some((_, _, false))),
-                    "victim {victim:?} was {v:?}"
-                );
+                assert!(matches!(v, Some((_, _, false))), "victim {victim:?} was {v:?}");
                 self.c.evicted += 1;
                 out = actual;
             }
@@ -1014,14 +945,9 @@ mod tests {
             assert!(f.port_len(p) <= PER_PORT);
             assert_eq!(f.port_len(p), m.port_len(p), "port_len({p})");
         }
-        let got: BTreeMap<_, _> = f
-            .iter()
-            .map(|e| ((e.network, e.mac), (e.port, e.last_seen, e.is_static)))
-            .collect();
+        let got: BTreeMap<_, _> = f.iter().map(|e| ((e.network, e.mac), (e.port, e.last_seen, e.is_static))).collect();
         assert_eq!(got.len(), f.len());
-        assert!(got
-            .keys()
-            .all(|(_, mac)| !mac.is_multicast() && !mac.is_zero()));
+        assert!(got.keys().all(|(_, mac)| !mac.is_multicast() && !mac.is_zero()));
         let want: BTreeMap<_, _> = m.map.iter().map(|(k, v)| (*k, *v)).collect();
         assert_eq!(got, want);
         assert_eq!(f.counters(), m.c);

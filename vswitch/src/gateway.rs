@@ -13,9 +13,9 @@ use std::ops::Range;
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr,
-    Icmpv4Packet, Icmpv4Repr, Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet,
-    Ipv6Repr, NdiscNeighborFlags, NdiscRepr, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, UdpPacket,
+    UdpRepr,
 };
 
 use crate::types::Mac;
@@ -109,8 +109,7 @@ impl Gateway {
         let Ok(repr) = ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p)) else {
             return Outcome::Malformed;
         };
-        let ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } = repr
-        else {
+        let ArpRepr::EthernetIpv4 { operation, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. } = repr else {
             return Outcome::Ignored;
         };
         if operation != ArpOperation::Request || target_protocol_addr != self.ip {
@@ -233,7 +232,8 @@ impl Gateway {
             }
             _ => return Outcome::Ignored,
         };
-        let reply_ip = Ipv6Repr { src_addr: me, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: reply.buffer_len(), hop_limit };
+        let reply_ip =
+            Ipv6Repr { src_addr: me, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: reply.buffer_len(), hop_limit };
         let len = EthernetFrame::<&[u8]>::header_len() + reply_ip.buffer_len() + reply.buffer_len();
         let Some(buf) = out.get_mut(..len) else { return Outcome::Ignored };
         let mut frame = EthernetFrame::new_unchecked(buf);
@@ -395,7 +395,8 @@ mod tests {
         let ip = Ipv6Repr { src_addr: src, dst_addr: dst, next_header: IpProtocol::Icmpv6, payload_len: repr.buffer_len(), hop_limit };
         let mut f = vec![0u8; 14 + ip.buffer_len() + repr.buffer_len()];
         let mut eth = EthernetFrame::new_unchecked(&mut f[..]);
-        EthernetRepr { src_addr: EthernetAddress(C1), dst_addr: EthernetAddress(dst_mac), ethertype: EthernetProtocol::Ipv6 }.emit(&mut eth);
+        EthernetRepr { src_addr: EthernetAddress(C1), dst_addr: EthernetAddress(dst_mac), ethertype: EthernetProtocol::Ipv6 }
+            .emit(&mut eth);
         let mut ip_out = Ipv6Packet::new_unchecked(eth.payload_mut());
         ip.emit(&mut ip_out);
         repr.emit(&src, &dst, &mut Icmpv6Packet::new_unchecked(ip_out.payload_mut()), &caps);
@@ -410,7 +411,8 @@ mod tests {
         let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
         let ip_repr = Ipv6Repr::parse(&ip).unwrap();
         let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
-        let repr = Icmpv6Repr::parse(&ip_repr.src_addr, &ip_repr.dst_addr, &icmp, &ChecksumCapabilities::default()).expect("valid checksum");
+        let repr =
+            Icmpv6Repr::parse(&ip_repr.src_addr, &ip_repr.dst_addr, &icmp, &ChecksumCapabilities::default()).expect("valid checksum");
         f(eth.dst_addr().0, ip_repr, repr);
     }
 

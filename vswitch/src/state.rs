@@ -117,8 +117,7 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let snap: Snapshot =
-        serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
     if snap.version != VERSION {
         return Err(StateError::Version { path, found: snap.version });
     }
@@ -237,7 +236,13 @@ mod tests {
     fn round_trip_and_missing_file() {
         let d = dir();
         assert!(load(&d).unwrap().is_none());
-        let snap = Snapshot { version: VERSION, ula: None, peers: Vec::new(), next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")] };
+        let snap = Snapshot {
+            version: VERSION,
+            ula: None,
+            peers: Vec::new(),
+            next_network: 2,
+            networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")],
+        };
         save(&d, &snap).unwrap();
         assert_eq!(load(&d).unwrap().unwrap(), snap);
         fs::remove_dir_all(&d).unwrap();
@@ -258,7 +263,13 @@ mod tests {
 
     #[test]
     fn contradictions_are_caught() {
-        let mut s = Snapshot { version: VERSION, ula: None, peers: Vec::new(), next_network: 2, networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")] };
+        let mut s = Snapshot {
+            version: VERSION,
+            ula: None,
+            peers: Vec::new(),
+            next_network: 2,
+            networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")],
+        };
         assert!(s.check().unwrap_err().contains("twice"));
         s.networks[1].name = "b".into();
         s.networks[1].pool = ipam::Pool::new("10.1.0.0/16".parse().unwrap(), None).unwrap();

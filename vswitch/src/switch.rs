@@ -170,11 +170,7 @@ pub struct Switch {
 
 impl Switch {
     pub fn new(cfg: SwitchConfig) -> Self {
-        Switch {
-            ports: Vec::new(),
-            networks: FxHashMap::default(),
-            fdb: Fdb::new(cfg.fdb),
-        }
+        Switch { ports: Vec::new(), networks: FxHashMap::default(), fdb: Fdb::new(cfg.fdb) }
     }
 
     pub fn add_network(&mut self, net: NetworkId) -> Result<(), SwitchError> {
@@ -202,20 +198,13 @@ impl Switch {
         if self.port(port).is_some() {
             return Err(SwitchError::PortExists(port));
         }
-        let ports = self
-            .networks
-            .get_mut(&cfg.network)
-            .ok_or(SwitchError::UnknownNetwork(cfg.network))?;
+        let ports = self.networks.get_mut(&cfg.network).ok_or(SwitchError::UnknownNetwork(cfg.network))?;
         ports.push(port);
         let idx = port.0 as usize;
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
-        self.ports[idx] = Some(Port {
-            network: cfg.network,
-            max_frame: cfg.max_frame,
-            counters: PortCounters::default(),
-        });
+        self.ports[idx] = Some(Port { network: cfg.network, max_frame: cfg.max_frame, counters: PortCounters::default() });
         // A reused id starts clean (entries are flushed on removal; this covers `fdb_mut` use).
         self.fdb.flush(Flush::Port(port), true);
         Ok(())
@@ -223,11 +212,7 @@ impl Switch {
 
     /// Removes `port` and every MAC table entry pointing at it, static ones included.
     pub fn remove_port(&mut self, port: PortId) -> Result<(), SwitchError> {
-        let p = self
-            .ports
-            .get_mut(port.0 as usize)
-            .and_then(Option::take)
-            .ok_or(SwitchError::UnknownPort(port))?;
+        let p = self.ports.get_mut(port.0 as usize).and_then(Option::take).ok_or(SwitchError::UnknownPort(port))?;
         if let Some(ports) = self.networks.get_mut(&p.network) {
             ports.retain(|&q| q != port);
         }
@@ -255,18 +240,8 @@ impl Switch {
     /// Decides where a frame received on `ingress` goes, learning its source MAC on the way.
     /// `gso`: the frame is a GSO super-frame (up to [`MAX_GSO_FRAME`]), so the port's
     /// `max_frame` does not apply. Never allocates; never panics on any bytes.
-    pub fn handle_frame(
-        &mut self,
-        now: Duration,
-        ingress: PortId,
-        frame: &[u8],
-        gso: bool,
-    ) -> Verdict {
-        let Some(port) = self
-            .ports
-            .get_mut(ingress.0 as usize)
-            .and_then(Option::as_mut)
-        else {
+    pub fn handle_frame(&mut self, now: Duration, ingress: PortId, frame: &[u8], gso: bool) -> Verdict {
+        let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) else {
             return Verdict::Drop(DropReason::UnknownPort);
         };
         port.counters.rx_packets += 1;
@@ -274,26 +249,14 @@ impl Switch {
         let (net, max_frame) = (port.network, port.max_frame);
         let verdict = self.decide(now, ingress, net, max_frame, frame, gso);
         if let Verdict::Drop(reason) = verdict {
-            if let Some(port) = self
-                .ports
-                .get_mut(ingress.0 as usize)
-                .and_then(Option::as_mut)
-            {
+            if let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) {
                 port.counters.drops[reason.index()] += 1;
             }
         }
         verdict
     }
 
-    fn decide(
-        &mut self,
-        now: Duration,
-        ingress: PortId,
-        net: NetworkId,
-        max_frame: usize,
-        frame: &[u8],
-        gso: bool,
-    ) -> Verdict {
+    fn decide(&mut self, now: Duration, ingress: PortId, net: NetworkId, max_frame: usize, frame: &[u8], gso: bool) -> Verdict {
         let Some(hdr) = frame.first_chunk::<ETH_HLEN>() else {
             return Verdict::Drop(DropReason::TooShort);
         };
@@ -319,12 +282,7 @@ impl Switch {
     }
 
     /// Pins `mac` on `net` to `port`, which must be a port of `net`.
-    pub fn add_static(
-        &mut self,
-        net: NetworkId,
-        mac: Mac,
-        port: PortId,
-    ) -> Result<(), SwitchError> {
+    pub fn add_static(&mut self, net: NetworkId, mac: Mac, port: PortId) -> Result<(), SwitchError> {
         if !self.networks.contains_key(&net) {
             return Err(SwitchError::UnknownNetwork(net));
         }
@@ -349,10 +307,7 @@ impl Switch {
     }
 
     pub fn counters_mut(&mut self, port: PortId) -> Option<&mut PortCounters> {
-        self.ports
-            .get_mut(port.0 as usize)
-            .and_then(Option::as_mut)
-            .map(|p| &mut p.counters)
+        self.ports.get_mut(port.0 as usize).and_then(Option::as_mut).map(|p| &mut p.counters)
     }
 
     fn port(&self, port: PortId) -> Option<&Port> {
@@ -429,10 +384,7 @@ mod tests {
     }
 
     fn inet_checksum(b: &[u8]) -> u16 {
-        let mut sum: u32 = b
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-            .sum();
+        let mut sum: u32 = b.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
         }
@@ -440,10 +392,7 @@ mod tests {
     }
 
     fn port_cfg(network: NetworkId) -> PortConfig {
-        PortConfig {
-            network,
-            max_frame: MAX_FRAME,
-        }
+        PortConfig { network, max_frame: MAX_FRAME }
     }
 
     /// NET_A: ports 1, 2, 3. NET_B: ports 4, 5.
@@ -472,8 +421,7 @@ mod tests {
         assert_eq!(DropReason::TooShort.as_str(), "too_short");
         assert_eq!(DropReason::BadSource.to_string(), "bad_source");
         assert_eq!(DropReason::NoRoute.as_str(), "no_route");
-        let names: std::collections::HashSet<_> =
-            DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
     }
 
@@ -481,22 +429,13 @@ mod tests {
     fn arp_floods_then_reply_is_forwarded() {
         let mut sw = switch();
         let arp = arp_request(MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &arp, false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp, false), Verdict::Flood);
         assert_eq!(sw.fdb().lookup(t(0), NET_A, MAC_1), Some(PortId(1)));
         // The reply (unicast to MAC_1) goes straight to port 1, and teaches MAC_2 on port 2.
         let reply = icmp_echo(MAC_1, MAC_2);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(2), &reply, false),
-            Verdict::Forward(PortId(1))
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(2), &reply, false), Verdict::Forward(PortId(1)));
         let ping = icmp_echo(MAC_2, MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(1), &ping, false),
-            Verdict::Forward(PortId(2))
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &ping, false), Verdict::Forward(PortId(2)));
         let c = sw.counters(PortId(1)).unwrap();
         assert_eq!(c.rx_packets, 2);
         assert_eq!(c.rx_bytes, (arp.len() + ping.len()) as u64);
@@ -508,20 +447,11 @@ mod tests {
     #[test]
     fn unknown_unicast_and_multicast_flood() {
         let mut sw = switch();
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_3, MAC_1), false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_3, MAC_1), false), Verdict::Flood);
         let mcast = icmp_echo(Mac([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]), MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &mcast, false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &mcast, false), Verdict::Flood);
         // Broadcast floods even from a known source.
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false), Verdict::Flood);
     }
 
     #[test]
@@ -529,14 +459,8 @@ mod tests {
         let mut sw = switch();
         sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
         let ping = icmp_echo(MAC_2, MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(300), PortId(1), &ping, false),
-            Verdict::Forward(PortId(2))
-        );
-        assert_eq!(
-            sw.handle_frame(t(301), PortId(1), &ping, false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(300), PortId(1), &ping, false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.handle_frame(t(301), PortId(1), &ping, false), Verdict::Flood);
     }
 
     #[test]
@@ -545,23 +469,14 @@ mod tests {
         // The same MAC lives on both networks.
         sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
         sw.handle_frame(t(0), PortId(5), &arp_request(MAC_2), false);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(1), &icmp_echo(MAC_2, MAC_1), false),
-            Verdict::Forward(PortId(2))
-        );
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_2, MAC_1), false),
-            Verdict::Forward(PortId(5))
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_2, MAC_1), false), Verdict::Forward(PortId(5)));
         // MAC_1 was learned on both networks, separately.
         assert_eq!(sw.fdb().lookup(t(1), NET_A, MAC_1), Some(PortId(1)));
         assert_eq!(sw.fdb().lookup(t(1), NET_B, MAC_1), Some(PortId(4)));
         // A MAC known only on NET_A floods on NET_B.
         sw.handle_frame(t(1), PortId(3), &arp_request(MAC_3), false);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_3, MAC_1), false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(4), &icmp_echo(MAC_3, MAC_1), false), Verdict::Flood);
         assert_eq!(sw.ports_of(NET_B), &[PortId(4), PortId(5)]);
         assert_eq!(sw.port_network(PortId(4)), Some(NET_B));
     }
@@ -572,16 +487,10 @@ mod tests {
         sw.handle_frame(t(0), PortId(1), &arp_request(MAC_1), false);
         sw.handle_frame(t(0), PortId(1), &arp_request(MAC_3), false);
         let f = icmp_echo(MAC_3, MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(1), &f, false),
-            Verdict::Drop(DropReason::Hairpin)
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &f, false), Verdict::Drop(DropReason::Hairpin));
         // To itself, too.
         let f = icmp_echo(MAC_1, MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(1), PortId(1), &f, false),
-            Verdict::Drop(DropReason::Hairpin)
-        );
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &f, false), Verdict::Drop(DropReason::Hairpin));
         assert_eq!(drops(&sw, 1, DropReason::Hairpin), 2);
     }
 
@@ -595,28 +504,15 @@ mod tests {
         // Exactly a header is fine.
         let mut hdr = icmp_echo(MAC_2, MAC_1);
         hdr.truncate(ETH_HLEN);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &hdr, false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &hdr, false), Verdict::Flood);
 
         let mut big = icmp_echo(MAC_2, MAC_1);
         big.resize(MAX_FRAME, 0);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &big, false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &big, false), Verdict::Flood);
         big.push(0);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &big, false),
-            Verdict::Drop(DropReason::TooLong)
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &big, false), Verdict::Drop(DropReason::TooLong));
 
-        for src in [
-            Mac::BROADCAST,
-            Mac([0x01, 0, 0x5e, 1, 2, 3]),
-            Mac::default(),
-        ] {
+        for src in [Mac::BROADCAST, Mac([0x01, 0, 0x5e, 1, 2, 3]), Mac::default()] {
             let v = sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, src), false);
             assert_eq!(v, Verdict::Drop(DropReason::BadSource));
         }
@@ -635,18 +531,9 @@ mod tests {
     fn unknown_ingress_port() {
         let mut sw = switch();
         let f = arp_request(MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(99), &f, false),
-            Verdict::Drop(DropReason::UnknownPort)
-        );
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(0), &f, false),
-            Verdict::Drop(DropReason::UnknownPort)
-        );
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(u32::MAX), &[], true),
-            Verdict::Drop(DropReason::UnknownPort)
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(99), &f, false), Verdict::Drop(DropReason::UnknownPort));
+        assert_eq!(sw.handle_frame(t(0), PortId(0), &f, false), Verdict::Drop(DropReason::UnknownPort));
+        assert_eq!(sw.handle_frame(t(0), PortId(u32::MAX), &[], true), Verdict::Drop(DropReason::UnknownPort));
         assert!(sw.counters(PortId(99)).is_none());
         assert!(sw.fdb().is_empty());
     }
@@ -657,19 +544,10 @@ mod tests {
         sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
         let mut f = icmp_echo(MAC_2, MAC_1);
         f.resize(MAX_GSO_FRAME, 0);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &f, false),
-            Verdict::Drop(DropReason::TooLong)
-        );
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &f, true),
-            Verdict::Forward(PortId(2))
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, false), Verdict::Drop(DropReason::TooLong));
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, true), Verdict::Forward(PortId(2)));
         f.push(0);
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &f, true),
-            Verdict::Drop(DropReason::TooLong)
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &f, true), Verdict::Drop(DropReason::TooLong));
     }
 
     #[test]
@@ -677,42 +555,21 @@ mod tests {
         let mut sw = switch();
         sw.add_static(NET_A, MAC_2, PortId(2)).unwrap();
         // MAC_2 shows up as a source on port 3: not learned there.
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(3), &arp_request(MAC_2), false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(3), &arp_request(MAC_2), false), Verdict::Flood);
         assert_eq!(sw.fdb().lookup(t(0), NET_A, MAC_2), Some(PortId(2)));
         // And it never ages.
         let f = icmp_echo(MAC_2, MAC_1);
-        assert_eq!(
-            sw.handle_frame(t(100_000), PortId(1), &f, false),
-            Verdict::Forward(PortId(2))
-        );
-        assert_eq!(
-            sw.fdb_mut().learn(t(0), NET_A, MAC_2, PortId(3)),
-            Learn::Ignored
-        );
+        assert_eq!(sw.handle_frame(t(100_000), PortId(1), &f, false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.fdb_mut().learn(t(0), NET_A, MAC_2, PortId(3)), Learn::Ignored);
     }
 
     #[test]
     fn add_static_checks() {
         let mut sw = switch();
-        assert!(matches!(
-            sw.add_static(NetworkId(99), MAC_1, PortId(1)),
-            Err(SwitchError::UnknownNetwork(NetworkId(99)))
-        ));
-        assert!(matches!(
-            sw.add_static(NET_A, MAC_1, PortId(42)),
-            Err(SwitchError::UnknownPort(PortId(42)))
-        ));
+        assert!(matches!(sw.add_static(NetworkId(99), MAC_1, PortId(1)), Err(SwitchError::UnknownNetwork(NetworkId(99)))));
+        assert!(matches!(sw.add_static(NET_A, MAC_1, PortId(42)), Err(SwitchError::UnknownPort(PortId(42)))));
         let e = sw.add_static(NET_A, MAC_1, PortId(4)).unwrap_err();
-        assert!(matches!(
-            e,
-            SwitchError::WrongNetwork {
-                port: PortId(4),
-                network: NET_A
-            }
-        ));
+        assert!(matches!(e, SwitchError::WrongNetwork { port: PortId(4), network: NET_A }));
         assert_eq!(e.to_string(), "port 4 is not on network 10");
         let e = sw.add_static(NET_A, Mac::BROADCAST, PortId(1)).unwrap_err();
         assert!(matches!(e, SwitchError::Fdb(FdbError::InvalidMac(_))));
@@ -730,14 +587,8 @@ mod tests {
         assert_eq!(sw.ports_of(NET_A), &[PortId(1), PortId(3)]);
         assert_eq!(sw.port_network(PortId(2)), None);
         assert!(sw.counters(PortId(2)).is_none());
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false),
-            Verdict::Flood
-        );
-        assert!(matches!(
-            sw.remove_port(PortId(2)),
-            Err(SwitchError::UnknownPort(_))
-        ));
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Flood);
+        assert!(matches!(sw.remove_port(PortId(2)), Err(SwitchError::UnknownPort(_))));
         // The id can be reused, on another network, with fresh counters.
         sw.add_port(PortId(2), port_cfg(NET_B)).unwrap();
         assert_eq!(sw.counters(PortId(2)), Some(&PortCounters::default()));
@@ -747,27 +598,15 @@ mod tests {
     #[test]
     fn network_and_port_management() {
         let mut sw = switch();
-        assert!(matches!(
-            sw.add_network(NET_A),
-            Err(SwitchError::NetworkExists(NET_A))
-        ));
-        assert!(matches!(
-            sw.add_port(PortId(1), port_cfg(NET_B)),
-            Err(SwitchError::PortExists(_))
-        ));
-        assert!(matches!(
-            sw.add_port(PortId(9), port_cfg(NetworkId(7))),
-            Err(SwitchError::UnknownNetwork(NetworkId(7)))
-        ));
+        assert!(matches!(sw.add_network(NET_A), Err(SwitchError::NetworkExists(NET_A))));
+        assert!(matches!(sw.add_port(PortId(1), port_cfg(NET_B)), Err(SwitchError::PortExists(_))));
+        assert!(matches!(sw.add_port(PortId(9), port_cfg(NetworkId(7))), Err(SwitchError::UnknownNetwork(NetworkId(7)))));
         assert_eq!(sw.port_network(PortId(9)), None);
         assert!(sw.ports_of(NetworkId(7)).is_empty());
 
         sw.handle_frame(t(0), PortId(4), &arp_request(MAC_1), false);
         sw.fdb_mut().add_static(NET_B, MAC_2, PortId(5)).unwrap();
-        assert!(matches!(
-            sw.remove_network(NET_B),
-            Err(SwitchError::NetworkHasPorts(NET_B))
-        ));
+        assert!(matches!(sw.remove_network(NET_B), Err(SwitchError::NetworkHasPorts(NET_B))));
         sw.remove_port(PortId(4)).unwrap();
         // Entries of the network pointing at ports that are gone are dropped with it.
         sw.fdb_mut().add_static(NET_B, MAC_3, PortId(77)).unwrap();
@@ -775,14 +614,8 @@ mod tests {
         assert_eq!(sw.fdb().len(), 1);
         sw.remove_network(NET_B).unwrap();
         assert!(sw.fdb().is_empty());
-        assert!(matches!(
-            sw.remove_network(NET_B),
-            Err(SwitchError::UnknownNetwork(_))
-        ));
-        assert!(matches!(
-            sw.add_port(PortId(4), port_cfg(NET_B)),
-            Err(SwitchError::UnknownNetwork(_))
-        ));
+        assert!(matches!(sw.remove_network(NET_B), Err(SwitchError::UnknownNetwork(_))));
+        assert!(matches!(sw.add_port(PortId(4), port_cfg(NET_B)), Err(SwitchError::UnknownNetwork(_))));
     }
 
     #[test]
@@ -790,10 +623,7 @@ mod tests {
         let mut sw = switch();
         // A static entry written directly into the table, pointing at a port of another network.
         sw.fdb_mut().add_static(NET_A, MAC_2, PortId(4)).unwrap();
-        assert_eq!(
-            sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false),
-            Verdict::Flood
-        );
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Flood);
     }
 
     #[test]
@@ -804,10 +634,7 @@ mod tests {
         c.tx_bytes += 60;
         c.drops[DropReason::TxError.index()] += 1;
         let c = sw.counters(PortId(3)).unwrap();
-        assert_eq!(
-            (c.tx_packets, c.tx_bytes, c.drops_of(DropReason::TxError)),
-            (1, 60, 1)
-        );
+        assert_eq!((c.tx_packets, c.tx_bytes, c.drops_of(DropReason::TxError)), (1, 60, 1));
         assert!(sw.counters_mut(PortId(1000)).is_none());
     }
 

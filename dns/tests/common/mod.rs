@@ -30,18 +30,8 @@ pub fn records() -> Records {
                 v4: vec![v4("10.1.0.2")],
                 v6: vec![v6("fd00:1::2")],
                 srv: vec![
-                    Srv {
-                        service: "_http._tcp".into(),
-                        port: 80,
-                        priority: 10,
-                        weight: 5,
-                    },
-                    Srv {
-                        service: "_metrics._tcp".into(),
-                        port: 9100,
-                        priority: 0,
-                        weight: 0,
-                    },
+                    Srv { service: "_http._tcp".into(), port: 80, priority: 10, weight: 5 },
+                    Srv { service: "_metrics._tcp".into(), port: 9100, priority: 0, weight: 0 },
                 ],
             },
             Entry {
@@ -49,28 +39,19 @@ pub fn records() -> Records {
                 aliases: vec!["web".into()],
                 v4: vec![v4("10.1.0.3")],
                 v6: vec![],
-                srv: vec![Srv {
-                    service: "_http._tcp".into(),
-                    port: 8080,
-                    priority: 20,
-                    weight: 1,
-                }],
+                srv: vec![Srv { service: "_http._tcp".into(), port: 8080, priority: 20, weight: 1 }],
             },
             Entry {
                 name: "many".into(),
                 aliases: vec![],
                 v4: (10..18).map(|i| Ipv4Addr::new(10, 1, 1, i)).collect(),
-                v6: (1..5)
-                    .map(|i| Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 1, i))
-                    .collect(),
+                v6: (1..5).map(|i| Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 1, i)).collect(),
                 srv: vec![],
             },
             Entry {
                 name: "big".into(),
                 aliases: vec![],
-                v4: (0..200)
-                    .map(|i| Ipv4Addr::new(10, 1, 2 + (i / 250) as u8, (i % 250) as u8 + 1))
-                    .collect(),
+                v4: (0..200).map(|i| Ipv4Addr::new(10, 1, 2 + (i / 250) as u8, (i % 250) as u8 + 1)).collect(),
                 v6: vec![],
                 srv: vec![],
             },
@@ -79,23 +60,9 @@ pub fn records() -> Records {
     r.set_network(
         "net2",
         None,
-        vec![Entry {
-            name: "d1".into(),
-            aliases: vec!["db".into()],
-            v4: vec![v4("10.2.0.2")],
-            v6: vec![],
-            srv: vec![],
-        }],
+        vec![Entry { name: "d1".into(), aliases: vec!["db".into()], v4: vec![v4("10.2.0.2")], v6: vec![], srv: vec![] }],
     );
-    r.set_network(
-        "net3",
-        Some("corp.example."),
-        vec![Entry {
-            name: "e1".into(),
-            v4: vec![v4("10.3.0.2")],
-            ..Default::default()
-        }],
-    );
+    r.set_network("net3", Some("corp.example."), vec![Entry { name: "e1".into(), v4: vec![v4("10.3.0.2")], ..Default::default() }]);
     r
 }
 
@@ -127,21 +94,13 @@ pub fn ask(r: &Records, nets: &[&str], internal: bool, q: &[u8], rand: u64, limi
         _ => Vec::new(),
     };
     let msg = (!bytes.is_empty()).then(|| Message::from_vec(&bytes).expect("our answer parses"));
-    Asked {
-        decision,
-        msg,
-        bytes,
-    }
+    Asked { decision, msg, bytes }
 }
 
 /// The common case: container on net1, UDP, answer expected.
 pub fn answer(nets: &[&str], name: &str, rtype: RecordType) -> Message {
     let q = query(name, rtype, None);
     let a = ask(&records(), nets, false, &q, 7, Limit::Udp(65535));
-    assert!(
-        matches!(a.decision, Decision::Answer(_)),
-        "{name} {rtype}: {:?}",
-        a.decision
-    );
+    assert!(matches!(a.decision, Decision::Answer(_)), "{name} {rtype}: {:?}", a.decision);
     a.msg.unwrap()
 }

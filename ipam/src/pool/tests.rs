@@ -121,9 +121,7 @@ fn range_and_aux() {
 #[test]
 fn range_exhaustion_names_the_range() {
     let range: Ipv4Net = "10.0.0.252/30".parse().unwrap();
-    let mut p =
-        Pool::with_options("10.0.0.0/24".parse().unwrap(), None, PoolOptions { range: Some(range), aux: vec![] })
-            .unwrap();
+    let mut p = Pool::with_options("10.0.0.0/24".parse().unwrap(), None, PoolOptions { range: Some(range), aux: vec![] }).unwrap();
     assert_eq!(p.range_capacity(), 3); // .252-.254; .255 is the broadcast address
     for _ in 0..3 {
         p.allocate().unwrap();
@@ -158,9 +156,7 @@ fn option_errors() {
     assert!(reason(with(opts(Some("10.0.0.0/23"), &[])).unwrap_err()).contains("not inside"));
     assert!(reason(with(opts(Some("10.0.0.0/32"), &[])).unwrap_err()).contains("no host address"));
     assert!(reason(with(opts(Some("10.0.0.1/32"), &[])).unwrap_err()).contains("leaves no address"));
-    assert!(
-        reason(with(opts(Some("10.0.0.2/31"), &["10.0.0.2", "10.0.0.3"])).unwrap_err()).contains("leaves no address")
-    );
+    assert!(reason(with(opts(Some("10.0.0.2/31"), &["10.0.0.2", "10.0.0.3"])).unwrap_err()).contains("leaves no address"));
     assert!(reason(with(opts(None, &["10.0.1.1"])).unwrap_err()).contains("outside"));
     assert!(reason(with(opts(None, &["10.0.0.1"])).unwrap_err()).contains("gateway"));
     assert!(reason(with(opts(None, &["10.0.0.0"])).unwrap_err()).contains("network"));
@@ -178,10 +174,7 @@ fn option_errors() {
 
 #[test]
 fn ipv6_options_and_usage() {
-    let o = Pool6Options {
-        range: Some("fd00:89::100/120".parse().unwrap()),
-        aux: vec![ip6("fd00:89::100"), ip6("fd00:89::7")],
-    };
+    let o = Pool6Options { range: Some("fd00:89::100/120".parse().unwrap()), aux: vec![ip6("fd00:89::100"), ip6("fd00:89::7")] };
     let mut p = Pool6::with_options("fd00:89::/64".parse().unwrap(), None, o).unwrap();
     assert_eq!(p.allocate().unwrap(), ip6("fd00:89::101"));
     assert!(matches!(p.reserve(ip6("fd00:89::7")), Err(IpamError::Reserved { what: "auxiliary", .. })));
@@ -203,11 +196,7 @@ fn ipv6_options_and_usage() {
     )
     .unwrap_err();
     assert!(matches!(e, SetupError::BadRange { .. }));
-    let e = Pool6::with_options(
-        "fd00:89::/64".parse().unwrap(),
-        None,
-        Pool6Options { range: None, aux: vec![ip6("fd00:89::")] },
-    );
+    let e = Pool6::with_options("fd00:89::/64".parse().unwrap(), None, Pool6Options { range: None, aux: vec![ip6("fd00:89::")] });
     assert!(matches!(e, Err(SetupError::BadAux { .. })));
 }
 
@@ -453,8 +442,7 @@ api!(Pool6, Ipv6Addr, |h: u16| Ipv6Addr::from(u128::from(ip6("fd00:9::")) + u128
 
 /// The v4 pool under test: 10.9.0.0/27 (hosts 1-30), gateway .1, range .16/28, aux .5 and .20.
 fn v4_pool() -> Pool {
-    Pool::with_options("10.9.0.0/27".parse().unwrap(), None, opts(Some("10.9.0.16/28"), &["10.9.0.5", "10.9.0.20"]))
-        .unwrap()
+    Pool::with_options("10.9.0.0/27".parse().unwrap(), None, opts(Some("10.9.0.16/28"), &["10.9.0.5", "10.9.0.20"])).unwrap()
 }
 
 /// What v4_pool is, in host numbers.
@@ -465,8 +453,7 @@ fn v4_model() -> Model {
 /// The v6 pool under test: fd00:9::/120 (hosts 1-255), gateway ::30 inside the range ::20/123
 /// (hosts 32-63), aux ::3 and ::28.
 fn v6_pool() -> Pool6 {
-    let o =
-        Pool6Options { range: Some("fd00:9::20/123".parse().unwrap()), aux: vec![ip6("fd00:9::3"), ip6("fd00:9::28")] };
+    let o = Pool6Options { range: Some("fd00:9::20/123".parse().unwrap()), aux: vec![ip6("fd00:9::3"), ip6("fd00:9::28")] };
     Pool6::with_options("fd00:9::/120".parse().unwrap(), Some(ip6("fd00:9::30")), o).unwrap()
 }
 
@@ -488,12 +475,7 @@ struct Model {
 }
 
 impl Model {
-    fn new(
-        hosts: std::ops::RangeInclusive<u16>,
-        gateway: u16,
-        range: std::ops::RangeInclusive<u16>,
-        aux: &[u16],
-    ) -> Model {
+    fn new(hosts: std::ops::RangeInclusive<u16>, gateway: u16, range: std::ops::RangeInclusive<u16>, aux: &[u16]) -> Model {
         let cursor = *range.start();
         Model { hosts, gateway, range, aux: aux.iter().copied().collect(), used: BTreeMap::new(), cursor }
     }
@@ -515,8 +497,7 @@ impl Model {
     }
 
     fn release_where(&mut self, pred: impl Fn(&str) -> bool) -> Vec<u16> {
-        let gone: Vec<u16> =
-            self.used.iter().filter(|(_, o)| o.as_deref().is_some_and(&pred)).map(|(h, _)| *h).collect();
+        let gone: Vec<u16> = self.used.iter().filter(|(_, o)| o.as_deref().is_some_and(&pred)).map(|(h, _)| *h).collect();
         for h in &gone {
             self.used.remove(h);
         }
@@ -583,11 +564,7 @@ fn check_model<P: Api>(mut p: P, mut m: Model, ops: &[Op]) -> Result<(), TestCas
                 } else if m.used.contains_key(h) {
                     prop_assert!(matches!(got, Err(IpamError::Taken { .. })), "{:?}", got);
                 } else {
-                    prop_assert!(
-                        matches!(got, Err(IpamError::OutOfRange { .. } | IpamError::Reserved { .. })),
-                        "{:?}",
-                        got
-                    );
+                    prop_assert!(matches!(got, Err(IpamError::OutOfRange { .. } | IpamError::Reserved { .. })), "{:?}", got);
                 }
             }
             Op::Release(h) => prop_assert_eq!(p.release(P::addr(*h)), m.used.remove(h).is_some()),

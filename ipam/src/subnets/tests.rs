@@ -84,15 +84,9 @@ fn later_pools_take_over() {
     assert_eq!(v4(&p, &["172.30.0.0/24"], &["10.89.0.0/16"]).unwrap(), "172.30.16.0/20");
     assert_eq!(v6(&p, &["fd00:1::/120"], &[]).unwrap(), "fd00:1::100/120");
     let e = v4(&p, &["172.30.0.0/16"], &["10.0.0.0/8"]).unwrap_err();
-    assert!(
-        matches!(&e, SetupError::PoolExhausted { pools, .. } if pools == "10.89.0.0/16 in /24s, 172.30.0.0/16 in /20s"),
-        "{e}"
-    );
+    assert!(matches!(&e, SetupError::PoolExhausted { pools, .. } if pools == "10.89.0.0/16 in /24s, 172.30.0.0/16 in /20s"), "{e}");
     let only4 = SubnetPools::new(vec![SubnetPools::DEFAULT_V4]).unwrap();
-    assert_eq!(
-        only4.next_free_v6(&[], &[]).unwrap_err(),
-        SetupError::PoolExhausted { family: "IPv6", pools: "none configured".into() }
-    );
+    assert_eq!(only4.next_free_v6(&[], &[]).unwrap_err(), SetupError::PoolExhausted { family: "IPv6", pools: "none configured".into() });
 }
 
 #[test]
@@ -137,21 +131,11 @@ fn bad_address_pools() {
     assert!(reason("::/0", 0).contains("/0"));
     AddressPool::new(net("10.89.0.0/16"), 16).unwrap();
     AddressPool::new(net("10.89.0.0/16"), 30).unwrap();
-    let e =
-        SubnetPools::new(vec![SubnetPools::DEFAULT_V4, AddressPool { base: net("10.0.0.0/8"), size: 24 }]).unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "address pool 10.0.0.0/8 split into /24 subnets is invalid: it overlaps pool 10.89.0.0/16 in /24s"
-    );
-    assert!(matches!(
-        SubnetPools::new(vec![AddressPool { base: net("10.89.0.0/16"), size: 33 }]),
-        Err(SetupError::BadAddressPool { .. })
-    ));
+    let e = SubnetPools::new(vec![SubnetPools::DEFAULT_V4, AddressPool { base: net("10.0.0.0/8"), size: 24 }]).unwrap_err();
+    assert_eq!(e.to_string(), "address pool 10.0.0.0/8 split into /24 subnets is invalid: it overlaps pool 10.89.0.0/16 in /24s");
+    assert!(matches!(SubnetPools::new(vec![AddressPool { base: net("10.89.0.0/16"), size: 33 }]), Err(SetupError::BadAddressPool { .. })));
     assert!(matches!(SubnetPools::with_defaults("fd00::/72".parse().unwrap()), Err(SetupError::BadAddressPool { .. })));
-    assert!(matches!(
-        SubnetPools::with_defaults("fd00::1/48".parse().unwrap()),
-        Err(SetupError::BadAddressPool { .. })
-    ));
+    assert!(matches!(SubnetPools::with_defaults("fd00::1/48".parse().unwrap()), Err(SetupError::BadAddressPool { .. })));
     SubnetPools::new(vec![]).unwrap();
 }
 

@@ -85,12 +85,7 @@ pub struct Link {
 
 impl Default for Link {
     fn default() -> Self {
-        Link {
-            latency: ms(5),
-            jitter: Duration::ZERO,
-            loss: 0.0,
-            duplicate: 0.0,
-        }
+        Link { latency: ms(5), jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0 }
     }
 }
 
@@ -161,13 +156,7 @@ impl Sim {
 
     pub fn add_node(&mut self, cfg: Config, addr: SocketAddr, seed: u8) -> usize {
         let tunnel = Tunnel::new(cfg, [seed; 32]).unwrap();
-        self.nodes.push(Node {
-            tunnel,
-            addr,
-            frames: Vec::new(),
-            drops: Vec::new(),
-            send_results: Vec::new(),
-        });
+        self.nodes.push(Node { tunnel, addr, frames: Vec::new(), drops: Vec::new(), send_results: Vec::new() });
         self.nodes.len() - 1
     }
 
@@ -192,11 +181,7 @@ impl Sim {
             SendResult::Datagram { len, to } => {
                 assert_eq!(len, frame.len() + OVERHEAD);
                 let from = self.nodes[i].addr;
-                self.transmit(Datagram {
-                    from,
-                    to,
-                    bytes: out[..len].to_vec(),
-                });
+                self.transmit(Datagram { from, to, bytes: out[..len].to_vec() });
             }
             other => self.nodes[i].send_results.push(other),
         }
@@ -236,9 +221,7 @@ impl Sim {
         let r = self.nodes[i].tunnel.recv(now, d.from, &mut bytes);
         match &r {
             RecvResult::Frame { peer, net, frame } => {
-                self.nodes[i]
-                    .frames
-                    .push((*peer, *net, bytes[frame.clone()].to_vec()));
+                self.nodes[i].frames.push((*peer, *net, bytes[frame.clone()].to_vec()));
             }
             RecvResult::Dropped(why) => self.nodes[i].drops.push(*why),
             RecvResult::Handled => {}
@@ -256,8 +239,7 @@ impl Sim {
         };
         let at = self.now + self.link.latency + jitter;
         self.flights.push(Some(d));
-        self.in_flight
-            .push(Reverse((at, self.seq, self.flights.len() - 1)));
+        self.in_flight.push(Reverse((at, self.seq, self.flights.len() - 1)));
         self.seq += 1;
     }
 
@@ -274,11 +256,7 @@ impl Sim {
                 break;
             };
             let from = self.nodes[i].addr;
-            self.transmit(Datagram {
-                from,
-                to,
-                bytes: out[..len].to_vec(),
-            });
+            self.transmit(Datagram { from, to, bytes: out[..len].to_vec() });
         }
         self.buf = out;
     }
@@ -287,11 +265,7 @@ impl Sim {
     pub fn run_until(&mut self, until: Duration) {
         loop {
             let next_flight = self.in_flight.peek().map(|Reverse((at, _, _))| *at);
-            let next_timer = self
-                .nodes
-                .iter()
-                .filter_map(|n| n.tunnel.poll_timeout())
-                .min();
+            let next_timer = self.nodes.iter().filter_map(|n| n.tunnel.poll_timeout()).min();
             let next = match (next_flight, next_timer) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => match a.or(b) {
@@ -315,11 +289,7 @@ impl Sim {
                 }
             }
             for i in 0..self.nodes.len() {
-                if self.nodes[i]
-                    .tunnel
-                    .poll_timeout()
-                    .is_some_and(|t| t <= self.now)
-                {
+                if self.nodes[i].tunnel.poll_timeout().is_some_and(|t| t <= self.now) {
                     let now = self.now;
                     self.nodes[i].tunnel.handle_timeout(now);
                     // No busy loop: whatever was due is handled.
@@ -340,11 +310,7 @@ impl Sim {
 
     /// Sequence numbers of the frames node `i` received, in arrival order.
     pub fn seqs(&self, i: usize) -> Vec<u64> {
-        self.nodes[i]
-            .frames
-            .iter()
-            .map(|(_, _, f)| seq_of(f))
-            .collect()
+        self.nodes[i].frames.iter().map(|(_, _, f)| seq_of(f)).collect()
     }
 
     pub fn count_drops(&self, i: usize, why: DropReason) -> usize {
@@ -362,11 +328,7 @@ pub fn fix_mac1(bytes: &mut [u8], receiver_pub: &[u8; 32]) {
         92 => 60,
         _ => return,
     };
-    let key: [u8; 32] = blake2::Blake2s256::new()
-        .chain_update(b"mac1----")
-        .chain_update(receiver_pub)
-        .finalize()
-        .into();
+    let key: [u8; 32] = blake2::Blake2s256::new().chain_update(b"mac1----").chain_update(receiver_pub).finalize().into();
     let mut m = <blake2::Blake2sMac<U16> as KeyInit>::new_from_slice(&key).unwrap();
     Mac::update(&mut m, &bytes[..at]);
     bytes[at..at + 16].copy_from_slice(&m.finalize().into_bytes());
@@ -380,15 +342,7 @@ pub fn assert_exactly_once(got: &[u64], n: u64) {
     if sorted != expected {
         let mut dups = sorted.clone();
         dups.dedup();
-        let missing: Vec<u64> = (0..n)
-            .filter(|s| sorted.binary_search(s).is_err())
-            .take(20)
-            .collect();
-        panic!(
-            "{} frames received, {} distinct, {} expected; first missing: {missing:?}",
-            sorted.len(),
-            dups.len(),
-            n
-        );
+        let missing: Vec<u64> = (0..n).filter(|s| sorted.binary_search(s).is_err()).take(20).collect();
+        panic!("{} frames received, {} distinct, {} expected; first missing: {missing:?}", sorted.len(), dups.len(), n);
     }
 }

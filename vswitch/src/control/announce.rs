@@ -137,7 +137,12 @@ mod tests {
     use super::*;
 
     fn name(i: usize) -> RemoteName {
-        RemoteName { name: format!("host-{i}"), aliases: vec![format!("alias-{i}")], v4: vec![Ipv4Addr::new(10, 0, 0, i as u8)], v6: vec![] }
+        RemoteName {
+            name: format!("host-{i}"),
+            aliases: vec![format!("alias-{i}")],
+            v4: vec![Ipv4Addr::new(10, 0, 0, i as u8)],
+            v6: vec![],
+        }
     }
 
     #[test]

@@ -20,17 +20,18 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::sync::Mutex;
 
 use crate::api::{
-    ApiError, AttachRequest, GcReport, Peer, PeerAdd, Pruned, TunnelKey, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode,
-    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, Network, NetworkCreate, NetworkDetail, PortInfo, Usage, Version,
+    ApiError, AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, Endpoint, EndpointUpdate, ErrorCode, FdbAdd, FdbEntry,
+    FdbFlush, FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Pruned, TunnelKey, Usage,
+    Version,
 };
 use crate::datapath::{Datapath, DnsView, DNS_TTL};
-use dns::{DnsCounters, Upstreams};
 use crate::fdb::Flush;
 use crate::gateway::Gateway;
-use crate::switch::{DropReason, SwitchError};
 use crate::state::{self, EndpointState, NetworkState, Phase, Snapshot};
+use crate::switch::{DropReason, SwitchError};
 use crate::sys::{AttachSpec, NetnsRef, NetnsWorker, SysError};
 use crate::types::{Mac, NetworkId, PortId};
+use dns::{DnsCounters, Upstreams};
 use publish::{bind_rule, parse_port_ranges};
 
 /// Options the daemon was started with that shape control decisions.
@@ -230,23 +231,17 @@ impl Control {
             .subnet
             .as_deref()
             .map(|s| {
-                s.parse().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {s:?} is not an IPv4 CIDR like 10.89.0.0/24"))
-                })
+                s.parse()
+                    .map_err(|_| ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {s:?} is not an IPv4 CIDR like 10.89.0.0/24")))
             })
             .transpose()?;
-        let gateway = req
-            .gateway
-            .as_deref()
-            .map(|g| g.parse::<Ipv4Addr>().map_err(|_| bad_address(g)))
-            .transpose()?;
+        let gateway = req.gateway.as_deref().map(|g| g.parse::<Ipv4Addr>().map_err(|_| bad_address(g))).transpose()?;
         let subnet6: Option<Ipv6Net> = req
             .subnet6
             .as_deref()
             .map(|s6| {
-                s6.parse().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s6:?} is not an IPv6 CIDR like fd00:89::/64"))
-                })
+                s6.parse()
+                    .map_err(|_| ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s6:?} is not an IPv6 CIDR like fd00:89::/64")))
             })
             .transpose()?;
         let gw6 = req
@@ -294,7 +289,12 @@ impl Control {
             None => self.opts.pools.next_free_v4(&in_use, &routes::routed()).map_err(setup_error)?,
         };
         let subnet6 = match subnet6 {
-            None if req.ipv6 => Some(ipam::SubnetPools::with_defaults(st.ula).map_err(setup_error)?.next_free_v6(&in_use, &routes::routed()).map_err(setup_error)?),
+            None if req.ipv6 => Some(
+                ipam::SubnetPools::with_defaults(st.ula)
+                    .map_err(setup_error)?
+                    .next_free_v6(&in_use, &routes::routed())
+                    .map_err(setup_error)?,
+            ),
             other => other,
         };
         let opts4 = ipam::PoolOptions {
@@ -302,14 +302,26 @@ impl Control {
                 Some(ipnet::IpNet::V4(r)) => Some(r),
                 Some(ipnet::IpNet::V6(_)) | None => None,
             },
-            aux: aux.iter().filter_map(|a| match a { std::net::IpAddr::V4(v) => Some(*v), _ => None }).collect(),
+            aux: aux
+                .iter()
+                .filter_map(|a| match a {
+                    std::net::IpAddr::V4(v) => Some(*v),
+                    _ => None,
+                })
+                .collect(),
         };
         let opts6 = ipam::Pool6Options {
             range: match range {
                 Some(ipnet::IpNet::V6(r)) => Some(r),
                 _ => None,
             },
-            aux: aux.iter().filter_map(|a| match a { std::net::IpAddr::V6(v) => Some(*v), _ => None }).collect(),
+            aux: aux
+                .iter()
+                .filter_map(|a| match a {
+                    std::net::IpAddr::V6(v) => Some(*v),
+                    _ => None,
+                })
+                .collect(),
         };
         if (opts6.range.is_some() || !opts6.aux.is_empty()) && subnet6.is_none() {
             return Err(ApiError::new(ErrorCode::InvalidAddress, "an IPv6 range or aux address needs an IPv6 subnet"));
@@ -508,10 +520,9 @@ impl Control {
         .map_err(ipam_error)?;
         let ip6 = match (&mut net.pool6, requested_ip6) {
             (None, None) => Ok(None),
-            (None, Some(_)) => Err(ApiError::new(
-                ErrorCode::AddressOutOfRange,
-                format!("network {network} has no IPv6 subnet (create it with --subnet6)"),
-            )),
+            (None, Some(_)) => {
+                Err(ApiError::new(ErrorCode::AddressOutOfRange, format!("network {network} has no IPv6 subnet (create it with --subnet6)")))
+            }
             (Some(p6), Some(a)) => p6.reserve_for(a, &name).map(|()| Some(a)).map_err(ipam_error),
             (Some(p6), None) => p6.allocate_for(&name).map(Some).map_err(ipam_error),
         };
@@ -547,7 +558,8 @@ impl Control {
         };
         // Like a container on several Docker networks: the first network gives the default
         // route, later ones only their subnet.
-        let ep = Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network, publish_ids: Vec::new() };
+        let ep =
+            Ep { api, offloads: Vec::new(), netns_id, phase: Phase::Attaching, default_route: !second_network, publish_ids: Vec::new() };
         let api = self.bring_up(&mut st, network, ep, false).await?;
         self.local_change(&mut st);
         tracing::info!(network, endpoint = %api.name, ip = %api.ip, mac = %api.mac, port = api.port.0, "attached");
@@ -792,7 +804,10 @@ impl Control {
         self.opts.tunnel_listen.ok_or_else(tunnel_off)?;
         let st = self.state.lock().await;
         if !st.peers.is_empty() {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "remove every tunnel peer before changing this host's key (they know the old one)"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "remove every tunnel peer before changing this host's key (they know the old one)",
+            ));
         }
         let private = random_bytes::<32>();
         write_key(&self.opts.state_dir, &private).map_err(internal)?;
@@ -823,7 +838,10 @@ impl Control {
         let endpoint = req
             .endpoint
             .as_deref()
-            .map(|e| e.parse::<std::net::SocketAddr>().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("endpoint {e:?} is not IP:PORT"))))
+            .map(|e| {
+                e.parse::<std::net::SocketAddr>()
+                    .map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("endpoint {e:?} is not IP:PORT")))
+            })
             .transpose()?;
         if req.networks.is_empty() {
             return Err(ApiError::new(ErrorCode::InvalidRequest, "name at least one overlay network the peer shares"));
@@ -1052,7 +1070,10 @@ impl Control {
                             Ok(_) => continue,
                             // bring_up has already forgotten it and released its addresses.
                             Err(err) => {
-                                report.push(format!("dropped endpoint {name} of network {network}: its TAP could not be restored: {}", err.error.message));
+                                report.push(format!(
+                                    "dropped endpoint {name} of network {network}: its TAP could not be restored: {}",
+                                    err.error.message
+                                ));
                                 continue;
                             }
                         }
@@ -1252,7 +1273,9 @@ impl Control {
                     .fdb()
                     .iter()
                     .filter(|r| only.is_none_or(|n| n == r.network))
-                    .map(|r| (r.network, r.mac, r.port, if r.is_static { 0 } else { now.saturating_sub(r.last_seen).as_secs() }, r.is_static))
+                    .map(|r| {
+                        (r.network, r.mac, r.port, if r.is_static { 0 } else { now.saturating_sub(r.last_seen).as_secs() }, r.is_static)
+                    })
                     .collect::<Vec<_>>()
             })
             .await
@@ -1279,12 +1302,7 @@ impl Control {
         let port = match net.endpoints.get(&req.port) {
             Some(ep) => ep.api.port,
             None if req.port == "gateway" => net.gw_port,
-            None => {
-                return Err(ApiError::new(
-                    ErrorCode::EndpointNotFound,
-                    format!("no endpoint {} on network {}", req.port, req.network),
-                ))
-            }
+            None => return Err(ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {} on network {}", req.port, req.network))),
         };
         let (id, mac) = (net.id, req.mac);
         self.dp.call(move |e| e.switch_mut().add_static(id, mac, port)).await.map_err(internal)?.map_err(|e| match e {
@@ -1318,9 +1336,10 @@ impl Control {
             (Some(n), None) => Flush::Network(find_net(&st, n)?.id),
             (Some(n), Some(p)) => {
                 let net = find_net(&st, n)?;
-                let ep = net.endpoints.get(p).ok_or_else(|| {
-                    ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {p} on network {n}"))
-                })?;
+                let ep = net
+                    .endpoints
+                    .get(p)
+                    .ok_or_else(|| ApiError::new(ErrorCode::EndpointNotFound, format!("no endpoint {p} on network {n}")))?;
                 Flush::Port(ep.api.port)
             }
             (None, Some(_)) => return Err(ApiError::new(ErrorCode::InvalidRequest, "port needs network")),
@@ -1500,7 +1519,11 @@ impl Net {
             gateway_mac: self.gw_mac,
             subnet6: self.pool6.as_ref().map(|p| p.subnet().to_string()),
             gateway6: self.pool6.as_ref().map(|p| p.gateway()),
-            ip_range: self.pool.range().map(|r| r.to_string()).or_else(|| self.pool6.as_ref().and_then(|p| p.range()).map(|r| r.to_string())),
+            ip_range: self
+                .pool
+                .range()
+                .map(|r| r.to_string())
+                .or_else(|| self.pool6.as_ref().and_then(|p| p.range()).map(|r| r.to_string())),
             aux_addresses: self
                 .pool
                 .aux()
@@ -1594,7 +1617,8 @@ fn parse_srv(s: &str) -> Result<::dns::Srv, ApiError> {
     let mut parts = s.split(':');
     let service = parts.next().ok_or_else(bad)?;
     let labels: Vec<&str> = service.split('.').collect();
-    let label_ok = |l: &str| l.len() > 1 && l.len() <= 63 && l.starts_with('_') && l[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    let label_ok =
+        |l: &str| l.len() > 1 && l.len() <= 63 && l.starts_with('_') && l[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
     if labels.len() != 2 || !labels.iter().all(|l| label_ok(l)) {
         return Err(bad());
     }
@@ -1663,7 +1687,8 @@ pub fn key_path(state_dir: &std::path::Path) -> PathBuf {
 pub fn load_or_make_key(state_dir: &std::path::Path) -> Result<[u8; 32], String> {
     let path = key_path(state_dir);
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_key(text.trim()).map_err(|_| format!("{} does not hold a base64 32-byte key; move it aside to make a new one", path.display())),
+        Ok(text) => parse_key(text.trim())
+            .map_err(|_| format!("{} does not hold a base64 32-byte key; move it aside to make a new one", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = random_bytes::<32>();
             write_key(state_dir, &key).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

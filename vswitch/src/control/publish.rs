@@ -72,7 +72,14 @@ fn bind_error(proto: Proto, addr: SocketAddrV4, e: &std::io::Error) -> ApiError 
 
 impl Control {
     /// Egress settings of a network, or `None` when egress is off for the daemon.
-    pub(super) fn egress_config(&self, gw: Gateway, subnet: ipnet::Ipv4Net, mtu: u32, internal: bool, host_loopback: &[String]) -> Option<NetConfig> {
+    pub(super) fn egress_config(
+        &self,
+        gw: Gateway,
+        subnet: ipnet::Ipv4Net,
+        mtu: u32,
+        internal: bool,
+        host_loopback: &[String],
+    ) -> Option<NetConfig> {
         self.opts.egress.then(|| NetConfig {
             gw,
             subnet,
@@ -87,7 +94,14 @@ impl Control {
 
     /// Hands bound sockets to the datapath; returns the listener ids (those it refused are
     /// logged and left out).
-    pub(super) async fn start_listeners(&self, gw_port: PortId, owner: PortId, ip: Ipv4Addr, rule: &PublishRule, sockets: Vec<(PublishSocket, u16)>) -> Vec<usize> {
+    pub(super) async fn start_listeners(
+        &self,
+        gw_port: PortId,
+        owner: PortId,
+        ip: Ipv4Addr,
+        rule: &PublishRule,
+        sockets: Vec<(PublishSocket, u16)>,
+    ) -> Vec<usize> {
         let proto = rule.proto;
         let res = self
             .dp
@@ -118,7 +132,10 @@ impl Control {
     /// `POST /v1/networks/{network}/endpoints/{endpoint}/publish`.
     pub async fn publish(&self, network: &str, endpoint: &str, rule: PublishRule) -> Result<Publication, ApiError> {
         if !self.opts.egress {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, "published ports need egress (start vswitchd with --egress, the default when rootless)"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "published ports need egress (start vswitchd with --egress, the default when rootless)",
+            ));
         }
         let end = rule.last_host_port();
         if rule.host_port == 0 || rule.container_port == 0 || end < rule.host_port {
@@ -126,7 +143,10 @@ impl Control {
         }
         let count = u32::from(end - rule.host_port) + 1;
         if count > MAX_RANGE || u32::from(rule.container_port) + count - 1 > u32::from(u16::MAX) {
-            return Err(ApiError::new(ErrorCode::InvalidRequest, format!("a rule publishes at most {MAX_RANGE} ports, and the container's ports must stay below 65536")));
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("a rule publishes at most {MAX_RANGE} ports, and the container's ports must stay below 65536"),
+            ));
         }
         let mut st = self.state.lock().await;
         // One listener per host port: a rule overlapping another of this daemon is refused
@@ -137,7 +157,12 @@ impl Control {
                     if (rule.host_port..=end).any(|p| r.covers(rule.proto, rule.host_addr, p)) {
                         return Err(ApiError::new(
                             ErrorCode::PortInUse,
-                            format!("{}/{}:{} is already published to {ep_name} on {net_name}", rule.proto.as_str(), rule.host_addr, rule.host_port),
+                            format!(
+                                "{}/{}:{} is already published to {ep_name} on {net_name}",
+                                rule.proto.as_str(),
+                                rule.host_addr,
+                                rule.host_port
+                            ),
                         ));
                     }
                 }
@@ -182,13 +207,16 @@ impl Control {
             "udp" => Proto::Udp,
             _ => return Err(ApiError::new(ErrorCode::InvalidRequest, format!("protocol {proto:?} is not tcp or udp"))),
         };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{addr:?} is not an IPv4 address")))?;
+        let addr: Ipv4Addr =
+            addr.parse().map_err(|_| ApiError::new(ErrorCode::InvalidAddress, format!("{addr:?} is not an IPv4 address")))?;
         let port: u16 = port.parse().map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("{port:?} is not a port")))?;
         let mut st = self.state.lock().await;
         let mut found = None;
         for n in st.networks.values_mut() {
             for ep in n.endpoints.values_mut() {
-                if let Some(i) = ep.api.published.iter().position(|r| r.proto == proto && r.host_addr == addr && r.ports().any(|(h, _)| h == port)) {
+                if let Some(i) =
+                    ep.api.published.iter().position(|r| r.proto == proto && r.host_addr == addr && r.ports().any(|(h, _)| h == port))
+                {
                     ep.api.published.remove(i);
                     found = Some(if i < ep.publish_ids.len() { ep.publish_ids.remove(i) } else { Vec::new() });
                 }
@@ -208,7 +236,12 @@ impl Control {
         for (net_name, n) in &st.networks {
             for (ep_name, ep) in &n.endpoints {
                 for rule in &ep.api.published {
-                    out.push(Publication { network: net_name.clone(), endpoint: ep_name.clone(), container_ip: ep.api.ip, rule: rule.clone() });
+                    out.push(Publication {
+                        network: net_name.clone(),
+                        endpoint: ep_name.clone(),
+                        container_ip: ep.api.ip,
+                        rule: rule.clone(),
+                    });
                 }
             }
         }

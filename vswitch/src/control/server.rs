@@ -32,10 +32,7 @@ type Reply = Result<Response<Full<Bytes>>, ApiError>;
 /// When another daemon answers on `path`, or any filesystem step fails.
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            format!("another vswitchd is already listening on {}", path.display()),
-        ));
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("another vswitchd is already listening on {}", path.display())));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
@@ -160,10 +157,9 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress", ..]) if known_path(&segs) => Err(ApiError::new(
-            ErrorCode::MethodNotAllowed,
-            format!("{method} is not allowed on {path}"),
-        )),
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress", ..]) if known_path(&segs) => {
+            Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
+        }
         _ => Err(not_found(path)),
     }
 }
@@ -171,10 +167,28 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
 fn known_path(segs: &[&str]) -> bool {
     matches!(
         segs,
-        ["version"] | ["networks"] | ["networks", _] | ["networks", _, "endpoints"] | ["networks", _, "endpoints", _]
-            | ["fdb"] | ["fdb", "flush"] | ["fdb", "stats"] | ["fdb", _, _] | ["ports"] | ["workers"]
-            | ["networks", _, "dns"] | ["dns", "records"] | ["dns", "stats"] | ["ipam", "gc"] | ["tunnel", "key"] | ["tunnel", "peers"] | ["tunnel", "peers", _]
-            | ["networks", _, "endpoints", _, "publish"] | ["publish"] | ["publish", _, _, _] | ["egress"]
+        ["version"]
+            | ["networks"]
+            | ["networks", _]
+            | ["networks", _, "endpoints"]
+            | ["networks", _, "endpoints", _]
+            | ["fdb"]
+            | ["fdb", "flush"]
+            | ["fdb", "stats"]
+            | ["fdb", _, _]
+            | ["ports"]
+            | ["workers"]
+            | ["networks", _, "dns"]
+            | ["dns", "records"]
+            | ["dns", "stats"]
+            | ["ipam", "gc"]
+            | ["tunnel", "key"]
+            | ["tunnel", "peers"]
+            | ["tunnel", "peers", _]
+            | ["networks", _, "endpoints", _, "publish"]
+            | ["publish"]
+            | ["publish", _, _, _]
+            | ["egress"]
     )
 }
 

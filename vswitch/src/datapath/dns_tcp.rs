@@ -86,10 +86,7 @@ impl TcpDns {
         let mut sockets = SocketSet::new(Vec::new());
         let conns = (0..SOCKETS)
             .map(|_| {
-                let mut s = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; RX_BUF]),
-                    tcp::SocketBuffer::new(vec![0; TX_BUF]),
-                );
+                let mut s = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; RX_BUF]), tcp::SocketBuffer::new(vec![0; TX_BUF]));
                 s.set_timeout(Some(smoltcp::time::Duration::from_millis(IDLE.as_millis() as u64)));
                 let _ = s.listen(DNS_PORT);
                 Conn { handle: sockets.add(s), generation: 0, buf: Vec::new(), port: None, pending: false }
@@ -174,9 +171,7 @@ impl TcpDns {
 
     /// When the stack next needs to run (retransmissions, timeouts), if ever.
     pub fn poll_delay(&mut self, now: Duration) -> Option<Duration> {
-        self.iface
-            .poll_delay(instant(now), &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
+        self.iface.poll_delay(instant(now), &self.sockets).map(|d| Duration::from_micros(d.total_micros()))
     }
 
     /// Wraps smoltcp's outgoing IPv4 packets in Ethernet towards their client.

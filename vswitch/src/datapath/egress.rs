@@ -36,8 +36,8 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
-    HardwareAddress, Icmpv4Message, Icmpv4Packet, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
+    HardwareAddress, Icmpv4Message, Icmpv4Packet, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl,
+    TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket, UdpRepr,
 };
 
 use crate::gateway::Gateway;
@@ -452,7 +452,12 @@ impl Egress {
         let host = if ip == cfg.gw.ip {
             Ipv4Addr::LOCALHOST
         } else {
-            let special = ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() || ip.is_unspecified() || ip.octets()[0] == 0 || ip.octets()[0] >= 240;
+            let special = ip.is_loopback()
+                || ip.is_multicast()
+                || ip.is_broadcast()
+                || ip.is_unspecified()
+                || ip.octets()[0] == 0
+                || ip.octets()[0] >= 240;
             if special || self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
                 return None;
             }
@@ -651,7 +656,15 @@ impl Egress {
 
     /// Builds an IPv4 packet from `src` to the client `dst` whose payload `fill` writes, and
     /// queues it.
-    fn emit_l4(&mut self, gw_port: PortId, src: Ipv4Addr, dst: Ipv4Addr, proto: IpProtocol, payload_len: usize, fill: impl FnOnce(&mut [u8])) {
+    fn emit_l4(
+        &mut self,
+        gw_port: PortId,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: IpProtocol,
+        payload_len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
         let Some(client) = self.clients.get(&dst).copied() else { return };
         let Some(stack) = self.stacks.get_mut(&gw_port) else { return };
         let total = 20 + payload_len;
@@ -1069,7 +1082,13 @@ fn pump(f: &mut TcpFlow, sock: &mut tcp::Socket<'_>) -> bool {
         }
     }
     // The container finished sending and everything reached the host.
-    if !f.host_shut && !sock.may_recv() && sock.recv_queue() == 0 && sock.state() != tcp::State::SynReceived && sock.state() != tcp::State::SynSent && sock.state() != tcp::State::Listen {
+    if !f.host_shut
+        && !sock.may_recv()
+        && sock.recv_queue() == 0
+        && sock.state() != tcp::State::SynReceived
+        && sock.state() != tcp::State::SynSent
+        && sock.state() != tcp::State::Listen
+    {
         let _ = f.host.shutdown(std::net::Shutdown::Write);
         f.host_shut = true;
     }
@@ -1308,7 +1327,8 @@ mod tests {
         let poll = mio::Poll::new().unwrap();
         let mut e = Egress::new(Limits::default(), 7);
         let gw = Gateway { ip: Ipv4Addr::new(10, 89, 0, 1), mac: Mac([2, 0x56, 0, 0, 0, 1]), ip6: None };
-        let cfg = NetConfig { gw, subnet: "10.89.0.0/24".parse().unwrap(), mtu: 1500, egress: true, host_loopback: vec![(9, 9)], vnet: true };
+        let cfg =
+            NetConfig { gw, subnet: "10.89.0.0/24".parse().unwrap(), mtu: 1500, egress: true, host_loopback: vec![(9, 9)], vnet: true };
         e.set_network(PortId(0), cfg, Duration::ZERO);
         e.add_client(PortId(1), PortId(0), Ipv4Addr::new(10, 89, 0, 2), Mac([2, 0x42, 10, 89, 0, 2]));
         (poll, e)
@@ -1371,7 +1391,12 @@ mod tests {
         e.set_network(PortId(0), cfg, Duration::ZERO);
         let dst = SocketAddrV4::new(gw, port);
         assert_eq!(e.destination(PortId(0), false, dst), Some(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port)));
-        let p = Publish { owner: PortId(1), gw_port: PortId(0), container: SocketAddrV4::new(Ipv4Addr::new(10, 89, 0, 2), 80), socket: PublishSocket::Tcp(l) };
+        let p = Publish {
+            owner: PortId(1),
+            gw_port: PortId(0),
+            container: SocketAddrV4::new(Ipv4Addr::new(10, 89, 0, 2), 80),
+            socket: PublishSocket::Tcp(l),
+        };
         let id = e.publish(poll.registry(), p).unwrap();
         assert_eq!(e.destination(PortId(0), false, dst), None, "a published listener of the daemon");
         assert!(e.destination(PortId(0), true, dst).is_some(), "the same port over UDP is not ours");

@@ -152,16 +152,14 @@ impl Datapath {
             engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone())?);
         }
         engine.from_workers = from_workers;
-        let thread = std::thread::Builder::new()
-            .name("datapath".into())
-            .spawn(move || {
-                // A bug here must not leave a daemon that answers the API but switches nothing:
-                // exit, and let the supervisor restart it (the kernel removes our TAPs).
-                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run())).is_err() {
-                    tracing::error!("datapath thread panicked; vswitchd exits");
-                    std::process::exit(70);
-                }
-            })?;
+        let thread = std::thread::Builder::new().name("datapath".into()).spawn(move || {
+            // A bug here must not leave a daemon that answers the API but switches nothing:
+            // exit, and let the supervisor restart it (the kernel removes our TAPs).
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run())).is_err() {
+                tracing::error!("datapath thread panicked; vswitchd exits");
+                std::process::exit(70);
+            }
+        })?;
         Ok(Datapath { jobs, waker, thread: std::sync::Mutex::new(Some(thread)) })
     }
 
@@ -587,7 +585,14 @@ impl Engine {
                 ports[*owner] += 1;
             }
         }
-        let mut out = vec![crate::api::WorkerInfo { id: 0, ports: ports[0], forwarded: 0, handed_over: 0, overload: 0, decided_for_others: self.decided_for_workers }];
+        let mut out = vec![crate::api::WorkerInfo {
+            id: 0,
+            ports: ports[0],
+            forwarded: 0,
+            handed_over: 0,
+            overload: 0,
+            decided_for_others: self.decided_for_workers,
+        }];
         for (k, w) in self.workers.iter().enumerate() {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
             out.push(crate::api::WorkerInfo {
@@ -1210,7 +1215,8 @@ fn egress_frame(o: &mut egress::Out, hdr: usize) -> Option<usize> {
     eth[12..14].copy_from_slice(&[0x08, 0x00]);
     if hdr > 0 {
         // smoltcp left TCP checksums to the receiver on these TAPs (see egress.rs).
-        let vh = if o.csum_partial { segment::offload_tcp(&mut o.buf[VNET_HDR_LEN..], o.gso_size).ok()? } else { segment::VnetHdr::default() };
+        let vh =
+            if o.csum_partial { segment::offload_tcp(&mut o.buf[VNET_HDR_LEN..], o.gso_size).ok()? } else { segment::VnetHdr::default() };
         vh.write(&mut o.buf[..VNET_HDR_LEN]);
     }
     Some(14 + ip_len)

@@ -16,8 +16,8 @@ use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
 use super::{max_frame, segment, Engine, PortIo, BUDGET, VNET_HDR_LEN};
-use crate::switch::{DropReason, Verdict};
 use crate::switch::PortConfig;
+use crate::switch::{DropReason, Verdict};
 use crate::types::{NetworkId, PortId};
 
 /// The epoll token of the tunnel socket.
@@ -464,7 +464,14 @@ impl TunnelIo {
     /// writes the frame (at most `max` bytes) into the room it is given and returns its length,
     /// or `None` to seal nothing. Returns `None` when `fill` wrote nothing, else whether the
     /// frame was sent or queued (`false`: dropped by the core, which counted it).
-    fn seal_with(&mut self, now: Duration, peer: tunnel::PeerId, tag: u32, max: usize, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> Option<bool> {
+    fn seal_with(
+        &mut self,
+        now: Duration,
+        peer: tunnel::PeerId,
+        tag: u32,
+        max: usize,
+        fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<bool> {
         if self.gso.len + max + tunnel::OVERHEAD > self.gso.buf.len() {
             self.send_gso();
         }

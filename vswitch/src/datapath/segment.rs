@@ -363,7 +363,13 @@ impl Coalescer {
     /// valid checksum that could take more after it (only ACK, PSH and ECE set).
     pub fn start(frame: &[u8]) -> Option<Coalescer> {
         let s = segment_info(frame)?;
-        Some(Coalescer { first: Some(s), next_seq: s.seq.wrapping_add(s.len as u32), payload: s.len, segments: 1, psh: s.flags & TCP_PSH != 0 })
+        Some(Coalescer {
+            first: Some(s),
+            next_seq: s.seq.wrapping_add(s.len as u32),
+            payload: s.len,
+            segments: 1,
+            psh: s.flags & TCP_PSH != 0,
+        })
     }
 
     /// Takes `frame` into the super-frame if it continues it: the same flow and headers, the
@@ -593,7 +599,14 @@ mod tests {
     }
 
     fn gso(v6: bool, mss: u16) -> VnetHdr {
-        VnetHdr { flags: F_NEEDS_CSUM, gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 }, hdr_len: 66, gso_size: mss, csum_start: 34, csum_offset: 16 }
+        VnetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+            hdr_len: 66,
+            gso_size: mss,
+            csum_start: 34,
+            csum_offset: 16,
+        }
     }
 
     #[test]
@@ -766,7 +779,8 @@ mod tests {
             seg(850, 0x10, 100), // after PSH: a new one
         ];
         let merged = coalesce(&segs);
-        let counts: Vec<usize> = merged.iter().map(|(h, m)| if h.gso_type == 0 { 1 } else { (m.len() - 66).div_ceil(usize::from(h.gso_size)) }).collect();
+        let counts: Vec<usize> =
+            merged.iter().map(|(h, m)| if h.gso_type == 0 { 1 } else { (m.len() - 66).div_ceil(usize::from(h.gso_size)) }).collect();
         assert_eq!(counts, [2, 1, 1, 2, 1, 1, 1, 1]);
         assert_eq!(merged.iter().map(|(_, m)| m.len() - 66).sum::<usize>(), 950);
     }

@@ -58,11 +58,7 @@ impl IfReqFlags {
 
 impl IfReqIndex {
     pub fn new(name: &str) -> Self {
-        IfReqIndex {
-            name: ifr_name(name),
-            ifindex: 0,
-            _pad: [0; IFRU_LEN - size_of::<c_int>()],
-        }
+        IfReqIndex { name: ifr_name(name), ifindex: 0, _pad: [0; IFRU_LEN - size_of::<c_int>()] }
     }
 }
 
@@ -85,11 +81,7 @@ pub(crate) fn tun_set_iff(fd: BorrowedFd<'_>, ifr: &mut IfReqFlags) -> io::Resul
 
 /// An ioctl whose argument is a pointer to an `int` the kernel reads (TUNSETVNETHDRSZ,
 /// TUNSETVNETLE).
-pub(crate) fn ioctl_write_int(
-    fd: BorrowedFd<'_>,
-    req: libc::Ioctl,
-    value: c_int,
-) -> io::Result<()> {
+pub(crate) fn ioctl_write_int(fd: BorrowedFd<'_>, req: libc::Ioctl, value: c_int) -> io::Result<()> {
     // SAFETY: fd is valid for the call; the request reads one `int` through the pointer,
     // which points at a live local.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req, &value as *const c_int) };
@@ -111,8 +103,7 @@ pub(crate) fn if_index(fd: BorrowedFd<'_>, name: &str) -> io::Result<u32> {
     let mut ifr = IfReqIndex::new(name);
     // libc types SIOCGIFINDEX as c_ulong everywhere while `Ioctl` is c_int on musl.
     #[allow(clippy::useless_conversion)]
-    let req = libc::Ioctl::try_from(libc::SIOCGIFINDEX)
-        .map_err(|_| io::Error::from(io::ErrorKind::Unsupported))?;
+    let req = libc::Ioctl::try_from(libc::SIOCGIFINDEX).map_err(|_| io::Error::from(io::ErrorKind::Unsupported))?;
     // SAFETY: fd is valid for the call; SIOCGIFINDEX reads and writes one `struct ifreq`,
     // and `ifr` is a live local of exactly that size.
     let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req, &mut ifr as *mut IfReqIndex) };

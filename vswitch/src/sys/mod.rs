@@ -29,9 +29,7 @@ pub use userns::{helper_main, RootlessOptions, HELPER_ARG};
 /// When even the plain options fail.
 pub fn set_socket_buffers(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std::io::Result<()> {
     let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    for (force, plain, name) in
-        [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "rmem_max"), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "wmem_max")]
-    {
+    for (force, plain, name) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, "rmem_max"), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, "wmem_max")] {
         if let Err(e) = ffi::set_sockopt_int(fd, force, size) {
             // Without CAP_NET_ADMIN (rootless) the kernel caps the size at net.core.*mem_max.
             tracing::warn!(error = %e, bytes, "socket buffers capped at net.core.{name} (raising past it needs CAP_NET_ADMIN)");

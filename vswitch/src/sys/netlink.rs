@@ -11,14 +11,13 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ALIGNTO, NLMSG_ERROR,
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ALIGNTO, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
+    NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
-    RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
@@ -77,11 +76,7 @@ impl RtSocket {
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
         ffi::set_rcvtimeo(sock.as_fd(), RECV_TIMEOUT)?;
-        Ok(RtSocket {
-            sock,
-            seq: 0,
-            buf: Vec::with_capacity(8192),
-        })
+        Ok(RtSocket { sock, seq: 0, buf: Vec::with_capacity(8192) })
     }
 
     /// The ifindex of `name` in this socket's namespace.
@@ -102,30 +97,16 @@ impl RtSocket {
         link.header.index = cfg.ifindex;
         link.header.flags = LinkFlags::Up;
         link.header.change_mask = LinkFlags::Up;
-        link.attributes = vec![
-            LinkAttribute::Address(cfg.mac.to_vec()),
-            LinkAttribute::Mtu(cfg.mtu),
-        ];
-        reqs.push((
-            "set MAC, MTU and link up",
-            0,
-            RouteNetlinkMessage::SetLink(link),
-        ));
+        link.attributes = vec![LinkAttribute::Address(cfg.mac.to_vec()), LinkAttribute::Mtu(cfg.mtu)];
+        reqs.push(("set MAC, MTU and link up", 0, RouteNetlinkMessage::SetLink(link)));
 
         let mut addr = AddressMessage::default();
         addr.header.family = AddressFamily::Inet;
         addr.header.prefix_len = cfg.prefix_len;
         addr.header.scope = AddressScope::Universe;
         addr.header.index = cfg.ifindex;
-        addr.attributes = vec![
-            AddressAttribute::Local(IpAddr::V4(cfg.addr)),
-            AddressAttribute::Address(IpAddr::V4(cfg.addr)),
-        ];
-        reqs.push((
-            "add address",
-            create,
-            RouteNetlinkMessage::NewAddress(addr),
-        ));
+        addr.attributes = vec![AddressAttribute::Local(IpAddr::V4(cfg.addr)), AddressAttribute::Address(IpAddr::V4(cfg.addr))];
+        reqs.push(("add address", create, RouteNetlinkMessage::NewAddress(addr)));
 
         if let Some((a6, len6)) = cfg.addr6 {
             let mut addr = AddressMessage::default();
@@ -154,15 +135,8 @@ impl RtSocket {
                 // is reachable on this link without a covering subnet route.
                 route.header.flags = RouteFlags::Onlink;
             }
-            route.attributes = vec![
-                RouteAttribute::Gateway(RouteAddress::Inet(gw)),
-                RouteAttribute::Oif(cfg.ifindex),
-            ];
-            reqs.push((
-                "add default route",
-                create,
-                RouteNetlinkMessage::NewRoute(route),
-            ));
+            route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(gw)), RouteAttribute::Oif(cfg.ifindex)];
+            reqs.push(("add default route", create, RouteNetlinkMessage::NewRoute(route)));
         }
 
         if let Some(gw6) = cfg.gateway6 {
@@ -214,10 +188,7 @@ impl RtSocket {
 
     /// Send `reqs` (each with NLM_F_REQUEST | NLM_F_ACK | its extra flags) in one datagram and
     /// collect one ack per request, in request order.
-    fn transact(
-        &mut self,
-        reqs: &[(&'static str, u16, RouteNetlinkMessage)],
-    ) -> Result<Vec<Ack>, SysError> {
+    fn transact(&mut self, reqs: &[(&'static str, u16, RouteNetlinkMessage)]) -> Result<Vec<Ack>, SysError> {
         let first_seq = self.seq.wrapping_add(1);
         let mut out = Vec::with_capacity(256 * reqs.len());
         for (i, (_, flags, msg)) in reqs.iter().enumerate() {
@@ -232,33 +203,20 @@ impl RtSocket {
         }
         self.seq = first_seq.wrapping_add(reqs.len() as u32).wrapping_sub(1);
 
-        let sent = self.sock.send(&out, 0).map_err(|e| SysError::Io {
-            op: "netlink send",
-            source: e,
-        })?;
+        let sent = self.sock.send(&out, 0).map_err(|e| SysError::Io { op: "netlink send", source: e })?;
         if sent != out.len() {
-            return Err(SysError::Netlink {
-                op: "send",
-                message: format!("short send: {sent} of {} bytes", out.len()),
-            });
+            return Err(SysError::Netlink { op: "send", message: format!("short send: {sent} of {} bytes", out.len()) });
         }
 
         let mut acks: Vec<Option<Ack>> = (0..reqs.len()).map(|_| None).collect();
         let mut missing = reqs.len();
         while missing > 0 {
             self.buf.clear();
-            let n = self.sock.recv(&mut self.buf, 0).map_err(|e| SysError::Io {
-                op: "netlink receive",
-                source: e,
-            })?;
+            let n = self.sock.recv(&mut self.buf, 0).map_err(|e| SysError::Io { op: "netlink receive", source: e })?;
             let mut off = 0;
             while off + NLMSG_HDRLEN <= n {
-                let msg = NetlinkBuffer::new_checked(&self.buf[off..n]).map_err(|e| {
-                    SysError::Netlink {
-                        op: "receive",
-                        message: format!("malformed reply: {e}"),
-                    }
-                })?;
+                let msg = NetlinkBuffer::new_checked(&self.buf[off..n])
+                    .map_err(|e| SysError::Netlink { op: "receive", message: format!("malformed reply: {e}") })?;
                 let len = msg.length() as usize;
                 let idx = msg.sequence_number().wrapping_sub(first_seq) as usize;
                 if msg.message_type() == NLMSG_ERROR && idx < acks.len() && acks[idx].is_none() {
@@ -274,23 +232,14 @@ impl RtSocket {
 
 /// Parse the payload of an NLMSG_ERROR: `int error; struct nlmsghdr msg; [payload]; [TLVs]`.
 fn parse_ack(outer_flags: u16, payload: &[u8]) -> Ack {
-    let errno = payload
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map(i32::from_ne_bytes)
-        .unwrap_or(-libc::EBADMSG)
-        .wrapping_neg();
+    let errno = payload.get(..4).and_then(|b| b.try_into().ok()).map(i32::from_ne_bytes).unwrap_or(-libc::EBADMSG).wrapping_neg();
     let mut msg = None;
     if errno != 0 && outer_flags & NLM_F_ACK_TLVS != 0 {
         // The echoed request: only its header when capped, else the whole request.
         let inner_len = if outer_flags & NLM_F_CAPPED != 0 {
             NLMSG_HDRLEN
         } else {
-            payload
-                .get(4..8)
-                .and_then(|b| b.try_into().ok())
-                .map(|b| u32::from_ne_bytes(b) as usize)
-                .unwrap_or(NLMSG_HDRLEN)
+            payload.get(4..8).and_then(|b| b.try_into().ok()).map(|b| u32::from_ne_bytes(b) as usize).unwrap_or(NLMSG_HDRLEN)
         };
         let mut off = 4 + align(inner_len);
         while let Some(hdr) = payload.get(off..off + 4) {
@@ -335,9 +284,7 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
     if prefix_len == 0 {
         return true;
     }
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len.min(32)))
-        .unwrap_or(0);
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len.min(32))).unwrap_or(0);
     u32::from(a) & mask == u32::from(b) & mask
 }
 

@@ -200,13 +200,8 @@ fn open_netns(r: &NetnsRef) -> Result<OwnedFd, SysError> {
             NetnsRef::Path(p) => format!("{} does not exist", p.display()),
             NetnsRef::Pid(pid) => format!("process {pid} does not exist"),
         }),
-        io::ErrorKind::PermissionDenied => {
-            SysError::PermissionDenied(format!("opening {}", path.display()))
-        }
-        _ => SysError::Io {
-            op: "open network namespace file",
-            source: e,
-        },
+        io::ErrorKind::PermissionDenied => SysError::PermissionDenied(format!("opening {}", path.display())),
+        _ => SysError::Io { op: "open network namespace file", source: e },
     })?;
     Ok(OwnedFd::from(file))
 }
@@ -225,13 +220,8 @@ impl<'a> NetnsGuard<'a> {
     fn enter(home: BorrowedFd<'a>, target: BorrowedFd<'_>, r: &NetnsRef) -> Result<Self, SysError> {
         ffi::setns_net(target).map_err(|e| match e.raw_os_error() {
             Some(libc::EPERM | libc::EACCES) => SysError::PermissionDenied(format!("entering {r}")),
-            Some(libc::EINVAL) => {
-                SysError::NetnsNotFound(format!("{r} is not a network namespace"))
-            }
-            _ => SysError::Io {
-                op: "setns",
-                source: e,
-            },
+            Some(libc::EINVAL) => SysError::NetnsNotFound(format!("{r} is not a network namespace")),
+            _ => SysError::Io { op: "setns", source: e },
         })?;
         Ok(NetnsGuard { home })
     }
@@ -274,27 +264,22 @@ impl NetnsWorker {
     pub fn spawn() -> io::Result<NetnsWorker> {
         let (tx, rx) = crossbeam_channel::unbounded::<Request>();
         let (ready_tx, ready_rx) = crossbeam_channel::bounded::<io::Result<()>>(1);
-        let thread = std::thread::Builder::new()
-            .name("vswitch-netns".into())
-            .spawn(move || {
-                let home = match File::open("/proc/thread-self/ns/net") {
-                    Ok(f) => OwnedFd::from(f),
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                worker_loop(home.as_fd(), rx);
-            })?;
+        let thread = std::thread::Builder::new().name("vswitch-netns".into()).spawn(move || {
+            let home = match File::open("/proc/thread-self/ns/net") {
+                Ok(f) => OwnedFd::from(f),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            worker_loop(home.as_fd(), rx);
+        })?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(NetnsWorker { inner: Inner::Thread { tx: Some(tx), thread: Some(thread) } }),
             Ok(Err(e)) => {
                 let _ = thread.join();
-                Err(io::Error::new(
-                    e.kind(),
-                    format!("netns worker: open /proc/thread-self/ns/net: {e}"),
-                ))
+                Err(io::Error::new(e.kind(), format!("netns worker: open /proc/thread-self/ns/net: {e}")))
             }
             Err(_) => {
                 let _ = thread.join();
@@ -364,8 +349,7 @@ impl NetnsWorker {
             return h.netns_id();
         }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        self.request(Request::NetnsId(reply_tx))
-            .map_err(|_| io::Error::other(WORKER_GONE))?;
+        self.request(Request::NetnsId(reply_tx)).map_err(|_| io::Error::other(WORKER_GONE))?;
         reply_rx.recv().map_err(|_| io::Error::other(WORKER_GONE))?
     }
 
@@ -376,10 +360,7 @@ impl NetnsWorker {
 }
 
 fn gone() -> SysError {
-    SysError::Io {
-        op: "netns worker",
-        source: io::Error::other(WORKER_GONE),
-    }
+    SysError::Io { op: "netns worker", source: io::Error::other(WORKER_GONE) }
 }
 
 impl Drop for NetnsWorker {
@@ -399,19 +380,13 @@ fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
         match req {
             Request::Attach(spec, reply) => {
                 let res = catch_unwind(AssertUnwindSafe(|| attach_here(home, &spec)))
-                    .unwrap_or_else(|_| {
-                        Err(SysError::Io {
-                            op: "attach",
-                            source: io::Error::other("netns worker panicked"),
-                        })
-                    });
+                    .unwrap_or_else(|_| Err(SysError::Io { op: "attach", source: io::Error::other("netns worker panicked") }));
                 // If the caller has gone away, dropping the reply closes the TAP again.
                 let _ = reply.send(res);
             }
             Request::Delete(netns, ifname, reply) => {
-                let res = catch_unwind(AssertUnwindSafe(|| delete_here(home, &netns, &ifname))).unwrap_or_else(|_| {
-                    Err(SysError::Io { op: "delete link", source: io::Error::other("netns worker panicked") })
-                });
+                let res = catch_unwind(AssertUnwindSafe(|| delete_here(home, &netns, &ifname)))
+                    .unwrap_or_else(|_| Err(SysError::Io { op: "delete link", source: io::Error::other("netns worker panicked") }));
                 let _ = reply.send(res);
             }
             Request::NetnsId(reply) => {
@@ -447,13 +422,8 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     let (tap, mut rt) = {
         let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
         let tun = tap::open_tun().map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => {
-                SysError::PermissionDenied("opening /dev/net/tun".into())
-            }
-            _ => SysError::Io {
-                op: "open /dev/net/tun",
-                source: e,
-            },
+            io::ErrorKind::PermissionDenied => SysError::PermissionDenied("opening /dev/net/tun".into()),
+            _ => SysError::Io { op: "open /dev/net/tun", source: e },
         })?;
         let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
         let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr.then_some(spec.uso), !spec.reuse)?;
@@ -510,10 +480,5 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
         elapsed_us = start.elapsed().as_micros() as u64,
         "attached TAP"
     );
-    Ok(Attached {
-        fd: tap.fd,
-        ifindex,
-        offloads: tap.offloads,
-        vnet_hdr_len: tap.vnet_hdr_len,
-    })
+    Ok(Attached { fd: tap.fd, ifindex, offloads: tap.offloads, vnet_hdr_len: tap.vnet_hdr_len })
 }

@@ -39,17 +39,11 @@ pub struct Offloads {
 impl Offloads {
     /// Names of the enabled offloads, e.g. `["vnet_hdr", "csum", "tso4", "tso6"]`.
     pub fn names(&self) -> Vec<String> {
-        [
-            (self.vnet_hdr, "vnet_hdr"),
-            (self.csum, "csum"),
-            (self.tso4, "tso4"),
-            (self.tso6, "tso6"),
-            (self.uso, "uso"),
-        ]
-        .into_iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, name)| name.to_string())
-        .collect()
+        [(self.vnet_hdr, "vnet_hdr"), (self.csum, "csum"), (self.tso4, "tso4"), (self.tso6, "tso6"), (self.uso, "uso")]
+            .into_iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| name.to_string())
+            .collect()
     }
 
     fn from_tun_flags(flags: c_ulong) -> Offloads {
@@ -120,39 +114,20 @@ pub fn open_queue(fd: OwnedFd, name: &str, vnet_hdr: Option<bool>, exclusive: bo
     let mut ifr = ffi::IfReqFlags::new(name, flags);
     ffi::tun_set_iff(fd.as_fd(), &mut ifr).map_err(|e| match e.raw_os_error() {
         Some(libc::EBUSY | libc::EEXIST) => SysError::Exists(name.to_string()),
-        Some(libc::EPERM | libc::EACCES) => {
-            SysError::PermissionDenied(format!("creating TAP {name:?} (TUNSETIFF)"))
-        }
-        _ => SysError::Io {
-            op: "create TAP (TUNSETIFF)",
-            source: e,
-        },
+        Some(libc::EPERM | libc::EACCES) => SysError::PermissionDenied(format!("creating TAP {name:?} (TUNSETIFF)")),
+        _ => SysError::Io { op: "create TAP (TUNSETIFF)", source: e },
     })?;
     if !vnet_hdr {
-        return Ok(Tap {
-            fd,
-            offloads: Offloads::default(),
-            vnet_hdr_len: 0,
-        });
+        return Ok(Tap { fd, offloads: Offloads::default(), vnet_hdr_len: 0 });
     }
 
-    ffi::ioctl_write_int(fd.as_fd(), libc::TUNSETVNETHDRSZ, VNET_HDR_LEN as c_int).map_err(
-        |e| SysError::Io {
-            op: "set vnet header size (TUNSETVNETHDRSZ)",
-            source: e,
-        },
-    )?;
+    ffi::ioctl_write_int(fd.as_fd(), libc::TUNSETVNETHDRSZ, VNET_HDR_LEN as c_int)
+        .map_err(|e| SysError::Io { op: "set vnet header size (TUNSETVNETHDRSZ)", source: e })?;
     // virtio 1.0 headers are little-endian; make that explicit (a no-op on LE hosts).
-    ffi::ioctl_write_int(fd.as_fd(), libc::TUNSETVNETLE, 1).map_err(|e| SysError::Io {
-        op: "set vnet header endianness (TUNSETVNETLE)",
-        source: e,
-    })?;
+    ffi::ioctl_write_int(fd.as_fd(), libc::TUNSETVNETLE, 1)
+        .map_err(|e| SysError::Io { op: "set vnet header endianness (TUNSETVNETLE)", source: e })?;
     let accepted = set_best_offload(&fd, uso)?;
-    Ok(Tap {
-        fd,
-        offloads: Offloads::from_tun_flags(accepted),
-        vnet_hdr_len: VNET_HDR_LEN,
-    })
+    Ok(Tap { fd, offloads: Offloads::from_tun_flags(accepted), vnet_hdr_len: VNET_HDR_LEN })
 }
 
 /// TUNSETOFFLOAD with the richest flag set the kernel takes; returns the flags that stuck.
@@ -165,12 +140,7 @@ fn set_best_offload(fd: &OwnedFd, with_uso: bool) -> Result<c_ulong, SysError> {
         match ffi::ioctl_value(fd.as_fd(), libc::TUNSETOFFLOAD, flags) {
             Ok(()) => return Ok(flags),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) && flags != 0 => continue,
-            Err(e) => {
-                return Err(SysError::Io {
-                    op: "set offloads (TUNSETOFFLOAD)",
-                    source: e,
-                })
-            }
+            Err(e) => return Err(SysError::Io { op: "set offloads (TUNSETOFFLOAD)", source: e }),
         }
     }
     Ok(0)

@@ -19,12 +19,7 @@ fn can_run() -> bool {
         println!("note: skipping sys test: needs root (network namespaces, /dev/net/tun)");
         return false;
     }
-    if Command::new("ip")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .status()
-        .is_err()
-    {
+    if Command::new("ip").arg("-V").stdout(Stdio::null()).status().is_err() {
         println!("note: skipping sys test: the `ip` tool is not installed");
         return false;
     }
@@ -39,14 +34,8 @@ struct TestNetns {
 impl TestNetns {
     fn new(tag: &str) -> TestNetns {
         let name = format!("vsw-systest-{}-{tag}", std::process::id());
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let st = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("run ip netns add");
+        let _ = Command::new("ip").args(["netns", "del", &name]).stderr(Stdio::null()).status();
+        let st = Command::new("ip").args(["netns", "add", &name]).status().expect("run ip netns add");
         assert!(st.success(), "ip netns add {name} failed");
         TestNetns { name }
     }
@@ -57,12 +46,7 @@ impl TestNetns {
 
     /// `ip -n NS -j ARGS...` parsed; `None` when ip fails (e.g. no such device).
     fn ip_json(&self, args: &[&str]) -> Option<Value> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-j"])
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .expect("run ip");
+        let out = Command::new("ip").args(["-n", &self.name, "-j"]).args(args).stderr(Stdio::null()).output().expect("run ip");
         if !out.status.success() {
             return None;
         }
@@ -70,17 +54,13 @@ impl TestNetns {
     }
 
     fn link_exists(&self, ifname: &str) -> bool {
-        self.ip_json(&["link", "show", "dev", ifname])
-            .and_then(|v| v.as_array().map(|a| !a.is_empty()))
-            .unwrap_or(false)
+        self.ip_json(&["link", "show", "dev", ifname]).and_then(|v| v.as_array().map(|a| !a.is_empty())).unwrap_or(false)
     }
 }
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -89,20 +69,14 @@ struct NsSleeper(Child);
 
 impl NsSleeper {
     fn new(ns: &TestNetns) -> NsSleeper {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "sleep", "60"])
-            .spawn()
-            .expect("spawn ip netns exec");
+        let child = Command::new("ip").args(["netns", "exec", &ns.name, "sleep", "60"]).spawn().expect("spawn ip netns exec");
         let sleeper = NsSleeper(child);
         // `ip netns exec` does setns + exec in the same process; wait until it has moved.
         let want = super::netns::netns_id(&ns.netns_ref()).expect("stat netns");
         let pid = NetnsRef::Pid(sleeper.0.id());
         let deadline = Instant::now() + Duration::from_secs(5);
         while super::netns::netns_id(&pid).ok() != Some(want) {
-            assert!(
-                Instant::now() < deadline,
-                "ip netns exec did not enter the namespace"
-            );
+            assert!(Instant::now() < deadline, "ip netns exec did not enter the namespace");
             std::thread::sleep(Duration::from_millis(5));
         }
         sleeper
@@ -137,50 +111,27 @@ fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
 }
 
 fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Check the interface with `ip`: MAC, MTU, UP, address, ifindex, default route.
 fn check_configured(ns: &TestNetns, s: &AttachSpec, a: &Attached) {
-    let addr = ns
-        .ip_json(&["addr", "show", "dev", &s.ifname])
-        .expect("ip addr show");
+    let addr = ns.ip_json(&["addr", "show", "dev", &s.ifname]).expect("ip addr show");
     let link = &addr[0];
     assert_eq!(link["ifname"], s.ifname.as_str());
     assert_eq!(link["ifindex"].as_u64(), Some(u64::from(a.ifindex)));
     assert_eq!(link["mtu"].as_u64(), Some(u64::from(s.mtu)));
     assert_eq!(link["address"], mac_str(s.mac).as_str());
-    let flags: Vec<&str> = link["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|f| f.as_str())
-        .collect();
+    let flags: Vec<&str> = link["flags"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
     assert!(flags.contains(&"UP"), "link not up: {flags:?}");
     assert!(flags.contains(&"LOWER_UP"), "no carrier: {flags:?}");
     let has_addr = link["addr_info"].as_array().unwrap().iter().any(|ai| {
-        ai["family"] == "inet"
-            && ai["local"] == s.addr.to_string().as_str()
-            && ai["prefixlen"].as_u64() == Some(u64::from(s.prefix_len))
+        ai["family"] == "inet" && ai["local"] == s.addr.to_string().as_str() && ai["prefixlen"].as_u64() == Some(u64::from(s.prefix_len))
     });
-    assert!(
-        has_addr,
-        "address {}/{} missing: {}",
-        s.addr, s.prefix_len, link["addr_info"]
-    );
+    assert!(has_addr, "address {}/{} missing: {}", s.addr, s.prefix_len, link["addr_info"]);
 
-    let routes = ns
-        .ip_json(&["route", "show", "default"])
-        .expect("ip route show");
-    let def = routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["dst"] == "default")
-        .expect("no default route");
+    let routes = ns.ip_json(&["route", "show", "default"]).expect("ip route show");
+    let def = routes.as_array().unwrap().iter().find(|r| r["dst"] == "default").expect("no default route");
     assert_eq!(def["gateway"], s.gateway.to_string().as_str());
     assert_eq!(def["dev"], s.ifname.as_str());
 }
@@ -198,22 +149,14 @@ fn attach_configures_and_drop_detaches() {
         let t = Instant::now();
         let a = worker.attach(s.clone()).expect("attach");
         let took = t.elapsed();
-        println!(
-            "attach (vnet_hdr={vnet_hdr}) took {:?}; offloads {:?}; vnet_hdr_len {}",
-            took,
-            a.offloads.names(),
-            a.vnet_hdr_len
-        );
+        println!("attach (vnet_hdr={vnet_hdr}) took {:?}; offloads {:?}; vnet_hdr_len {}", took, a.offloads.names(), a.vnet_hdr_len);
 
         let fl = ffi::get_fl(a.fd.as_fd()).unwrap();
         assert_ne!(fl & libc::O_NONBLOCK, 0, "TAP fd must be non-blocking");
         if vnet_hdr {
             assert_eq!(a.vnet_hdr_len, 12);
             assert!(a.offloads.vnet_hdr && a.offloads.csum, "{:?}", a.offloads);
-            assert_eq!(
-                a.offloads.names()[..2],
-                ["vnet_hdr".to_string(), "csum".to_string()]
-            );
+            assert_eq!(a.offloads.names()[..2], ["vnet_hdr".to_string(), "csum".to_string()]);
         } else {
             assert_eq!(a.vnet_hdr_len, 0);
             assert_eq!(a.offloads, Offloads::default());
@@ -222,10 +165,7 @@ fn attach_configures_and_drop_detaches() {
         check_configured(&ns, &s, &a);
 
         drop(a);
-        assert!(
-            !ns.link_exists("eth0"),
-            "TAP must vanish when its fd is closed"
-        );
+        assert!(!ns.link_exists("eth0"), "TAP must vanish when its fd is closed");
     }
 }
 
@@ -267,18 +207,11 @@ fn attach_many_timing() {
         taps.push(worker.attach(s).expect("attach"));
     }
     let took = t.elapsed();
-    println!(
-        "{n} attaches into one netns: {:?} total, {:?} each",
-        took,
-        took / n
-    );
+    println!("{n} attaches into one netns: {:?} total, {:?} each", took, took / n);
     let links = ns.ip_json(&["link", "show"]).unwrap();
     assert_eq!(links.as_array().unwrap().len(), n as usize + 1); // + lo
     let routes = ns.ip_json(&["route", "show", "default"]).unwrap();
-    assert!(
-        routes.as_array().unwrap().is_empty(),
-        "gateway 0.0.0.0 must add no route"
-    );
+    assert!(routes.as_array().unwrap().is_empty(), "gateway 0.0.0.0 must add no route");
     drop(taps);
     let links = ns.ip_json(&["link", "show"]).unwrap();
     assert_eq!(links.as_array().unwrap().len(), 1);
@@ -300,9 +233,7 @@ fn errors() {
     let e = worker.attach(spec(missing, "eth0", false)).unwrap_err();
     assert!(matches!(e, SysError::NetnsNotFound(_)), "{e}");
     println!("missing netns: {e}");
-    let e = worker
-        .attach(spec(NetnsRef::Pid(u32::MAX), "eth0", false))
-        .unwrap_err();
+    let e = worker.attach(spec(NetnsRef::Pid(u32::MAX), "eth0", false)).unwrap_err();
     assert!(matches!(e, SysError::NetnsNotFound(_)), "{e}");
     let not_ns = NetnsRef::Path(PathBuf::from("/proc/self/status"));
     assert!(!worker.netns_exists(&not_ns));
@@ -312,49 +243,23 @@ fn errors() {
     assert_eq!(worker.worker_netns_id().unwrap(), home);
 
     // Invalid names never reach the kernel.
-    for bad in [
-        "",
-        "a/b",
-        "has space",
-        "tab\tx",
-        "0123456789abcdef",
-        ".",
-        "..",
-        "tap%d",
-        "a:b",
-    ] {
+    for bad in ["", "a/b", "has space", "tab\tx", "0123456789abcdef", ".", "..", "tap%d", "a:b"] {
         let e = worker.attach(spec(ns.netns_ref(), bad, false)).unwrap_err();
         assert!(matches!(e, SysError::InvalidName(_)), "{bad:?}: {e}");
     }
     for good in ["eth0", "0123456789abcde", "veth-x_y.z"] {
         validate_ifname(good).unwrap();
     }
-    println!(
-        "invalid name: {}",
-        worker
-            .attach(spec(ns.netns_ref(), "a b", false))
-            .unwrap_err()
-    );
+    println!("invalid name: {}", worker.attach(spec(ns.netns_ref(), "a b", false)).unwrap_err());
 
     // Duplicate names: our own TAP, and a non-TAP device (lo). Both fail after setns.
-    let a = worker
-        .attach(spec(ns.netns_ref(), "eth0", true))
-        .expect("attach");
+    let a = worker.attach(spec(ns.netns_ref(), "eth0", true)).expect("attach");
     for dup in ["eth0", "lo"] {
         let e = worker.attach(spec(ns.netns_ref(), dup, true)).unwrap_err();
         assert!(matches!(&e, SysError::Exists(n) if n == dup), "{dup}: {e}");
-        assert_eq!(
-            worker.worker_netns_id().unwrap(),
-            home,
-            "worker must be back home after an error"
-        );
+        assert_eq!(worker.worker_netns_id().unwrap(), home, "worker must be back home after an error");
     }
-    println!(
-        "duplicate: {}",
-        worker
-            .attach(spec(ns.netns_ref(), "eth0", true))
-            .unwrap_err()
-    );
+    println!("duplicate: {}", worker.attach(spec(ns.netns_ref(), "eth0", true)).unwrap_err());
 
     // A default route already exists (from eth0): netlink error, and the new TAP is gone.
     let mut s = spec(ns.netns_ref(), "eth1", false);
@@ -363,10 +268,7 @@ fn errors() {
     let e = worker.attach(s).unwrap_err();
     assert!(matches!(e, SysError::Netlink { .. }), "{e}");
     println!("second default route: {e}");
-    assert!(
-        !ns.link_exists("eth1"),
-        "a failed attach must not leave the TAP behind"
-    );
+    assert!(!ns.link_exists("eth1"), "a failed attach must not leave the TAP behind");
 
     // The kernel rejects the MTU: the extended-ack text comes through.
     let mut s = spec(ns.netns_ref(), "eth2", false);
@@ -389,26 +291,18 @@ fn persist() {
     }
     let ns = TestNetns::new("persist");
     let worker = NetnsWorker::spawn().expect("spawn worker");
-    let a = worker
-        .attach(spec(ns.netns_ref(), "eth0", true))
-        .expect("attach");
+    let a = worker.attach(spec(ns.netns_ref(), "eth0", true)).expect("attach");
     set_persist(&a.fd, true).unwrap();
     drop(a);
     assert!(ns.link_exists("eth0"), "persistent TAP must survive its fd");
-    let st = Command::new("ip")
-        .args(["-n", &ns.name, "link", "del", "eth0"])
-        .status()
-        .unwrap();
+    let st = Command::new("ip").args(["-n", &ns.name, "link", "del", "eth0"]).status().unwrap();
     assert!(st.success());
 }
 
 #[test]
 fn worker_drop_stops_thread() {
     let worker = NetnsWorker::spawn().expect("spawn worker");
-    assert_eq!(
-        worker.worker_netns_id().unwrap(),
-        current_netns_id().unwrap()
-    );
+    assert_eq!(worker.worker_netns_id().unwrap(), current_netns_id().unwrap());
     drop(worker); // joins; a hang here is the failure
 }
 

@@ -108,14 +108,27 @@ pub(crate) struct ReplyMsg {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Reply {
     /// The helper is up (id 0).
-    Ready { pid: u32 },
+    Ready {
+        pid: u32,
+    },
     /// The helper could not set up its namespaces (id 0); it exits.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// The TAP fd rides along as SCM_RIGHTS.
-    Attached { ifindex: u32, offloads: WireOffloads, vnet_hdr_len: usize },
+    Attached {
+        ifindex: u32,
+        offloads: WireOffloads,
+        vnet_hdr_len: usize,
+    },
     Done,
-    NetnsId { dev: u64, ino: u64 },
-    Error { error: WireError },
+    NetnsId {
+        dev: u64,
+        ino: u64,
+    },
+    Error {
+        error: WireError,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,9 +173,7 @@ impl From<&SysError> for WireError {
             SysError::PermissionDenied(m) => WireError::PermissionDenied { message: m.clone() },
             SysError::InvalidName(m) => WireError::InvalidName { message: m.clone() },
             SysError::Exists(n) => WireError::Exists { name: n.clone() },
-            SysError::Io { op, source } => {
-                WireError::Io { op: op.to_string(), errno: source.raw_os_error(), message: source.to_string() }
-            }
+            SysError::Io { op, source } => WireError::Io { op: op.to_string(), errno: source.raw_os_error(), message: source.to_string() },
             SysError::Netlink { op, message } => WireError::Netlink { op: op.to_string(), message: message.clone() },
         }
     }
@@ -281,7 +292,8 @@ impl Helper {
                 ffi::clear_cloexec_raw(theirs_raw)
             });
         }
-        let mut child = cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot start the netns helper {}: {e}", exe.display())))?;
+        let mut child =
+            cmd.spawn().map_err(|e| io::Error::new(e.kind(), format!("cannot start the netns helper {}: {e}", exe.display())))?;
         drop(theirs);
         let pid = child.id();
         match Self::wait_ready(ours.as_fd()) {
@@ -298,11 +310,7 @@ impl Helper {
         }
         ffi::set_rcvtimeo(ours.as_fd(), REPLY_TIMEOUT)?;
         tracing::info!(pid, userns = %format!("/proc/{pid}/ns/user"), "rootless: netns helper up");
-        Ok(Helper {
-            conn: Mutex::new(Conn { sock: Some(ours), next_id: 1, buf: vec![0; MAX_MSG] }),
-            child: Mutex::new(Some(child)),
-            pid,
-        })
+        Ok(Helper { conn: Mutex::new(Conn { sock: Some(ours), next_id: 1, buf: vec![0; MAX_MSG] }), child: Mutex::new(Some(child)), pid })
     }
 
     fn wait_ready(sock: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
@@ -826,7 +834,8 @@ mod tests {
     #[test]
     fn call_skips_late_replies_and_reports_a_gone_helper() {
         let (daemon, helper) = ffi::seqpacket_pair().unwrap();
-        let h = Helper { conn: Mutex::new(Conn { sock: Some(daemon), next_id: 5, buf: vec![0; MAX_MSG] }), child: Mutex::new(None), pid: 0 };
+        let h =
+            Helper { conn: Mutex::new(Conn { sock: Some(daemon), next_id: 5, buf: vec![0; MAX_MSG] }), child: Mutex::new(None), pid: 0 };
         let fake = std::thread::spawn(move || {
             let mut buf = vec![0u8; MAX_MSG];
             let r = ffi::recv_msg(helper.as_fd(), &mut buf).unwrap();
