@@ -232,6 +232,9 @@ fn dual_stack_ping6_aaaa_and_ptr6() {
     assert!(ok, "ping6 to the gateway {gw6}\n{}", d.log());
     let neigh = c2.exec_ok(&["ip", "-6", "neigh", "show", &gw6]);
     assert!(neigh.contains("router"), "the gateway advertises itself as a router: {neigh}");
+    // DNS asked at the gateway's IPv6 address.
+    let aaaa = c1.exec_ok(&["dig", "+short", "+time=2", "+tries=1", &format!("@{gw6}"), &c2.name, "AAAA"]);
+    assert_eq!(aaaa.trim(), "fd00:87::beef", "AAAA over IPv6\n{}", d.log());
     assert_eq!(c1.dig(&[&c2.name, "AAAA"]), vec!["fd00:87::beef"], "AAAA");
     assert_eq!(c1.dig(&[&c2.name, "A"]), vec![e2["ip"].as_str().unwrap()]);
     assert_eq!(c1.dig(&["-x", "fd00:87::beef"]), vec![format!("{}.ds.", c2.name)], "PTR for IPv6");

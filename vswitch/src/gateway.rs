@@ -8,7 +8,7 @@
 //! [`Gateway::finish_udp_reply`] then wraps. Packet views come from `smoltcp::wire`, which
 //! validates lengths and checksums before any field is read.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 
 use smoltcp::phy::ChecksumCapabilities;
@@ -43,7 +43,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UdpQuery {
     pub client_mac: Mac,
-    pub client_ip: Ipv4Addr,
+    /// IPv4, or IPv6 on a dual-stack network (asked at the gateway's IPv6 address).
+    pub client_ip: IpAddr,
     pub client_port: u16,
     pub payload: Range<usize>,
 }
@@ -52,6 +53,19 @@ pub struct UdpQuery {
 pub const DNS_PORT: u16 = 53;
 /// Where a reply's UDP payload starts in the frame: Ethernet (14) + IPv4 (20) + UDP (8).
 pub const UDP_PAYLOAD_OFFSET: usize = 42;
+/// The same over IPv6: Ethernet (14) + IPv6 (40) + UDP (8).
+pub const UDP6_PAYLOAD_OFFSET: usize = 62;
+
+impl UdpQuery {
+    /// Where the reply's UDP payload starts in the reply frame.
+    pub fn reply_offset(&self) -> usize {
+        if self.client_ip.is_ipv4() {
+            UDP_PAYLOAD_OFFSET
+        } else {
+            UDP6_PAYLOAD_OFFSET
+        }
+    }
+}
 
 /// One network's gateway identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,32 +88,46 @@ impl Gateway {
             EthernetProtocol::Arp => self.arp(&eth, out),
             EthernetProtocol::Ipv4 if Mac(eth.dst_addr().0) == self.mac => self.ipv4(&eth, out, csum_partial),
             // Neighbour solicitations come multicast (flooded to every port, this one too).
-            EthernetProtocol::Ipv6 if self.ip6.is_some() => self.ipv6(&eth, out),
+            EthernetProtocol::Ipv6 if self.ip6.is_some() => self.ipv6(&eth, out, csum_partial),
             _ => Outcome::Ignored,
         }
     }
 
     /// Wraps a UDP reply to `q` whose payload the caller wrote at
-    /// `out[UDP_PAYLOAD_OFFSET..][..payload_len]`: fills the Ethernet, IPv4 and UDP headers and
-    /// the checksums. Returns the frame length, or `None` when `out` is too short.
+    /// `out[q.reply_offset()..][..payload_len]`: fills the Ethernet, IP and UDP headers and the
+    /// checksums. Returns the frame length, or `None` when `out` is too short (or an IPv6
+    /// client asks a gateway without an IPv6 address).
     pub fn finish_udp_reply(&self, q: &UdpQuery, payload_len: usize, out: &mut [u8]) -> Option<usize> {
         let caps = ChecksumCapabilities::default();
         let udp = UdpRepr { src_port: DNS_PORT, dst_port: q.client_port };
-        let ip = Ipv4Repr {
-            src_addr: self.ip,
-            dst_addr: q.client_ip,
-            next_header: IpProtocol::Udp,
-            payload_len: 8 + payload_len,
-            hop_limit: 64,
-        };
-        let len = UDP_PAYLOAD_OFFSET + payload_len;
+        let len = q.reply_offset() + payload_len;
         let buf = out.get_mut(..len)?;
         let mut frame = EthernetFrame::new_unchecked(buf);
-        self.eth_header(EthernetAddress(q.client_mac.0), EthernetProtocol::Ipv4).emit(&mut frame);
-        let mut ip_out = Ipv4Packet::new_unchecked(frame.payload_mut());
-        ip.emit(&mut ip_out, &caps);
-        let mut udp_out = UdpPacket::new_unchecked(ip_out.payload_mut());
-        let (src, dst) = (IpAddress::Ipv4(self.ip), IpAddress::Ipv4(q.client_ip));
+        let dst_mac = EthernetAddress(q.client_mac.0);
+        let (src, dst, mut udp_out) = match q.client_ip {
+            IpAddr::V4(client) => {
+                let ip = Ipv4Repr {
+                    src_addr: self.ip,
+                    dst_addr: client,
+                    next_header: IpProtocol::Udp,
+                    payload_len: 8 + payload_len,
+                    hop_limit: 64,
+                };
+                self.eth_header(dst_mac, EthernetProtocol::Ipv4).emit(&mut frame);
+                let mut ip_out = Ipv4Packet::new_unchecked(frame.payload_mut());
+                ip.emit(&mut ip_out, &caps);
+                (IpAddress::Ipv4(self.ip), IpAddress::Ipv4(client), UdpPacket::new_unchecked(ip_out.into_inner().get_mut(20..)?))
+            }
+            IpAddr::V6(client) => {
+                let me = self.ip6?;
+                let ip =
+                    Ipv6Repr { src_addr: me, dst_addr: client, next_header: IpProtocol::Udp, payload_len: 8 + payload_len, hop_limit: 64 };
+                self.eth_header(dst_mac, EthernetProtocol::Ipv6).emit(&mut frame);
+                let mut ip_out = Ipv6Packet::new_unchecked(frame.payload_mut());
+                ip.emit(&mut ip_out);
+                (IpAddress::Ipv6(me), IpAddress::Ipv6(client), UdpPacket::new_unchecked(ip_out.into_inner().get_mut(40..)?))
+            }
+        };
         // The payload is already in place: emit only writes the header and the checksum.
         udp.emit(&mut udp_out, &src, &dst, payload_len, |_| {}, &caps);
         Some(len)
@@ -171,7 +199,31 @@ impl Gateway {
         let end = EthernetFrame::<&[u8]>::header_len() + ip.header_len() as usize + udp.len() as usize;
         Outcome::Dns(UdpQuery {
             client_mac: Mac(eth.src_addr().0),
-            client_ip: ip_repr.src_addr,
+            client_ip: IpAddr::V4(ip_repr.src_addr),
+            client_port: repr.src_port,
+            payload: start..end,
+        })
+    }
+
+    /// A DNS query over UDP to the gateway's IPv6 address.
+    fn udp6(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv6Packet<&[u8]>, ip_repr: &Ipv6Repr, csum_partial: bool) -> Outcome {
+        let mut caps = ChecksumCapabilities::default();
+        if csum_partial {
+            caps.udp = smoltcp::phy::Checksum::None;
+        }
+        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return Outcome::Malformed };
+        let (src, dst) = (IpAddress::Ipv6(ip_repr.src_addr), IpAddress::Ipv6(ip_repr.dst_addr));
+        let Ok(repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else { return Outcome::Malformed };
+        if repr.dst_port != DNS_PORT {
+            return Outcome::Ignored;
+        }
+        // Offsets of the UDP payload inside the Ethernet frame (no extension headers: the
+        // next header is UDP).
+        let start = EthernetFrame::<&[u8]>::header_len() + 40 + 8;
+        let end = EthernetFrame::<&[u8]>::header_len() + 40 + udp.len() as usize;
+        Outcome::Dns(UdpQuery {
+            client_mac: Mac(eth.src_addr().0),
+            client_ip: IpAddr::V6(ip_repr.src_addr),
             client_port: repr.src_port,
             payload: start..end,
         })
@@ -202,11 +254,15 @@ impl Gateway {
 
     /// Neighbour solicitations for the gateway's IPv6 address (answered as a router, so a
     /// default route via it works) and echo requests to it; any other IPv6 is not ours.
-    fn ipv6(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8]) -> Outcome {
+    fn ipv6(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8], csum_partial: bool) -> Outcome {
         let Some(me) = self.ip6 else { return Outcome::Ignored };
         let caps = ChecksumCapabilities::default();
         let Ok(ip) = Ipv6Packet::new_checked(eth.payload()) else { return Outcome::Malformed };
         let Ok(ip_repr) = Ipv6Repr::parse(&ip) else { return Outcome::Malformed };
+        let to_me = ip_repr.dst_addr == me && Mac(eth.dst_addr().0) == self.mac;
+        if ip_repr.next_header == IpProtocol::Udp && to_me {
+            return self.udp6(eth, &ip, &ip_repr, csum_partial);
+        }
         if ip_repr.next_header != IpProtocol::Icmpv6 {
             return Outcome::Ignored;
         }
@@ -366,7 +422,7 @@ mod tests {
         let mut out = [0u8; 256];
         let Outcome::Dns(uq) = GW.handle(&q, &mut out, false) else { panic!("not a DNS query") };
         assert_eq!(&q[uq.payload.clone()], b"QUERYBYTES");
-        assert_eq!((uq.client_ip, uq.client_port, uq.client_mac), (Ipv4Addr::new(10, 89, 0, 2), 40000, Mac(C1)));
+        assert_eq!((uq.client_ip, uq.client_port, uq.client_mac), (IpAddr::V4(Ipv4Addr::new(10, 89, 0, 2)), 40000, Mac(C1)));
         // A bad UDP checksum is refused, unless the sender left it to offload.
         let mut bad = dns_query(b"QUERYBYTES", true);
         bad[40] ^= 0x55;
@@ -445,6 +501,47 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert_eq!(GW.handle(&bad, &mut out, false), Outcome::Malformed);
+    }
+
+    #[test]
+    fn ipv6_dns_queries_are_handed_out_and_replies_wrapped() {
+        let caps = ChecksumCapabilities::default();
+        let payload = b"QUERYBYTES";
+        let udp = UdpRepr { src_port: 40000, dst_port: DNS_PORT };
+        let ip = Ipv6Repr { src_addr: C1_IP6, dst_addr: GW6, next_header: IpProtocol::Udp, payload_len: 8 + payload.len(), hop_limit: 64 };
+        let mut q = vec![0u8; 14 + 40 + 8 + payload.len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut q[..]);
+        EthernetRepr { src_addr: EthernetAddress(C1), dst_addr: EthernetAddress(GW.mac.0), ethertype: EthernetProtocol::Ipv6 }
+            .emit(&mut eth);
+        let mut ip_out = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut ip_out);
+        let (src, dst) = (IpAddress::Ipv6(C1_IP6), IpAddress::Ipv6(GW6));
+        udp.emit(&mut UdpPacket::new_unchecked(ip_out.payload_mut()), &src, &dst, payload.len(), |b| b.copy_from_slice(payload), &caps);
+
+        let mut out = [0u8; 256];
+        let Outcome::Dns(uq) = GW.handle(&q, &mut out, false) else { panic!("not a DNS query") };
+        assert_eq!(&q[uq.payload.clone()], payload);
+        assert_eq!((uq.client_ip, uq.client_port), (IpAddr::V6(C1_IP6), 40000));
+        assert_eq!(uq.reply_offset(), UDP6_PAYLOAD_OFFSET);
+        // A bad checksum is refused (IPv6 UDP checksums are mandatory).
+        let mut bad = q.clone();
+        bad[62] ^= 0x55;
+        assert_eq!(GW.handle(&bad, &mut out, false), Outcome::Malformed);
+
+        out[UDP6_PAYLOAD_OFFSET..UDP6_PAYLOAD_OFFSET + 6].copy_from_slice(b"ANSWER");
+        let n = GW.finish_udp_reply(&uq, 6, &mut out).unwrap();
+        assert_eq!(n, 62 + 6);
+        let eth = EthernetFrame::new_checked(&out[..n]).unwrap();
+        assert_eq!((eth.dst_addr().0, eth.ethertype()), (C1, EthernetProtocol::Ipv6));
+        let ip = Ipv6Packet::new_checked(eth.payload()).unwrap();
+        let ip_repr = Ipv6Repr::parse(&ip).unwrap();
+        assert_eq!((ip_repr.src_addr, ip_repr.dst_addr), (GW6, C1_IP6));
+        let reply = UdpPacket::new_checked(ip.payload()).unwrap();
+        let r = UdpRepr::parse(&reply, &dst, &src, &caps).expect("valid UDP checksum");
+        assert_eq!((r.src_port, r.dst_port), (DNS_PORT, 40000));
+        assert_eq!(reply.payload(), b"ANSWER");
+        // A gateway without an IPv6 address cannot answer an IPv6 client.
+        assert_eq!(Gateway { ip6: None, ..GW }.finish_udp_reply(&uq, 6, &mut out), None);
     }
 
     #[test]

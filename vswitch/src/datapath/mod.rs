@@ -25,7 +25,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::control::dns::DnsCounters;
-use crate::gateway::{Gateway, Outcome, UdpQuery, UDP_PAYLOAD_OFFSET};
+use crate::gateway::{Gateway, Outcome, UdpQuery};
 use crate::switch::{DropReason, PortConfig, Switch, SwitchConfig, Verdict};
 use crate::types::{NetworkId, PortId};
 
@@ -360,7 +360,7 @@ impl Engine {
                 return;
             }
         };
-        let room = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
+        let room = &mut self.reply[VNET_HDR_LEN + client.reply_offset()..];
         let n = match reply.upstream {
             Some(answer) if answer.len() <= room.len() => {
                 room[..answer.len()].copy_from_slice(&answer);
@@ -1049,8 +1049,9 @@ impl Engine {
         let query = &self.bufs[i][base + q.payload.start..base + q.payload.end];
         let visible: Vec<&str> = view.visible.iter().map(String::as_str).collect();
         let rand = self.dns.next_rand();
-        let limit = dns::Limit::Udp(view.mtu as usize - 28);
-        let out = &mut self.reply[VNET_HDR_LEN + UDP_PAYLOAD_OFFSET..];
+        // What fits in one datagram at the network's MTU after the IP and UDP headers.
+        let limit = dns::Limit::Udp((view.mtu as usize).saturating_sub(q.reply_offset() - 14));
+        let out = &mut self.reply[VNET_HDR_LEN + q.reply_offset()..];
         let n = match self.dns.responder.respond(&visible, view.internal, query, rand, out, limit) {
             dns::Decision::Answer(n) | dns::Decision::Reject(n, _) => n,
             dns::Decision::Drop(_) => {
