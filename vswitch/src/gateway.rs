@@ -184,48 +184,47 @@ impl Gateway {
     }
 
     fn udp(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv4Packet<&[u8]>, ip_repr: &Ipv4Repr, csum_partial: bool) -> Outcome {
-        let mut caps = ChecksumCapabilities::default();
-        if csum_partial {
-            caps.udp = smoltcp::phy::Checksum::None;
-        }
-        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return Outcome::Malformed };
-        let (src, dst) = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
-        let Ok(repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else { return Outcome::Malformed };
-        if repr.dst_port != DNS_PORT || ip.more_frags() || ip.frag_offset() != 0 {
+        // A fragment is never a whole query.
+        if ip.more_frags() || ip.frag_offset() != 0 {
             return Outcome::Ignored;
         }
-        // Offsets of the UDP payload inside the Ethernet frame.
-        let start = EthernetFrame::<&[u8]>::header_len() + ip.header_len() as usize + 8;
-        let end = EthernetFrame::<&[u8]>::header_len() + ip.header_len() as usize + udp.len() as usize;
-        Outcome::Dns(UdpQuery {
-            client_mac: Mac(eth.src_addr().0),
-            client_ip: IpAddr::V4(ip_repr.src_addr),
-            client_port: repr.src_port,
-            payload: start..end,
-        })
+        let addrs = (IpAddress::Ipv4(ip_repr.src_addr), IpAddress::Ipv4(ip_repr.dst_addr));
+        self.dns_query(eth, ip.payload(), addrs, usize::from(ip.header_len()), csum_partial)
     }
 
-    /// A DNS query over UDP to the gateway's IPv6 address.
+    /// A DNS query over UDP to the gateway's IPv6 address (no extension headers: the next
+    /// header is UDP).
     fn udp6(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv6Packet<&[u8]>, ip_repr: &Ipv6Repr, csum_partial: bool) -> Outcome {
+        let addrs = (IpAddress::Ipv6(ip_repr.src_addr), IpAddress::Ipv6(ip_repr.dst_addr));
+        self.dns_query(eth, ip.payload(), addrs, 40, csum_partial)
+    }
+
+    /// A UDP datagram (`l4`, after `ip_len` bytes of IP header, from `addrs.0` to `addrs.1`)
+    /// to the gateway: a DNS query to hand out, or not the gateway's.
+    fn dns_query(
+        &self,
+        eth: &EthernetFrame<&[u8]>,
+        l4: &[u8],
+        addrs: (IpAddress, IpAddress),
+        ip_len: usize,
+        csum_partial: bool,
+    ) -> Outcome {
         let mut caps = ChecksumCapabilities::default();
         if csum_partial {
             caps.udp = smoltcp::phy::Checksum::None;
         }
-        let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return Outcome::Malformed };
-        let (src, dst) = (IpAddress::Ipv6(ip_repr.src_addr), IpAddress::Ipv6(ip_repr.dst_addr));
-        let Ok(repr) = UdpRepr::parse(&udp, &src, &dst, &caps) else { return Outcome::Malformed };
+        let Ok(udp) = UdpPacket::new_checked(l4) else { return Outcome::Malformed };
+        let Ok(repr) = UdpRepr::parse(&udp, &addrs.0, &addrs.1, &caps) else { return Outcome::Malformed };
         if repr.dst_port != DNS_PORT {
             return Outcome::Ignored;
         }
-        // Offsets of the UDP payload inside the Ethernet frame (no extension headers: the
-        // next header is UDP).
-        let start = EthernetFrame::<&[u8]>::header_len() + 40 + 8;
-        let end = EthernetFrame::<&[u8]>::header_len() + 40 + udp.len() as usize;
+        // Offsets of the UDP payload inside the Ethernet frame.
+        let at = EthernetFrame::<&[u8]>::header_len() + ip_len;
         Outcome::Dns(UdpQuery {
             client_mac: Mac(eth.src_addr().0),
-            client_ip: IpAddr::V6(ip_repr.src_addr),
+            client_ip: addrs.0.into(),
             client_port: repr.src_port,
-            payload: start..end,
+            payload: at + 8..at + usize::from(udp.len()),
         })
     }
 

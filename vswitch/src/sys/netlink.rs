@@ -51,6 +51,19 @@ pub struct LinkConfig {
     pub replace: bool,
 }
 
+/// A static default route of `family` via `gw` out of `ifindex`, in the main table.
+fn default_route(family: AddressFamily, gw: RouteAddress, ifindex: u32) -> RouteMessage {
+    let mut route = RouteMessage::default();
+    route.header.address_family = family;
+    route.header.destination_prefix_length = 0;
+    route.header.table = RouteHeader::RT_TABLE_MAIN;
+    route.header.protocol = RouteProtocol::Static;
+    route.header.scope = RouteScope::Universe;
+    route.header.kind = RouteType::Unicast;
+    route.attributes = vec![RouteAttribute::Gateway(gw), RouteAttribute::Oif(ifindex)];
+    route
+}
+
 /// A NETLINK_ROUTE socket used synchronously: one batch out, the acks back.
 #[derive(Debug)]
 pub struct RtSocket {
@@ -123,31 +136,16 @@ impl RtSocket {
         }
 
         if let Some(gw) = cfg.gateway {
-            let mut route = RouteMessage::default();
-            route.header.address_family = AddressFamily::Inet;
-            route.header.destination_prefix_length = 0;
-            route.header.table = RouteHeader::RT_TABLE_MAIN;
-            route.header.protocol = RouteProtocol::Static;
-            route.header.scope = RouteScope::Universe;
-            route.header.kind = RouteType::Unicast;
+            let mut route = default_route(AddressFamily::Inet, RouteAddress::Inet(gw), cfg.ifindex);
             if !same_subnet(cfg.addr, gw, cfg.prefix_len) {
                 // e.g. a /32 address with a link-local gateway: tell the kernel the gateway
                 // is reachable on this link without a covering subnet route.
                 route.header.flags = RouteFlags::Onlink;
             }
-            route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet(gw)), RouteAttribute::Oif(cfg.ifindex)];
             reqs.push(("add default route", create, RouteNetlinkMessage::NewRoute(route)));
         }
-
         if let Some(gw6) = cfg.gateway6 {
-            let mut route = RouteMessage::default();
-            route.header.address_family = AddressFamily::Inet6;
-            route.header.destination_prefix_length = 0;
-            route.header.table = RouteHeader::RT_TABLE_MAIN;
-            route.header.protocol = RouteProtocol::Static;
-            route.header.scope = RouteScope::Universe;
-            route.header.kind = RouteType::Unicast;
-            route.attributes = vec![RouteAttribute::Gateway(RouteAddress::Inet6(gw6)), RouteAttribute::Oif(cfg.ifindex)];
+            let route = default_route(AddressFamily::Inet6, RouteAddress::Inet6(gw6), cfg.ifindex);
             reqs.push(("add IPv6 default route", create, RouteNetlinkMessage::NewRoute(route)));
         }
 
