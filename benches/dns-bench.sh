@@ -157,6 +157,10 @@ cpu_ticks() { awk '{ print $14 + $15 }' "$1" 2>/dev/null || echo 0; }
 box_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t; exit }' /proc/stat; }
 box_pct() { awk -v b0="$1" -v b1="$2" 'BEGIN { split(b0, x, " "); split(b1, y, " "); if (y[2] == x[2]) print "-"; else printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }'; }
 now_ns() { date +%s%N; }
+# children_ms FILE: CPU time (user + system, ms) of every child the shell had waited for when
+# it wrote `times` to FILE (second line). `times` must run in the main shell, not in a $(...)
+# subshell, whose children are its own: around one dnsperf run, this is the client's CPU.
+children_ms() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/); t += a[1] * 60000 + a[2] * 1000 } printf "%.0f", t }' "$1"; }
 pct() { awk -v d="$1" -v hz="$hz" -v ns="$2" 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) }'; }
 range() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) print lo "–" hi }'; }
 # datapath_stat PID: the /proc stat file of vswitchd's datapath thread.
@@ -183,11 +187,14 @@ check() {
 declare -A R
 add() { R[$1]="${R[$1]:-}${R[$1]:+ }$2"; }
 perf_run() {
-    local key=$1 server=$2 q=$3 c=$4 pid=$5 tstat=$6 out=$run/$1.dnsperf t0 t1 c0 c1 d0 d1 b0 b1 qps lat lost sent rc
+    local key=$1 server=$2 q=$3 c=$4 pid=$5 tstat=$6 out=$run/$1.dnsperf t0 t1 c0 c1 d0 d1 b0 b1 k0 k1 qps lat lost sent rc
+    times >"$run/times0"
     c0=$(cpu_ticks "/proc/$pid/stat") d0=$(cpu_ticks "$tstat") b0=$(box_ticks) t0=$(now_ns)
     ip netns exec "$tag-client" timeout $((per + 15)) dnsperf -s "$server" -d "$queries" -l "$per" \
         -c "$c" -q "$q" -t 2 >"$out" 2>&1 || { cat "$out" >&2; tb_die "$key: dnsperf failed"; }
     t1=$(now_ns) c1=$(cpu_ticks "/proc/$pid/stat") d1=$(cpu_ticks "$tstat") b1=$(box_ticks)
+    times >"$run/times1"
+    k0=$(children_ms "$run/times0") k1=$(children_ms "$run/times1")
     qps=$(awk '/Queries per second:/ { printf "%.0f", $4 }' "$out")
     lat=$(awk '/Average Latency \(s\):/ { printf "%.1f", $4 * 1e6 }' "$out")
     lost=$(awk '/Queries lost:/ { print $3 }' "$out")
@@ -200,6 +207,7 @@ perf_run() {
     add "$key,cpu" "$(pct $((c1 - c0)) $((t1 - t0)))"
     add "$key,dpcpu" "$(pct $((d1 - d0)) $((t1 - t0)))"
     add "$key,box" "$(box_pct "$b0" "$b1")"
+    add "$key,client" "$(awk -v ms=$((k1 - k0)) -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f", 100 * ms / 1000 / (ns / 1e9) }')"
     [[ $rc =~ ^NOERROR\ [0-9]+\ \(100 ]] || add bad "$key: $rc"
     printf '  %-17s %8s qps  avg %7s µs  lost %s/%s  daemon cpu %3s %%  box busy %3s %%  (%s)\n' "$key" "$qps" "$lat" \
         "$lost" "$sent" "${R[$key,cpu]##* }" "${R[$key,box]##* }" "$rc" >&2
@@ -333,19 +341,20 @@ report=$run/report.md
     echo "\`dnsperf -c 1 -q 1 -l $per\`, vswitchd then dnsmasq in each round; figures are medians over the rounds"
     echo "(qps range in brackets), ratios the median of the per-round ratios. Daemon CPU = utime+stime of the"
     echo "process (/proc/PID/stat) over a loaded run, % of one core (vswitchd: its datapath thread in brackets);"
+    echo "client CPU = dnsperf's own user+system time over the same run (bash \`times\`, children), % of one core;"
     echo "box = all $(nproc) CPUs, busy %. Unloaded: the paced probe, a python3 UDP client in the client namespace,"
     echo "one query in flight, one every ${gap_us} µs for $secs s, alternating between the two servers query by query;"
     echo "send→recv round trip, including ≈ 2–3 µs of python. The dnsperf \`-q 1\` column is noisy (dnsperf"
     echo "sleeps between queries for uncontrolled times) and not what the goal is judged on."
     echo
-    echo "| server | qps loaded ($clients client, $outstanding outstanding) | avg latency loaded | unloaded mean (median / p99) | dnsperf -q 1 avg | daemon CPU % loaded | box busy % | queries per daemon CPU-second | lost / sent |"
-    echo "|---|---|---|---|---|---|---|---|---|"
+    echo "| server | qps loaded ($clients client, $outstanding outstanding) | avg latency loaded | unloaded mean (median / p99) | dnsperf -q 1 avg | daemon CPU % loaded | client (dnsperf) CPU % loaded | box busy % | queries per daemon CPU-second | lost / sent |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
     for s in vswitchd dnsmasq; do
         c="$(med $s-loaded,cpu)"
         [ $s = vswitchd ] && c="$c ($(med vswitchd-loaded,dpcpu))"
-        printf '| %s | %s (%s) | %s µs | %s µs (%s / %s) | %s µs at %s qps | %s | %s | %s | %s / %s |\n' "$s" "$(med $s-loaded,qps)" "$(range ${R[$s-loaded,qps]})" \
+        printf '| %s | %s (%s) | %s µs | %s µs (%s / %s) | %s µs at %s qps | %s | %s | %s | %s | %s / %s |\n' "$s" "$(med $s-loaded,qps)" "$(range ${R[$s-loaded,qps]})" \
             "$(med $s-loaded,lat)" "${R[$s-probe,mean]:-}" "${R[$s-probe,median]:-}" "${R[$s-probe,p99]:-}" "$(med $s-q1,lat)" "$(med $s-q1,qps)" "$c" \
-            "$(med $s-loaded,box)" "$(qpc "$(med $s-loaded,qps)" "$(med $s-loaded,cpu)")" \
+            "$(med $s-loaded,client)" "$(med $s-loaded,box)" "$(qpc "$(med $s-loaded,qps)" "$(med $s-loaded,cpu)")" \
             "$(( $(sum $s-loaded,lost) + $(sum $s-q1,lost) + ${R[$s-probe,lost]:-0} ))" "$(( $(sum $s-loaded,sent) + $(sum $s-q1,sent) + ${R[$s-probe,n]:-0} ))"
     done
     echo
@@ -356,6 +365,10 @@ report=$run/report.md
     echo "Goals (PEERS.md): qps ≥ 2× dnsmasq: ${r_qps}× → $goal_qps. Unloaded latency no worse than dnsmasq"
     echo "(paced probe, mean ± standard error): ${R[vswitchd-probe,mean]:-?} ± ${R[vswitchd-probe,se]:-?} µs vs ${R[dnsmasq-probe,mean]:-?} ± ${R[dnsmasq-probe,se]:-?} µs"
     echo "(${r_mean}×) → $goal_lat."
+    # What the client itself costs per query bounds any server's qps on a box this size.
+    cpq() { awk -v c="$1" -v q="$2" 'BEGIN { if (q + 0 == 0 || c !~ /^[0-9.]+$/) print "?"; else printf "%.1f", c / 100 / q * 1e6 }'; }
+    echo "dnsperf's own CPU per answered query: $(cpq "$(med vswitchd-loaded,client)" "$(med vswitchd-loaded,qps)") µs against vswitchd,"
+    echo "$(cpq "$(med dnsmasq-loaded,client)" "$(med dnsmasq-loaded,qps)") µs against dnsmasq; the daemons': $(cpq "$(med vswitchd-loaded,cpu)" "$(med vswitchd-loaded,qps)") µs and $(cpq "$(med dnsmasq-loaded,cpu)" "$(med dnsmasq-loaded,qps)") µs."
     if [ "${R[idle_box]}" != - ] && [ "${R[idle_box]}" -gt 20 ]; then
         echo "Warning: the box was ${R[idle_box]} % busy before the run: other work shared the CPUs, figures are noisier."
     fi
