@@ -752,7 +752,8 @@ impl Engine {
     /// Returns how many frames it took.
     fn decide_for_workers(&mut self) -> usize {
         let mut n = 0;
-        let mut woken = vec![false; self.workers.len()];
+        // Workers that got buffers back, one bit each (there are at most 63).
+        let mut woken = 0u64;
         while n < BUDGET {
             let Ok(msg) = self.from_workers.try_recv() else { break };
             let mut d = match msg {
@@ -766,15 +767,17 @@ impl Engine {
             std::mem::swap(&mut self.bufs[n], &mut d.buf);
             if let Some(w) = self.workers.get(d.worker.wrapping_sub(1)) {
                 w.give_back(d.buf);
-                woken[d.worker - 1] = true;
+                woken |= 1 << ((d.worker - 1) % 64);
             }
             self.starts[n] = 0;
             self.lens[n] = d.len;
             self.slot_port[n] = (d.port, d.hdr);
             n += 1;
         }
-        for (w, _) in self.workers.iter().zip(&woken).filter(|(_, &b)| b) {
-            w.wake();
+        for (k, w) in self.workers.iter().enumerate() {
+            if woken & (1 << (k % 64)) != 0 {
+                w.wake();
+            }
         }
         if n == 0 {
             return 0;

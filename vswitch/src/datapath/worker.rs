@@ -310,8 +310,9 @@ impl Worker {
             let timeout = if self.backlog.is_empty() { next_refresh.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(worker = self.id, error = %e, "epoll failed; datapath worker stops");
-                    return;
+                    // Its TAPs would go unread: better no daemon than a silent black hole.
+                    tracing::error!(worker = self.id, error = %e, "epoll failed in a datapath worker; vswitchd exits");
+                    std::process::exit(70);
                 }
             }
             for ev in events.iter() {
