@@ -19,6 +19,13 @@ pub const ETH_HLEN: usize = 14;
 /// The largest frame accepted even with GSO: a 64 KiB IP packet plus the Ethernet header.
 pub const MAX_GSO_FRAME: usize = 65535 + ETH_HLEN;
 
+/// Whether a frame of `len` bytes is not too long for a port whose largest non-GSO frame is
+/// `max_frame` ([`DropReason::TooLong`] otherwise). `gso`: a super-frame, bounded by
+/// [`MAX_GSO_FRAME`] only.
+pub const fn fits(len: usize, max_frame: usize, gso: bool) -> bool {
+    len <= MAX_GSO_FRAME && (gso || len <= max_frame)
+}
+
 /// Why a frame was dropped. Indexes [`PortCounters::drops`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -260,7 +267,7 @@ impl Switch {
         let Some(hdr) = frame.first_chunk::<ETH_HLEN>() else {
             return Verdict::Drop(DropReason::TooShort);
         };
-        if frame.len() > MAX_GSO_FRAME || (!gso && frame.len() > max_frame) {
+        if !fits(frame.len(), max_frame, gso) {
             return Verdict::Drop(DropReason::TooLong);
         }
         let &[d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, _, _] = hdr;

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::control::dns::DnsCounters;
 use crate::gateway::{Gateway, Outcome, UdpQuery};
 use crate::switch::{DropReason, PortConfig, Switch, SwitchConfig, Verdict};
-use crate::types::{NetworkId, PortId};
+use crate::types::{Mac, NetworkId, PortId};
 
 /// Frames read from one port per wakeup before the next port gets its turn.
 pub const BUDGET: usize = 64;
@@ -263,7 +263,7 @@ pub struct Engine {
     from_workers: crossbeam_channel::Receiver<worker::ToEngine>,
     /// The MAC table's generation as workers see it (published after every batch).
     generation: Arc<AtomicU64>,
-    /// Ingress port and header length of each batch slot (frames handed over by workers).
+    /// Ingress port and header length of each batch slot.
     slot_port: [(PortId, usize); BUDGET],
     /// Frames this thread decided for other workers.
     decided_for_workers: u64,
@@ -375,7 +375,7 @@ impl Engine {
     }
 
     /// Feeds a TCP segment for the gateway's DNS port to that network's TCP stack.
-    fn feed_tcp_dns(&mut self, ingress: PortId, gw_port: PortId, gw: Gateway, client_mac: crate::types::Mac, ip: &[u8]) {
+    fn feed_tcp_dns(&mut self, ingress: PortId, gw_port: PortId, gw: Gateway, client_mac: Mac, ip: &[u8]) {
         let now = self.now();
         let seed = self.dns.next_rand();
         let Some(&(prefix_len, mtu)) = self.dns.gw_nets.get(&gw_port) else { return };
@@ -568,23 +568,24 @@ impl Engine {
     /// frames from a worker to this thread for sealing measured slower on 2 CPUs, see
     /// benches/RESULTS.md).
     fn least_loaded_worker(&self) -> usize {
-        let mut load = vec![0usize; self.workers.len() + 1];
+        let load = self.taps_per_worker();
+        (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0)
+    }
+
+    /// How many TAPs each thread reads, by worker id (0: this thread).
+    fn taps_per_worker(&self) -> Vec<u64> {
+        let mut load = vec![0u64; self.workers.len() + 1];
         for io in self.ports.iter().flatten() {
             if let PortIo::Tap { owner, .. } = io {
                 load[*owner] += 1;
             }
         }
-        (0..load.len()).min_by_key(|&w| (load[w], w)).unwrap_or(0)
+        load
     }
 
     /// Threads reading container TAPs: this one (0) and the workers, with their totals.
     pub fn worker_stats(&self) -> Vec<crate::api::WorkerInfo> {
-        let mut ports = vec![0u64; self.workers.len() + 1];
-        for io in self.ports.iter().flatten() {
-            if let PortIo::Tap { owner, .. } = io {
-                ports[*owner] += 1;
-            }
-        }
+        let ports = self.taps_per_worker();
         let mut out = vec![crate::api::WorkerInfo {
             id: 0,
             ports: ports[0],
@@ -779,26 +780,25 @@ impl Engine {
                 w.wake();
             }
         }
-        if n == 0 {
-            return 0;
+        if n > 0 {
+            self.decided_for_workers += n as u64;
+            self.decide_batch(n, true);
         }
-        self.decided_for_workers += n as u64;
+        n
+    }
+
+    /// Decides batch slots `0..n` (ingress and header length of each in `slot_port`), writes
+    /// them out, then flushes the tunnel and egress. With `grant`, the slots came from workers,
+    /// and each gets what it may forward itself from now on.
+    fn decide_batch(&mut self, n: usize, grant: bool) {
         let now = self.now();
         let mut last_grant = None;
         for i in 0..n {
             let (port, hdr) = self.slot_port[i];
             let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
-            if let Some(g) = self.grant_for(now, port, hdr, i) {
-                let key = (g.port, g.src, g.dst);
-                if last_grant != Some(key) {
-                    last_grant = Some(key);
-                    if let Some(Some(PortIo::Tap { owner, .. })) = self.ports.get(port.0 as usize) {
-                        if let Some(w) = self.workers.get(owner.wrapping_sub(1)) {
-                            w.grant(g);
-                        }
-                    }
-                }
+            if grant {
+                self.grant_for(now, i, &mut last_grant);
             }
         }
         for i in 0..n {
@@ -809,34 +809,40 @@ impl Engine {
             self.flush_tunnel_batch();
         }
         self.flush_egress();
-        n
     }
 
-    /// A grant for the frame in batch slot `i`: its verdict sends it to one TAP with the same
-    /// header layout, and its source is learned on its ingress port.
-    fn grant_for(&self, now: Duration, port: PortId, hdr: usize, i: usize) -> Option<worker::Grant> {
-        let Verdict::Forward(to) = self.verdicts[i] else { return None };
+    /// Grants the frame in batch slot `i` to the worker that read it, when its verdict sends
+    /// it to one TAP with the same header layout and its source is learned on its ingress
+    /// port. Consecutive frames of one flow get one grant (`last`).
+    fn grant_for(&self, now: Duration, i: usize, last: &mut Option<(PortId, Mac, Mac)>) {
+        let (port, hdr) = self.slot_port[i];
+        let Verdict::Forward(to) = self.verdicts[i] else { return };
         if self.removing.is_some_and(|r| r == port || r == to) {
-            return None;
+            return;
         }
-        let Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }) = self.ports.get(to.0 as usize)?.as_ref() else { return None };
-        if *vnet_hdr_len != hdr {
-            return None;
+        let Some(frame) = self.bufs[i].get(hdr..self.lens[i]).filter(|f| f.len() >= crate::switch::ETH_HLEN) else { return };
+        let key = (port, Mac::from_slice(frame, 6), Mac::from_slice(frame, 0));
+        if *last == Some(key) {
+            return;
         }
-        let frame = self.bufs[i].get(hdr..self.lens[i])?;
-        let mac = |at: usize| crate::types::Mac([frame[at], frame[at + 1], frame[at + 2], frame[at + 3], frame[at + 4], frame[at + 5]]);
-        let (dst, src) = (mac(0), mac(6));
-        let net = self.switch.port_network(port)?;
-        if self.switch.fdb().lookup(now, net, src) != Some(port) {
-            return None;
+        let (Some(Some(PortIo::Tap { owner, .. })), Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }))) =
+            (self.ports.get(port.0 as usize), self.ports.get(to.0 as usize))
+        else {
+            return;
+        };
+        let Some(w) = self.workers.get(owner.wrapping_sub(1)) else { return };
+        let Some(net) = self.switch.port_network(port) else { return };
+        if *vnet_hdr_len != hdr || self.switch.fdb().lookup(now, net, key.1) != Some(port) {
+            return;
         }
+        *last = Some(key);
         let out = worker::TapOut { file: file.clone(), hdr, stats: stats.clone() };
-        Some(worker::Grant { port, src, dst, to, out, generation: self.switch.fdb().generation() })
+        w.grant(worker::Grant { port, src: key.1, dst: key.2, to, out, generation: self.switch.fdb().generation() });
     }
 
     /// Restarts the age of sources workers forwarded frames from, where the table still has
     /// them on that port (a source that moved meanwhile is left where it is).
-    fn refresh_sources(&mut self, seen: &[(PortId, crate::types::Mac)]) {
+    fn refresh_sources(&mut self, seen: &[(PortId, Mac)]) {
         let now = self.now();
         for &(port, mac) in seen {
             let Some(net) = self.switch.port_network(port) else { continue };
@@ -872,21 +878,10 @@ impl Engine {
             let Some(len) = read_frame(file, &mut self.bufs[n], port) else { break };
             self.starts[n] = 0;
             self.lens[n] = len;
+            self.slot_port[n] = (port, hdr);
             n += 1;
         }
-        let now = self.now();
-        for i in 0..n {
-            let buf = &self.bufs[i][..self.lens[i]];
-            let (gso, frame) = split_vnet(buf, hdr);
-            self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
-        }
-        for i in 0..n {
-            self.emit(port, i, hdr);
-        }
-        if self.tun.is_some() {
-            self.flush_tunnel_batch();
-        }
-        self.flush_egress();
+        self.decide_batch(n, false);
         n
     }
 
@@ -1134,7 +1129,7 @@ impl Engine {
     }
 
     /// Tells egress which address and MAC the container on `port` has.
-    pub fn egress_client(&mut self, port: PortId, gw_port: PortId, ip: std::net::Ipv4Addr, mac: crate::types::Mac) {
+    pub fn egress_client(&mut self, port: PortId, gw_port: PortId, ip: std::net::Ipv4Addr, mac: Mac) {
         self.egress.add_client(port, gw_port, ip, mac);
     }
 

@@ -27,8 +27,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::AsRawFd;
 
-use super::{read_frame, write_frame, BUDGET, BUF_LEN};
-use crate::switch::{DropReason, PortCounters, MAX_GSO_FRAME};
+use super::{read_frame, split_vnet, write_frame, BUDGET, BUF_LEN};
+use crate::switch::{fits, DropReason, PortCounters, ETH_HLEN};
 use crate::types::{Mac, PortId};
 
 const WAKER: Token = Token(usize::MAX);
@@ -70,8 +70,6 @@ impl PortStats {
 /// One worker's totals.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
-    /// TAPs whose frames this worker reads.
-    pub ports: AtomicU64,
     /// Frames it forwarded on its own.
     pub forwarded: AtomicU64,
     /// Frames it handed to the engine.
@@ -283,7 +281,6 @@ impl Worker {
             self.in_backlog.resize(i + 1, false);
         }
         self.ports[i] = Some(OwnPort { tap, max_frame });
-        self.stats.ports.fetch_add(1, Ordering::Relaxed);
         // Frames may already be queued: edge-triggered epoll will not tell us about them.
         self.mark_ready(port);
         Ok(())
@@ -295,7 +292,6 @@ impl Worker {
         self.cache.retain(|&(from, _, _), c| from != port && c.to != port);
         if let Some(p) = self.ports.get_mut(port.0 as usize).and_then(Option::take) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&p.tap.file.as_raw_fd()));
-            self.stats.ports.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(b) = self.in_backlog.get_mut(port.0 as usize) {
             *b = false;
@@ -419,13 +415,12 @@ impl Worker {
     fn forward(&mut self, port: PortId, i: usize, len: usize, hdr: usize) -> bool {
         let Some(Some(p)) = self.ports.get(port.0 as usize) else { return false };
         let buf = &self.bufs[i][..len];
-        let Some(frame) = buf.get(hdr..).filter(|f| f.len() >= 14) else { return false };
-        let gso = hdr > 0 && buf[1] != 0;
-        if frame.len() > if gso { MAX_GSO_FRAME } else { p.max_frame } {
+        let (gso, frame) = split_vnet(buf, hdr);
+        // What the core would refuse, it decides (and counts) itself.
+        if frame.len() < ETH_HLEN || !fits(frame.len(), p.max_frame, gso) {
             return false;
         }
-        let mac = |at: usize| Mac([frame[at], frame[at + 1], frame[at + 2], frame[at + 3], frame[at + 4], frame[at + 5]]);
-        let Some(c) = self.cache.get_mut(&(port, mac(6), mac(0))) else { return false };
+        let Some(c) = self.cache.get_mut(&(port, Mac::from_slice(frame, 6), Mac::from_slice(frame, 0))) else { return false };
         if c.out.hdr != hdr {
             return false;
         }
