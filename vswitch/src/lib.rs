@@ -8,6 +8,7 @@
 //! - `datapath`, `control` (feature `daemon`): the I/O that drives the cores.
 #![cfg_attr(not(feature = "daemon"), forbid(unsafe_code))]
 
+pub mod announce;
 pub mod api;
 pub mod fdb;
 pub mod gateway;

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::control::dns::DnsCounters;
 use crate::gateway::{Gateway, Outcome, UdpQuery};
 use crate::switch::{DropReason, PortConfig, Switch, SwitchConfig, Verdict};
 use crate::types::{Mac, NetworkId, PortId};
@@ -63,6 +62,23 @@ pub struct DnsView {
     pub visible: Vec<String>,
     pub internal: bool,
     pub mtu: u32,
+}
+
+/// DNS counters, shared by the datapath (answers) and the forwarder.
+#[derive(Debug, Default)]
+pub struct DnsCounters {
+    pub queries: std::sync::atomic::AtomicU64,
+    pub answers: std::sync::atomic::AtomicU64,
+    pub forwarded: std::sync::atomic::AtomicU64,
+    pub forward_answers: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+impl DnsCounters {
+    pub fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// A name announcement from a tunnel peer: its public key, the network's tag, the frame.

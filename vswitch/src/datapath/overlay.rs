@@ -351,7 +351,7 @@ impl Engine {
                 };
                 match t.ports.get(&(peer, net)) {
                     // Names announced by the peer: for the control plane, never switched.
-                    Some(_) if crate::control::announce::is_announcement(&self.bufs[n][frame.clone()]) => {
+                    Some(_) if crate::announce::is_announcement(&self.bufs[n][frame.clone()]) => {
                         if let (Some(tx), Some(info)) = (&self.announce_tx, t.core.peer(peer)) {
                             let _ = tx.try_send((info.public_key, net, self.bufs[n][frame].to_vec()));
                         }

@@ -9,34 +9,16 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::datapath::{Datapath, DnsReply, ForwardRequest};
+use crate::datapath::{Datapath, DnsCounters, DnsReply, ForwardRequest};
 
 /// Most queries forwarded at once.
 pub const MAX_IN_FLIGHT: usize = 1024;
-
-/// DNS counters, shared by the datapath (answers) and the forwarder.
-#[derive(Debug, Default)]
-pub struct DnsCounters {
-    pub queries: AtomicU64,
-    pub answers: AtomicU64,
-    pub forwarded: AtomicU64,
-    pub forward_answers: AtomicU64,
-    pub failures: AtomicU64,
-    pub dropped: AtomicU64,
-}
-
-impl DnsCounters {
-    pub fn add(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 /// Where forwarded queries go: per-network upstreams when set, else the defaults.
 #[derive(Debug, Default)]
@@ -120,28 +102,4 @@ async fn forward(query: &[u8], targets: &[SocketAddr], timeout: Duration) -> Opt
         }
     }
     None
-}
-
-/// Parses an upstream: `IP` (port 53) or `IP:PORT` / `[IPv6]:PORT`.
-///
-/// # Errors
-/// A message naming the bad value.
-pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    s.parse::<SocketAddr>().map_err(|_| format!("upstream {s:?} is not IP or IP:PORT"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_syntax() {
-        assert_eq!(parse_upstream("127.0.0.53").unwrap(), "127.0.0.53:53".parse().unwrap());
-        assert_eq!(parse_upstream("127.0.0.1:5300").unwrap(), "127.0.0.1:5300".parse().unwrap());
-        assert_eq!(parse_upstream("::1").unwrap(), "[::1]:53".parse().unwrap());
-        assert!(parse_upstream("resolver.example").is_err());
-    }
 }

@@ -1,6 +1,6 @@
 //! HTTP/1.1 on the Unix socket: routing, body limits, JSON in and out.
 //!
-//! Requests become calls on [`super::Control`]; this file knows HTTP and nothing about switching.
+//! Requests become calls on [`crate::control::Control`]; this file knows HTTP and nothing about switching.
 
 use std::convert::Infallible;
 use std::io;
@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixListener;
 
-use super::Control;
 use crate::api::{self, ApiError, ErrorCode};
+use crate::control::Control;
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;

@@ -1,0 +1,3 @@
+//! Front ends: each translates one protocol into [`super::ops`] calls and knows nothing of switching.
+
+pub mod http;

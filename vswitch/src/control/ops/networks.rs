@@ -1,0 +1,87 @@
+//! `/v1/networks`, `/v1/ipam`: networks made, inspected and removed.
+
+use super::Control;
+use crate::api::{ApiError, GcReport, Network, NetworkCreate, NetworkDetail, Pruned};
+use crate::control::model::internal;
+
+impl Control {
+    pub async fn networks(&self) -> Vec<Network> {
+        self.model.lock().await.networks()
+    }
+
+    pub async fn create_network(&self, req: NetworkCreate) -> Result<Network, ApiError> {
+        let mut m = self.model.lock().await;
+        let (plan, api) = m.create_network(req, &super::routes::routed())?;
+        let done = match self.add_network_to_datapath(&plan).await {
+            Ok(()) => match self.save(&m) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // Not on disk, so not made: undo in the datapath too.
+                    let (id, gw_port) = (plan.id, plan.gw_port);
+                    let _ = self.dp.call(move |e| e.remove_network(id, gw_port)).await;
+                    Err(e)
+                }
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            m.undo_create_network(&plan);
+            return Err(e);
+        }
+        self.local_change(&mut m);
+        tracing::info!(network = %api.name, subnet = %api.subnet, gateway = %api.gateway, "network created");
+        Ok(api)
+    }
+
+    pub async fn inspect_network(&self, name: &str) -> Result<NetworkDetail, ApiError> {
+        let m = self.model.lock().await;
+        Ok(NetworkDetail { network: m.network(name)?, usage: m.usage(name)?, endpoint_list: m.endpoints(name)? })
+    }
+
+    pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), ApiError> {
+        let mut m = self.model.lock().await;
+        let plan = m.begin_remove_network(name, force)?;
+        self.save(&m)?;
+        let files = self
+            .dp
+            .call(move |e| {
+                let mut files = Vec::new();
+                for p in plan.endpoint_ports {
+                    files.extend(e.remove_tap(p));
+                }
+                e.remove_network(plan.id, plan.gw_port).map(|()| files)
+            })
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        tokio::task::spawn_blocking(move || drop(files));
+        m.finish_remove_network(name);
+        self.save(&m)?;
+        self.local_change(&mut m);
+        tracing::info!(network = name, "network removed");
+        Ok(())
+    }
+
+    /// Removes every network that has no endpoint.
+    pub async fn prune_networks(&self) -> Result<Pruned, ApiError> {
+        let empty = self.model.lock().await.empty_networks();
+        let mut removed = Vec::new();
+        for name in empty {
+            // One that gained an endpoint meanwhile is refused and kept.
+            if self.remove_network(&name, false).await.is_ok() {
+                removed.push(name);
+            }
+        }
+        Ok(Pruned { removed })
+    }
+
+    /// Releases leases whose endpoint is gone.
+    pub async fn ipam_gc(&self) -> Result<GcReport, ApiError> {
+        let mut m = self.model.lock().await;
+        let report = m.ipam_gc();
+        if !report.released.is_empty() {
+            self.save(&m)?;
+        }
+        Ok(report)
+    }
+}
