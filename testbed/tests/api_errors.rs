@@ -88,7 +88,7 @@ fn bad_requests_are_refused_and_state_survives() {
             "same ifname twice in a netns",
             "POST",
             "/v1/networks/good/endpoints".into(),
-            format!(r#"{{"netns":"{}","name":"second"}}"#, c1.path()),
+            format!(r#"{{"netns":"{}","name":"second","ifname":"eth0"}}"#, c1.path()),
             409,
             "endpoint_exists",
         ),
