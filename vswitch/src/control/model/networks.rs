@@ -298,24 +298,34 @@ fn plan_of(name: &str, net: &Net) -> NetworkPlan {
     }
 }
 
-/// An IPv4 CIDR whose address is the network's own (no host bits: `10.89.70.5/24` is refused
-/// with the CIDR that was probably meant).
-fn parse_subnet4(s: &str) -> Result<Ipv4Net, ApiError> {
-    let net: Ipv4Net =
-        s.parse().map_err(|_| ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {s:?} is not an IPv4 CIDR like 10.89.0.0/24")))?;
+/// A CIDR whose address is the network's own: `10.89.70.5/24` is refused with the CIDR that
+/// was probably meant, rather than silently changed.
+fn parse_cidr(s: &str, what: &str, example: &str) -> Result<IpNet, ApiError> {
+    let net: IpNet = s.parse().map_err(|_| not_cidr(s, what, example))?;
     if net != net.trunc() {
-        return Err(ApiError::new(ErrorCode::InvalidSubnet, format!("subnet {s} has host bits set: did you mean {}?", net.trunc())));
+        return Err(ApiError::new(ErrorCode::InvalidSubnet, format!("{what} {s} has host bits set: did you mean {}?", net.trunc())));
     }
     Ok(net)
 }
 
-fn parse_subnet6(s: &str) -> Result<Ipv6Net, ApiError> {
-    let net: Ipv6Net =
-        s.parse().map_err(|_| ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s:?} is not an IPv6 CIDR like fd00:89::/64")))?;
-    if net != net.trunc() {
-        return Err(ApiError::new(ErrorCode::InvalidSubnet, format!("subnet6 {s} has host bits set: did you mean {}?", net.trunc())));
+fn not_cidr(s: &str, what: &str, example: &str) -> ApiError {
+    ApiError::new(ErrorCode::InvalidSubnet, format!("{what} {s:?} is not a CIDR like {example}"))
+}
+
+fn parse_subnet4(s: &str) -> Result<Ipv4Net, ApiError> {
+    const EXAMPLE: &str = "10.89.0.0/24";
+    match parse_cidr(s, "subnet", EXAMPLE)? {
+        IpNet::V4(n) => Ok(n),
+        IpNet::V6(_) => Err(not_cidr(s, "subnet", EXAMPLE)),
     }
-    Ok(net)
+}
+
+fn parse_subnet6(s: &str) -> Result<Ipv6Net, ApiError> {
+    const EXAMPLE: &str = "fd00:89::/64";
+    match parse_cidr(s, "subnet6", EXAMPLE)? {
+        IpNet::V6(n) => Ok(n),
+        IpNet::V4(_) => Err(not_cidr(s, "subnet6", EXAMPLE)),
+    }
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
