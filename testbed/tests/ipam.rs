@@ -97,3 +97,29 @@ fn gc_releases_orphaned_leases_from_the_state_file() {
     assert_eq!(detail["usage"]["in_use"], 1, "{detail}");
     assert_eq!(detail["endpoints"], 1, "the live endpoint keeps its lease");
 }
+
+#[test]
+fn a_second_network_needs_no_ifname_and_a_failed_attach_costs_no_address() {
+    let d = Daemon::start();
+    d.network("front", "10.126.0.0/24");
+    d.network("back", "10.126.1.0/24");
+    let (c1, c2) = (Netns::new("if-a"), Netns::new("if-b"));
+    let first = d.attach("front", &c1);
+    assert_eq!(first["ifname"], "eth0");
+    // The same container on a second network: the next free name, no --ifname needed.
+    let second = d.ctl_json(&["attach", "back", "--netns", &c1.path(), "--name", "c1"]);
+    assert_eq!(second["ifname"], "eth1", "{second}");
+    assert_eq!(second["ip"], "10.126.1.2");
+    let links = c1.exec_ok(&["ip", "-br", "link"]);
+    assert!(links.contains("eth0") && links.contains("eth1"), "{links}");
+
+    // An attach that fails in the namespace (its interface name is taken) leaves the
+    // allocator as it was: the next attach gets the address the failed one would have had.
+    let out = d.ctl(&["attach", "back", "--netns", &c1.path(), "--name", "dup", "--ifname", "eth0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("endpoint_exists"));
+    let third = d.ctl_json(&["attach", "back", "--netns", &c2.path(), "--name", "c2"]);
+    assert_eq!(third["ip"], "10.126.1.3", "{third}");
+    assert_eq!(d.ctl_json(&["network", "inspect", "back"])["usage"]["in_use"], 2);
+    assert!(c2.ping("10.126.1.2", 1), "the second network switches");
+}
