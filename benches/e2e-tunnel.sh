@@ -66,7 +66,7 @@ bt_note=
 if has boringtun-1 || has boringtun-4; then
     if ! command -v wg >/dev/null && [ $install = 1 ]; then
         tb_log "installing wireguard-tools (for wg)"
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wireguard-tools; } >/dev/null 2>&1 || true
+        { tb_apt_get -qq update && tb_apt_get install -y -qq wireguard-tools; } >/dev/null 2>&1 || true
     fi
     if [ ! -x "$boringtun" ] && [ $install = 1 ] && command -v cargo >/dev/null; then
         tb_log "installing boringtun-cli into $tools (once; cargo install --root $tools boringtun-cli, log in $tools/install.log)"

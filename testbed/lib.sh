@@ -5,7 +5,14 @@
 TB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TB_UNDO=()
 
-tb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# `==>` lines in bold on a terminal, plain text in a log file or a pipe.
+tb_log() {
+    if [ -t 2 ]; then
+        printf '\033[1m==> %s\033[0m\n' "$*" >&2
+    else
+        printf '==> %s\n' "$*" >&2
+    fi
+}
 tb_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 tb_need_root() {
@@ -25,12 +32,38 @@ tb_install_deps() {
     command -v python3 >/dev/null || need+=(python3)
     if [ ${#need[@]} -gt 0 ]; then
         tb_log "installing ${need[*]}"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null \
+        tb_apt_get -qq update && tb_apt_get install -y -qq "${need[@]}" >/dev/null \
             || tb_die "apt-get install ${need[*]} failed"
     fi
     if ! command -v cargo >/dev/null; then
         tb_die "cargo not found: install a Rust toolchain (rustup) first"
     fi
+}
+
+# tb_apt_get ARGS...: apt-get ARGS, noninteractive, waiting up to 5 minutes for another apt-get
+# or dpkg that holds a lock (a fresh machine often runs unattended upgrades) instead of failing:
+# DPkg::Lock::Timeout waits for dpkg's lock; the lists and archive locks (`apt-get update`, a
+# download) are waited for here, by retrying while apt says it could not get a lock.
+tb_apt_get() {
+    local deadline=$((SECONDS + 300)) out rc said=
+    while :; do
+        out=$(DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 "$@" 2>&1) && rc=0 || rc=$?
+        if [ $rc = 0 ]; then
+            [ -z "$out" ] || printf '%s\n' "$out"
+            return 0
+        fi
+        case $out in
+            *"Could not get lock"* | *"Unable to acquire the dpkg frontend lock"* | *"Unable to lock directory"*)
+                if [ $SECONDS -lt $deadline ]; then
+                    [ -n "$said" ] || tb_log "waiting for another apt-get or dpkg to let go of its lock (up to 5 minutes)"
+                    said=1
+                    sleep 3
+                    continue
+                fi ;;
+        esac
+        printf '%s\n' "$out" >&2
+        return $rc
+    done
 }
 
 tb_undo() { TB_UNDO+=("$*"); }
@@ -121,15 +154,44 @@ tb_bench_watchdog() {
     TB_WATCHDOG=$!
 }
 
-# tb_rootless_user: the unprivileged user that rootless tests and benchmarks run as
-# (vswitch-test, a system user made here if missing); prints its name. Rootless TAPs need
-# /dev/net/tun open to everyone (0666, as mainstream distributions ship it).
+# tb_rootless_user: sets TB_RL_USER to the unprivileged user that rootless tests and benchmarks
+# run as (vswitch-test: a system user made here if missing, and then removed on exit), and opens
+# /dev/net/tun to everyone (tb_tun_for_everyone). Call it directly, not in $(...): the undo it
+# registers must reach the script's own tb_cleanup.
 tb_rootless_user() {
-    local u=vswitch-test
-    id -u "$u" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$u" >/dev/null \
-        || tb_die "cannot create user $u"
-    [ "$(stat -c %a /dev/net/tun)" = 666 ] || chmod 0666 /dev/net/tun
-    echo "$u"
+    TB_RL_USER=vswitch-test
+    if ! id -u "$TB_RL_USER" >/dev/null 2>&1; then
+        tb_log "making the user $TB_RL_USER for the rootless runs (removed on exit)"
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$TB_RL_USER" >/dev/null \
+            || tb_die "cannot create user $TB_RL_USER"
+        tb_undo "tb_userdel '$TB_RL_USER'"
+    fi
+    tb_tun_for_everyone
+}
+
+# tb_userdel USER: removes USER once its last process is gone (a daemon stopping, a container
+# being killed), trying for up to 10 s.
+tb_userdel() {
+    local _
+    for _ in $(seq 100); do
+        userdel "$1" 2>/dev/null && return 0
+        id -u "$1" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    echo "warning: could not remove the user $1 (userdel $1)" >&2
+    return 1
+}
+
+# tb_tun_for_everyone: rootless TAPs need /dev/net/tun open to everyone (0666, as mainstream
+# distributions ship it; some ship 0600). Sets that when it is not so, says so, and puts the mode
+# it found back on exit.
+tb_tun_for_everyone() {
+    local mode
+    mode=$(stat -c %a /dev/net/tun) || tb_die "no /dev/net/tun (is the tun module loaded?)"
+    [ "$mode" = 666 ] && return 0
+    tb_log "/dev/net/tun is 0$mode: setting 0666 for the rootless runs (restored on exit)"
+    chmod 0666 /dev/net/tun || tb_die "cannot chmod 0666 /dev/net/tun"
+    tb_undo "chmod 0$mode /dev/net/tun"
 }
 
 # tb_apt CMD=PACKAGE...: installs, in one apt-get run, the packages whose command is missing.
@@ -140,7 +202,7 @@ tb_apt() {
     done
     [ ${#need[@]} -eq 0 ] && return 0
     tb_log "installing ${need[*]}"
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+    tb_apt_get -qq update >/dev/null && tb_apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
         || tb_die "apt-get install ${need[*]} failed"
 }
 
@@ -193,12 +255,13 @@ tb_report() {
 }
 
 # ---- rootless stage (rootless-demo.sh, benches/rootless-bench.sh) ---------------------------
-# tb_rootless_stage HOSTNS DIR: what follows runs as the unprivileged user of tb_rootless_user
+# tb_rootless_stage HOSTNS DIR (not in $(...): it registers undos): what follows runs as the
+# unprivileged user of tb_rootless_user
 # inside the namespace HOSTNS, with XDG_RUNTIME_DIR=DIR/xdg (0700) and XDG_DATA_HOME=HOME=
 # DIR/data. Sets TB_RL_USER, TB_RL_UID and TB_RL_GID.
 tb_rootless_stage() {
     TB_RL_NS=$1 TB_RL_DIR=$2
-    TB_RL_USER=$(tb_rootless_user)
+    tb_rootless_user
     TB_RL_UID=$(id -u "$TB_RL_USER") TB_RL_GID=$(id -g "$TB_RL_USER")
     chmod 755 "$TB_RL_DIR"
     mkdir -p "$TB_RL_DIR/xdg" "$TB_RL_DIR/data"

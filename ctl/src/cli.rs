@@ -216,9 +216,9 @@ pub struct AttachArgs {
     /// Network name
     #[arg(value_parser = NonEmptyStringValueParser::new())]
     pub network: String,
-    /// Network namespace file, e.g. /run/netns/NAME or /proc/PID/ns/net (a bare NAME that is
-    /// not a file here means /run/netns/NAME)
-    #[arg(long, value_name = "PATH")]
+    /// Network namespace: a NAME of `ip netns add` (no '/': /run/netns/NAME), or a file such
+    /// as /proc/PID/ns/net or ./ns (relative paths need a '/')
+    #[arg(long, value_name = "NAME|PATH")]
     pub netns: Option<String>,
     /// A process whose network namespace to attach
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]

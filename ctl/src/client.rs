@@ -148,6 +148,12 @@ async fn send(socket: &Path, call: &Call) -> Result<Reply, Failure> {
 }
 
 fn connect_failure(socket: &Path, e: &io::Error) -> Failure {
+    use std::os::unix::fs::FileTypeExt;
+    // Connecting to a file that is no socket (`--socket /etc/passwd`) is "connection refused":
+    // name the real problem instead.
+    if std::fs::metadata(socket).is_ok_and(|m| !m.file_type().is_socket()) {
+        return Failure::NotASocket { socket: socket.to_path_buf() };
+    }
     let socket = socket.to_path_buf();
     let reason = match e.kind() {
         io::ErrorKind::PermissionDenied => return Failure::PermissionDenied { socket },

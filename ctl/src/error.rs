@@ -30,6 +30,9 @@ pub enum Failure {
     BadAnswer { status: StatusCode, detail: String },
     #[error("cannot reach vswitchd at {}: {reason} (is vswitchd running?){}", socket.display(), hint.as_deref().unwrap_or(""))]
     Unreachable { socket: PathBuf, reason: String, hint: Option<String> },
+    /// The socket path names a file that is not a socket.
+    #[error("{} is not a socket: --socket (or $VSWITCH_SOCKET) must name the control socket of vswitchd", socket.display())]
+    NotASocket { socket: PathBuf },
     /// Connected, but the exchange failed (daemon gone mid-request, no answer in time).
     #[error("lost vswitchd at {}: {reason}", socket.display())]
     Transport { socket: PathBuf, reason: String },
@@ -59,7 +62,7 @@ impl Failure {
         ExitCode::from(match self {
             Failure::Api { .. } | Failure::BadAnswer { .. } | Failure::Local(_) => exit::API_ERROR,
             Failure::Usage(_) => exit::USAGE,
-            Failure::Unreachable { .. } | Failure::Transport { .. } => exit::UNREACHABLE,
+            Failure::Unreachable { .. } | Failure::NotASocket { .. } | Failure::Transport { .. } => exit::UNREACHABLE,
             Failure::PermissionDenied { .. } => exit::PERMISSION,
         })
     }

@@ -68,7 +68,16 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
         return Err(Failure::from_error_reply(reply.status, &reply.body));
     }
     if json {
-        return json_out(&reply);
+        // The same order as the table, and the client's version next to the daemon's.
+        let adjusted = match command {
+            Command::Port(PortCmd::Ls) => output::ports_json_by_id(&reply.body),
+            Command::Version => output::version_json_with_client(&reply.body, env!("CARGO_PKG_VERSION")),
+            _ => None,
+        };
+        return match adjusted {
+            Some(body) => json_out(&Reply { status: reply.status, body: body.into() }),
+            None => json_out(&reply),
+        };
     }
     human_out(command, &reply)
 }
@@ -197,20 +206,22 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest, Failure> {
     })
 }
 
-/// The daemon resolves paths in its own working directory, so a relative path is made
-/// absolute here. A bare name that is no file here but is one under `/run/netns` (as
-/// `ip netns add` makes them) means that one.
+/// Where `ip netns add NAME` puts the namespace NAME.
+const NAMED_NETNS_DIR: &str = "/run/netns";
+
+/// `--netns`: a bare name (no `/`) is a namespace of `ip netns add`, `/run/netns/NAME`; anything
+/// else is a path, and since the daemon resolves paths in its own working directory, a relative
+/// one (`./c1`, `dir/c1`) is made absolute here. The API itself takes paths.
 fn netns_path(arg: &str) -> Result<String, Failure> {
     let path = Path::new(arg);
     if path.is_absolute() {
         return Ok(arg.to_string());
     }
     if arg.is_empty() {
-        return Err(Failure::Usage("--netns needs a path".to_string()));
+        return Err(Failure::Usage("--netns needs a namespace name or a path".to_string()));
     }
-    let named = Path::new("/run/netns").join(arg);
-    let chosen: PathBuf = if !arg.contains('/') && !path.exists() && named.exists() {
-        named
+    let chosen: PathBuf = if !arg.contains('/') && arg != "." && arg != ".." {
+        Path::new(NAMED_NETNS_DIR).join(arg)
     } else {
         std::path::absolute(path).map_err(|e| Failure::Usage(format!("cannot make --netns {arg} absolute: {}", client::io_reason(&e))))?
     };
@@ -412,6 +423,10 @@ mod tests {
         let cwd = std::env::current_dir().unwrap();
         assert_eq!(netns_path("/proc/1/ns/net").unwrap(), "/proc/1/ns/net");
         assert_eq!(netns_path("dir/ns").unwrap(), cwd.join("dir/ns").to_str().unwrap());
+        assert_eq!(netns_path("./ns").unwrap(), cwd.join("ns").to_str().unwrap());
+        // A bare name is a namespace of `ip netns add`, whether or not a file of that name is here.
+        assert_eq!(netns_path("c1").unwrap(), "/run/netns/c1");
+        assert_eq!(netns_path("Cargo.toml").unwrap(), "/run/netns/Cargo.toml");
         assert!(matches!(netns_path(""), Err(Failure::Usage(_))));
     }
 

@@ -76,6 +76,66 @@ pub fn pretty_json(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// The top-level elements of a JSON array, as the text of each (whitespace trimmed). `None`
+/// unless `text` is an array.
+fn array_elements(text: &str) -> Option<Vec<&str>> {
+    let inner = text.trim().strip_prefix('[')?.strip_suffix(']')?;
+    let mut out = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, c) in inner.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.checked_sub(1)?,
+            ',' if depth == 0 => {
+                out.push(inner[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let last = inner[start..].trim();
+    if !last.is_empty() || !out.is_empty() {
+        out.push(last);
+    }
+    Some(out)
+}
+
+/// `--json port ls`: the daemon's array in the table's order (by port id), each element
+/// kept as the daemon wrote it. `None` if `raw` is not an array of objects with an `id`.
+pub fn ports_json_by_id(raw: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
+    let mut elements = Vec::new();
+    for e in array_elements(text)? {
+        let v: serde_json::Value = serde_json::from_str(e).ok()?;
+        elements.push((v.get("id")?.as_u64()?, e));
+    }
+    elements.sort_by_key(|(id, _)| *id);
+    let body: Vec<&str> = elements.into_iter().map(|(_, e)| e).collect();
+    Some(format!("[{}]", body.join(",")).into_bytes())
+}
+
+/// `--json version`: the daemon's object with the client's version added last
+/// (`"client_version"`). `None` if `raw` is not a JSON object.
+pub fn version_json_with_client(raw: &[u8], client: &str) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(raw).ok()?;
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).ok()?;
+    let inner = text.trim().strip_prefix('{')?.strip_suffix('}')?.trim();
+    let field = format!("\"client_version\":{}", serde_json::Value::from(client));
+    let body = if inner.is_empty() { format!("{{{field}}}") } else { format!("{{{inner},{field}}}") };
+    Some(body.into_bytes())
+}
+
 /// Column alignment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -626,6 +686,34 @@ mod tests {
         assert!(pretty_json(b"{\"a\":").is_none());
         assert!(pretty_json(b"not json").is_none());
         assert!(pretty_json(b"{} trailing").is_none());
+    }
+
+    #[test]
+    fn json_arrays_split_into_elements() {
+        assert_eq!(array_elements("[]").unwrap(), Vec::<&str>::new());
+        assert_eq!(array_elements(" [ 1 , {\"a\":[2,3],\"b\":\"x,]\\\"\"} ] ").unwrap(), ["1", "{\"a\":[2,3],\"b\":\"x,]\\\"\"}"]);
+        assert!(array_elements("{}").is_none());
+    }
+
+    #[test]
+    fn port_json_is_in_the_tables_order() {
+        let raw = br#"[{"id":12,"name":"c1","drops":{"a":1}},{"id":1,"name":"gateway"},{"id":3,"name":"c,2"}]"#;
+        let sorted = ports_json_by_id(raw).unwrap();
+        assert_eq!(
+            String::from_utf8(sorted).unwrap(),
+            r#"[{"id":1,"name":"gateway"},{"id":3,"name":"c,2"},{"id":12,"name":"c1","drops":{"a":1}}]"#
+        );
+        assert_eq!(ports_json_by_id(b"[]").unwrap(), b"[]");
+        assert!(ports_json_by_id(br#"[{"name":"x"}]"#).is_none());
+        assert!(ports_json_by_id(b"nope").is_none());
+    }
+
+    #[test]
+    fn version_json_gets_the_clients_version_last() {
+        let out = version_json_with_client(br#"{"version":"0.1.0","api":"v1"}"#, "0.2.0").unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"version":"0.1.0","api":"v1","client_version":"0.2.0"}"#);
+        assert_eq!(version_json_with_client(b" {} ", "1").unwrap(), br#"{"client_version":"1"}"#);
+        assert!(version_json_with_client(b"[1]", "1").is_none());
     }
 
     #[test]

@@ -245,7 +245,92 @@ fn json_success_keeps_the_daemons_key_order() {
     let out = vswitchctl(&dir.socket(), &["version", "--json"]);
     server.join().unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert_eq!(text(&out.stdout), "{\n  \"version\": \"0.1.0\",\n  \"api\": \"v1\"\n}\n");
+    // The daemon's fields where they were, the client's version after them.
+    assert_eq!(
+        text(&out.stdout),
+        format!("{{\n  \"version\": \"0.1.0\",\n  \"api\": \"v1\",\n  \"client_version\": \"{}\"\n}}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn socket_that_is_no_socket_says_so() {
+    let dir = TempDir::new();
+    let file = dir.0.join("not-a-socket");
+    std::fs::write(&file, "root:x:0:0\n").unwrap();
+    for path in [file.as_path(), dir.0.as_path()] {
+        let out = vswitchctl(path, &["network", "ls"]);
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert_eq!(
+            text(&out.stderr),
+            format!(
+                "vswitchctl: {} is not a socket: --socket (or $VSWITCH_SOCKET) must name the control socket of vswitchd\n",
+                path.display()
+            )
+        );
+    }
+}
+
+#[test]
+fn json_port_ls_is_in_the_tables_order() {
+    let port = |id: u32, name: &str, kind: &str| {
+        format!(
+            r#"{{"id":{id},"network":"net1","name":"{name}","kind":"{kind}","ifname":"","mac":"02:00:00:00:00:0{id}","offloads":[],
+               "rx_packets":0,"rx_bytes":0,"tx_packets":0,"tx_bytes":0,"segmented":0,"coalesced":0,"drops":{{}}}}"#
+        )
+    };
+    let body = format!("[{},{},{}]", port(3, "c2", "tap"), port(1, "gateway", "gateway"), port(2, "c1", "tap"));
+    let ids = |json: &str| -> Vec<u64> {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        v.as_array().unwrap().iter().map(|p| p["id"].as_u64().unwrap()).collect()
+    };
+    let dir = TempDir::new();
+    let server = serve_once(&dir.socket(), http("200 OK", &body));
+    let out = vswitchctl(&dir.socket(), &["--json", "port", "ls"]);
+    server.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(ids(&text(&out.stdout)), [1, 2, 3]);
+
+    let dir = TempDir::new();
+    let server = serve_once(&dir.socket(), http("200 OK", &body));
+    let out = vswitchctl(&dir.socket(), &["port", "ls"]);
+    server.join().unwrap();
+    let table_ids: Vec<u64> = text(&out.stdout).lines().skip(1).map(|l| l.split_whitespace().next().unwrap().parse().unwrap()).collect();
+    assert_eq!(table_ids, [1, 2, 3]);
+}
+
+#[test]
+fn bare_netns_name_means_run_netns() {
+    // Run where a file of that name exists: a bare name still means /run/netns/NAME.
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("c1"), "").unwrap();
+    let server = serve_once(&dir.socket(), http("404 Not Found", r#"{"error":{"code":"netns_not_found","message":"no such netns"}}"#));
+    let out = Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+        .arg("--socket")
+        .arg(dir.socket())
+        .args(["attach", "net1", "--netns", "c1"])
+        .current_dir(&dir.0)
+        .env_remove("VSWITCH_SOCKET")
+        .output()
+        .unwrap();
+    let request = server.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(sent_body(&request), serde_json::json!({"netns": "/run/netns/c1"}));
+
+    // A relative path (with a '/') is made absolute in the current directory.
+    let server = {
+        let _ = std::fs::remove_file(dir.socket());
+        serve_once(&dir.socket(), http("404 Not Found", r#"{"error":{"code":"netns_not_found","message":"no such netns"}}"#))
+    };
+    Command::new(env!("CARGO_BIN_EXE_vswitchctl"))
+        .arg("--socket")
+        .arg(dir.socket())
+        .args(["attach", "net1", "--netns", "./c1"])
+        .current_dir(&dir.0)
+        .env_remove("VSWITCH_SOCKET")
+        .output()
+        .unwrap();
+    let request = server.join().unwrap();
+    assert_eq!(sent_body(&request), serde_json::json!({"netns": dir.0.join("c1").to_str().unwrap()}));
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! `vswitch::sys::userns`) that wires the containers.
 
 use std::ffi::OsString;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,8 +43,9 @@ struct Args {
     /// process) instead of making one. Implies --rootless.
     #[arg(long, value_name = "PATH")]
     userns: Option<PathBuf>,
-    /// Log level or a tracing filter (error, warn, info, debug, trace, or e.g. "vswitch=debug").
-    #[arg(long, default_value = "info")]
+    /// Log level: error, warn, info, debug, trace or off; or tracing filter directives whose
+    /// levels are those, e.g. "vswitch=debug,info".
+    #[arg(long, default_value = "info", value_parser = parse_log_level)]
     log_level: String,
     /// Largest number of MAC table entries over all networks.
     #[arg(long, default_value_t = 8192)]
@@ -59,7 +61,8 @@ struct Args {
     no_offloads: bool,
     /// Datapath threads that read container TAPs (each TAP is read by one of them, so each
     /// flow stays on one thread). Default: the number of CPUs, at most 4.
-    #[arg(long, env = "VSWITCH_WORKERS", value_name = "N")]
+    #[arg(long, env = "VSWITCH_WORKERS", value_name = "N",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS))]
     workers: Option<usize>,
     /// Where the gateways forward DNS names they do not own: IP or IP:PORT, repeatable, tried
     /// in order; `none` forwards nothing. Default: the nameservers of /etc/resolv.conf, asked
@@ -97,6 +100,32 @@ struct Args {
     egress_udp_idle_secs: u64,
 }
 
+/// Most `--workers`.
+const MAX_WORKERS: u64 = 64;
+
+/// The levels `--log-level` takes.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// `--log-level`: a level, or comma-separated tracing directives (`[TARGET[SPAN]=]LEVEL`) whose
+/// every level is one of [`LOG_LEVELS`]. A bare word is a level, never a target: tracing would
+/// take `warning` for a target and log nothing.
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let valid = || format!("valid levels: {}; or directives such as vswitch=debug,info", LOG_LEVELS.join(", "));
+    let mut any = false;
+    for directive in s.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level)) {
+            return Err(format!("{level:?} is not a log level ({})", valid()));
+        }
+        any = true;
+    }
+    if !any {
+        return Err(format!("no log level given ({})", valid()));
+    }
+    EnvFilter::try_new(s).map_err(|e| format!("{e} ({})", valid()))?;
+    Ok(s.to_string())
+}
+
 fn main() -> ExitCode {
     // vswitchd re-executed as its own rootless netns helper: before anything else, while the
     // process is single-threaded (it joins a user namespace).
@@ -105,15 +134,15 @@ fn main() -> ExitCode {
         return vswitch::sys::helper_main(&argv[2..]);
     }
     let args = Args::parse();
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|e| {
-        eprintln!("vswitchd: bad --log-level {:?}: {e}; using info", args.log_level);
-        EnvFilter::new("info")
-    });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Checked by clap (parse_log_level), so this cannot fail.
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a log file or journal gets plain text.
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            // Once, not also through the log.
             eprintln!("vswitchd: {e}");
             ExitCode::FAILURE
         }
@@ -133,7 +162,19 @@ fn run(args: Args) -> Result<(), String> {
         None if rootless => rootless_data_dir()?,
         None => PathBuf::from("/var/lib/vswitch"),
     };
+    // A second daemon on the socket of a running one is refused before anything starts (the
+    // bind checks it again, for a race).
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(format!(
+            "another vswitchd is already listening on {}: stop it first, or give this one a socket (--socket) and a \
+             state directory (--state-dir) of its own",
+            socket.display()
+        ));
+    }
     std::fs::create_dir_all(&state_dir).map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    // One daemon per state directory, held until the process exits; taken before anything in
+    // the directory is read or written.
+    let _state_lock = vswitch::sys::lock_state_dir(&state_dir).map_err(|e| e.to_string())?;
     // Read before anything starts: a bad state file stops the daemon and is never overwritten.
     let snapshot = vswitch::state::load(&state_dir).map_err(|e| e.to_string())?;
 
@@ -170,7 +211,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let upstreams = default_upstreams(&args.dns_upstreams)?;
     let dns_counters = Arc::new(DnsCounters::default());
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4))).clamp(1, 64);
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
     let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone(), workers).map_err(|e| format!("cannot start the datapath: {e}"))?);
     let pools = address_pools(&args.address_pools)?;
     let opts = Options {

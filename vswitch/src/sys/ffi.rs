@@ -183,6 +183,22 @@ pub(crate) fn raise_nofile() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: true when this descriptor now holds the lock, false when
+/// another open file description holds it.
+pub(crate) fn flock_exclusive_nb(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock only reads the descriptor number, which is valid for the call
+        // (BorrowedFd), and an integer operation; it touches no Rust-visible memory.
+        let ret = unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        match check(ret) {
+            Ok(_) => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The effective user id of the process.
 pub(crate) fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

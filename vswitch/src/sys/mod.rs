@@ -6,9 +6,11 @@
 //!   worker for a daemon without privileges ([`NetnsWorker::spawn_rootless`]).
 //! - [`tap`]: `/dev/net/tun` (TUNSETIFF, vnet header, offloads, persistence).
 //! - [`netlink`]: synchronous rtnetlink requests (link, address, route).
+//! - [`lock`]: the state directory's lock (one vswitchd per `STATE_DIR`).
 //! - `ffi`: `struct ifreq` layouts and the raw syscall wrappers; every `unsafe` block is there.
 
 mod ffi;
+pub mod lock;
 pub mod netlink;
 pub mod netns;
 pub mod tap;
@@ -17,6 +19,7 @@ pub mod userns;
 #[cfg(test)]
 mod tests;
 
+pub use lock::{lock_state_dir, LockError, StateLock};
 pub use netns::{current_netns_id, AttachSpec, Attached, NetnsRef, NetnsWorker, SysError};
 pub use tap::{set_persist, Offloads, VNET_HDR_LEN};
 pub use userns::{helper_main, RootlessOptions, HELPER_ARG};

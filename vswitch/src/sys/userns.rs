@@ -460,7 +460,8 @@ pub fn helper_main(args: &[OsString]) -> ExitCode {
     }
     // Only now may threads exist: the tracing subscriber and the worker thread.
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
     let worker = match NetnsWorker::spawn() {
         Ok(w) => w,
         Err(e) => return fail(format!("cannot start the netns thread: {e}")),
