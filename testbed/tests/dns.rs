@@ -87,6 +87,9 @@ fn names_aliases_ptr_and_isolation() {
     assert!(!web.exec_ok(&["ss", "-lunH"]).contains(":53"));
     let stats = d.ctl_json(&["dns", "stats"]);
     assert!(stats["answers"].as_u64().unwrap() >= 7, "{stats}");
+    // With no upstream (--dns-upstream none) nothing is forwarded: those are failures.
+    assert_eq!(stats["forwarded"], 0, "{stats}");
+    assert!(stats["failures"].as_u64().unwrap() >= 3, "{stats}");
 
     // Rename and alias changes show at once.
     d.ctl_ok(&["endpoint", "rename", "front", "api", "api2"]);

@@ -45,11 +45,15 @@ pub async fn run(
     while let Some(req) = rx.recv().await {
         let targets = upstreams.read().map(|u| u.for_network(&req.network)).unwrap_or_default();
         let (dp, counters) = (dp.clone(), counters.clone());
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        // Nowhere to ask (`--dns-upstream none`, no resolver) or too many in flight: SERVFAIL
+        // at once, counted as a failure, never as forwarded.
+        let permit = if targets.is_empty() { None } else { slots.clone().try_acquire_owned().ok() };
+        let Some(permit) = permit else {
             DnsCounters::add(&counters.failures);
             answer(&dp, req, None);
             continue;
         };
+        DnsCounters::add(&counters.forwarded);
         tokio::spawn(async move {
             let got = forward(&req.query, &targets, timeout).await;
             match &got {

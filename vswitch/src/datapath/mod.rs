@@ -426,7 +426,6 @@ impl Engine {
                     Some(out)
                 }
                 dns::Decision::Forward => {
-                    DnsCounters::add(&counters.forwarded);
                     let req = ForwardRequest {
                         port,
                         gw_port,
@@ -1073,7 +1072,6 @@ impl Engine {
                 return;
             }
             dns::Decision::Forward => {
-                DnsCounters::add(&counters.forwarded);
                 let req = ForwardRequest {
                     port: ingress,
                     gw_port,
