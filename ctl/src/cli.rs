@@ -63,6 +63,9 @@ pub enum Command {
     /// Address management
     #[command(subcommand)]
     Ipam(IpamCmd),
+    /// Container runtimes: what their CNI configuration for vswitch looks like
+    #[command(subcommand)]
+    Cni(CniCmd),
     /// This host's tunnel key (the public half)
     #[command(subcommand)]
     Key(KeyCmd),
@@ -334,6 +337,16 @@ pub enum EndpointCmd {
         /// _service._proto:PORT[:PRIORITY[:WEIGHT]], e.g. _http._tcp:80
         #[arg(value_name = "SRV", value_parser = NonEmptyStringValueParser::new())]
         services: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CniCmd {
+    /// Print a ready CNI conflist for NETWORK (checked to exist), naming this socket
+    Conflist {
+        /// Network name
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
     },
 }
 

@@ -107,6 +107,29 @@ fn parse_euid(status: &str) -> Option<u32> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Makes one request whose answer must be a success carrying a `T` (an empty answer reads as
+/// JSON `null`, so `serde_json::Value` takes a 204).
+///
+/// # Errors
+/// The daemon cannot be reached, refused the request, or answered something else than a `T`.
+pub fn fetch<T: serde::de::DeserializeOwned>(socket: &Path, c: &Call) -> Result<T, Failure> {
+    let reply = call(socket, c)?;
+    if !reply.status.is_success() {
+        return Err(Failure::from_error_reply(reply.status, &reply.body));
+    }
+    decode(&reply)
+}
+
+/// The answer's body as a `T` (empty: JSON `null`).
+///
+/// # Errors
+/// `BadAnswer` when it is not one.
+pub fn decode<T: serde::de::DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
+    let body: &[u8] = if reply.body.iter().all(u8::is_ascii_whitespace) { b"null" } else { &reply.body };
+    serde_json::from_slice(body)
+        .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", crate::error::snippet(&reply.body)) })
+}
+
 /// Makes one request and waits for the whole answer.
 pub fn call(socket: &Path, call: &Call) -> Result<Reply, Failure> {
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -5,26 +5,21 @@
 //! 2 usage error, 3 the daemon cannot be reached, 4 permission denied on the socket.
 #![forbid(unsafe_code)]
 
-mod cli;
-mod client;
-mod error;
-mod output;
-
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use serde::de::DeserializeOwned;
 use vswitch::api::{
     AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
     FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule,
     TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
-use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
-use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
-use crate::error::Failure;
+use ctl::cli::{AttachArgs, Cli, CniCmd, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
+use ctl::client::{decode, enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
+use ctl::error::Failure;
+use ctl::{cli, client, error, output};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -66,6 +61,12 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
     let reply = client::call(socket, &call)?;
     if !reply.status.is_success() {
         return Err(Failure::from_error_reply(reply.status, &reply.body));
+    }
+    if let Command::Cni(CniCmd::Conflist { network }) = command {
+        // The same text with or without --json: it is JSON.
+        let socket = std::path::absolute(socket).unwrap_or_else(|_| socket.to_path_buf());
+        let list = ctl::cni::conflist(network, &socket);
+        return serde_json::to_string_pretty(&list).map(|s| s + "\n").map_err(|e| Failure::Local(e.to_string()));
     }
     if json {
         // The same order as the table, and the client's version next to the daemon's.
@@ -143,6 +144,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
             }
         }
         Command::Dns(DnsCmd::Stats) => Call::get(format!("{PREFIX}/dns/stats")),
+        Command::Cni(CniCmd::Conflist { network }) => Call::get(format!("{PREFIX}/networks/{}", enc(network))),
         Command::Publish { network, name, host, container } => {
             let (host_addr, host_port, host_port_end) = cli::parse_host_ports(host).map_err(Failure::Usage)?;
             let (container_port, udp) = cli::parse_proto_port(container).map_err(Failure::Usage)?;
@@ -203,6 +205,7 @@ fn attach_request(args: &AttachArgs) -> Result<AttachRequest, Failure> {
         mac: args.mac,
         aliases: args.aliases.clone(),
         srv: args.srv.clone(),
+        owner: None,
     })
 }
 
@@ -238,11 +241,6 @@ fn json_out(reply: &Reply) -> Result<String, Failure> {
         .ok_or_else(|| Failure::BadAnswer { status: reply.status, detail: error::snippet(&reply.body) })
 }
 
-fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
-    serde_json::from_slice(&reply.body)
-        .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", error::snippet(&reply.body)) })
-}
-
 fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
     Ok(match command {
         Command::Version => output::version_daemon(&decode::<Version>(reply)?),
@@ -273,6 +271,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Dns(DnsCmd::Records { .. }) => output::dns_records(&decode::<Vec<DnsRecord>>(reply)?),
         Command::Dns(DnsCmd::Upstreams { .. }) => output::dns_upstreams(&decode::<DnsUpstreams>(reply)?),
         Command::Dns(DnsCmd::Stats) => output::dns_stats(&decode::<DnsStats>(reply)?),
+        Command::Cni(_) => String::new(),
         Command::Publish { .. } => output::published(&[decode::<Publication>(reply)?]),
         Command::Unpublish { host } => format!("unpublished {host}\n"),
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),

@@ -652,6 +652,7 @@ mod tests {
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             srv: Vec::new(),
             published: Vec::new(),
+            owner: None,
         }
     }
 

@@ -183,6 +183,10 @@ pub struct AttachRequest {
     /// `_http._tcp:80`; `_http._tcp.NAME` then points at this endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub srv: Vec<String>,
+    /// Who made the endpoint, for runtimes that find their endpoints again (e.g.
+    /// `cni/CONTAINER_ID/IFNAME`); opaque to the daemon, at most 256 printable characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// An attached container.
@@ -204,6 +208,9 @@ pub struct Endpoint {
     /// Host ports published to this endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishRule>,
+    /// Who made it (see [`AttachRequest::owner`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// Transport of a published port.

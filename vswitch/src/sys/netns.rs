@@ -240,6 +240,7 @@ impl Drop for NetnsGuard<'_> {
 enum Request {
     Attach(Box<AttachSpec>, Sender<Result<Attached, SysError>>),
     Delete(NetnsRef, String, Sender<Result<(), SysError>>),
+    Find(NetnsRef, String, Sender<Result<(), SysError>>),
     NetnsId(Sender<io::Result<(u64, u64)>>),
 }
 
@@ -335,6 +336,20 @@ impl NetnsWorker {
         reply_rx.recv().map_err(|_| gone())?
     }
 
+    /// Checks that the interface `ifname` exists in `netns`.
+    ///
+    /// # Errors
+    /// `NetnsNotFound`, or `Io` ("find link", ENODEV) when the namespace has no such interface.
+    pub fn find_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
+        validate_ifname(ifname)?;
+        if let Inner::Helper(h) = &self.inner {
+            return h.find_link(netns, ifname);
+        }
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        self.request(Request::Find(netns, ifname.to_string(), reply_tx))?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+
     /// Whether `r` names an existing network namespace (checked on the calling thread; no
     /// namespace switch needed).
     pub fn netns_exists(&self, r: &NetnsRef) -> bool {
@@ -389,6 +404,11 @@ fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
                     .unwrap_or_else(|_| Err(SysError::Io { op: "delete link", source: io::Error::other("netns worker panicked") }));
                 let _ = reply.send(res);
             }
+            Request::Find(netns, ifname, reply) => {
+                let res = catch_unwind(AssertUnwindSafe(|| find_here(home, &netns, &ifname)))
+                    .unwrap_or_else(|_| Err(SysError::Io { op: "find link", source: io::Error::other("netns worker panicked") }));
+                let _ = reply.send(res);
+            }
             Request::NetnsId(reply) => {
                 let _ = reply.send(current_netns_id());
             }
@@ -411,6 +431,16 @@ fn delete_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(
         Ok(index) => rt.delete_link(index),
         Err(_) => Ok(()),
     }
+}
+
+/// Looks `ifname` up in `netns`, on the worker thread.
+fn find_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(), SysError> {
+    let target = open_netns(netns)?;
+    let rt = {
+        let _inside = NetnsGuard::enter(home, target.as_fd(), netns)?;
+        RtSocket::open().map_err(io_err("open netlink socket"))?
+    };
+    rt.ifindex(ifname).map(drop).map_err(io_err("find link"))
 }
 
 /// The attach itself, on the worker thread. `home` is the worker's own namespace.

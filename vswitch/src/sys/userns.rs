@@ -94,6 +94,7 @@ pub(crate) struct RequestMsg {
 pub(crate) enum Request {
     Attach { spec: AttachSpec },
     DeleteLink { netns: NetnsRef, ifname: String },
+    FindLink { netns: NetnsRef, ifname: String },
     NetnsId,
 }
 
@@ -394,6 +395,14 @@ impl Helper {
         }
     }
 
+    pub(crate) fn find_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
+        match self.call(Request::FindLink { netns, ifname: ifname.to_string() })? {
+            (Reply::Done, _) => Ok(()),
+            (Reply::Error { error }, _) => Err(error.into()),
+            (other, _) => Err(helper_gone(format!("unexpected reply to find_link: {other:?}"))),
+        }
+    }
+
     pub(crate) fn netns_id(&self) -> io::Result<(u64, u64)> {
         match self.call(Request::NetnsId) {
             Ok((Reply::NetnsId { dev, ino }, _)) => Ok((dev, ino)),
@@ -520,6 +529,10 @@ fn handle(worker: &NetnsWorker, req: Request) -> (Reply, Option<OwnedFd>) {
             Err(e) => (err(&e), None),
         },
         Request::DeleteLink { netns, ifname } => match worker.delete_link(netns, &ifname) {
+            Ok(()) => (Reply::Done, None),
+            Err(e) => (err(&e), None),
+        },
+        Request::FindLink { netns, ifname } => match worker.find_link(netns, &ifname) {
             Ok(()) => (Reply::Done, None),
             Err(e) => (err(&e), None),
         },

@@ -152,6 +152,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["egress"]) => ok(&control.egress_stats().await?),
+        (&Method::GET, ["networks", name, "endpoints", ep, "check"]) => ok(&control.check_endpoint(name, ep).await?),
         (&Method::PATCH, ["networks", name, "endpoints", ep]) => ok(&control.update_endpoint(name, ep, body(req).await?).await?),
         (&Method::GET, ["networks", name, "dns"]) => ok(&control.dns_upstreams(name).await?),
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
@@ -186,6 +187,7 @@ fn known_path(segs: &[&str]) -> bool {
             | ["tunnel", "peers"]
             | ["tunnel", "peers", _]
             | ["networks", _, "endpoints", _, "publish"]
+            | ["networks", _, "endpoints", _, "check"]
             | ["publish"]
             | ["publish", _, _, _]
             | ["egress"]

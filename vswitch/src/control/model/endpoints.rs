@@ -66,6 +66,11 @@ impl Model {
         for srv in &req.srv {
             parse_srv(srv)?;
         }
+        if let Some(o) = &req.owner {
+            if o.is_empty() || o.len() > 256 || o.chars().any(char::is_control) {
+                return Err(ApiError::new(ErrorCode::InvalidRequest, "owner must be 1-256 printable characters"));
+            }
+        }
         let requested_ip = req.ip.as_deref().map(|s| s.parse::<Ipv4Addr>().map_err(|_| bad_address(s))).transpose()?;
         let requested_ip6 = req.ip6.as_deref().map(|s| s.parse::<Ipv6Addr>().map_err(|_| bad_address6(s))).transpose()?;
         if let Some(mac) = req.mac {
@@ -112,6 +117,7 @@ impl Model {
             aliases: req.aliases,
             srv: req.srv,
             published: Vec::new(),
+            owner: req.owner,
         };
         // Like a container on several Docker networks: the first network gives the default
         // route, later ones only their subnet.
@@ -228,6 +234,15 @@ impl Model {
     pub fn endpoint_port(&self, network: &str, name: &str) -> Result<PortId, ApiError> {
         let net = self.net(network)?;
         net.endpoints.get(name).map(|e| e.api.port).ok_or_else(|| no_endpoint(network, name))
+    }
+
+    /// An endpoint with the namespace identity it was attached with.
+    ///
+    /// # Errors
+    /// No such network or endpoint.
+    pub fn endpoint(&self, network: &str, name: &str) -> Result<(Endpoint, Option<(u64, u64)>), ApiError> {
+        let net = self.net(network)?;
+        net.endpoints.get(name).map(|e| (e.api.clone(), e.netns_id)).ok_or_else(|| no_endpoint(network, name))
     }
 
     /// Drops an endpoint: its addresses, its port id, its static MACs.

@@ -88,6 +88,23 @@ impl Control {
         Ok(())
     }
 
+    /// Checks that an endpoint's namespace is still the one it was attached to and that its
+    /// interface is in it (what a CNI CHECK asks).
+    pub async fn check_endpoint(&self, network: &str, name: &str) -> Result<Endpoint, ApiError> {
+        let (ep, attached_to) = self.model.lock().await.endpoint(network, name)?;
+        let netns = NetnsRef::Path(PathBuf::from(&ep.netns));
+        if attached_to.is_none() || crate::sys::netns::netns_id(&netns).ok() != attached_to {
+            return Err(ApiError::new(ErrorCode::NetnsNotFound, format!("the namespace {} of endpoint {name} is gone", ep.netns)));
+        }
+        let (worker, ifname) = (self.netns.clone(), ep.ifname.clone());
+        match tokio::task::spawn_blocking(move || worker.find_link(netns, &ifname)).await.map_err(internal)? {
+            Ok(()) => Ok(ep),
+            Err(e) => {
+                Err(ApiError::new(ErrorCode::NotFound, format!("interface {} of endpoint {name} is not in {}: {e}", ep.ifname, ep.netns)))
+            }
+        }
+    }
+
     /// Renames an endpoint or replaces its aliases; DNS follows at once.
     pub async fn update_endpoint(&self, network: &str, name: &str, req: EndpointUpdate) -> Result<Endpoint, ApiError> {
         let mut m = self.model.lock().await;
