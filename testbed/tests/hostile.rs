@@ -88,3 +88,108 @@ fn restart_with_a_fifo_endpoint_in_the_state_file_comes_up() {
     d.attach("n1", &c2);
     assert!(c2.ping("10.93.1.1", 1));
 }
+
+/// Lines in the daemon's log.
+fn log_lines(d: &Daemon) -> usize {
+    d.log().lines().count()
+}
+
+/// Open file descriptors of process `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|r| r.count()).unwrap_or(0)
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The soft open-files limit of this test process, raised (with prlimit) to at least `want`.
+fn raise_own_nofile(want: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    if nums[0] < want {
+        let hard = nums[1].max(want);
+        testbed::run_ok("prlimit", &["--pid", &std::process::id().to_string(), &format!("--nofile={want}:{hard}")]);
+    }
+}
+
+fn open_idle(socket: &Path, n: usize) -> Vec<std::os::unix::net::UnixStream> {
+    (0..n).map(|i| std::os::unix::net::UnixStream::connect(socket).unwrap_or_else(|e| panic!("connection {i}: {e}"))).collect()
+}
+
+#[test]
+fn idle_connections_neither_spin_the_daemon_nor_lock_out_the_api() {
+    raise_own_nofile(12_000);
+    let d = Daemon::start();
+    let pid = d.pid();
+    let before = log_lines(&d);
+    let t = Instant::now();
+    let idle = open_idle(&d.socket, 10_000);
+    eprintln!("10 000 idle connections opened in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+    for _ in 0..3 {
+        answers_quickly(&d);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu, secs) = (cpu_ticks(pid) - cpu0, t0.elapsed().as_secs_f64());
+    assert!(cpu < 50, "the daemon used {cpu} ticks of CPU in {secs:.1} s while connections sat idle");
+    let fds = fd_count(pid);
+    assert!(fds < 256 + 100, "the daemon holds {fds} fds for idle connections");
+    let lines = log_lines(&d) - before;
+    assert!(lines < 20, "{lines} log lines for 10 000 idle connections:\n{}", d.log());
+
+    // Now out of file descriptors: the daemon's limit just above what it holds. Accept fails
+    // with EMFILE: it backs off, logs once a second, makes room, and still answers.
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let limit = fd_count(pid) + 40;
+    testbed::run_ok("prlimit", &["--pid", &pid.to_string(), &format!("--nofile={limit}:{limit}")]);
+    let before = log_lines(&d);
+    let idle = open_idle(&d.socket, 2_000);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (cpu0, t0) = (cpu_ticks(pid), Instant::now());
+    answers_quickly(&d);
+    std::thread::sleep(Duration::from_secs(2));
+    answers_quickly(&d);
+    let cpu = cpu_ticks(pid) - cpu0;
+    assert!(cpu < 50, "the daemon used {cpu} ticks of CPU in {:?} at its open-files limit", t0.elapsed());
+    let lines = log_lines(&d) - before;
+    assert!(lines < 20, "{lines} log lines at the open-files limit:\n{}", d.log());
+    assert!(fd_count(pid) <= limit);
+    drop(idle);
+}
+
+#[test]
+fn slow_requests_time_out_and_the_prefix_needs_its_slash() {
+    use std::io::{Read, Write};
+    let d = Daemon::start();
+    // A body declared and never sent: answered (and closed) within the body timeout.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"POST /v1/networks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t = Instant::now();
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(t.elapsed() < Duration::from_secs(15), "a body that never came held the connection {:?}", t.elapsed());
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    // Headers never finished: closed within the header timeout.
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /v1/version HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(t.elapsed() < Duration::from_secs(15), "unfinished headers held the connection {:?}", t.elapsed());
+    answers_quickly(&d);
+
+    assert_eq!(d.api("GET", "/v1version", None).0, 404);
+    assert_eq!(d.api("GET", "/v1/version", None).0, 200);
+    assert_eq!(d.api("GET", "/v1", None).0, 404);
+}
