@@ -95,6 +95,9 @@ struct Args {
     egress_udp_idle_secs: u64,
 }
 
+/// Log directive added to every filter: nothing from hickory-proto (see `main`).
+const QUIET_DNS_LIBRARY: &str = "hickory_proto=off";
+
 fn main() -> ExitCode {
     // vswitchd re-executed as its own rootless netns helper: before anything else, while the
     // process is single-threaded (it joins a user namespace).
@@ -107,6 +110,13 @@ fn main() -> ExitCode {
         eprintln!("vswitchd: bad --log-level {:?}: {e}; using info", args.log_level);
         EnvFilter::new("info")
     });
+    // The DNS library logs what it dislikes in a container's query (a malformed EDNS option: a
+    // 4 kB warning each), at the container's rate: off unless --log-level names it.
+    let filter = if args.log_level.contains("hickory") {
+        filter
+    } else {
+        filter.add_directive(QUIET_DNS_LIBRARY.parse().expect("a valid directive"))
+    };
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
