@@ -240,3 +240,147 @@ fn malformed_edns_queries_do_not_flood_the_log() {
     assert!(reached > 50_000, "only {reached} malformed queries reached the gateway");
     answers_quickly(&d);
 }
+
+/// Sends raw Ethernet frames (hex strings) out of `eth0` of the namespace it runs in.
+const SEND_FRAMES: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(3):
+    for h in sys.argv[1:]:
+        s.send(bytes.fromhex(h))
+"#;
+
+fn mac_bytes(mac: &str) -> Vec<u8> {
+    mac.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A broadcast ARP reply from `mac`: "`ip` is at `mac`".
+fn arp_reply(mac: &[u8], ip: std::net::Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend(mac);
+    f.extend([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 2]);
+    f.extend(mac);
+    f.extend(ip.octets());
+    f.extend([0xff; 6]);
+    f.extend(ip.octets());
+    f
+}
+
+fn csum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An unsolicited neighbour advertisement (override) from `mac` at `src` to all nodes:
+/// "`target` is at `mac`", with a valid checksum.
+fn neighbour_advert(mac: &[u8], src: std::net::Ipv6Addr, target: std::net::Ipv6Addr) -> Vec<u8> {
+    let dst: std::net::Ipv6Addr = "ff02::1".parse().unwrap();
+    let mut icmp = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    icmp.extend(target.octets());
+    icmp.extend([2, 1]); // target link-layer address option
+    icmp.extend(mac);
+    let mut pseudo = Vec::new();
+    pseudo.extend(src.octets());
+    pseudo.extend(dst.octets());
+    pseudo.extend((icmp.len() as u32).to_be_bytes());
+    pseudo.extend([0, 0, 0, 58]);
+    pseudo.extend(&icmp);
+    icmp[2..4].copy_from_slice(&csum(&pseudo).to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+    f.extend(mac);
+    f.extend([0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend((icmp.len() as u16).to_be_bytes());
+    f.extend([58, 255]);
+    f.extend(src.octets());
+    f.extend(dst.octets());
+    f.extend(icmp);
+    f
+}
+
+/// The link-layer address `ns` has for `ip` (`None`: no entry).
+fn neighbour(ns: &Netns, ip: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(&ns.exec_ok(&["ip", "-j", "neigh", "show", ip])).unwrap();
+    v.as_array()?.first()?.get("lladdr")?.as_str().map(String::from)
+}
+
+fn port_drops(d: &Daemon, name: &str) -> Value {
+    let ports = d.ctl_json(&["port", "ls"]);
+    let p = ports.as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}: {ports}"));
+    p["drops"].clone()
+}
+
+#[test]
+fn spoofed_arp_and_neighbour_adverts_reach_no_one_and_are_counted() {
+    let d = Daemon::start();
+    d.ctl_ok(&["network", "create", "n1", "--subnet", "10.93.4.0/24", "--subnet6", "fd00:93:4::/64"]);
+    let net = d.ctl_json(&["network", "inspect", "n1"]);
+    let gw_mac = net["gateway_mac"].as_str().unwrap().to_string();
+    let gw6 = net["gateway6"].as_str().unwrap().to_string();
+    let (attacker, victim) = (Netns::new("vh-e"), Netns::new("vh-f"));
+    let ea = d.attach("n1", &attacker);
+    let ev = d.attach("n1", &victim);
+    let bad_mac = mac_bytes(ea["mac"].as_str().unwrap());
+    // The victim knows the gateway, over IPv4 and IPv6, and the attacker.
+    assert!(victim.ping("10.93.4.1", 1));
+    assert!(victim.exec(&["ping", "-6", "-c", "1", "-W", "2", &gw6]).status.success(), "ping6 to the gateway");
+    assert!(victim.ping(ea["ip"].as_str().unwrap(), 1));
+    assert_eq!(neighbour(&victim, "10.93.4.1").as_deref(), Some(gw_mac.as_str()));
+    assert_eq!(neighbour(&victim, &gw6).as_deref(), Some(gw_mac.as_str()));
+    // Past the kernel's locktime (1 s), an ARP reply would replace the entry.
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let own6: std::net::Ipv6Addr = ea["ip6"].as_str().unwrap().parse().unwrap();
+    let frames = [
+        arp_reply(&bad_mac, "10.93.4.1".parse().unwrap()),
+        arp_reply(&bad_mac, ev["ip"].as_str().unwrap().parse().unwrap()),
+        neighbour_advert(&bad_mac, own6, gw6.parse().unwrap()),
+    ];
+    let args: Vec<String> = frames.iter().map(|f| hex(f)).collect();
+    let mut cmd = vec!["python3", "-c", SEND_FRAMES];
+    cmd.extend(args.iter().map(String::as_str));
+    attacker.exec_ok(&cmd);
+    std::thread::sleep(Duration::from_millis(300));
+
+    assert_eq!(neighbour(&victim, "10.93.4.1").as_deref(), Some(gw_mac.as_str()), "the victim believed the ARP spoof");
+    assert_eq!(neighbour(&victim, &gw6).as_deref(), Some(gw_mac.as_str()), "the victim believed the NA spoof");
+    let drops = port_drops(&d, &attacker.name);
+    assert_eq!(drops["arp_spoof"], 6, "{drops}");
+    assert_eq!(drops["nd_spoof"], 3, "{drops}");
+    // Ordinary neighbour traffic still works both ways.
+    assert!(victim.ping(ea["ip"].as_str().unwrap(), 1));
+    assert!(attacker.exec(&["ping", "-6", "-c", "1", "-W", "2", ev["ip6"].as_str().unwrap()]).status.success());
+    assert!(port_drops(&d, &victim.name).get("arp_spoof").is_none());
+}
+
+#[test]
+fn frames_to_the_gateway_that_it_does_not_handle_are_counted() {
+    let d = Daemon::start();
+    d.network("n1", "10.93.5.0/24");
+    let gw_mac = mac_bytes(d.ctl_json(&["network", "inspect", "n1"])["gateway_mac"].as_str().unwrap());
+    let c1 = Netns::new("vh-g");
+    let e1 = d.attach("n1", &c1);
+    let mac = mac_bytes(e1["mac"].as_str().unwrap());
+    // Two non-IP EtherTypes (an IPX-ish 0x8137 and LLDP 0x88cc) to the gateway's MAC.
+    let mut frames = Vec::new();
+    for ethertype in [[0x81, 0x37], [0x88, 0xcc]] {
+        let mut f = gw_mac.clone();
+        f.extend(&mac);
+        f.extend(ethertype);
+        f.extend([0u8; 46]);
+        frames.push(hex(&f));
+    }
+    let mut cmd = vec!["python3", "-c", SEND_FRAMES];
+    cmd.extend(frames.iter().map(String::as_str));
+    c1.exec_ok(&cmd);
+    std::thread::sleep(Duration::from_millis(300));
+    let drops = port_drops(&d, &c1.name);
+    assert_eq!(drops["unsupported"], 6, "{drops}");
+}
