@@ -23,17 +23,16 @@ VSWITCH_WORKERS=2 cargo test --workspace -- --test-threads=2 2>&1 | tee -a "$res
 tb_log "root tests again with plain TAPs (--no-offloads) and one datapath thread"
 VSWITCH_TEST_OFFLOADS=off VSWITCH_WORKERS=1 cargo test -p testbed -- --test-threads=2 2>&1 | tee -a "$results"
 
-# Fuzz smoke: a short run of every cargo-fuzz target, where a nightly toolchain and cargo-fuzz
-# are installed (libFuzzer needs nightly; the targets are also type-checked on stable).
+# Fuzz smoke: a short run of every cargo-fuzz target from its seed corpus (fuzz/corpus/);
+# nightly and cargo-fuzz are installed when missing (libFuzzer needs nightly; the targets are
+# also type-checked on stable). A crash fails the run.
 cargo check -q --manifest-path fuzz/Cargo.toml
-if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
-    for target in $(cargo +nightly fuzz list --fuzz-dir fuzz); do
-        tb_log "fuzz smoke: $target (20 s)"
-        cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time=20 -rss_limit_mb=2048 2>&1 | tail -n 2
-    done
-else
-    tb_log "fuzz smoke skipped: needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)"
-fi
+tb_fuzz_tools || tb_die "cannot install what the fuzz smoke needs (nightly toolchain, cargo-fuzz)"
+for target in $(cargo +nightly fuzz list --fuzz-dir fuzz); do
+    tb_log "fuzz smoke: $target (20 s)"
+    tb_fuzz_run "$target" -max_total_time=20 2>&1 | tail -n 2
+    [ "${PIPESTATUS[0]}" -eq 0 ] || tb_die "fuzz target $target failed (see fuzz/artifacts/$target)"
+done
 
 # One closing line over every cargo test run above.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$results"

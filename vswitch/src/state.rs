@@ -117,12 +117,22 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+    parse(text.as_bytes(), &path).map(Some)
+}
+
+/// Parses and checks the contents of a state file (`path` names it in errors); what
+/// [`load`] does after reading it. Never panics, whatever the bytes.
+///
+/// # Errors
+/// Unparsable, of another version, or inconsistent (see [`Snapshot::check`]).
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Snapshot, StateError> {
+    let path = path.to_path_buf();
+    let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
     if snap.version != VERSION {
         return Err(StateError::Version { path, found: snap.version });
     }
     snap.check().map_err(|message| StateError::Corrupt { path, message })?;
-    Ok(Some(snap))
+    Ok(snap)
 }
 
 /// Writes the state file atomically, readable by its owner only (0600, in a 0700 directory:
