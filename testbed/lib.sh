@@ -337,3 +337,32 @@ tb_veth_pair() {
     ip -n "$1" link set "$2" up
     ip -n "$4" link set "$5" up
 }
+
+# tb_fuzz_tools: make sure the fuzz smoke can run: a nightly toolchain (libFuzzer needs it)
+# and cargo-fuzz; installs what is missing. Returns non-zero when that fails.
+tb_fuzz_tools() {
+    if ! cargo +nightly --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null || return 1
+        tb_log "installing the nightly toolchain (for cargo-fuzz)"
+        rustup toolchain install nightly --profile minimal >/dev/null || return 1
+    fi
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        tb_log "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked >/dev/null || return 1
+    fi
+}
+
+# tb_fuzz_run TARGET ARGS...: run one cargo-fuzz target from the repo's fuzz/ directory with
+# its seed corpus (fuzz/corpus/TARGET, read only) and a scratch corpus for what it finds;
+# ARGS go to libFuzzer (e.g. -runs=N or -max_total_time=S).
+tb_fuzz_run() {
+    local target=$1
+    shift
+    local scratch
+    scratch=$(mktemp -d "/tmp/vswitch-fuzz-$target.XXXXXX")
+    mkdir -p "$TB_ROOT/fuzz/corpus/$target"
+    (cd "$TB_ROOT" && cargo +nightly fuzz run --fuzz-dir fuzz "$target" "$scratch" "fuzz/corpus/$target" -- -rss_limit_mb=2048 "$@")
+    local rc=$?
+    rm -rf "$scratch"
+    return $rc
+}

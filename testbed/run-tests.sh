@@ -92,17 +92,18 @@ tb_log "root tests again with plain TAPs (--no-offloads) and one datapath thread
 VSWITCH_TEST_OFFLOADS=off VSWITCH_WORKERS=1 cargo test -p testbed --no-fail-fast -- --test-threads=2 2>&1 | tee "$out/pass2.log"
 count "$out/pass2.log" "${PIPESTATUS[0]}" "pass 2 (--no-offloads, 1 worker)"
 
-# Fuzz smoke: a short run of every cargo-fuzz target, where a nightly toolchain and cargo-fuzz
-# are installed (libFuzzer needs nightly; the targets are also type-checked on stable). Each
-# target counts as one test; a failing one shows the end of its output.
+# Fuzz smoke: a short run of every cargo-fuzz target from its seed corpus (fuzz/corpus/); the
+# nightly toolchain's cargo-fuzz is installed when missing (libFuzzer needs nightly; the targets
+# are also type-checked on stable). Each target counts as one test; a failing one shows the end
+# of its output.
 if ! cargo check -q --manifest-path fuzz/Cargo.toml; then
     failed=$((failed + 1)) && failures+=("fuzz: cargo check --manifest-path fuzz/Cargo.toml")
 fi
-if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/dev/null 2>&1; then
+if tb_fuzz_tools; then
     targets=$(cargo +nightly fuzz list --fuzz-dir fuzz) || { failed=$((failed + 1)) && failures+=("fuzz: cargo fuzz list"); targets=; }
     for target in $targets; do
         tb_log "fuzz smoke: $target (20 s)"
-        if cargo +nightly fuzz run --fuzz-dir fuzz "$target" -- -max_total_time=20 -rss_limit_mb=2048 >"$out/fuzz-$target.log" 2>&1; then
+        if tb_fuzz_run "$target" -max_total_time=20 >"$out/fuzz-$target.log" 2>&1; then
             tail -n 2 "$out/fuzz-$target.log"
             passed=$((passed + 1))
         else
@@ -111,6 +112,6 @@ if cargo +nightly --version >/dev/null 2>&1 && cargo +nightly fuzz --version >/d
         fi
     done
 else
-    tb_log "fuzz smoke skipped: needs a nightly toolchain and cargo-fuzz (cargo install cargo-fuzz)"
+    failed=$((failed + 1)) && failures+=("fuzz: cannot install what the fuzz smoke needs (nightly toolchain, cargo-fuzz)")
 fi
 # The EXIT trap (summary) prints what failed and the closing line, and sets the exit status.

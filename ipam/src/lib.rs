@@ -69,6 +69,38 @@ pub enum SetupError {
     SubnetOverlap { subnet: IpNet, other: IpNet, what: &'static str },
     #[error("invalid snapshot of pool {subnet}: {reason}")]
     BadSnapshot { subnet: IpNet, reason: String },
+    /// A subnet no network can live in: `what` names the special range it overlaps.
+    #[error("subnet {subnet} overlaps the {what} range {range}; choose a unicast subnet")]
+    UnusableSubnet { subnet: IpNet, what: &'static str, range: IpNet },
+}
+
+/// Special ranges no network's subnet may overlap: hosts treat these addresses specially (or
+/// not at all), so an endpoint there could not be wired.
+const UNUSABLE: [(&str, &str); 10] = [
+    ("0.0.0.0/8", "\"this network\""),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved and broadcast"),
+    ("::/127", "unspecified and loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("fec0::/10", "deprecated site-local"),
+];
+
+/// Why `subnet` cannot be a network's subnet, if it cannot.
+///
+/// # Errors
+/// [`SetupError::UnusableSubnet`] naming the special range it overlaps.
+pub fn check_usable(subnet: IpNet) -> Result<(), SetupError> {
+    for (range, what) in UNUSABLE {
+        let range: IpNet = range.parse().expect("a valid CIDR");
+        if range.contains(&subnet.network()) || subnet.contains(&range.network()) {
+            return Err(SetupError::UnusableSubnet { subnet, what, range });
+        }
+    }
+    Ok(())
 }
 
 /// An address as a number (IPv4 addresses are below 2^32).

@@ -154,8 +154,10 @@ macro_rules! pool_methods {
             /// The errors of `new` (as [`SetupError::Ipam`]); [`SetupError::BadRange`] when the
             /// range is not inside the subnet or leaves nothing to hand out;
             /// [`SetupError::BadAux`] when an auxiliary address is outside the subnet or is its
-            /// network, broadcast or gateway address.
+            /// network, broadcast or gateway address; [`SetupError::UnusableSubnet`] for a
+            /// multicast, broadcast, loopback, link-local or 0.0.0.0/8 (or IPv6 alike) subnet.
             pub fn with_options(subnet: $Net, gateway: Option<$Addr>, options: $Opts) -> Result<$Pool, SetupError> {
+                crate::check_usable(IpNet::$V(subnet.trunc()))?;
                 let mut pool = $Pool::new(subnet, gateway)?;
                 pool.hosts.set_options(options.range.map(IpNet::$V), options.aux.into_iter().map(IpAddr::$V), false)?;
                 Ok(pool)

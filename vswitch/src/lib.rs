@@ -19,7 +19,7 @@ pub mod types;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod datapath;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "state")]
 pub mod state;
 #[cfg(feature = "daemon")]
 pub mod sys;

@@ -117,25 +117,41 @@ pub fn load(dir: &Path) -> Result<Option<Snapshot>, StateError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Read { path, source }),
     };
-    let snap: Snapshot = serde_json::from_str(&text).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
+    parse(text.as_bytes(), &path).map(Some)
+}
+
+/// Parses and checks the contents of a state file (`path` names it in errors); what
+/// [`load`] does after reading it. Never panics, whatever the bytes.
+///
+/// # Errors
+/// Unparsable, of another version, or inconsistent (see [`Snapshot::check`]).
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Snapshot, StateError> {
+    let path = path.to_path_buf();
+    let snap: Snapshot = serde_json::from_slice(bytes).map_err(|e| StateError::Corrupt { path: path.clone(), message: e.to_string() })?;
     if snap.version != VERSION {
         return Err(StateError::Version { path, found: snap.version });
     }
     snap.check().map_err(|message| StateError::Corrupt { path, message })?;
-    Ok(Some(snap))
+    Ok(snap)
 }
 
-/// Writes the state file atomically.
+/// Writes the state file atomically, readable by its owner only (0600, in a 0700 directory:
+/// it names every container's namespace and addresses).
 ///
 /// # Errors
 /// Any filesystem failure; the previous file is then still in place.
 pub fn save(dir: &Path, snap: &Snapshot) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(FILE);
     let tmp = dir.join(format!(".{FILE}.tmp"));
     let mut bytes = serde_json::to_vec(snap).map_err(io::Error::other)?;
     bytes.push(b'\n');
+    if fs::metadata(dir)?.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    let _ = fs::remove_file(&tmp); // a leftover of a crash may have wider permissions
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -244,6 +260,24 @@ mod tests {
             networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")],
         };
         save(&d, &snap).unwrap();
+        assert_eq!(load(&d).unwrap().unwrap(), snap);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn state_is_private_to_its_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        // A file of an older version, world-readable, and a stale temporary file.
+        fs::write(d.join(FILE), "{}").unwrap();
+        fs::set_permissions(d.join(FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(d.join(format!(".{FILE}.tmp")), "x").unwrap();
+        let snap = Snapshot { version: VERSION, ..Snapshot::default() };
+        save(&d, &snap).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&d.join(FILE)), 0o600);
+        assert_eq!(mode(&d), 0o700);
         assert_eq!(load(&d).unwrap().unwrap(), snap);
         fs::remove_dir_all(&d).unwrap();
     }

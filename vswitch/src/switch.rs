@@ -7,6 +7,7 @@
 //! table is keyed by (network, MAC).
 
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -49,10 +50,20 @@ pub enum DropReason {
     /// A datapath worker had to hand the frame to the main datapath thread, which had not
     /// caught up (no buffer free, its queue full); set by the datapath.
     Overload,
+    /// ARP from a container port whose sender address is not the port's own (or is the
+    /// gateway's): ARP spoofing.
+    ArpSpoof,
+    /// IPv6 neighbour discovery from a container port that claims an address not its own (a
+    /// neighbour advertisement for another target, a solicitation from another source, the
+    /// gateway's address), or a router advertisement or redirect (only the gateway routes).
+    NdSpoof,
+    /// Sent to the gateway's MAC, but nothing the gateway answers or routes (a non-IP
+    /// EtherType, another IP protocol, IPv6 beyond the gateway); set by the datapath.
+    Unsupported,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -63,6 +74,9 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::BadOffload,
         DropReason::Overload,
+        DropReason::ArpSpoof,
+        DropReason::NdSpoof,
+        DropReason::Unsupported,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -82,6 +96,9 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::BadOffload => "bad_offload",
             DropReason::Overload => "overload",
+            DropReason::ArpSpoof => "arp_spoof",
+            DropReason::NdSpoof => "nd_spoof",
+            DropReason::Unsupported => "unsupported",
         }
     }
 }
@@ -101,6 +118,93 @@ pub enum Verdict {
     /// ([`Switch::ports_of`]).
     Flood,
     Drop(DropReason),
+}
+
+/// What a container port may claim about addresses in ARP and IPv6 neighbour discovery. Ports
+/// without one (gateways, tunnel peers) are not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PortGuard {
+    /// The port's leased IPv4 address: ARP from the port must name it (or 0.0.0.0, a probe)
+    /// as sender. `None`: only the gateway's address is refused.
+    pub ipv4: Option<Ipv4Addr>,
+    /// The port's leased IPv6 address: neighbour discovery from the port may claim it, a
+    /// link-local address or `::` only. `None`: only the gateway's address is refused.
+    pub ipv6: Option<Ipv6Addr>,
+    /// The network's gateway addresses, which no container may claim.
+    pub gateway4: Option<Ipv4Addr>,
+    pub gateway6: Option<Ipv6Addr>,
+}
+
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_ICMPV6: u8 = 58;
+const ND_ROUTER_ADVERT: u8 = 134;
+const ND_NEIGHBOR_SOLICIT: u8 = 135;
+const ND_NEIGHBOR_ADVERT: u8 = 136;
+const ND_REDIRECT: u8 = 137;
+
+/// True for frames a datapath worker must not forward on a grant of its own: ARP and IPv6
+/// that is not plainly TCP or UDP (neighbour discovery, extension headers), which the core
+/// checks against the port's [`PortGuard`].
+pub fn needs_guard(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x06]) => true,
+        Some([0x86, 0xdd]) => !matches!(frame.get(20), Some(6 | 17)),
+        _ => false,
+    }
+}
+
+impl PortGuard {
+    /// Why `frame` (an Ethernet frame from the guarded port) must not go anywhere, if it must
+    /// not. Frames too short to hold what is checked pass: no host takes them as ARP or ND.
+    pub fn check(&self, frame: &[u8]) -> Option<DropReason> {
+        let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+        match ethertype {
+            ETHERTYPE_ARP => self.check_arp(frame.get(ETH_HLEN..)?),
+            ETHERTYPE_IPV6 => self.check_nd(frame.get(ETH_HLEN..)?),
+            _ => None,
+        }
+    }
+
+    fn check_arp(&self, arp: &[u8]) -> Option<DropReason> {
+        // htype(2) ptype(2) hlen plen op(2) sha(6) spa(4): an IPv4-over-Ethernet ARP only.
+        if arp.get(2..6)? != [0x08, 0x00, 6, 4] {
+            return None;
+        }
+        let spa = Ipv4Addr::from(<[u8; 4]>::try_from(arp.get(14..18)?).ok()?);
+        let own = spa.is_unspecified() || self.ipv4.is_none_or(|a| a == spa);
+        (!own || self.gateway4 == Some(spa)).then_some(DropReason::ArpSpoof)
+    }
+
+    fn check_nd(&self, ip6: &[u8]) -> Option<DropReason> {
+        let src = Ipv6Addr::from(<[u8; 16]>::try_from(ip6.get(8..24)?).ok()?);
+        // Walk hop-by-hop, routing and destination options headers (hosts do too).
+        let (mut next, mut off) = (*ip6.get(6)?, 40usize);
+        for _ in 0..8 {
+            if !matches!(next, 0 | 43 | 60) {
+                break;
+            }
+            next = *ip6.get(off)?;
+            off += (usize::from(*ip6.get(off + 1)?) + 1) * 8;
+        }
+        if next != IPPROTO_ICMPV6 {
+            return None;
+        }
+        let icmp = ip6.get(off..)?;
+        let claims = |a: Ipv6Addr| {
+            let own = a.is_unspecified() || a.is_unicast_link_local() || self.ipv6.is_none_or(|o| o == a);
+            !own || self.gateway6 == Some(a)
+        };
+        match *icmp.first()? {
+            ND_ROUTER_ADVERT | ND_REDIRECT => Some(DropReason::NdSpoof),
+            ND_NEIGHBOR_SOLICIT => claims(src).then_some(DropReason::NdSpoof),
+            ND_NEIGHBOR_ADVERT => {
+                let target = Ipv6Addr::from(<[u8; 16]>::try_from(icmp.get(8..24)?).ok()?);
+                (claims(target) || claims(src)).then_some(DropReason::NdSpoof)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A port's attachment.
@@ -163,6 +267,7 @@ struct Port {
     network: NetworkId,
     max_frame: usize,
     counters: PortCounters,
+    guard: Option<PortGuard>,
 }
 
 /// The learning switch: networks, their ports, and one MAC table shared by all networks.
@@ -211,7 +316,7 @@ impl Switch {
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
-        self.ports[idx] = Some(Port { network: cfg.network, max_frame: cfg.max_frame, counters: PortCounters::default() });
+        self.ports[idx] = Some(Port { network: cfg.network, max_frame: cfg.max_frame, counters: PortCounters::default(), guard: None });
         // A reused id starts clean (entries are flushed on removal; this covers `fdb_mut` use).
         self.fdb.flush(Flush::Port(port), true);
         Ok(())
@@ -254,7 +359,10 @@ impl Switch {
         port.counters.rx_packets += 1;
         port.counters.rx_bytes += frame.len() as u64;
         let (net, max_frame) = (port.network, port.max_frame);
-        let verdict = self.decide(now, ingress, net, max_frame, frame, gso);
+        let verdict = match port.guard.and_then(|g| g.check(frame)) {
+            Some(reason) => Verdict::Drop(reason),
+            None => self.decide(now, ingress, net, max_frame, frame, gso),
+        };
         if let Verdict::Drop(reason) = verdict {
             if let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) {
                 port.counters.drops[reason.index()] += 1;
@@ -286,6 +394,19 @@ impl Switch {
             Some(p) if self.port_network(p) == Some(net) => Verdict::Forward(p),
             _ => Verdict::Flood,
         }
+    }
+
+    /// Checks ARP and neighbour discovery from `port` against `guard` from now on (`None`:
+    /// not at all, as for a new port).
+    pub fn set_port_guard(&mut self, port: PortId, guard: Option<PortGuard>) -> Result<(), SwitchError> {
+        let p = self.ports.get_mut(port.0 as usize).and_then(Option::as_mut).ok_or(SwitchError::UnknownPort(port))?;
+        p.guard = guard;
+        Ok(())
+    }
+
+    /// The guard of `port`, if it has one.
+    pub fn port_guard(&self, port: PortId) -> Option<PortGuard> {
+        self.port(port).and_then(|p| p.guard)
     }
 
     /// Pins `mac` on `net` to `port`, which must be a port of `net`.
@@ -430,6 +551,100 @@ mod tests {
         assert_eq!(DropReason::NoRoute.as_str(), "no_route");
         let names: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
+    }
+
+    /// `arp_request` with sender IP `spa`.
+    fn arp_from(src: Mac, spa: [u8; 4]) -> Vec<u8> {
+        let mut f = arp_request(src);
+        f[28..32].copy_from_slice(&spa);
+        f
+    }
+
+    /// An IPv6 neighbour discovery message of ICMPv6 `kind` from `src`: for an advertisement
+    /// (136) `target` is its target address; `ext` puts a destination options header first.
+    fn nd(src: Mac, kind: u8, ip_src: Ipv6Addr, target: Ipv6Addr, ext: bool) -> Vec<u8> {
+        let s = src.0;
+        let mut f = vec![0x33, 0x33, 0, 0, 0, 1, s[0], s[1], s[2], s[3], s[4], s[5], 0x86, 0xdd];
+        let payload: u16 = if ext { 32 } else { 24 };
+        f.extend([0x60, 0, 0, 0]);
+        f.extend(payload.to_be_bytes());
+        f.extend([if ext { 60 } else { 58 }, 255]);
+        f.extend(ip_src.octets());
+        f.extend("ff02::1".parse::<Ipv6Addr>().unwrap().octets());
+        if ext {
+            f.extend([58, 0, 1, 4, 0, 0, 0, 0]); // destination options: PadN
+        }
+        f.extend([kind, 0, 0, 0, 0x20, 0, 0, 0]);
+        f.extend(target.octets());
+        f
+    }
+
+    const GUARD: PortGuard = PortGuard {
+        ipv4: Some(Ipv4Addr::new(10, 89, 0, 2)),
+        ipv6: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+        gateway4: Some(Ipv4Addr::new(10, 89, 0, 1)),
+        gateway6: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+    };
+
+    #[test]
+    fn arp_claiming_another_address_is_dropped_and_counted() {
+        let mut sw = switch();
+        sw.set_port_guard(PortId(1), Some(GUARD)).unwrap();
+        // The gateway's address (what arp_request claims), a neighbour's: dropped, not learned.
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [10, 89, 0, 1]), false), Verdict::Drop(DropReason::ArpSpoof));
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [10, 89, 0, 3]), false), Verdict::Drop(DropReason::ArpSpoof));
+        assert_eq!(drops(&sw, 1, DropReason::ArpSpoof), 2);
+        assert_eq!(sw.fdb().lookup(t(0), NET_A, MAC_1), None);
+        // Its own address, and a probe (0.0.0.0), go on.
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [10, 89, 0, 2]), false), Verdict::Flood);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [0, 0, 0, 0]), false), Verdict::Flood);
+        // A port without a guard (a gateway, a peer) is not checked; IP is never checked here.
+        assert_eq!(sw.handle_frame(t(0), PortId(2), &arp_from(MAC_2, [10, 89, 0, 1]), false), Verdict::Flood);
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &icmp_echo(MAC_2, MAC_1), false), Verdict::Forward(PortId(2)));
+        // Without a known own address only the gateway's is refused.
+        sw.set_port_guard(PortId(1), Some(PortGuard { ipv4: None, ..GUARD })).unwrap();
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [10, 89, 0, 3]), false), Verdict::Flood);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_from(MAC_1, [10, 89, 0, 1]), false), Verdict::Drop(DropReason::ArpSpoof));
+        // Truncated ARP passes the guard (no host takes it); the switch's own checks apply.
+        assert!(GUARD.check(&arp_from(MAC_1, [10, 89, 0, 1])[..30]).is_none());
+    }
+
+    #[test]
+    fn neighbour_discovery_claiming_another_address_is_dropped_and_counted() {
+        let mut sw = switch();
+        sw.set_port_guard(PortId(1), Some(GUARD)).unwrap();
+        let (own, gw, other) = (GUARD.ipv6.unwrap(), GUARD.gateway6.unwrap(), "fd00::3".parse::<Ipv6Addr>().unwrap());
+        let ll: Ipv6Addr = "fe80::42:aff:fe59:2".parse().unwrap();
+        let spoof = Verdict::Drop(DropReason::NdSpoof);
+        for ext in [false, true] {
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, own, gw, ext), false), spoof, "NA for the gateway");
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, ll, other, ext), false), spoof, "NA for a neighbour");
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 135, gw, gw, ext), false), spoof, "NS from the gateway's address");
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 134, ll, ll, ext), false), spoof, "a router advertisement");
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, own, own, ext), false), Verdict::Flood);
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, ll, ll, ext), false), Verdict::Flood);
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 135, Ipv6Addr::UNSPECIFIED, own, ext), false), Verdict::Flood);
+            assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 135, own, other, ext), false), Verdict::Flood);
+        }
+        assert_eq!(drops(&sw, 1, DropReason::NdSpoof), 8);
+        // Unguarded ports are not checked.
+        assert_eq!(sw.handle_frame(t(0), PortId(2), &nd(MAC_2, 136, own, gw, false), false), Verdict::Flood);
+        // Without a known IPv6 address, the gateway's is still refused.
+        sw.set_port_guard(PortId(1), Some(PortGuard { ipv6: None, ..GUARD })).unwrap();
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, own, other, false), false), Verdict::Flood);
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &nd(MAC_1, 136, own, gw, false), false), spoof);
+    }
+
+    #[test]
+    fn workers_leave_arp_and_neighbour_discovery_to_the_core() {
+        assert!(needs_guard(&arp_request(MAC_1)));
+        assert!(needs_guard(&nd(MAC_1, 136, Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, false)));
+        assert!(needs_guard(&nd(MAC_1, 136, Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, true)));
+        assert!(!needs_guard(&icmp_echo(MAC_1, MAC_2)));
+        let mut tcp6 = nd(MAC_1, 136, Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, false);
+        tcp6[20] = 6;
+        assert!(!needs_guard(&tcp6));
+        assert!(!needs_guard(&[0u8; 5]));
     }
 
     #[test]
@@ -648,6 +863,7 @@ mod tests {
     #[test]
     fn arbitrary_bytes_never_panic() {
         let mut sw = switch();
+        sw.set_port_guard(PortId(1), Some(GUARD)).unwrap();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut buf = [0u8; 200];
         for i in 0..20_000u64 {
@@ -660,6 +876,11 @@ mod tests {
                 x ^= x >> 7;
                 x ^= x << 17;
                 *b = x as u8;
+            }
+            if len >= 21 && x.is_multiple_of(3) {
+                // ARP or ICMPv6 (often enough to reach the guard's parsers).
+                buf[12..14].copy_from_slice(if x & 8 == 0 { &[0x08, 0x06] } else { &[0x86, 0xdd] });
+                buf[20] = 58;
             }
             let port = PortId((x % 7) as u32);
             let v = sw.handle_frame(t(i / 100), port, &buf[..len], x & 1 == 0);

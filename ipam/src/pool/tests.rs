@@ -749,3 +749,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn special_subnets_are_refused_with_options() {
+    for bad in [
+        "224.0.0.0/24",
+        "239.1.0.0/16",
+        "255.255.255.0/24",
+        "240.0.0.0/8",
+        "127.0.0.0/24",
+        "169.254.1.0/24",
+        "0.0.0.0/24",
+        "0.0.0.0/0",
+        "192.0.0.0/2",
+    ] {
+        let e = Pool::with_options(bad.parse().unwrap(), None, PoolOptions::default()).unwrap_err();
+        assert!(matches!(e, SetupError::UnusableSubnet { .. }), "{bad}: {e}");
+        assert!(e.to_string().contains("choose a unicast subnet"), "{e}");
+    }
+    for bad in ["ff02::/64", "fe80::/64", "::/64", "::ffff:0:0/112", "fec0::/64"] {
+        let e = Pool6::with_options(bad.parse().unwrap(), None, Pool6Options::default()).unwrap_err();
+        assert!(matches!(e, SetupError::UnusableSubnet { .. }), "{bad}: {e}");
+    }
+    for good in ["10.89.0.0/24", "172.16.0.0/12", "192.168.1.0/24", "100.64.0.0/24", "223.255.255.0/24", "1.0.0.0/24"] {
+        Pool::with_options(good.parse().unwrap(), None, PoolOptions::default()).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for good in ["fd00:1::/64", "2001:db8::/64"] {
+        Pool6::with_options(good.parse().unwrap(), None, Pool6Options::default()).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    // Pools restored from a state file are not re-judged (`new` does not check).
+    Pool::new("127.0.0.0/24".parse().unwrap(), None).unwrap();
+}

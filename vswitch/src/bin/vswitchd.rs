@@ -126,6 +126,9 @@ fn parse_log_level(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Log directive added to every filter: nothing from hickory-proto (see `main`).
+const QUIET_DNS_LIBRARY: &str = "hickory_proto=off";
+
 fn main() -> ExitCode {
     // vswitchd re-executed as its own rootless netns helper: before anything else, while the
     // process is single-threaded (it joins a user namespace).
@@ -136,6 +139,12 @@ fn main() -> ExitCode {
     let args = Args::parse();
     // Checked by clap (parse_log_level), so this cannot fail.
     let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The DNS library logs what it dislikes in a container's query (a malformed EDNS option: a
+    // 4 kB warning each), at the container's rate: off unless --log-level names it.
+    let filter = match (args.log_level.contains("hickory"), QUIET_DNS_LIBRARY.parse()) {
+        (false, Ok(quiet)) => filter.add_directive(quiet),
+        _ => filter,
+    };
     // Colours only for a person at a terminal: a log file or journal gets plain text.
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
@@ -171,7 +180,10 @@ fn run(args: Args) -> Result<(), String> {
             socket.display()
         ));
     }
-    std::fs::create_dir_all(&state_dir).map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    // 0700 from the start: the state file names every container (state.rs keeps it so).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&state_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     // One daemon per state directory, held until the process exits; taken before anything in
     // the directory is read or written.
     let _state_lock = vswitch::sys::lock_state_dir(&state_dir).map_err(|e| e.to_string())?;

@@ -249,6 +249,8 @@ pub struct Egress {
     stats: Stats,
     seed: u64,
     warned_icmp: bool,
+    /// "cannot watch a host socket" was logged (once: a container opens flows at its rate).
+    warned_watch: bool,
     /// The datapath clock at the last entry point.
     now: Duration,
 }
@@ -275,6 +277,7 @@ impl Egress {
             stats: Stats::default(),
             seed,
             warned_icmp: false,
+            warned_watch: false,
             now: Duration::ZERO,
         }
     }
@@ -581,7 +584,10 @@ impl Egress {
             Flow::Icmp(f) => reg.register(&mut SourceFd(&f.sock.as_raw_fd()), token, interest),
         };
         if let Err(e) = res {
-            tracing::warn!(error = %e, "egress: cannot watch a host socket");
+            if !self.warned_watch {
+                self.warned_watch = true;
+                tracing::warn!(error = %e, "egress: cannot watch a host socket (logged once; such flows are refused)");
+            }
             self.free.push(slot);
             return None;
         }

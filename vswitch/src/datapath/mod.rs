@@ -974,20 +974,22 @@ impl Engine {
                         self.count_tx(to, frame.len(), true);
                         self.send_gateway_reply(to, n);
                     }
+                    // Flooded frames for others reach the gateway too; one sent to its MAC that it
+                    // neither answers nor routes is a drop.
+                    Outcome::Ignored if frame.get(..6) == Some(&gw.mac.0[..]) => self.count_drop(ingress, DropReason::Unsupported),
                     Outcome::Ignored => self.count_tx(to, frame.len(), true),
                     Outcome::Malformed => self.count_drop(ingress, DropReason::NoRoute),
                     Outcome::Dns(q) => {
                         self.count_tx(to, frame.len(), true);
                         self.answer_dns(ingress, to, gw, q, i, hdr);
                     }
+                    Outcome::Routed { .. } if !self.egress.serves(to) => self.count_drop(ingress, DropReason::NoRoute),
                     Outcome::Routed { ip } => {
                         self.count_tx(to, frame.len(), true);
-                        if self.egress.serves(to) {
-                            let now = self.now();
-                            let packet = &self.bufs[i][(start + hdr).min(len)..len];
-                            if let Some(ip_bytes) = packet.get(ip) {
-                                self.egress.feed(self.poll.registry(), now, to, ingress, ip_bytes);
-                            }
+                        let now = self.now();
+                        let packet = &self.bufs[i][(start + hdr).min(len)..len];
+                        if let Some(ip_bytes) = packet.get(ip) {
+                            self.egress.feed(self.poll.registry(), now, to, ingress, ip_bytes);
                         }
                     }
                     Outcome::DnsTcp { client_mac, ip } => {
@@ -1142,9 +1144,30 @@ impl Engine {
         self.egress.set_network(gw_port, cfg, now);
     }
 
-    /// Tells egress which address and MAC the container on `port` has.
+    /// Tells egress which address and MAC the container on `port` has, and the switch that
+    /// ARP from `port` may claim only that address (never the gateway's; see
+    /// [`crate::switch::PortGuard`]).
     pub fn egress_client(&mut self, port: PortId, gw_port: PortId, ip: std::net::Ipv4Addr, mac: Mac) {
         self.egress.add_client(port, gw_port, ip, mac);
+        let gw = match self.ports.get(gw_port.0 as usize) {
+            Some(Some(PortIo::Gateway(g))) => Some(*g),
+            _ => None,
+        };
+        let guard = crate::switch::PortGuard {
+            ipv4: Some(ip),
+            ipv6: self.switch.port_guard(port).and_then(|g| g.ipv6),
+            gateway4: gw.map(|g| g.ip),
+            gateway6: gw.and_then(|g| g.ip6),
+        };
+        let _ = self.switch.set_port_guard(port, Some(guard));
+    }
+
+    /// The IPv6 address the container on `port` leased: neighbour discovery from it may claim
+    /// only that one (and link-local ones). Until this is called, only the gateway's IPv6
+    /// address is refused.
+    pub fn set_port_ipv6(&mut self, port: PortId, ip6: Option<std::net::Ipv6Addr>) {
+        let guard = crate::switch::PortGuard { ipv6: ip6, ..self.switch.port_guard(port).unwrap_or_default() };
+        let _ = self.switch.set_port_guard(port, Some(guard));
     }
 
     pub fn set_egress_limits(&mut self, limits: egress::Limits) {

@@ -417,7 +417,8 @@ impl Worker {
         let buf = &self.bufs[i][..len];
         let (gso, frame) = split_vnet(buf, hdr);
         // What the core would refuse, it decides (and counts) itself.
-        if frame.len() < ETH_HLEN || !fits(frame.len(), p.max_frame, gso) {
+        // ARP and neighbour discovery are checked against the port's addresses by the core.
+        if frame.len() < ETH_HLEN || !fits(frame.len(), p.max_frame, gso) || crate::switch::needs_guard(frame) {
             return false;
         }
         let Some(c) = self.cache.get_mut(&(port, Mac::from_slice(frame, 6), Mac::from_slice(frame, 0))) else { return false };

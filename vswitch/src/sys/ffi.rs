@@ -119,6 +119,19 @@ pub(crate) fn ns_get_nstype(fd: BorrowedFd<'_>) -> io::Result<c_int> {
     check(ret)
 }
 
+/// `fstatfs(fd).f_type`: the magic number of the filesystem the file lives on (namespace
+/// files: `NSFS_MAGIC`).
+pub(crate) fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: an all-zero `statfs` is a valid value of this plain C struct.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is valid for the call; fstatfs writes one `struct statfs` through the
+    // pointer, which points at a live, exclusively borrowed local of that type.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut buf) })?;
+    // f_type is a signed word on some targets; the magic numbers are small positive values.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok(buf.f_type as u64)
+}
+
 /// `setns(fd, CLONE_NEWNET)` for the calling thread.
 pub(crate) fn setns_net(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: setns only reads the descriptor number, which is valid for the call; it

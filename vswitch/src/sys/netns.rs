@@ -186,28 +186,103 @@ pub fn current_netns_id() -> io::Result<(u64, u64)> {
     netns_id(&NetnsRef::Path(PathBuf::from("/proc/thread-self/ns/net")))
 }
 
-/// `(st_dev, st_ino)` of a namespace file.
+/// `(st_dev, st_ino)` of a network namespace file: opened without blocking and checked to be
+/// a network namespace first (a FIFO, a regular file or a directory is an error, never a
+/// hang).
 pub fn netns_id(r: &NetnsRef) -> io::Result<(u64, u64)> {
-    let meta = std::fs::metadata(r.path())?;
+    let fd = open_netns(r).map_err(|e| match e {
+        SysError::Io { source, .. } => source,
+        SysError::PermissionDenied(_) => io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()),
+        SysError::NetnsNotFound(_) => io::Error::new(io::ErrorKind::NotFound, e.to_string()),
+        other => io::Error::other(other.to_string()),
+    })?;
+    let meta = File::from(fd).metadata()?;
     Ok((meta.dev(), meta.ino()))
 }
 
-/// Open a namespace file and check that it is a network namespace.
-fn open_netns(r: &NetnsRef) -> Result<OwnedFd, SysError> {
-    let path = r.path();
-    let file = File::open(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => SysError::NetnsNotFound(match r {
-            NetnsRef::Path(p) => format!("{} does not exist", p.display()),
-            NetnsRef::Pid(pid) => format!("process {pid} does not exist"),
-        }),
-        io::ErrorKind::PermissionDenied => SysError::PermissionDenied(format!("opening {}", path.display())),
-        _ => SysError::Io { op: "open network namespace file", source: e },
-    })?;
+/// The magic number of the namespace filesystem (`nsfs`): `/proc/PID/ns/*` and their bind
+/// mounts such as `/run/netns/NAME`.
+const NSFS_MAGIC: u64 = 0x6e73_6673;
+
+/// What a file is, for "X is not a namespace" messages.
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        "a fifo"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
+    }
+}
+
+/// Opens a namespace file (of any namespace type) without ever blocking: only a regular file
+/// is opened at all (a namespace file looks like one), with `O_NONBLOCK | O_NOCTTY |
+/// O_CLOEXEC`, and it must then live on nsfs. A FIFO (whose open would wait for a writer
+/// forever), a directory or a device is refused by `stat` before any open; a FIFO swapped in
+/// between the two is opened non-blocking and refused by the filesystem check.
+///
+/// # Errors
+/// `NotFound`, `PermissionDenied` as the kernel says; `InvalidInput` with a message naming
+/// what the path is when it is not a namespace file.
+pub(crate) fn open_ns_file(path: &std::path::Path) -> io::Result<OwnedFd> {
+    open_ns_checked(path).map_err(|e| match e {
+        NsOpenError::Io(e) => e,
+        NsOpenError::NotNs(kind) => io::Error::new(io::ErrorKind::InvalidInput, format!("{} is not a namespace ({kind})", path.display())),
+    })
+}
+
+enum NsOpenError {
+    Io(io::Error),
+    /// Not a namespace file; what it is instead ("a fifo").
+    NotNs(&'static str),
+}
+
+fn open_ns_checked(path: &std::path::Path) -> Result<OwnedFd, NsOpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(NsOpenError::Io)?;
+    if !meta.file_type().is_file() {
+        return Err(NsOpenError::NotNs(file_kind(meta.file_type())));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(NsOpenError::Io)?;
+    if ffi::fstatfs_type(file.as_fd()).map_err(NsOpenError::Io)? != NSFS_MAGIC {
+        return Err(NsOpenError::NotNs(file.metadata().map(|m| file_kind(m.file_type())).unwrap_or("a file")));
+    }
     Ok(OwnedFd::from(file))
 }
 
-fn is_netns(fd: BorrowedFd<'_>) -> bool {
-    ffi::ns_get_nstype(fd).is_ok_and(|t| t == libc::CLONE_NEWNET)
+/// Open a namespace file and check that it is a network namespace; never blocks (see
+/// [`open_ns_file`]).
+fn open_netns(r: &NetnsRef) -> Result<OwnedFd, SysError> {
+    let path = r.path();
+    let fd = open_ns_checked(&path).map_err(|e| match e {
+        NsOpenError::NotNs(kind) => SysError::NetnsNotFound(format!("{r} is not a network namespace ({kind})")),
+        NsOpenError::Io(e) => match e.kind() {
+            io::ErrorKind::NotFound => SysError::NetnsNotFound(match r {
+                NetnsRef::Path(p) => format!("{} does not exist", p.display()),
+                NetnsRef::Pid(pid) => format!("process {pid} does not exist"),
+            }),
+            io::ErrorKind::PermissionDenied => SysError::PermissionDenied(format!("opening {}", path.display())),
+            _ => SysError::Io { op: "open network namespace file", source: e },
+        },
+    })?;
+    match ffi::ns_get_nstype(fd.as_fd()) {
+        Ok(libc::CLONE_NEWNET) => Ok(fd),
+        Ok(_) => Err(SysError::NetnsNotFound(format!("{r} is not a network namespace (another kind of namespace)"))),
+        Err(e) => Err(SysError::NetnsNotFound(format!("{r} is not a network namespace ({e})"))),
+    }
 }
 
 /// While alive, the calling thread is in another network namespace; dropping it switches
@@ -353,7 +428,7 @@ impl NetnsWorker {
     /// Whether `r` names an existing network namespace (checked on the calling thread; no
     /// namespace switch needed).
     pub fn netns_exists(&self, r: &NetnsRef) -> bool {
-        open_netns(r).is_ok_and(|fd| is_netns(fd.as_fd()))
+        open_netns(r).is_ok()
     }
 
     /// `(st_dev, st_ino)` of the namespace the worker thread is in right now (between

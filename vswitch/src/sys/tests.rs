@@ -314,3 +314,44 @@ fn api_types_are_thread_safe() {
     send_sync::<Attached>();
     send_sync::<AttachSpec>();
 }
+
+/// A FIFO, a regular file and a directory as a namespace path: refused at once with a message
+/// naming what they are (a blocking open of the FIFO would wedge the caller forever), by
+/// `netns_id` (what a restart checks), the worker's attach and delete, and `--userns`'s opener.
+#[test]
+fn non_namespace_paths_never_block() {
+    let dir = std::env::temp_dir().join(format!("vsw-systest-{}-notns", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("dir")).unwrap();
+    let fifo = dir.join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("run mkfifo").success());
+    std::fs::write(dir.join("file"), b"not a namespace").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let d = dir.clone();
+    std::thread::spawn(move || {
+        let worker = NetnsWorker::spawn().expect("spawn worker");
+        for (name, kind) in [("fifo", "a fifo"), ("file", "a regular file"), ("dir", "a directory")] {
+            let r = NetnsRef::Path(d.join(name));
+            let e = netns::netns_id(&r).unwrap_err();
+            assert!(e.to_string().contains(kind), "{name}: {e}");
+            assert!(!worker.netns_exists(&r));
+            let e = netns::open_ns_file(&d.join(name)).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{name}: {e}");
+            if ffi::geteuid() == 0 {
+                let e = worker.attach(spec(r.clone(), "eth0", false)).unwrap_err();
+                assert!(
+                    matches!(&e, SysError::NetnsNotFound(m) if m.contains(kind) && m.contains("not a network namespace")),
+                    "{name}: {e}"
+                );
+                worker.delete_link(r, "eth0").expect("nothing to delete is fine");
+            }
+        }
+        // Another kind of namespace file is a namespace, but not a network one.
+        let e = netns::netns_id(&NetnsRef::Path("/proc/self/ns/uts".into())).unwrap_err();
+        assert!(e.to_string().contains("not a network namespace"), "{e}");
+        let _ = tx.send(());
+    });
+    let done = rx.recv_timeout(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(done.is_ok(), "opening a non-namespace path blocked (or the checks failed)");
+}

@@ -633,8 +633,7 @@ fn own_userns_id() -> io::Result<(u64, u64)> {
 }
 
 fn join_userns_file(path: &Path, uid: u32) -> Result<(), String> {
-    let file = File::open(path).map_err(|e| format!("--userns {}: {e}", path.display()))?;
-    let fd = OwnedFd::from(file);
+    let fd = super::netns::open_ns_file(path).map_err(|e| format!("--userns {}: {e}", path.display()))?;
     match ffi::ns_get_nstype(fd.as_fd()) {
         Ok(t) if t == libc::CLONE_NEWUSER => {}
         _ => return Err(format!("--userns {} is not a user namespace (expected e.g. /proc/PID/ns/user)", path.display())),
@@ -660,8 +659,7 @@ fn join_userns(fd: std::os::fd::BorrowedFd<'_>, what: &str, uid: u32) -> Result<
 /// below our own; `None` when our own user namespace owns it.
 fn userns_owning(netns: &Path) -> io::Result<Option<OwnedFd>> {
     let own = own_userns_id()?;
-    let file = File::open(netns)?;
-    let fd = OwnedFd::from(file);
+    let fd = super::netns::open_ns_file(netns)?;
     if ffi::ns_get_nstype(fd.as_fd())? != libc::CLONE_NEWNET {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"));
     }

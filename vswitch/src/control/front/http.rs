@@ -2,20 +2,24 @@
 //!
 //! Requests become calls on [`crate::control::Control`]; this file knows HTTP and nothing about switching.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixListener;
+use tokio::sync::Notify;
 
 use crate::api::{self, ApiError, ErrorCode};
 use crate::control::Control;
@@ -55,34 +59,190 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     result
 }
 
-/// Serves connections until `shutdown` resolves; then removes the socket file.
-pub async fn serve(listener: UnixListener, path: PathBuf, control: Arc<Control>, shutdown: impl std::future::Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((s, _)) => s,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept on control socket failed");
-                        continue;
-                    }
-                };
-                let control = control.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let control = control.clone();
-                        async move { Ok::<_, Infallible>(handle(&control, req).await) }
-                    });
-                    if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
-                        tracing::debug!(error = %e, "control connection ended with an error");
-                    }
-                });
+/// Most control connections open at once. Past it the oldest idle one (no request in
+/// progress) is closed for the newcomer, so idle clients never lock out a working one.
+const MAX_CONNECTIONS: usize = 256;
+/// A request head must arrive within this long; it is also how long a connection may sit idle
+/// before or between requests.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must arrive within this long of its head.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed accept (e.g. the open-files limit) the loop sleeps this long, doubling up to
+/// `ACCEPT_BACKOFF_MAX` while it keeps failing.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(100);
+/// After the open-files limit stopped an accept, the connection cap stays at what fit for
+/// this long.
+const CAP_HOLD: Duration = Duration::from_secs(30);
+
+/// One accepted connection, as the accept loop sees it.
+#[derive(Debug, Default)]
+struct Conn {
+    /// Requests being handled on it right now (0: idle, may be closed for a newcomer).
+    busy: AtomicUsize,
+    /// Notified to close it.
+    close: Notify,
+}
+
+/// The open connections, oldest first, and the current cap.
+#[derive(Debug)]
+struct Conns {
+    live: BTreeMap<u64, Arc<Conn>>,
+    next: u64,
+    cap: usize,
+    /// When the cap was last lowered below `MAX_CONNECTIONS`.
+    lowered: Option<Instant>,
+}
+
+impl Conns {
+    fn new() -> Conns {
+        Conns { live: BTreeMap::new(), next: 0, cap: MAX_CONNECTIONS, lowered: None }
+    }
+
+    /// Closes the oldest idle connection; false when every one is busy.
+    fn evict_idle(&mut self) -> bool {
+        let Some(id) = self.live.iter().find(|(_, c)| c.busy.load(Ordering::Relaxed) == 0).map(|(id, _)| *id) else {
+            return false;
+        };
+        if let Some(c) = self.live.remove(&id) {
+            c.close.notify_one();
+        }
+        true
+    }
+
+    /// Room for one more: evicts an idle connection when at the cap; false when all are busy.
+    fn admit(&mut self, now: Instant) -> Option<(u64, Arc<Conn>)> {
+        if self.lowered.is_some_and(|t| now.duration_since(t) >= CAP_HOLD) {
+            (self.cap, self.lowered) = (MAX_CONNECTIONS, None);
+        }
+        while self.live.len() >= self.cap {
+            if !self.evict_idle() {
+                return None;
             }
         }
+        let id = self.next;
+        self.next += 1;
+        let conn = Arc::new(Conn::default());
+        self.live.insert(id, conn.clone());
+        Some((id, conn))
+    }
+
+    /// The process is out of file descriptors: hold no more connections than now, and free
+    /// one for the next accept.
+    fn out_of_fds(&mut self, now: Instant) {
+        self.cap = self.live.len().saturating_sub(1).max(1);
+        self.lowered = Some(now);
+        self.evict_idle();
+    }
+}
+
+/// At most one log line a second for an event that may repeat at any rate; the line carries
+/// how many happened since the last one.
+#[derive(Debug, Default)]
+struct LogLimit {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl LogLimit {
+    /// Counts one event; `Some(n)` when a line is due, covering `n` events.
+    fn hit(&mut self, now: Instant) -> Option<u64> {
+        self.count += 1;
+        if self.last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// Serves connections until `shutdown` resolves; then removes the socket file.
+///
+/// Bounded: at most [`MAX_CONNECTIONS`] connections (the oldest idle one makes room for a new
+/// one), a request head within [`HEADER_TIMEOUT`] (also the idle timeout), a body within
+/// [`BODY_TIMEOUT`]; a failing accept backs off (10..100 ms) and logs at most once a second.
+pub async fn serve(listener: UnixListener, path: PathBuf, control: Arc<Control>, shutdown: impl std::future::Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let conns = Arc::new(Mutex::new(Conns::new()));
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let (mut accept_log, mut full_log) = (LogLimit::default(), LogLimit::default());
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let now = Instant::now();
+        let stream = match accepted {
+            Ok((s, _)) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                s
+            }
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+                    lock(&conns).out_of_fds(now);
+                }
+                if let Some(n) = accept_log.hit(now) {
+                    tracing::warn!(error = %e, failures = n, "accept on control socket failed; backing off");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let Some((id, conn)) = lock(&conns).admit(now) else {
+            // Every slot is handling a request: refuse the newcomer (closing it at once).
+            if let Some(n) = full_log.hit(now) {
+                tracing::warn!(refused = n, max = MAX_CONNECTIONS, "control socket: every connection is busy; refusing new ones");
+            }
+            continue;
+        };
+        let control = control.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let busy = conn.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let control = control.clone();
+                let busy = busy.clone();
+                async move {
+                    busy.busy.fetch_add(1, Ordering::Relaxed);
+                    let _idle_again = Defer(|| {
+                        busy.busy.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    Ok::<_, Infallible>(handle(&control, req).await)
+                }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                res = served => {
+                    if let Err(e) = res {
+                        tracing::trace!(error = %e, "control connection ended with an error");
+                    }
+                }
+                _ = conn.close.notified() => {}
+            }
+            lock(&conns).live.remove(&id);
+        });
     }
     let _ = std::fs::remove_file(&path);
+}
+
+fn lock(conns: &Mutex<Conns>) -> std::sync::MutexGuard<'_, Conns> {
+    conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs a closure when dropped (also when the future holding it is dropped mid-way).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
 }
 
 async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -100,7 +260,8 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 async fn route(control: &Control, req: Request<Incoming>, method: &Method, path: &str, query: &str) -> Reply {
-    let Some(rest) = path.strip_prefix(api::PREFIX) else {
+    // "/v1/..." only: "/v1version" is not "/v1/version".
+    let Some(rest) = path.strip_prefix(api::PREFIX).filter(|r| r.is_empty() || r.starts_with('/')) else {
         return Err(not_found(path));
     };
     // Path segments arrive percent-encoded (a base64 key's '=' as %3D, say).
@@ -199,7 +360,10 @@ fn not_found(path: &str) -> ApiError {
 }
 
 async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY).collect()).await.map_err(|_| {
+        ApiError::new(ErrorCode::InvalidRequest, format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()))
+    })?;
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("request body over {MAX_BODY} bytes")));
@@ -251,5 +415,54 @@ mod tests {
         assert_eq!(query_value("networks=a", "network"), None);
         assert!(query_flag("force=true", "force"));
         assert!(!query_flag("force=no", "force"));
+    }
+
+    #[test]
+    fn connections_past_the_cap_close_the_oldest_idle_one() {
+        let now = Instant::now();
+        let mut c = Conns::new();
+        let first: Vec<_> = (0..MAX_CONNECTIONS).map(|_| c.admit(now).unwrap()).collect();
+        first[0].1.busy.store(1, Ordering::Relaxed); // a request in progress: never closed
+        let (id, _) = c.admit(now).unwrap();
+        assert_eq!(id, MAX_CONNECTIONS as u64);
+        assert_eq!(c.live.len(), MAX_CONNECTIONS);
+        assert!(c.live.contains_key(&0), "the busy one stays");
+        assert!(!c.live.contains_key(&1), "the oldest idle one made room");
+        // Its task is told to close (a permit is stored for notified()).
+        let closed = first[1].1.close.notified();
+        tokio::pin!(closed);
+        assert!(closed.as_mut().enable());
+        // Every connection busy: the newcomer is refused.
+        for conn in c.live.values() {
+            conn.busy.store(1, Ordering::Relaxed);
+        }
+        assert!(c.admit(now).is_none());
+        assert_eq!(c.live.len(), MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn running_out_of_fds_lowers_the_cap_for_a_while() {
+        let now = Instant::now();
+        let mut c = Conns::new();
+        for _ in 0..10 {
+            c.admit(now).unwrap();
+        }
+        c.out_of_fds(now);
+        assert_eq!((c.cap, c.live.len()), (9, 9), "one closed, no more than that held");
+        c.admit(now).unwrap();
+        assert_eq!(c.live.len(), 9);
+        c.admit(now + CAP_HOLD).unwrap();
+        assert_eq!((c.cap, c.live.len()), (MAX_CONNECTIONS, 10), "the cap comes back");
+    }
+
+    #[test]
+    fn log_limit_gives_one_line_a_second_with_the_count() {
+        let t = Instant::now();
+        let mut l = LogLimit::default();
+        assert_eq!(l.hit(t), Some(1));
+        for i in 0..1000 {
+            assert_eq!(l.hit(t + Duration::from_micros(i)), None);
+        }
+        assert_eq!(l.hit(t + Duration::from_secs(1)), Some(1001));
     }
 }

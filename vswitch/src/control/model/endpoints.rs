@@ -32,6 +32,7 @@ pub struct AttachPlan {
     pub net_id: NetworkId,
     pub gw_port: PortId,
     pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Mac,
     pub mtu: u32,
     /// The namespace work: TAP, MAC, MTU, addresses, routes.
@@ -193,6 +194,7 @@ impl Model {
             net_id: net.id,
             gw_port: net.gw_port,
             ip: a.ip,
+            ip6: a.ip6,
             mac: a.mac,
             mtu: net.mtu,
             spec,

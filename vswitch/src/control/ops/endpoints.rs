@@ -44,13 +44,15 @@ impl Control {
                 return Err(e);
             }
         };
-        let (port, net_id, mtu, gw_port, ip, mac) = (plan.port, plan.net_id, plan.mtu, plan.gw_port, plan.ip, plan.mac);
+        let (port, net_id, mtu, gw_port, ip, ip6, mac) = (plan.port, plan.net_id, plan.mtu, plan.gw_port, plan.ip, plan.ip6, plan.mac);
         let (fd, hdr) = (attached.fd, attached.vnet_hdr_len);
         let added = self
             .dp
             .call(move |e| {
                 e.add_tap(port, net_id, fd, hdr, mtu)?;
+                // The addresses the port may speak for (IPv4 source, ARP and NDP checks).
                 e.egress_client(port, gw_port, ip, mac);
+                e.set_port_ipv6(port, ip6);
                 Ok::<(), std::io::Error>(())
             })
             .await;
