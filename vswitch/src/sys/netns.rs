@@ -314,8 +314,7 @@ impl Drop for NetnsGuard<'_> {
 
 enum Request {
     Attach(Box<AttachSpec>, Sender<Result<Attached, SysError>>),
-    Delete(NetnsRef, String, Sender<Result<(), SysError>>),
-    Find(NetnsRef, String, Sender<Result<(), SysError>>),
+    Link(LinkOp, NetnsRef, String, Sender<Result<(), SysError>>),
     NetnsId(Sender<io::Result<(u64, u64)>>),
 }
 
@@ -402,13 +401,7 @@ impl NetnsWorker {
     /// Delete the interface `ifname` in `netns` (a persistent TAP left behind); an interface or
     /// a namespace that is already gone is fine.
     pub fn delete_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
-        validate_ifname(ifname)?;
-        if let Inner::Helper(h) = &self.inner {
-            return h.delete_link(netns, ifname);
-        }
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        self.request(Request::Delete(netns, ifname.to_string(), reply_tx))?;
-        reply_rx.recv().map_err(|_| gone())?
+        self.link(LinkOp::Delete, netns, ifname)
     }
 
     /// Checks that the interface `ifname` exists in `netns`.
@@ -416,12 +409,16 @@ impl NetnsWorker {
     /// # Errors
     /// `NetnsNotFound`, or `Io` ("find link", ENODEV) when the namespace has no such interface.
     pub fn find_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
+        self.link(LinkOp::Find, netns, ifname)
+    }
+
+    pub(crate) fn link(&self, op: LinkOp, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
         validate_ifname(ifname)?;
         if let Inner::Helper(h) = &self.inner {
-            return h.find_link(netns, ifname);
+            return h.link(op, netns, ifname);
         }
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        self.request(Request::Find(netns, ifname.to_string(), reply_tx))?;
+        self.request(Request::Link(op, netns, ifname.to_string(), reply_tx))?;
         reply_rx.recv().map_err(|_| gone())?
     }
 
@@ -474,14 +471,9 @@ fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
                 // If the caller has gone away, dropping the reply closes the TAP again.
                 let _ = reply.send(res);
             }
-            Request::Delete(netns, ifname, reply) => {
-                let res = catch_unwind(AssertUnwindSafe(|| delete_here(home, &netns, &ifname)))
-                    .unwrap_or_else(|_| Err(SysError::Io { op: "delete link", source: io::Error::other("netns worker panicked") }));
-                let _ = reply.send(res);
-            }
-            Request::Find(netns, ifname, reply) => {
-                let res = catch_unwind(AssertUnwindSafe(|| find_here(home, &netns, &ifname)))
-                    .unwrap_or_else(|_| Err(SysError::Io { op: "find link", source: io::Error::other("netns worker panicked") }));
+            Request::Link(op, netns, ifname, reply) => {
+                let res = catch_unwind(AssertUnwindSafe(|| link_here(home, op, &netns, &ifname)))
+                    .unwrap_or_else(|_| Err(SysError::Io { op: op.name(), source: io::Error::other("netns worker panicked") }));
                 let _ = reply.send(res);
             }
             Request::NetnsId(reply) => {
@@ -491,31 +483,41 @@ fn worker_loop(home: BorrowedFd<'_>, rx: Receiver<Request>) {
     }
 }
 
-/// Deletes `ifname` in `netns`, on the worker thread.
-fn delete_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(), SysError> {
+/// What [`NetnsWorker`] does to an existing interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LinkOp {
+    /// Delete it; an interface or a namespace already gone is fine.
+    Delete,
+    /// Check that it exists.
+    Find,
+}
+
+impl LinkOp {
+    fn name(self) -> &'static str {
+        match self {
+            LinkOp::Delete => "delete link",
+            LinkOp::Find => "find link",
+        }
+    }
+}
+
+/// Deletes or looks up `ifname` in `netns`, on the worker thread.
+fn link_here(home: BorrowedFd<'_>, op: LinkOp, netns: &NetnsRef, ifname: &str) -> Result<(), SysError> {
     let target = match open_netns(netns) {
         Ok(t) => t,
-        Err(SysError::NetnsNotFound(_)) => return Ok(()),
+        Err(SysError::NetnsNotFound(_)) if op == LinkOp::Delete => return Ok(()),
         Err(e) => return Err(e),
     };
     let mut rt = {
         let _inside = NetnsGuard::enter(home, target.as_fd(), netns)?;
         RtSocket::open().map_err(io_err("open netlink socket"))?
     };
-    match rt.ifindex(ifname) {
-        Ok(index) => rt.delete_link(index),
-        Err(_) => Ok(()),
+    match (op, rt.ifindex(ifname)) {
+        (LinkOp::Delete, Ok(index)) => rt.delete_link(index),
+        (LinkOp::Delete, Err(_)) => Ok(()),
+        (LinkOp::Find, found) => found.map(drop).map_err(io_err("find link")),
     }
-}
-
-/// Looks `ifname` up in `netns`, on the worker thread.
-fn find_here(home: BorrowedFd<'_>, netns: &NetnsRef, ifname: &str) -> Result<(), SysError> {
-    let target = open_netns(netns)?;
-    let rt = {
-        let _inside = NetnsGuard::enter(home, target.as_fd(), netns)?;
-        RtSocket::open().map_err(io_err("open netlink socket"))?
-    };
-    rt.ifindex(ifname).map(drop).map_err(io_err("find link"))
 }
 
 /// The attach itself, on the worker thread. `home` is the worker's own namespace.

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::ffi;
-use super::netns::{AttachSpec, Attached, NetnsRef, NetnsWorker, SysError};
+use super::netns::{AttachSpec, Attached, LinkOp, NetnsRef, NetnsWorker, SysError};
 use super::tap::Offloads;
 
 /// The hidden first argument that makes vswitchd run as the helper.
@@ -93,8 +93,7 @@ pub(crate) struct RequestMsg {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Request {
     Attach { spec: AttachSpec },
-    DeleteLink { netns: NetnsRef, ifname: String },
-    FindLink { netns: NetnsRef, ifname: String },
+    Link { op: LinkOp, netns: NetnsRef, ifname: String },
     NetnsId,
 }
 
@@ -387,19 +386,12 @@ impl Helper {
         }
     }
 
-    pub(crate) fn delete_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
-        match self.call(Request::DeleteLink { netns, ifname: ifname.to_string() })? {
+    /// Deletes or looks up an interface, in the helper.
+    pub(crate) fn link(&self, op: LinkOp, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
+        match self.call(Request::Link { op, netns, ifname: ifname.to_string() })? {
             (Reply::Done, _) => Ok(()),
             (Reply::Error { error }, _) => Err(error.into()),
-            (other, _) => Err(helper_gone(format!("unexpected reply to delete_link: {other:?}"))),
-        }
-    }
-
-    pub(crate) fn find_link(&self, netns: NetnsRef, ifname: &str) -> Result<(), SysError> {
-        match self.call(Request::FindLink { netns, ifname: ifname.to_string() })? {
-            (Reply::Done, _) => Ok(()),
-            (Reply::Error { error }, _) => Err(error.into()),
-            (other, _) => Err(helper_gone(format!("unexpected reply to find_link: {other:?}"))),
+            (other, _) => Err(helper_gone(format!("unexpected reply to {op:?}: {other:?}"))),
         }
     }
 
@@ -528,11 +520,7 @@ fn handle(worker: &NetnsWorker, req: Request) -> (Reply, Option<OwnedFd>) {
             Ok(a) => (Reply::Attached { ifindex: a.ifindex, offloads: a.offloads.into(), vnet_hdr_len: a.vnet_hdr_len }, Some(a.fd)),
             Err(e) => (err(&e), None),
         },
-        Request::DeleteLink { netns, ifname } => match worker.delete_link(netns, &ifname) {
-            Ok(()) => (Reply::Done, None),
-            Err(e) => (err(&e), None),
-        },
-        Request::FindLink { netns, ifname } => match worker.find_link(netns, &ifname) {
+        Request::Link { op, netns, ifname } => match worker.link(op, netns, &ifname) {
             Ok(()) => (Reply::Done, None),
             Err(e) => (err(&e), None),
         },
@@ -709,7 +697,7 @@ mod tests {
         let reqs = [
             Request::Attach { spec: spec() },
             Request::Attach { spec: AttachSpec { netns: NetnsRef::Path("/run/netns/c 1".into()), addr6: None, ..spec() } },
-            Request::DeleteLink { netns: NetnsRef::Path("/proc/1/ns/net".into()), ifname: "eth1".into() },
+            Request::Link { op: LinkOp::Delete, netns: NetnsRef::Path("/proc/1/ns/net".into()), ifname: "eth1".into() },
             Request::NetnsId,
         ];
         for (i, req) in reqs.into_iter().enumerate() {
@@ -783,7 +771,7 @@ mod tests {
         assert_eq!(decode_request(ok, false).unwrap(), RequestMsg { id: 8, req: Request::NetnsId });
         assert_eq!(decode_request(ok, true).unwrap_err().0, 0, "a truncated message is never acted on");
         // An interface name with a NUL or of 300 bytes decodes, and the worker refuses it.
-        let bad = RequestMsg { id: 9, req: Request::DeleteLink { netns: NetnsRef::Pid(1), ifname: "e\0".repeat(150) } };
+        let bad = RequestMsg { id: 9, req: Request::Link { op: LinkOp::Delete, netns: NetnsRef::Pid(1), ifname: "e\0".repeat(150) } };
         assert_eq!(decode_request(&encode(&bad).unwrap(), false).unwrap(), bad);
     }
 
@@ -829,7 +817,7 @@ mod tests {
         let reply = send_json(&daemon, &encode(&req).unwrap());
         let own = crate::sys::current_netns_id().unwrap();
         assert_eq!(reply, ReplyMsg { id: 43, reply: Reply::NetnsId { dev: own.0, ino: own.1 } });
-        let req = RequestMsg { id: 44, req: Request::DeleteLink { netns: NetnsRef::Pid(1), ifname: "a/b".into() } };
+        let req = RequestMsg { id: 44, req: Request::Link { op: LinkOp::Delete, netns: NetnsRef::Pid(1), ifname: "a/b".into() } };
         let reply = send_json(&daemon, &encode(&req).unwrap());
         assert!(matches!(reply.reply, Reply::Error { error: WireError::InvalidName { .. } }), "{reply:?}");
         // A request longer than the helper's buffer is refused, not half-read.
@@ -865,7 +853,7 @@ mod tests {
         fake.join().unwrap();
         let err = h.attach(spec()).unwrap_err();
         assert!(err.to_string().contains("netns helper has exited"), "{err}");
-        assert!(h.delete_link(NetnsRef::Pid(1), "eth0").unwrap_err().to_string().contains("has exited"));
+        assert!(h.link(LinkOp::Delete, NetnsRef::Pid(1), "eth0").unwrap_err().to_string().contains("has exited"));
     }
 
     /// Messages and fds across a real socketpair: what `call` and `serve` rely on.
