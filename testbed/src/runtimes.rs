@@ -132,7 +132,8 @@ fn busybox_tar(dir: &Path) -> PathBuf {
         std::fs::create_dir_all(root.join(sub)).unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
-    let applets = ["sh", "ping", "ip", "sleep", "cat", "nslookup", "wget", "ifconfig", "route", "udhcpc", "nc", "netstat", "true", "hostname"];
+    let applets =
+        ["sh", "ping", "ip", "sleep", "cat", "nslookup", "wget", "ifconfig", "route", "udhcpc", "nc", "netstat", "true", "hostname"];
     for a in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
     }
@@ -232,10 +233,7 @@ lock_type = "file"
 
     /// The shell line that runs this podman (for messages and scripts).
     pub fn env_line(&self) -> String {
-        format!(
-            "CONTAINERS_CONF={0}/containers.conf CONTAINERS_STORAGE_CONF={0}/storage.conf podman",
-            self.dir.display()
-        )
+        format!("CONTAINERS_CONF={0}/containers.conf CONTAINERS_STORAGE_CONF={0}/storage.conf podman", self.dir.display())
     }
 
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.
@@ -341,7 +339,8 @@ pub struct Containerd {
     /// `/opt/cni/bin/vswitch-cni` when this process made that link; `/opt/cni/bin` when it
     /// made that directory too.
     made: Vec<PathBuf>,
-    containers: Mutex<Vec<String>>,
+    /// The foreground `ctr run` of each container, by id.
+    runs: Mutex<Vec<(String, std::process::Child)>>,
 }
 
 impl Containerd {
@@ -385,7 +384,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             child: Some(child),
             conflist: None,
             made: Vec::new(),
-            containers: Mutex::new(Vec::new()),
+            runs: Mutex::new(Vec::new()),
         };
         let up = eventually(Duration::from_secs(20), || c.socket.exists() && c.ctr(&["version"]).status.success());
         assert!(up, "containerd did not come up: {}", c.log());
@@ -445,7 +444,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .filter(|n| n.ends_with(".conflist") || n.ends_with(".conf") || n.ends_with(".json"))
             .collect();
         names.sort();
-        assert_eq!(names.first().map(String::as_str), path.file_name().and_then(|n| n.to_str()), "another conflist in {} comes first", dir.display());
+        assert_eq!(
+            names.first().map(String::as_str),
+            path.file_name().and_then(|n| n.to_str()),
+            "another conflist in {} comes first",
+            dir.display()
+        );
 
         let v: Value = serde_json::from_str(json).expect("conflist JSON");
         if v["plugins"][0]["type"] == "vswitch-cni" {
@@ -467,17 +471,42 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         }
     }
 
-    /// `ctr run --cni -d IMAGE ID CMD...`: a container on the conflist of
-    /// [`Containerd::use_conflist`]; `Err` with ctr's output when it fails.
+    /// `ctr run --cni --rm IMAGE ID CMD...` on the conflist of [`Containerd::use_conflist`],
+    /// in the background; returns once its task runs, `Err` with ctr's output when it fails.
+    ///
+    /// Not `-d`: ctr calls the plugin's DEL (with an empty CNI_NETNS) only from a foreground
+    /// `ctr run` whose task exited; `ctr task delete` never does. [`Containerd::remove`] kills
+    /// the task and waits for that ctr to finish.
     pub fn run_cni(&self, id: &str, cmd: &[&str]) -> Result<(), String> {
-        let mut args = vec!["run", "--cni", "-d", IMAGE, id];
-        args.extend_from_slice(cmd);
-        self.containers.lock().unwrap_or_else(PoisonError::into_inner).push(id.to_string());
-        let out = self.ctr(&args);
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!("ctr {args:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+        let log_path = self.dir.join(format!("ctr-run-{id}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", &self.namespace, "run", "--cni", "--rm", IMAGE, id])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ctr run");
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.push((id.to_string(), child));
+        let child = &mut runs.last_mut().unwrap().1;
+        let mut exited = None;
+        let running = eventually(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            let out = self.ctr(&["task", "ls"]);
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"))
+        });
+        let output = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        match (running, exited) {
+            (true, None) => Ok(()),
+            (_, Some(status)) => Err(format!("ctr run --cni {id} exited ({status}): {}", output())),
+            (false, None) => Err(format!("ctr run --cni {id}: no running task after 30 s: {}", output())),
         }
     }
 
@@ -512,17 +541,22 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         self.exec(id, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
     }
 
-    /// Kills the container's task and deletes it (ctr calls the plugin's DEL here) and the
-    /// container.
+    /// Kills the container's task; its `ctr run` then calls the plugin's DEL and removes the
+    /// container (`--rm`). Waits up to 10 s for that, then deletes what is left by force.
     pub fn remove(&self, id: &str) {
         let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
-        eventually(Duration::from_secs(5), || {
-            let out = self.ctr(&["task", "ls"]);
-            !String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"))
-        });
+        let run = {
+            let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            runs.iter().position(|(i, _)| i == id).map(|k| runs.remove(k).1)
+        };
+        if let Some(mut child) = run {
+            if !eventually(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some()) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
         let _ = self.ctr(&["task", "delete", "-f", id]);
         let _ = self.ctr(&["container", "delete", id]);
-        self.containers.lock().unwrap_or_else(PoisonError::into_inner).retain(|c| c != id);
     }
 }
 
@@ -534,7 +568,7 @@ impl Default for Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let ids = self.containers.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let ids: Vec<String> = self.runs.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(id, _)| id.clone()).collect();
         for id in ids {
             self.remove(&id);
         }

@@ -149,7 +149,12 @@ fn podman_containers_talk_through_vswitch_and_leave_nothing_behind() {
         text.contains(&format!("{gw}:{port}"))
     });
     let logs = p.run(&["logs", &c3]);
-    assert!(seen, "the container did not see {gw}:{port}: {}{}", String::from_utf8_lossy(&logs.stdout), String::from_utf8_lossy(&logs.stderr));
+    assert!(
+        seen,
+        "the container did not see {gw}:{port}: {}{}",
+        String::from_utf8_lossy(&logs.stdout),
+        String::from_utf8_lossy(&logs.stderr)
+    );
 
     // podman rm -f: no endpoint, no lease, no published port left.
     p.run_ok(&["rm", "-f", "-t", "0", &c1, &c2, &c3]);
