@@ -411,7 +411,7 @@ CONF
     for p in sh ping ip sleep cat nslookup wget ifconfig route udhcpc nc netstat true; do ln -s busybox "$dir/rootfs/bin/$p"; done
     echo 'root:x:0:0:root:/root:/bin/sh' >"$dir/rootfs/etc/passwd"
     tar -C "$dir/rootfs" -cf "$dir/bb.tar" . && rm -rf "$dir/rootfs"
-    podman import --change 'CMD ["/bin/sh"]' "$dir/bb.tar" localhost/bb:latest >/dev/null || tb_die "podman import failed"
+    podman import --change 'CMD ["/bin/sh"]' "$dir/bb.tar" localhost/bb:latest >/dev/null 2>&1 || tb_die "podman import failed"
     rm -f "$dir/bb.tar"
 }
 
