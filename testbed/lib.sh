@@ -371,7 +371,8 @@ tb_fuzz_run() {
 # tb_podman_stage DIR PLUGIN_DIR (not in $(...): it registers undos): rootful podman with the CNI
 # backend and state of its own under DIR, as ../shared/RUNTIMES.md says it works here (runc, not
 # crun; explicit ulimits; cgroupfs; vfs storage; the engine's tmp dir and file locks under DIR so
-# the machine's podman is never touched); conflists go in DIR/cni (tb_podman_conflist), plugins
+# the machine's podman is never touched; no port reservation: podman would bind each -p port
+# itself after the plugin's ADD, and vswitchd has bound it then); conflists go in DIR/cni (tb_podman_conflist), plugins
 # come from PLUGIN_DIR, then /usr/lib/cni. Installs what is missing from Debian, imports the
 # busybox-static image localhost/bb:latest, and exports CONTAINERS_CONF and
 # CONTAINERS_STORAGE_CONF. On exit: every container removed, any conmon of DIR killed, mounts
@@ -403,6 +404,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = "$dir/tmp"
 lock_type = "file"
+enable_port_reservation = false
 CONF
     printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$dir" "$dir" >"$dir/storage.conf"
     export CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf

@@ -38,7 +38,8 @@ pub fn install() {
 fn apt_install() -> Result<(), String> {
     let out = Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Status}\\n"]).args(PACKAGES).output();
     let listed = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
-    let installed = |p: &str| listed.lines().any(|l| l.starts_with(&format!("{p} ")) && l.ends_with(" installed") && !l.ends_with("not-installed"));
+    let installed =
+        |p: &str| listed.lines().any(|l| l.starts_with(&format!("{p} ")) && l.ends_with(" installed") && !l.ends_with("not-installed"));
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
@@ -170,7 +171,9 @@ fn unmount_below(dir: &Path) {
 
 /// Rootful podman with the CNI backend and state of its own: `containers.conf`, `storage.conf`
 /// (vfs), the graph and run roots, the engine's tmp dir and file locks, and the conflists all
-/// live in a private directory. The busybox image is imported on creation. Drop removes every
+/// live in a private directory. `enable_port_reservation = false`: rootful podman otherwise
+/// binds every `-p` host port itself (held by conmon) *after* the CNI ADD, which fails with
+/// "address already in use" once vswitch-cni has published the port (vswitchd listens on it). The busybox image is imported on creation. Drop removes every
 /// container (`podman rm -af -t 0`), kills any conmon left behind, and removes the directory.
 #[derive(Debug)]
 pub struct Podman {
@@ -205,6 +208,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 tmp_dir = "{d}/tmp"
 lock_type = "file"
+enable_port_reservation = false
 "#,
             plugins = bin_dir().display()
         );
@@ -332,8 +336,7 @@ pub struct Containerd {
     pub namespace: String,
     child: Option<std::process::Child>,
     conflist: Option<PathBuf>,
-    /// `/opt/cni/bin/vswitch-cni` when this process made that link; `/opt/cni/bin` when it
-    /// made that directory too.
+    /// What [`Containerd::use_conflist`] made under /opt/cni (directories, the link), in order.
     made: Vec<PathBuf>,
     /// The foreground `ctr run` of each container, by id.
     runs: Mutex<Vec<(String, std::process::Child)>>,
@@ -451,9 +454,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if v["plugins"][0]["type"] == "vswitch-cni" {
             let plugin = vswitch_cni().expect("vswitch-cni is built");
             let bin = Path::new("/opt/cni/bin");
-            if !bin.exists() {
-                std::fs::create_dir_all(bin).unwrap();
-                self.made.push(bin.to_path_buf());
+            for dir in ["/opt/cni", "/opt/cni/bin"] {
+                if !Path::new(dir).exists() {
+                    std::fs::create_dir(dir).unwrap();
+                    self.made.push(dir.into());
+                }
             }
             let link = bin.join("vswitch-cni");
             match std::fs::read_link(&link) {
