@@ -231,11 +231,6 @@ enable_port_reservation = false
         c
     }
 
-    /// The shell line that runs this podman (for messages and scripts).
-    pub fn env_line(&self) -> String {
-        format!("CONTAINERS_CONF={0}/containers.conf CONTAINERS_STORAGE_CONF={0}/storage.conf podman", self.dir.display())
-    }
-
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.
     pub fn add_conflist(&self, name: &str, json: &str) {
         std::fs::write(self.dir.join("cni").join(format!("{name}.conflist")), json).unwrap();
