@@ -366,3 +366,67 @@ tb_fuzz_run() {
     rm -rf "$scratch"
     return $rc
 }
+
+# ---- podman with the CNI backend (benches/cni-bench.sh) ---------------------------------------
+# tb_podman_stage DIR PLUGIN_DIR (not in $(...): it registers undos): rootful podman with the CNI
+# backend and state of its own under DIR, as ../shared/RUNTIMES.md says it works here (runc, not
+# crun; explicit ulimits; cgroupfs; vfs storage; the engine's tmp dir and file locks under DIR so
+# the machine's podman is never touched; no port reservation: podman would bind each -p port
+# itself after the plugin's ADD, and vswitchd has bound it then); conflists go in DIR/cni (tb_podman_conflist), plugins
+# come from PLUGIN_DIR, then /usr/lib/cni. Installs what is missing from Debian, imports the
+# busybox-static image localhost/bb:latest, and exports CONTAINERS_CONF and
+# CONTAINERS_STORAGE_CONF. On exit: every container removed, any conmon of DIR killed, mounts
+# below DIR undone.
+tb_podman_stage() {
+    local dir=$1 plugins=$2 need=() p
+    for p in podman runc conmon containernetworking-plugins busybox-static; do
+        dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q ' installed$' || need+=("$p")
+    done
+    if [ ${#need[@]} -gt 0 ]; then
+        tb_log "installing ${need[*]}"
+        tb_apt_get -qq update >/dev/null && tb_apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+            || tb_die "apt-get install ${need[*]} failed"
+    fi
+    mkdir -p "$dir"/{cni,graph,run,tmp,rootfs/{bin,etc,proc,sys,dev,tmp}}
+    cat >"$dir/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["$plugins", "/usr/lib/cni"]
+network_config_dir = "$dir/cni"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$dir/tmp"
+lock_type = "file"
+enable_port_reservation = false
+CONF
+    printf '[storage]\ndriver = "vfs"\ngraphroot = "%s/graph"\nrunroot = "%s/run"\n' "$dir" "$dir" >"$dir/storage.conf"
+    export CONTAINERS_CONF=$dir/containers.conf CONTAINERS_STORAGE_CONF=$dir/storage.conf
+    tb_undo "tb_podman_unstage '$dir'"
+    cp /bin/busybox "$dir/rootfs/bin/"
+    for p in sh ping ip sleep cat nslookup wget ifconfig route udhcpc nc netstat true; do ln -s busybox "$dir/rootfs/bin/$p"; done
+    echo 'root:x:0:0:root:/root:/bin/sh' >"$dir/rootfs/etc/passwd"
+    tar -C "$dir/rootfs" -cf "$dir/bb.tar" . && rm -rf "$dir/rootfs"
+    podman import --change 'CMD ["/bin/sh"]' "$dir/bb.tar" localhost/bb:latest >/dev/null 2>&1 || tb_die "podman import failed"
+    rm -f "$dir/bb.tar"
+}
+
+tb_podman_unstage() {
+    local dir=$1 pid m
+    podman rm -af -t 0 >/dev/null 2>&1
+    for pid in $(pgrep -x conmon); do
+        grep -qF "$dir" "/proc/$pid/cmdline" 2>/dev/null && kill -KILL "$pid"
+    done
+    awk -v d="$dir" 'index($5, d) == 1 { print length($5), $5 }' /proc/self/mountinfo | sort -rn | cut -d' ' -f2- |
+        while read -r m; do umount -l "$m"; done
+    rm -rf "$dir"
+}
+
+# tb_podman_conflist NAME JSON: the network NAME of the podman of tb_podman_stage.
+tb_podman_conflist() { printf '%s\n' "$2" >"$(dirname "$CONTAINERS_CONF")/cni/$1.conflist"; }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod peers;
+pub mod runtimes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,590 @@
+//! Real container runtimes for the CNI tests: rootful podman (CNI backend) and containerd's
+//! `ctr run --cni`, each with state of its own so a test never touches the machine's podman or
+//! containerd, and everything it made is removed on drop.
+//!
+//! The packages install from Debian on first use ([`install`], once per test process). No image
+//! registry is reachable: the image is `localhost/bb:latest`, a busybox-static rootfs built
+//! locally (`../shared/RUNTIMES.md` has the recipe and the gotchas this follows: runc, not crun;
+//! explicit ulimits; the cgroupfs manager; `network_backend = "cni"`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{bin_dir, eventually, unique};
+
+/// The local busybox image, in every [`Podman`] and [`Containerd`] made here.
+pub const IMAGE: &str = "localhost/bb:latest";
+
+/// The Debian packages the runtime tests use (busybox-static, not busybox: the image needs a
+/// static binary).
+const PACKAGES: &[&str] = &["podman", "runc", "conmon", "containernetworking-plugins", "containerd", "busybox-static", "uidmap"];
+
+/// Installs podman, runc, conmon, the reference CNI plugins, containerd, busybox-static and
+/// uidmap from Debian when any is missing: once per test process; later calls return at once.
+///
+/// # Panics
+/// When apt-get fails (the message has its output).
+pub fn install() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = DONE.get_or_init(apt_install) {
+        panic!("{e}");
+    }
+}
+
+fn apt_install() -> Result<(), String> {
+    let out = Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Status}\\n"]).args(PACKAGES).output();
+    let listed = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
+    let installed =
+        |p: &str| listed.lines().any(|l| l.starts_with(&format!("{p} ")) && l.ends_with(" installed") && !l.ends_with("not-installed"));
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("==> installing {}", missing.join(" "));
+    let apt = |args: &[&str]| -> Result<(), String> {
+        // DPkg::Lock::Timeout waits for another apt-get or dpkg; the lists lock is retried.
+        for _ in 0..100 {
+            let out = Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["-o", "DPkg::Lock::Timeout=300"])
+                .args(args)
+                .output()
+                .map_err(|e| format!("cannot run apt-get: {e}"))?;
+            if out.status.success() {
+                return Ok(());
+            }
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            if !err.contains("Could not get lock") && !err.contains("Unable to lock") {
+                return Err(format!("apt-get {args:?} failed: {err}"));
+            }
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        Err(format!("apt-get {args:?}: the apt lock stayed taken"))
+    };
+    apt(&["-qq", "update"])?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend(&missing);
+    apt(&args)
+}
+
+/// The `vswitch-cni` plugin next to vswitchd and vswitchctl, if it is built.
+pub fn vswitch_cni() -> Option<PathBuf> {
+    let p = bin_dir().join("vswitch-cni");
+    p.exists().then_some(p)
+}
+
+/// The conflist of a vswitch network: `vswitchctl cni conflist NETWORK --socket SOCK` when
+/// vswitchctl has that command, else the same JSON written here.
+pub fn vswitch_conflist(network: &str, socket: &Path) -> String {
+    let out = Command::new(bin_dir().join("vswitchctl"))
+        .args(["cni", "conflist", network, "--socket"])
+        .arg(socket)
+        .output()
+        .expect("run vswitchctl");
+    if out.status.success() {
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("vswitchctl cni conflist printed no JSON ({e}): {text}"));
+        return v.to_string();
+    }
+    // TODO(issue 15): drop this fallback once `vswitchctl cni conflist` is on main.
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": network,
+        "plugins": [{
+            "type": "vswitch-cni",
+            "network": network,
+            "socket": socket,
+            "capabilities": {"portMappings": true, "aliases": true, "ips": true, "mac": true, "dns": true}
+        }]
+    })
+    .to_string()
+}
+
+/// A conflist for Debian's reference plugins: `bridge` (on the bridge `BRIDGE`, the gateway
+/// on it, no masquerade) with `host-local` addresses from `subnet`, and `dns` naming
+/// `nameserver` in the result when given.
+pub fn bridge_conflist(name: &str, bridge: &str, subnet: &str, nameserver: Option<&str>) -> String {
+    let mut plugin = serde_json::json!({
+        "type": "bridge",
+        "bridge": bridge,
+        "isGateway": true,
+        "ipMasq": false,
+        "hairpinMode": true,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}]}
+    });
+    if let Some(ns) = nameserver {
+        plugin["dns"] = serde_json::json!({"nameservers": [ns]});
+    }
+    serde_json::json!({"cniVersion": "1.0.0", "name": name, "plugins": [plugin]}).to_string()
+}
+
+/// Writes the busybox rootfs of the RUNTIMES.md recipe under `dir` and tars it to `dir/bb.tar`.
+fn busybox_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
+    let applets =
+        ["sh", "ping", "ip", "sleep", "cat", "nslookup", "wget", "ifconfig", "route", "udhcpc", "nc", "netstat", "true", "hostname"];
+    for a in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let tar = dir.join("bb.tar");
+    crate::run_ok("tar", &["-C", &root.to_string_lossy(), "-cf", &tar.to_string_lossy(), "."]);
+    let _ = std::fs::remove_dir_all(&root);
+    tar
+}
+
+/// Pids of the processes named `comm` whose command line mentions `needle`.
+fn pids_of(comm: &str, needle: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+                && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+fn kill_pids(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Unmounts everything mounted below `dir` (deepest first), so it can be removed.
+fn unmount_below(dir: &Path) {
+    let prefix = dir.to_string_lossy().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&prefix)).collect();
+    points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in points {
+        let _ = Command::new("umount").args(["-l", m]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Rootful podman with the CNI backend and state of its own: `containers.conf`, `storage.conf`
+/// (vfs), the graph and run roots, the engine's tmp dir and file locks, and the conflists all
+/// live in a private directory. `enable_port_reservation = false`: rootful podman otherwise
+/// binds every `-p` host port itself (held by conmon) *after* the CNI ADD, which fails with
+/// "address already in use" once vswitch-cni has published the port (vswitchd listens on it). The busybox image is imported on creation. Drop removes every
+/// container (`podman rm -af -t 0`), kills any conmon left behind, and removes the directory.
+#[derive(Debug)]
+pub struct Podman {
+    pub dir: PathBuf,
+}
+
+impl Podman {
+    /// A podman with the reference plugins (`/usr/lib/cni`) and, ahead of them, the directory
+    /// holding vswitchd (where `vswitch-cni` is built).
+    pub fn new() -> Podman {
+        crate::require_root();
+        install();
+        let dir = std::env::temp_dir().join(unique("vswitch-podman-"));
+        for sub in ["cni", "graph", "run", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let p = Podman { dir };
+        let d = p.dir.to_string_lossy();
+        let conf = format!(
+            r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
+network_config_dir = "{d}/cni"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "{d}/tmp"
+lock_type = "file"
+enable_port_reservation = false
+"#,
+            plugins = bin_dir().display()
+        );
+        std::fs::write(p.dir.join("containers.conf"), conf).unwrap();
+        let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/graph\"\nrunroot = \"{d}/run\"\n");
+        std::fs::write(p.dir.join("storage.conf"), storage).unwrap();
+        let tar = busybox_tar(&p.dir);
+        p.run_ok(&["import", "--change", r#"CMD ["/bin/sh"]"#, &tar.to_string_lossy(), IMAGE]);
+        let _ = std::fs::remove_file(tar);
+        p
+    }
+
+    /// `podman` with this podman's configuration in the environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Writes the conflist `NAME.conflist` into this podman's network config directory.
+    pub fn add_conflist(&self, name: &str, json: &str) {
+        std::fs::write(self.dir.join("cni").join(format!("{name}.conflist")), json).unwrap();
+    }
+
+    /// Runs `podman ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run podman")
+    }
+
+    /// Runs `podman ARGS...` and returns stdout; panics with its output on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `podman exec CONTAINER CMD...`.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run(&args)
+    }
+
+    pub fn exec_ok(&self, container: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run_ok(&args)
+    }
+
+    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
+    pub fn ping(&self, container: &str, target: &str, count: u32) -> bool {
+        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
+    }
+
+    /// `podman inspect CONTAINER`, the container's object.
+    pub fn inspect(&self, container: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.run_ok(&["inspect", container])).expect("podman inspect prints JSON");
+        v[0].clone()
+    }
+
+    /// The container's address, prefix length, gateway and MAC on `network`, as podman
+    /// reports them (`NetworkSettings.Networks.NETWORK`).
+    pub fn address(&self, container: &str, network: &str) -> (String, u64, String, String) {
+        let v = self.inspect(container);
+        let n = &v["NetworkSettings"]["Networks"][network];
+        let s = |k: &str| n[k].as_str().unwrap_or_default().to_string();
+        (s("IPAddress"), n["IPPrefixLen"].as_u64().unwrap_or(0), s("Gateway"), s("MacAddress"))
+    }
+
+    /// Builds an OCI archive of the busybox image at `path` (for `ctr image import`).
+    pub fn save_oci(&self, path: &Path) {
+        self.run_ok(&["save", "--format", "oci-archive", "-o", &path.to_string_lossy(), IMAGE]);
+    }
+}
+
+impl Default for Podman {
+    fn default() -> Self {
+        Podman::new()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.command().args(["rm", "-af", "-t", "0"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        // conmon keeps running until its container's cleanup finished; one stuck there would
+        // hold our directory: conmon's arguments name it (the bundle under the graph root).
+        let dir = self.dir.to_string_lossy().to_string();
+        eventually(Duration::from_secs(5), || pids_of("conmon", &dir).is_empty());
+        kill_pids(&pids_of("conmon", &dir));
+        unmount_below(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One `ctr --cni` conflist may be in /etc/cni/net.d at a time in this process.
+static CTR_CNI: Mutex<()> = Mutex::new(());
+
+/// A containerd of the test's own (root, state, gRPC socket and config in a private directory;
+/// CRI plugin disabled), driven with `ctr`. The busybox image is imported on creation.
+///
+/// `ctr run --cni` reads only the alphabetically first conflist in `/etc/cni/net.d` and plugins
+/// from `/opt/cni/bin` (and `/usr/lib/cni` on Debian), with no flag to change either:
+/// [`Containerd::use_conflist`] writes `00-vswitch-test-PID.conflist` there and links
+/// `vswitch-cni` into `/opt/cni/bin`; both go on drop. Drop also kills and deletes every task
+/// and container, stops containerd and its shims, and removes the directory.
+#[derive(Debug)]
+pub struct Containerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    /// The ctr namespace the containers are made in.
+    pub namespace: String,
+    child: Option<std::process::Child>,
+    conflist: Option<PathBuf>,
+    /// What [`Containerd::use_conflist`] made under /opt/cni (directories, the link), in order.
+    made: Vec<PathBuf>,
+    /// The foreground `ctr run` of each container, by id.
+    runs: Mutex<Vec<(String, std::process::Child)>>,
+}
+
+impl Containerd {
+    pub fn new() -> Containerd {
+        crate::require_root();
+        install();
+        let dir = std::env::temp_dir().join(unique("vswitch-ctrd-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let d = dir.to_string_lossy();
+        let config = format!(
+            r#"version = 2
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  address = ""
+"#
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let c = Containerd {
+            dir,
+            socket,
+            namespace: "vswitch-test".into(),
+            child: Some(child),
+            conflist: None,
+            made: Vec::new(),
+            runs: Mutex::new(Vec::new()),
+        };
+        let up = eventually(Duration::from_secs(20), || c.socket.exists() && c.ctr(&["version"]).status.success());
+        assert!(up, "containerd did not come up: {}", c.log());
+        // The image: the busybox rootfs through a throwaway podman (oci-archive), then imported.
+        let archive = c.dir.join("bb-oci.tar");
+        {
+            let p = Podman::new();
+            p.save_oci(&archive);
+        }
+        c.ctr_ok(&["image", "import", &archive.to_string_lossy()]);
+        let _ = std::fs::remove_file(&archive);
+        c
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr --address SOCK --namespace NS ARGS...`.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ctr")
+    }
+
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed ({}): {}{}\n--- containerd log (tail) ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log().lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Makes `json` the conflist `ctr run --cni` uses: `/etc/cni/net.d/00-vswitch-test-PID.conflist`,
+    /// and, when its first plugin is `vswitch-cni`, a link to it in `/opt/cni/bin`. Both are
+    /// removed on drop. Panics when another `00-` conflist would come first.
+    pub fn use_conflist(&mut self, json: &str) {
+        let _one = CTR_CNI.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = Path::new("/etc/cni/net.d");
+        std::fs::create_dir_all(dir).unwrap();
+        let path = dir.join(format!("00-vswitch-test-{}.conflist", std::process::id()));
+        std::fs::write(&path, json).unwrap();
+        self.conflist = Some(path.clone());
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".conflist") || n.ends_with(".conf") || n.ends_with(".json"))
+            .collect();
+        names.sort();
+        assert_eq!(
+            names.first().map(String::as_str),
+            path.file_name().and_then(|n| n.to_str()),
+            "another conflist in {} comes first",
+            dir.display()
+        );
+
+        let v: Value = serde_json::from_str(json).expect("conflist JSON");
+        if v["plugins"][0]["type"] == "vswitch-cni" {
+            let plugin = vswitch_cni().expect("vswitch-cni is built");
+            let bin = Path::new("/opt/cni/bin");
+            for dir in ["/opt/cni", "/opt/cni/bin"] {
+                if !Path::new(dir).exists() {
+                    std::fs::create_dir(dir).unwrap();
+                    self.made.push(dir.into());
+                }
+            }
+            let link = bin.join("vswitch-cni");
+            match std::fs::read_link(&link) {
+                Ok(to) if to == plugin => {}
+                _ => {
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(&plugin, &link).unwrap();
+                    self.made.push(link);
+                }
+            }
+        }
+    }
+
+    /// `ctr run --cni --rm IMAGE ID CMD...` on the conflist of [`Containerd::use_conflist`],
+    /// in the background; returns once its task runs, `Err` with ctr's output when it fails.
+    ///
+    /// Not `-d`: ctr calls the plugin's DEL (with an empty CNI_NETNS) only from a foreground
+    /// `ctr run` whose task exited; `ctr task delete` never does. [`Containerd::remove`] kills
+    /// the task and waits for that ctr to finish.
+    pub fn run_cni(&self, id: &str, cmd: &[&str]) -> Result<(), String> {
+        let log_path = self.dir.join(format!("ctr-run-{id}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", &self.namespace, "run", "--cni", "--rm", IMAGE, id])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ctr run");
+        let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+        runs.push((id.to_string(), child));
+        let child = &mut runs.last_mut().unwrap().1;
+        let mut exited = None;
+        let running = eventually(Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            let out = self.ctr(&["task", "ls"]);
+            String::from_utf8_lossy(&out.stdout).lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("RUNNING"))
+        });
+        let output = || std::fs::read_to_string(&log_path).unwrap_or_default();
+        match (running, exited) {
+            (true, None) => Ok(()),
+            (_, Some(status)) => Err(format!("ctr run --cni {id} exited ({status}): {}", output())),
+            (false, None) => Err(format!("ctr run --cni {id}: no running task after 30 s: {}", output())),
+        }
+    }
+
+    /// `ctr task exec` in the container.
+    pub fn exec(&self, id: &str, cmd: &[&str]) -> Output {
+        let exec_id = unique("x");
+        let mut args = vec!["task", "exec", "--exec-id", &exec_id, id];
+        args.extend_from_slice(cmd);
+        self.ctr(&args)
+    }
+
+    pub fn exec_ok(&self, id: &str, cmd: &[&str]) -> String {
+        let out = self.exec(id, cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {id} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The container's IPv4 address on `ifname` (with its prefix: `10.88.7.5/24`), if any.
+    pub fn address(&self, id: &str, ifname: &str) -> Option<String> {
+        let out = self.exec_ok(id, &["ip", "-4", "-o", "addr", "show", "dev", ifname]);
+        out.split_whitespace().skip_while(|w| *w != "inet").nth(1).map(String::from)
+    }
+
+    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
+    pub fn ping(&self, id: &str, target: &str, count: u32) -> bool {
+        self.exec(id, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
+    }
+
+    /// Kills the container's task; its `ctr run` then calls the plugin's DEL and removes the
+    /// container (`--rm`). Waits up to 10 s for that, then deletes what is left by force.
+    pub fn remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        let run = {
+            let mut runs = self.runs.lock().unwrap_or_else(PoisonError::into_inner);
+            runs.iter().position(|(i, _)| i == id).map(|k| runs.remove(k).1)
+        };
+        if let Some(mut child) = run {
+            if !eventually(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some()) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        let _ = self.ctr(&["task", "delete", "-f", id]);
+        let _ = self.ctr(&["container", "delete", id]);
+    }
+}
+
+impl Default for Containerd {
+    fn default() -> Self {
+        Containerd::new()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let ids: Vec<String> = self.runs.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(id, _)| id.clone()).collect();
+        for id in ids {
+            self.remove(&id);
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            if !eventually(Duration::from_secs(10), || child.try_wait().ok().flatten().is_some()) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        // Shims outlive containerd; theirs name our socket in their arguments.
+        let sock = self.socket.to_string_lossy().to_string();
+        kill_pids(&pids_of("containerd-shim", &sock));
+        unmount_below(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(c) = self.conflist.take() {
+            let _ = std::fs::remove_file(c);
+        }
+        for p in self.made.iter().rev() {
+            let _ = if p.is_dir() { std::fs::remove_dir(p) } else { std::fs::remove_file(p) };
+        }
+    }
+}
