@@ -77,31 +77,17 @@ pub fn vswitch_cni() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// The conflist of a vswitch network: `vswitchctl cni conflist NETWORK --socket SOCK` when
-/// vswitchctl has that command, else the same JSON written here.
+/// The conflist of a vswitch network, as `vswitchctl cni conflist NETWORK --socket SOCK` prints it.
 pub fn vswitch_conflist(network: &str, socket: &Path) -> String {
     let out = Command::new(bin_dir().join("vswitchctl"))
         .args(["cni", "conflist", network, "--socket"])
         .arg(socket)
         .output()
         .expect("run vswitchctl");
-    if out.status.success() {
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("vswitchctl cni conflist printed no JSON ({e}): {text}"));
-        return v.to_string();
-    }
-    // TODO(issue 15): drop this fallback once `vswitchctl cni conflist` is on main.
-    serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": network,
-        "plugins": [{
-            "type": "vswitch-cni",
-            "network": network,
-            "socket": socket,
-            "capabilities": {"portMappings": true, "aliases": true, "ips": true, "mac": true, "dns": true}
-        }]
-    })
-    .to_string()
+    assert!(out.status.success(), "vswitchctl cni conflist: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("vswitchctl cni conflist printed no JSON ({e}): {text}"));
+    v.to_string()
 }
 
 /// A conflist for Debian's reference plugins: `bridge` (on the bridge `BRIDGE`, the gateway

@@ -12,24 +12,12 @@ use testbed::{eventually, unique, Daemon};
 
 const NET: &str = "vsw";
 
-/// Until the plugin is on main: skip, saying why.
-fn plugin_missing() -> bool {
-    if runtimes::vswitch_cni().is_some() {
-        return false;
-    }
-    eprintln!("skipped: vswitch-cni is not built (no {}/vswitch-cni; issue 15)", testbed::bin_dir().display());
-    true
-}
-
 fn endpoints(d: &Daemon) -> Vec<Value> {
     d.ctl_json(&["network", "inspect", NET])["endpoint_list"].as_array().cloned().unwrap_or_default()
 }
 
 #[test]
 fn ctr_run_cni_gets_a_vswitch_address_and_pings_a_podman_container() {
-    if plugin_missing() {
-        return;
-    }
     // Dropped in reverse: the runtimes (and their DELs) before the daemon.
     let d = Daemon::start();
     d.network(NET, "10.88.7.0/24");

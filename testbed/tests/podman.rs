@@ -17,15 +17,6 @@ use testbed::{eventually, unique, Daemon};
 const NET: &str = "vsw";
 const SUBNET: &str = "10.88.7.0/24";
 
-/// Until the plugin is on main: skip, saying why.
-fn plugin_missing() -> bool {
-    if runtimes::vswitch_cni().is_some() {
-        return false;
-    }
-    eprintln!("skipped: vswitch-cni is not built (no {}/vswitch-cni; issue 15)", testbed::bin_dir().display());
-    true
-}
-
 /// vswitchd (with egress, for published ports) holding the network `vsw`, and a podman whose
 /// conflist `vsw` is vswitch's. Declare the podman after the daemon: it drops first, so the
 /// plugin's DEL still reaches vswitchd.
@@ -69,9 +60,6 @@ fn start(p: &Podman, d: &Daemon, prefix: &str, extra: &[&str]) -> String {
 
 #[test]
 fn podman_containers_talk_through_vswitch_and_leave_nothing_behind() {
-    if plugin_missing() {
-        return;
-    }
     let (d, p) = setup();
     let gw = gateway(&d);
     let c1 = start(&p, &d, "pa", &[]);
@@ -167,9 +155,6 @@ fn podman_containers_talk_through_vswitch_and_leave_nothing_behind() {
 
 #[test]
 fn podman_containers_keep_talking_across_vswitchd_restarts() {
-    if plugin_missing() {
-        return;
-    }
     let (mut d, p) = setup();
     let c1 = start(&p, &d, "pr", &[]);
     let c2 = start(&p, &d, "ps", &[]);
