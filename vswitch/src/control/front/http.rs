@@ -100,6 +100,10 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Byte
 }
 
 async fn route(control: &Control, req: Request<Incoming>, method: &Method, path: &str, query: &str) -> Reply {
+    // Prometheus scrapes `/metrics`, outside the versioned API.
+    if path == "/metrics" && method == Method::GET {
+        return Ok(super::metrics::text(StatusCode::OK, control.metrics().await?, crate::control::ops::metrics::CONTENT_TYPE));
+    }
     let Some(rest) = path.strip_prefix(api::PREFIX) else {
         return Err(not_found(path));
     };
