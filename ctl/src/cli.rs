@@ -97,6 +97,25 @@ pub enum Command {
     /// Datapath threads that read container TAPs: ports each reads, frames it forwarded itself,
     /// frames it handed to the main datapath thread
     Workers,
+    /// Capture the frames of an endpoint, a network or a tunnel peer to pcapng, as the switch
+    /// sees them (direction and port in the pcapng metadata)
+    Capture(CaptureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// An endpoint (NAME or NETWORK/NAME), a network (all its ports) or a peer (peer:KEYPREFIX)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub target: String,
+    /// Stop after this many frames (default: until interrupted)
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame (default 262144: all)
+    #[arg(short = 's', long, value_name = "SNAPLEN")]
+    pub snaplen: Option<usize>,
+    /// Where the pcapng goes: a file, or - for stdout (e.g. `| tshark -r -`)
+    #[arg(short = 'w', long = "write", value_name = "FILE", required = true)]
+    pub write: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,7 +22,9 @@ use vswitch::api::{
     TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
-use crate::cli::{AttachArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
+use crate::cli::{
+    AttachArgs, CaptureArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd,
+};
 use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use crate::error::Failure;
 
@@ -61,6 +63,9 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
     if let (Command::Version, false) = (command, json) {
         // The client's version is worth printing even when the daemon is down.
         write_stdout(&output::version_client(env!("CARGO_PKG_VERSION")));
+    }
+    if let Command::Capture(args) = command {
+        return capture(args, socket);
     }
     let call = plan(command)?;
     let reply = client::call(socket, &call)?;
@@ -154,6 +159,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Published => Call::get(format!("{PREFIX}/publish")),
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
         Command::Workers => Call::get(format!("{PREFIX}/workers")),
+        Command::Capture(_) => return Err(Failure::Local("capture streams: see capture()".into())),
     })
 }
 
@@ -227,6 +233,37 @@ fn json_out(reply: &Reply) -> Result<String, Failure> {
         .ok_or_else(|| Failure::BadAnswer { status: reply.status, detail: error::snippet(&reply.body) })
 }
 
+/// `capture`: streams the daemon's pcapng to a file or stdout; a summary on stderr at the end.
+fn capture(args: &CaptureArgs, socket: &Path) -> Result<String, Failure> {
+    let mut path = format!("{PREFIX}/capture?target={}", enc(&args.target));
+    if let Some(c) = args.count {
+        path.push_str(&format!("&count={c}"));
+    }
+    if let Some(s) = args.snaplen {
+        path.push_str(&format!("&snaplen={s}"));
+    }
+    let to_stdout = args.write.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(&args.write)
+            .map_err(|e| Failure::Local(format!("cannot create {}: {}", args.write.display(), client::io_reason(&e))))?;
+        Box::new(f)
+    };
+    let mut summary = client::PcapngSummary::default();
+    client::stream(socket, &Call::get(path), &mut |chunk: &[u8]| {
+        summary.feed(chunk);
+        out.write_all(chunk).and_then(|()| out.flush())
+    })?;
+    let where_to = if to_stdout { "stdout".to_string() } else { args.write.display().to_string() };
+    let mut line = format!("{} frames captured to {where_to}", summary.packets);
+    if let Some(dropped) = summary.dropped {
+        line.push_str(&format!(", {dropped} dropped by the switch (the capture could not keep up)"));
+    }
+    let _ = writeln!(io::stderr().lock(), "{line}");
+    Ok(String::new())
+}
+
 fn decode<T: DeserializeOwned>(reply: &Reply) -> Result<T, Failure> {
     serde_json::from_slice(&reply.body)
         .map_err(|e| Failure::BadAnswer { status: reply.status, detail: format!("{e}: {}", error::snippet(&reply.body)) })
@@ -267,6 +304,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
         Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
+        Command::Capture(_) => String::new(),
     })
 }
 

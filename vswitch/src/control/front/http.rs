@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -85,17 +86,47 @@ pub async fn serve(listener: UnixListener, path: PathBuf, control: Arc<Control>,
     let _ = std::fs::remove_file(&path);
 }
 
-async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(control: &Control, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let reply = route(control, req, &method, &path, &query).await;
+    let reply = if method == Method::GET && path == CAPTURE {
+        capture(control, &query).await
+    } else {
+        route(control, req, &method, &path, &query).await.map(|r| r.map(BodyExt::boxed))
+    };
     match reply {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.error.code.as_str(), message = %e.error.message, "request refused");
-            json(StatusCode::from_u16(e.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e)
+            json(StatusCode::from_u16(e.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e).map(BodyExt::boxed)
         }
+    }
+}
+
+/// `GET /v1/capture?target=…&count=…&snaplen=…`: pcapng, streamed (chunked) while it runs.
+const CAPTURE: &str = "/v1/capture";
+
+async fn capture(control: &Control, query: &str) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
+    let req = crate::control::ops::capture::CaptureRequest::from_query(query)?;
+    let stream = control.capture(&req).await?;
+    let mut r = Response::new(BoxBody::new(CaptureBody(stream)));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/vnd.tcpdump.pcapng"));
+    Ok(r)
+}
+
+/// A capture as an HTTP body: hyper drops it when the client goes, which ends the capture.
+struct CaptureBody(crate::control::ops::capture::CaptureStream);
+
+impl hyper::body::Body for CaptureBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        self.get_mut().0.poll_chunk(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(Bytes::from(b)))))
     }
 }
 
@@ -161,7 +192,9 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress", ..]) if known_path(&segs) => {
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress" | "capture" | "trace", ..])
+            if known_path(&segs) =>
+        {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(not_found(path)),
@@ -193,6 +226,8 @@ fn known_path(segs: &[&str]) -> bool {
             | ["publish"]
             | ["publish", _, _, _]
             | ["egress"]
+            | ["capture"]
+            | ["trace"]
     )
 }
 

@@ -5,6 +5,7 @@
 //! One change at a time: the model's lock is held across a whole operation, effects included,
 //! so validation and commit never interleave.
 
+pub mod capture;
 mod dns;
 mod endpoints;
 mod fdb;
