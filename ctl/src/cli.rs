@@ -100,6 +100,38 @@ pub enum Command {
     /// Capture the frames of an endpoint, a network or a tunnel peer to pcapng, as the switch
     /// sees them (direction and port in the pcapng metadata)
     Capture(CaptureArgs),
+    /// Run a frame built from FRAME-SPEC through the switch without sending it, and show each
+    /// decision: learning, MAC table lookup, flood set, gateway, DNS, egress policy, drop reason
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The network the frame is on
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub network: String,
+    /// The endpoint it comes from (source MAC and address default to its own)
+    #[arg(long = "in", value_name = "ENDPOINT", value_parser = NonEmptyStringValueParser::new())]
+    pub in_port: String,
+    #[arg(long, value_name = "MAC")]
+    pub src_mac: Option<Mac>,
+    /// Default: the MAC of the endpoint that has --dst-ip (the gateway's beyond the subnet)
+    #[arg(long, value_name = "MAC")]
+    pub dst_mac: Option<Mac>,
+    #[arg(long, value_name = "IP")]
+    pub src_ip: Option<std::net::Ipv4Addr>,
+    #[arg(long, value_name = "IP")]
+    pub dst_ip: Option<std::net::Ipv4Addr>,
+    /// icmp (echo request, the default), tcp (a SYN), udp (the default with --dport) or arp
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<String>,
+    #[arg(long = "sport", value_name = "PORT")]
+    pub src_port: Option<u16>,
+    #[arg(long = "dport", value_name = "PORT")]
+    pub dst_port: Option<u16>,
+    /// For UDP to port 53: the name asked (default: the --in endpoint's own)
+    #[arg(long = "name", value_name = "NAME")]
+    pub dns_name: Option<String>,
 }
 
 #[derive(Debug, Args)]

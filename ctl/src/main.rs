@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use vswitch::api::{
     AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
     FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule,
-    TunnelKey, Version, WorkerInfo, PREFIX,
+    Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use crate::cli::{
@@ -160,6 +160,21 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
         Command::Workers => Call::get(format!("{PREFIX}/workers")),
         Command::Capture(_) => return Err(Failure::Local("capture streams: see capture()".into())),
+        Command::Trace(t) => Call::post(
+            format!("{PREFIX}/trace"),
+            &TraceRequest {
+                network: t.network.clone(),
+                in_port: t.in_port.clone(),
+                src_mac: t.src_mac,
+                dst_mac: t.dst_mac,
+                src_ip: t.src_ip,
+                dst_ip: t.dst_ip,
+                proto: t.proto.clone(),
+                src_port: t.src_port,
+                dst_port: t.dst_port,
+                dns_name: t.dns_name.clone(),
+            },
+        ),
     })
 }
 
@@ -305,6 +320,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
         Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
         Command::Capture(_) => String::new(),
+        Command::Trace(_) => output::trace(&decode::<Trace>(reply)?),
     })
 }
 

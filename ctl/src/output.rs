@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use vswitch::api::{
     DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo,
-    Publication, TunnelKey, Version, WorkerInfo,
+    Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -548,6 +548,22 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// `trace`: the frame, each decision, the verdict.
+pub fn trace(t: &Trace) -> String {
+    let mut out = format!("frame   {}\n", t.frame);
+    let step_w = t.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    let result_w = t.steps.iter().map(|s| s.result.len()).max().unwrap_or(0);
+    for s in &t.steps {
+        let _ = writeln!(out, "  {:<step_w$}  {:<result_w$}  {}", s.step, s.result, s.detail);
+    }
+    let _ = write!(out, "verdict {}", t.verdict);
+    if let Some(r) = &t.drop_reason {
+        let _ = write!(out, " ({r})");
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]

@@ -277,7 +277,7 @@ impl Fdb {
                 return Learn::Moved { from: e.port };
             }
             // Aged out: removed, then learned afresh.
-            full = self.map.len() - 1 >= self.max;
+            full = self.map.len() > self.max;
         }
         if self.port_len(port) >= self.cfg.per_port_max {
             return Learn::PortLimit;
@@ -749,7 +749,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let (m, p, now) = (mac((x % 9) as u32), PortId(1 + ((x >> 8) % 3) as u32), secs(i / 40));
-            if x % 97 == 0 {
+            if x.is_multiple_of(97) {
                 let _ = f.add_static(N1, m, p);
                 continue;
             }

@@ -11,6 +11,7 @@ pub mod dns_tcp;
 pub mod egress;
 pub mod overlay;
 pub mod segment;
+pub mod trace;
 pub mod worker;
 
 use std::collections::{HashMap, VecDeque};

@@ -187,6 +187,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["egress"]) => ok(&control.egress_stats().await?),
+        (&Method::POST, ["trace"]) => ok(&control.trace(body(req).await?).await?),
         (&Method::PATCH, ["networks", name, "endpoints", ep]) => ok(&control.update_endpoint(name, ep, body(req).await?).await?),
         (&Method::GET, ["networks", name, "dns"]) => ok(&control.dns_upstreams(name).await?),
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),

@@ -15,6 +15,7 @@ mod peers;
 mod publish;
 mod restore;
 pub mod routes;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
