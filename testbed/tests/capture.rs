@@ -155,3 +155,56 @@ fn a_capture_under_iperf3_load_drops_and_counts_and_never_stalls_the_flow() {
     assert!(dropped > 0 || copied >= after - before, "neither all copied nor drops counted");
     assert!(eventually(Duration::from_secs(5), || metric(&d, "vswitch_capture_sessions") == 0), "the session outlived its client");
 }
+
+#[test]
+fn a_capture_on_a_tunnel_peer_shows_the_inner_frames() {
+    ensure_commands(&[("tshark", "tshark")]);
+    // Hosts A and B (namespaces on a veth underlay), each with a vswitchd, sharing overlay "ov".
+    let (ha, hb) = (Netns::new("vca-"), Netns::new("vcb-"));
+    run_ok("ip", &["link", "add", "ucA", "netns", &ha.name, "type", "veth", "peer", "name", "ucB", "netns", &hb.name]);
+    for (h, dev, ip) in [(&ha, "ucA", "10.202.0.1/24"), (&hb, "ucB", "10.202.0.2/24")] {
+        h.exec_ok(&["ip", "addr", "add", ip, "dev", dev]);
+        h.exec_ok(&["ip", "link", "set", dev, "up"]);
+    }
+    let da = Daemon::start_in(&ha, &["--listen", "10.202.0.1:51820"]);
+    let db = Daemon::start_in(&hb, &["--listen", "10.202.0.2:51820"]);
+    da.ctl_ok(&["network", "create", "ov", "--subnet", "10.93.0.0/24", "--ip-range", "10.93.0.0/25", "--overlay"]);
+    db.ctl_ok(&["network", "create", "ov", "--subnet", "10.93.0.0/24", "--ip-range", "10.93.0.128/25", "--overlay"]);
+    let (a1, b1) = (Netns::new("vtca-"), Netns::new("vtcb-"));
+    let ea = da.attach("ov", &a1);
+    let eb = db.attach("ov", &b1);
+    let key = |d: &Daemon| d.ctl_json(&["key", "show"])["public_key"].as_str().unwrap().to_string();
+    let (ka, kb) = (key(&da), key(&db));
+    da.ctl_ok(&["peer", "add", &kb, "--endpoint", "10.202.0.2:51820", "--network", "ov"]);
+    db.ctl_ok(&["peer", "add", &ka, "--endpoint", "10.202.0.1:51820", "--network", "ov"]);
+    let (ipa, ipb) = (ip(&ea), ip(&eb));
+    assert!(eventually(Duration::from_secs(5), || a1.ping(&ipb, 1)), "no ping across hosts\nA:{}\nB:{}", da.log(), db.log());
+
+    let file = da.dir.join("peer.pcapng");
+    let mut cap = capture(&da, &[&format!("peer:{}", &kb[..6]), "-c", "4", "-w", file.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(5), || metric(&da, "vswitch_capture_sessions") == 1), "the capture never started");
+    assert!(a1.ping(&ipb, 3));
+    assert!(wait_exit(&mut cap, Duration::from_secs(10)).is_some_and(|s| s.success()), "capture -c 4 did not finish");
+    let fields = run_ok(
+        "tshark",
+        &[
+            "-r",
+            file.to_str().unwrap(),
+            "-Y",
+            "icmp",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "frame.interface_name",
+        ],
+    );
+    let iface = format!("ov/peer:{}", &kb[..8]);
+    assert!(fields.lines().any(|l| l == format!("{ipa},{ipb},{iface}")), "no inner echo request on {iface}:\n{fields}");
+    assert!(fields.lines().any(|l| l == format!("{ipb},{ipa},{iface}")), "no inner echo reply on {iface}:\n{fields}");
+}
