@@ -108,11 +108,18 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// The network the frame is on
-    #[arg(value_parser = NonEmptyStringValueParser::new())]
-    pub network: String,
+    #[arg(value_parser = NonEmptyStringValueParser::new(), required_unless_present = "live")]
+    pub network: Option<String>,
     /// The endpoint it comes from (source MAC and address default to its own)
-    #[arg(long = "in", value_name = "ENDPOINT", value_parser = NonEmptyStringValueParser::new())]
-    pub in_port: String,
+    #[arg(long = "in", value_name = "ENDPOINT", value_parser = NonEmptyStringValueParser::new(), required_unless_present = "live")]
+    pub in_port: Option<String>,
+    /// Instead: show the verdicts of the next real frames coming in on this endpoint
+    /// (NAME or NETWORK/NAME; a network: all its ports)
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["network", "in_port", "src_mac", "dst_mac", "src_ip", "dst_ip", "proto", "src_port", "dst_port", "dns_name"])]
+    pub live: Option<String>,
+    /// With --live: how many frames (default 10)
+    #[arg(short = 'c', long, value_name = "COUNT", requires = "live", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
     #[arg(long, value_name = "MAC")]
     pub src_mac: Option<Mac>,
     /// Default: the MAC of the endpoint that has --dst-ip (the gateway's beyond the subnet)

@@ -18,12 +18,13 @@ use clap::Parser;
 use serde::de::DeserializeOwned;
 use vswitch::api::{
     AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
-    FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule,
-    Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
+    FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication,
+    PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use crate::cli::{
     AttachArgs, CaptureArgs, Cli, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd,
+    TraceArgs,
 };
 use crate::client::{enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use crate::error::Failure;
@@ -66,6 +67,9 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
     }
     if let Command::Capture(args) = command {
         return capture(args, socket);
+    }
+    if let Command::Trace(TraceArgs { live: Some(port), count, .. }) = command {
+        return live_trace(port, *count, json, socket);
     }
     let call = plan(command)?;
     let reply = client::call(socket, &call)?;
@@ -163,8 +167,8 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Trace(t) => Call::post(
             format!("{PREFIX}/trace"),
             &TraceRequest {
-                network: t.network.clone(),
-                in_port: t.in_port.clone(),
+                network: t.network.clone().unwrap_or_default(),
+                in_port: t.in_port.clone().unwrap_or_default(),
                 src_mac: t.src_mac,
                 dst_mac: t.dst_mac,
                 src_ip: t.src_ip,
@@ -276,6 +280,29 @@ fn capture(args: &CaptureArgs, socket: &Path) -> Result<String, Failure> {
         line.push_str(&format!(", {dropped} dropped by the switch (the capture could not keep up)"));
     }
     let _ = writeln!(io::stderr().lock(), "{line}");
+    Ok(String::new())
+}
+
+/// `trace --live PORT`: one line per frame that comes in, with the switch's verdict.
+fn live_trace(port: &str, count: Option<u64>, json: bool, socket: &Path) -> Result<String, Failure> {
+    let mut path = format!("{PREFIX}/trace/live?target={}", enc(port));
+    if let Some(c) = count {
+        path.push_str(&format!("&count={c}"));
+    }
+    let mut pending = Vec::new();
+    let mut out = io::stdout().lock();
+    client::stream(socket, &Call::get(path), &mut |chunk: &[u8]| {
+        pending.extend_from_slice(chunk);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            if json {
+                out.write_all(&line)?;
+            } else if let Ok(f) = serde_json::from_slice::<LiveFrame>(&line) {
+                writeln!(out, "{}", output::live_frame(&f))?;
+            }
+        }
+        out.flush()
+    })?;
     Ok(String::new())
 }
 

@@ -133,3 +133,40 @@ fn bad_trace_specs_are_clear_errors() {
     let (status, _) = d.api("GET", "/v1/trace", None);
     assert_eq!(status, 405);
 }
+
+#[test]
+fn live_trace_shows_the_verdicts_of_real_frames() {
+    let d = Daemon::start();
+    d.network("t4", "10.75.4.0/24");
+    let (c1, c2) = (Netns::new("vt-te"), Netns::new("vt-tf"));
+    let e1 = d.attach("t4", &c1);
+    let e2 = d.attach("t4", &c2);
+    let target = format!("t4/{}", c2.name);
+    let child = std::process::Command::new(testbed::bin_dir().join("vswitchctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--json", "trace", "--live", &target, "-c", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sessions = || {
+        let text = testbed::run_ok("curl", &["-sSf", "--unix-socket", d.socket.to_str().unwrap(), "http://localhost/metrics"]);
+        text.lines().any(|l| l == "vswitch_capture_sessions 1")
+    };
+    assert!(testbed::eventually(std::time::Duration::from_secs(5), sessions), "the live trace never started");
+    assert!(c1.ping(s(&e2, "ip"), 5));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l["port"] == target.as_str()), "{lines:?}");
+    let reply = format!("IPv4 {} → {} ICMP echo reply", s(&e2, "ip"), s(&e1, "ip"));
+    let forward = format!("forward t4/{}", c1.name);
+    assert!(
+        lines.iter().any(|l| s(l, "frame").ends_with(&reply) && l["verdict"] == forward.as_str()),
+        "no {reply} → {forward} in {lines:?}"
+    );
+    let (status, _) = d.api("GET", "/v1/trace/live?target=t4&count=999999999", None);
+    assert_eq!(status, 400);
+}

@@ -560,6 +560,20 @@ pub struct Trace {
     pub drop_reason: Option<String>,
 }
 
+/// `GET /v1/trace/live?target=PORT&count=N`: one JSON line per frame that came in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveFrame {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// NETWORK/NAME of the port it came in on.
+    pub port: String,
+    pub len: u32,
+    /// Its headers, in one line.
+    pub frame: String,
+    /// `forward NETWORK/NAME`, `flood`, or `drop REASON`.
+    pub verdict: String,
+}
+
 /// One decision of a [`Trace`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TraceStep {

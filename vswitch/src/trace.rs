@@ -154,6 +154,54 @@ impl FrameSpec {
     }
 }
 
+/// One line about a frame's headers (for `trace --live`); never fails, whatever the bytes.
+pub fn summarize(frame: &[u8]) -> String {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return format!("{} bytes, shorter than an Ethernet header", frame.len()) };
+    let macs = format!("{} → {}", Mac(eth.src_addr().0), Mac(eth.dst_addr().0));
+    let what = match eth.ethertype() {
+        EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()).and_then(|a| ArpRepr::parse(&a)) {
+            Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Request, source_protocol_addr, target_protocol_addr, .. }) => {
+                format!("ARP who-has {target_protocol_addr} tell {source_protocol_addr}")
+            }
+            Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_protocol_addr, source_hardware_addr, .. }) => {
+                format!("ARP reply {source_protocol_addr} is-at {source_hardware_addr}")
+            }
+            _ => "ARP".to_string(),
+        },
+        EthernetProtocol::Ipv4 => match Ipv4Packet::new_checked(eth.payload()) {
+            Ok(ip) => {
+                let (s, d) = (ip.src_addr(), ip.dst_addr());
+                match ip.next_header() {
+                    IpProtocol::Icmp => match Icmpv4Packet::new_checked(ip.payload()) {
+                        Ok(i) => format!("IPv4 {s} → {d} ICMP {}", i.msg_type()),
+                        Err(_) => format!("IPv4 {s} → {d} ICMP"),
+                    },
+                    IpProtocol::Tcp => match TcpPacket::new_checked(ip.payload()) {
+                        Ok(t) => {
+                            let flags: String = [(t.syn(), 'S'), (t.fin(), 'F'), (t.rst(), 'R'), (t.psh(), 'P'), (t.ack(), '.')]
+                                .iter()
+                                .filter_map(|&(on, c)| on.then_some(c))
+                                .collect();
+                            format!("IPv4 {s}:{} → {d}:{} TCP [{flags}] {} bytes", t.src_port(), t.dst_port(), t.payload().len())
+                        }
+                        Err(_) => format!("IPv4 {s} → {d} TCP"),
+                    },
+                    IpProtocol::Udp => match UdpPacket::new_checked(ip.payload()) {
+                        Ok(u) => format!("IPv4 {s}:{} → {d}:{} UDP {} bytes", u.src_port(), u.dst_port(), u.payload().len()),
+                        Err(_) => format!("IPv4 {s} → {d} UDP"),
+                    },
+                    other => format!("IPv4 {s} → {d} {other}"),
+                }
+            }
+            // Snapped short: the header may be cut.
+            Err(_) => "IPv4".to_string(),
+        },
+        EthernetProtocol::Ipv6 => "IPv6".to_string(),
+        other => format!("ethertype {other}"),
+    };
+    format!("{macs} {what}")
+}
+
 /// A standard query (recursion desired) for `name`, type A, class IN.
 fn dns_query(name: &str) -> Result<Vec<u8>, BuildError> {
     let bad = || BuildError::BadName(name.to_string());
@@ -218,6 +266,19 @@ mod tests {
         assert_eq!(arp.len(), 60);
         assert_eq!(&arp[12..14], &[0x08, 0x06]);
         assert_eq!(spec(Proto::Icmp).to_string(), "02:42:0a:59:00:02 → 02:42:0a:59:00:03 IPv4 10.89.0.2 → 10.89.0.3 ICMP echo request");
+    }
+
+    #[test]
+    fn summaries_say_what_the_frame_is() {
+        let ping = spec(Proto::Icmp).build().unwrap();
+        assert!(summarize(&ping).ends_with("IPv4 10.89.0.2 → 10.89.0.3 ICMP echo request"), "{}", summarize(&ping));
+        assert!(summarize(&spec(Proto::Tcp).build().unwrap()).contains("10.89.0.2:40000 → 10.89.0.3:53 TCP [S] 0 bytes"));
+        assert!(summarize(&spec(Proto::Arp).build().unwrap()).ends_with("ARP who-has 10.89.0.3 tell 10.89.0.2"));
+        assert!(summarize(&spec(Proto::Udp).build().unwrap()).contains("UDP 20 bytes"));
+        assert_eq!(summarize(&[1, 2, 3]), "3 bytes, shorter than an Ethernet header");
+        for len in 0..ping.len() {
+            let _ = summarize(&ping[..len]);
+        }
     }
 
     #[test]

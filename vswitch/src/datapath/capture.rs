@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::segment;
+use crate::switch::Verdict;
 use crate::types::PortId;
 
 /// Which way a frame went through a port, as the pcapng `epb_flags` direction bits say.
@@ -40,6 +41,8 @@ pub struct Captured {
     pub gso_type: u8,
     /// The Ethernet frame (no virtio header), at most the snap length.
     pub data: Vec<u8>,
+    /// What the switch decided for a frame coming in (`trace --live`), when known.
+    pub verdict: Option<Verdict>,
 }
 
 /// One running capture.
@@ -49,6 +52,8 @@ pub struct Session {
     ports: Vec<PortId>,
     snaplen: usize,
     tx: mpsc::Sender<Captured>,
+    /// Only frames coming in from the ports (`trace --live`).
+    in_only: bool,
     /// Frames still wanted; `u64::MAX` for no limit.
     remaining: AtomicU64,
     pub captured: AtomicU64,
@@ -60,7 +65,10 @@ impl Session {
         self.id
     }
 
-    fn offer(&self, hub: &Hub, port: PortId, dir: Dir, buf: &[u8], hdr: usize) {
+    fn offer(&self, hub: &Hub, port: PortId, dir: Dir, buf: &[u8], hdr: usize, verdict: Option<Verdict>) {
+        if self.in_only && dir == Dir::Out {
+            return;
+        }
         let mut left = self.remaining.load(Relaxed);
         loop {
             if left == 0 {
@@ -79,7 +87,7 @@ impl Session {
         let frame = buf.get(hdr..).unwrap_or_default();
         let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let data = frame[..frame.len().min(self.snaplen)].to_vec();
-        let c = Captured { port, dir, ts, orig_len: frame.len() as u32, gso_size, gso_type, data };
+        let c = Captured { port, dir, ts, orig_len: frame.len() as u32, gso_size, gso_type, data, verdict };
         match self.tx.try_send(c) {
             Ok(()) => {
                 self.captured.fetch_add(1, Relaxed);
@@ -119,7 +127,8 @@ const QUEUE_BYTES: usize = 16 << 20;
 impl Hub {
     /// Starts capturing `ports`: at most `count` frames (`None`: until the receiver is dropped),
     /// each cut to `snaplen` bytes. Remove it with [`Hub::remove`] when done.
-    pub fn add(&self, ports: Vec<PortId>, snaplen: usize, count: Option<u64>) -> (Arc<Session>, mpsc::Receiver<Captured>) {
+    /// `in_only`: frames coming in only, each with its verdict (`trace --live`).
+    pub fn add(&self, ports: Vec<PortId>, snaplen: usize, count: Option<u64>, in_only: bool) -> (Arc<Session>, mpsc::Receiver<Captured>) {
         let depth = (QUEUE_BYTES / snaplen.max(1)).clamp(64, QUEUE_FRAMES);
         let (tx, rx) = mpsc::channel(depth);
         let s = Arc::new(Session {
@@ -127,6 +136,7 @@ impl Hub {
             ports,
             snaplen,
             tx,
+            in_only,
             remaining: AtomicU64::new(count.unwrap_or(u64::MAX)),
             captured: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -187,9 +197,14 @@ impl View {
     /// Copies the frame in `buf` (after a virtio header of `hdr` bytes) to every session that
     /// captures `port`. Call only when [`View::on`].
     pub fn offer(&self, port: PortId, dir: Dir, buf: &[u8], hdr: usize) {
+        self.offer_decided(port, dir, buf, hdr, None);
+    }
+
+    /// [`View::offer`] with the switch's verdict for a frame coming in.
+    pub fn offer_decided(&self, port: PortId, dir: Dir, buf: &[u8], hdr: usize, verdict: Option<Verdict>) {
         for s in self.sessions.iter() {
             if s.ports.contains(&port) {
-                s.offer(&self.hub, port, dir, buf, hdr);
+                s.offer(&self.hub, port, dir, buf, hdr, verdict);
             }
         }
     }
@@ -205,7 +220,7 @@ mod tests {
         let mut v = View::new(hub.clone());
         v.refresh();
         assert!(!v.on);
-        let (s, mut rx) = hub.add(vec![PortId(3)], 20, Some(2));
+        let (s, mut rx) = hub.add(vec![PortId(3)], 20, Some(2), false);
         v.refresh();
         assert!(v.on);
         let frame = [7u8; 60];
@@ -227,7 +242,7 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let hub = Arc::new(Hub::default());
         let mut v = View::new(hub.clone());
-        let (s, _rx) = hub.add(vec![PortId(1)], 65535, None);
+        let (s, _rx) = hub.add(vec![PortId(1)], 65535, None, false);
         v.refresh();
         let frame = [1u8; 100];
         for _ in 0..1000 {
@@ -243,7 +258,7 @@ mod tests {
     fn super_frames_lose_the_virtio_header_and_keep_gso_size() {
         let hub = Arc::new(Hub::default());
         let mut v = View::new(hub.clone());
-        let (_s, mut rx) = hub.add(vec![PortId(1)], 65535, None);
+        let (_s, mut rx) = hub.add(vec![PortId(1)], 65535, None, false);
         v.refresh();
         let mut buf = vec![0u8; 12 + 100];
         buf[0] = segment::F_NEEDS_CSUM;

@@ -828,10 +828,10 @@ impl Engine {
         for i in 0..n {
             let (port, hdr) = self.slot_port[i];
             let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
-            if self.cap.on {
-                self.cap.offer(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr);
-            }
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
+            if self.cap.on {
+                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr, Some(self.verdicts[i]));
+            }
             if grant {
                 self.grant_for(now, i, &mut last_grant);
             }
@@ -1137,7 +1137,7 @@ impl Engine {
         }
         self.reply[..VNET_HDR_LEN].fill(0);
         if self.cap.on {
-            self.cap.offer(gw_port, capture::Dir::In, &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n], 0);
+            self.cap.offer_decided(gw_port, capture::Dir::In, &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n], 0, Some(verdict));
             for &to in &self.gw_out {
                 self.cap.offer(to, capture::Dir::Out, &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n], 0);
             }
@@ -1162,7 +1162,7 @@ impl Engine {
             let hdr = *vnet_hdr_len;
             let Some(len) = egress_frame(&mut o, hdr) else { continue };
             if self.cap.on {
-                self.cap.offer(o.gw_port, capture::Dir::In, &o.buf[VNET_HDR_LEN - hdr..], hdr);
+                self.cap.offer_decided(o.gw_port, capture::Dir::In, &o.buf[VNET_HDR_LEN - hdr..], hdr, Some(Verdict::Forward(o.to)));
                 self.cap.offer(o.to, capture::Dir::Out, &o.buf[VNET_HDR_LEN - hdr..], hdr);
             }
             let ok = write_frame(file, &o.buf[VNET_HDR_LEN - hdr..]);

@@ -368,10 +368,10 @@ impl Engine {
             }
             for (i, &port) in ingress.iter().enumerate().take(n) {
                 let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
-                if self.cap.on {
-                    self.cap.offer(port, super::capture::Dir::In, frame, 0);
-                }
                 self.verdicts[i] = self.switch.handle_frame(now, port, frame, false);
+                if self.cap.on {
+                    self.cap.offer_decided(port, super::capture::Dir::In, frame, 0, Some(self.verdicts[i]));
+                }
             }
             let mut i = 0;
             while i < n {

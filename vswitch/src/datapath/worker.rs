@@ -434,7 +434,7 @@ impl Worker {
         bump(&p.tap.stats.rx_packets, 1);
         bump(&p.tap.stats.rx_bytes, bytes);
         if self.cap.on {
-            self.cap.offer(port, super::capture::Dir::In, buf, hdr);
+            self.cap.offer_decided(port, super::capture::Dir::In, buf, hdr, Some(crate::switch::Verdict::Forward(c.to)));
             self.cap.offer(c.to, super::capture::Dir::Out, buf, hdr);
         }
         if write_frame(&c.out.file, buf) {

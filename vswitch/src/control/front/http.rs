@@ -92,6 +92,8 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<BoxBody<B
     let query = req.uri().query().unwrap_or("").to_string();
     let reply = if method == Method::GET && path == CAPTURE {
         capture(control, &query).await
+    } else if method == Method::GET && path == LIVE_TRACE {
+        live_trace(control, &query).await
     } else {
         route(control, req, &method, &path, &query).await.map(|r| r.map(BodyExt::boxed))
     };
@@ -106,19 +108,37 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Response<BoxBody<B
 
 /// `GET /v1/capture?target=…&count=…&snaplen=…`: pcapng, streamed (chunked) while it runs.
 const CAPTURE: &str = "/v1/capture";
+/// `GET /v1/trace/live?target=…&count=…`: JSON lines, one per frame, with its verdict.
+const LIVE_TRACE: &str = "/v1/trace/live";
 
 async fn capture(control: &Control, query: &str) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
     let req = crate::control::ops::capture::CaptureRequest::from_query(query)?;
-    let stream = control.capture(&req).await?;
-    let mut r = Response::new(BoxBody::new(CaptureBody(stream)));
-    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/vnd.tcpdump.pcapng"));
-    Ok(r)
+    let mut stream = control.capture(&req).await?;
+    Ok(streaming(move |cx| stream.poll_chunk(cx), "application/vnd.tcpdump.pcapng"))
 }
 
-/// A capture as an HTTP body: hyper drops it when the client goes, which ends the capture.
-struct CaptureBody(crate::control::ops::capture::CaptureStream);
+async fn live_trace(control: &Control, query: &str) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
+    let mut stream = control.live_trace(query).await?;
+    Ok(streaming(move |cx| stream.poll_chunk(cx), "application/x-ndjson"))
+}
 
-impl hyper::body::Body for CaptureBody {
+/// A response whose body comes from `next` as it has something (chunked); hyper drops the body
+/// when the client goes, which ends what feeds it.
+fn streaming<F>(next: F, content_type: &'static str) -> Response<BoxBody<Bytes, Infallible>>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Vec<u8>>> + Send + Sync + Unpin + 'static,
+{
+    let mut r = Response::new(BoxBody::new(ChunkBody(next)));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+struct ChunkBody<F>(F);
+
+impl<F> hyper::body::Body for ChunkBody<F>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Vec<u8>>> + Unpin,
+{
     type Data = Bytes;
     type Error = Infallible;
 
@@ -126,7 +146,7 @@ impl hyper::body::Body for CaptureBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
-        self.get_mut().0.poll_chunk(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(Bytes::from(b)))))
+        (self.get_mut().0)(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(Bytes::from(b)))))
     }
 }
 
@@ -229,6 +249,7 @@ fn known_path(segs: &[&str]) -> bool {
             | ["egress"]
             | ["capture"]
             | ["trace"]
+            | ["trace", "live"]
     )
 }
 

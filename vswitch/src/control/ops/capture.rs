@@ -189,7 +189,7 @@ impl CaptureStream {
             };
             writer.write_pcapng_block(idb).map_err(fail)?;
         }
-        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), req.snaplen, req.count);
+        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), req.snaplen, req.count, false);
         Ok(CaptureStream {
             hub,
             session,

@@ -6,12 +6,17 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use super::capture::CaptureRequest;
 use super::Control;
-use crate::api::{ApiError, Endpoint, ErrorCode, Network, Trace, TraceRequest, TraceStep};
+use crate::api::{ApiError, Endpoint, ErrorCode, LiveFrame, Network, Trace, TraceRequest, TraceStep};
 use crate::control::model::internal;
+use crate::datapath::capture::{Captured, Hub, Session};
+use crate::switch::Verdict;
 use crate::trace::{FrameSpec, Proto};
-use crate::types::Mac;
+use crate::types::{Mac, PortId};
 
 /// Source port of a built TCP or UDP frame when none is given.
 const DEFAULT_SRC_PORT: u16 = 40000;
@@ -112,10 +117,114 @@ impl Control {
     }
 }
 
+/// Frames a live trace shows when no count is given, and the most it may ask for.
+const LIVE_DEFAULT: u64 = 10;
+const LIVE_MAX: u64 = 100_000;
+/// Bytes of each frame a live trace looks at: enough for the headers.
+const LIVE_SNAPLEN: usize = 128;
+
+/// `vswitchctl trace --live`: the verdicts of the next frames that come in on some ports, as
+/// JSON lines. Dropping it stops it.
+pub struct LiveTrace {
+    hub: Arc<Hub>,
+    session: Arc<Session>,
+    rx: tokio::sync::mpsc::Receiver<Captured>,
+    names: HashMap<PortId, String>,
+    count: u64,
+    seen: u64,
+}
+
+impl std::fmt::Debug for LiveTrace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTrace").field("session", &self.session.id()).field("seen", &self.seen).finish()
+    }
+}
+
+impl Drop for LiveTrace {
+    fn drop(&mut self) {
+        self.hub.remove(self.session.id());
+    }
+}
+
+impl LiveTrace {
+    /// The next JSON lines; `None` once `count` frames were shown.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        while self.seen < self.count {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(c)) => {
+                    self.seen += 1;
+                    let name = |p: PortId| self.names.get(&p).cloned().unwrap_or_else(|| format!("port {p}"));
+                    let verdict = match c.verdict {
+                        Some(Verdict::Forward(p)) => format!("forward {}", name(p)),
+                        Some(Verdict::Flood) => "flood".to_string(),
+                        Some(Verdict::Drop(r)) => format!("drop {r}"),
+                        None => "-".to_string(),
+                    };
+                    let line = LiveFrame {
+                        time: c.ts.as_secs_f64(),
+                        port: name(c.port),
+                        len: c.orig_len,
+                        frame: crate::trace::summarize(&c.data),
+                        verdict,
+                    };
+                    if serde_json::to_writer(&mut out, &line).is_ok() {
+                        out.push(b'\n');
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.seen = self.count;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if !out.is_empty() {
+            Poll::Ready(Some(out))
+        } else if self.seen >= self.count {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// `target=…&count=…` of a live trace.
+///
+/// # Errors
+/// `invalid_request` naming what is wrong.
+pub fn live_request(query: &str) -> Result<(CaptureRequest, u64), ApiError> {
+    let mut req = CaptureRequest::from_query(query)?;
+    let count = req.count.unwrap_or(LIVE_DEFAULT);
+    if count > LIVE_MAX {
+        return Err(bad(format!("count must be at most {LIVE_MAX} for a live trace")));
+    }
+    req.count = Some(count);
+    req.snaplen = LIVE_SNAPLEN;
+    Ok((req, count))
+}
+
+impl Control {
+    /// Starts showing the verdicts of the next frames that come in on the target's ports.
+    ///
+    /// # Errors
+    /// As [`Control::capture`].
+    pub async fn live_trace(&self, query: &str) -> Result<LiveTrace, ApiError> {
+        let (req, count) = live_request(query)?;
+        let m = self.model.lock().await;
+        let rows = m.port_rows();
+        let peers: Vec<String> = m.peers().into_iter().map(|p| p.public_key).collect();
+        let names: HashMap<_, _> = m.port_names().into_iter().map(|(id, (network, name))| (id, format!("{network}/{name}"))).collect();
+        drop(m);
+        let ports = super::capture::resolve(&rows, &peers, &req)?;
+        let hub = self.dp.capture.clone();
+        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), LIVE_SNAPLEN, Some(count), true);
+        Ok(LiveTrace { hub, session, rx, names, count, seen: 0 })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::PortId;
 
     fn net() -> Network {
         serde_json::from_value(serde_json::json!({
