@@ -32,8 +32,8 @@
 //! | GET | /v1/networks/{name}/dns | | [`DnsUpstreams`] |
 //! | PUT | /v1/networks/{name}/dns | [`DnsUpstreamsSet`] | [`DnsUpstreams`] |
 //! | POST | /v1/trace | [`TraceRequest`] | [`Trace`] |
-//! | GET | /v1/trace/live?target=PORT[&count=N] | | JSON lines of [`LiveFrame`], streamed |
-//! | GET | /v1/capture?target=T[&count=N][&snaplen=B] | | pcapng, streamed (chunked) |
+//! | GET | /v1/trace/live?target=PORT\[&count=N\] | | JSON lines of [`LiveFrame`], streamed |
+//! | GET | /v1/capture?target=T\[&count=N\]\[&snaplen=B\] | | pcapng, streamed (chunked) |
 //! | GET | /metrics (outside /v1) | | Prometheus text format 0.0.4 |
 
 use std::collections::BTreeMap;
