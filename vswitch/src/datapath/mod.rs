@@ -75,11 +75,46 @@ pub struct DnsCounters {
     pub forward_answers: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
+    /// How long forwarded queries took upstream (answered or not), observed by the forwarder.
+    pub forward_latency: LatencyHistogram,
 }
 
 impl DnsCounters {
     pub fn add(counter: &std::sync::atomic::AtomicU64) {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds, in seconds, of [`LatencyHistogram`]'s buckets (the last one is +Inf).
+pub const LATENCY_BOUNDS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A fixed-bucket latency histogram of atomics (one relaxed add per observation).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BOUNDS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, buckets as (upper bound, observations in that bucket alone),
+    /// +Inf last: the text encoder makes them cumulative).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            total += n;
+            out.push((LATENCY_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, total, out)
     }
 }
 

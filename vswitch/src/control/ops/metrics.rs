@@ -160,6 +160,13 @@ impl Control {
         set(&fam.counter("dns_forward_answers", "Upstream DNS answers relayed back"), vec![], d.forward_answers.load(Relaxed));
         set(&fam.counter("dns_failures", "Forwarded DNS queries answered SERVFAIL"), vec![], d.failures.load(Relaxed));
         set(&fam.counter("dns_dropped", "DNS queries dropped unanswered"), vec![], d.dropped.load(Relaxed));
+        let (sum, count, buckets) = d.forward_latency.snapshot();
+        fam.reg.register_with_unit(
+            "dns_forward_duration",
+            "How long forwarded DNS queries took at the upstreams (answered or not)",
+            prometheus_client::registry::Unit::Seconds,
+            FixedHistogram { sum, count, buckets },
+        );
 
         // Tunnel peers.
         let p_rx = fam.counter("peer_rx_packets", "Datagrams received from a tunnel peer and authenticated");
@@ -263,6 +270,25 @@ impl Control {
     }
 }
 
+/// A histogram whose counts were taken elsewhere (atomics), encoded as they are.
+#[derive(Debug)]
+struct FixedHistogram {
+    sum: f64,
+    count: u64,
+    /// Per bucket (not cumulative), +Inf last.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl prometheus_client::encoding::EncodeMetric for FixedHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
+    }
+}
+
 /// What `/proc/self` tells about this process.
 #[derive(Debug, Default)]
 struct ProcessStats {
@@ -297,11 +323,26 @@ mod tests {
         set(&rx, vec![("network", "net1".into()), ("port", "c1".into())], 20);
         let g = fam.gauge("fdb_entries", "Entries");
         gauge(&g, vec![], 3);
+        let h = crate::datapath::LatencyHistogram::default();
+        h.observe(std::time::Duration::from_millis(3));
+        h.observe(std::time::Duration::from_secs(9));
+        let (sum, count, buckets) = h.snapshot();
+        fam.reg.register_with_unit(
+            "dns_forward_duration",
+            "Latency",
+            prometheus_client::registry::Unit::Seconds,
+            FixedHistogram { sum, count, buckets },
+        );
         let mut out = String::new();
         prometheus_text::encode(&mut out, &reg).unwrap();
         assert!(out.contains("# TYPE vswitch_port_rx_packets_total counter\n"), "{out}");
         assert!(out.contains("vswitch_port_rx_packets_total{network=\"net1\",port=\"c1\"} 20\n"), "{out}");
         assert!(out.contains("vswitch_fdb_entries 3\n"), "{out}");
+        assert!(out.contains("# TYPE vswitch_dns_forward_duration_seconds histogram\n"), "{out}");
+        assert!(out.contains("vswitch_dns_forward_duration_seconds_bucket{le=\"0.0025\"} 0\n"), "{out}");
+        assert!(out.contains("vswitch_dns_forward_duration_seconds_bucket{le=\"0.005\"} 1\n"), "{out}");
+        assert!(out.contains("vswitch_dns_forward_duration_seconds_bucket{le=\"+Inf\"} 2\n"), "{out}");
+        assert!(out.contains("vswitch_dns_forward_duration_seconds_count 2\n"), "{out}");
     }
 
     #[test]
