@@ -64,6 +64,7 @@ fn metrics_on_the_socket_pass_promtool_and_match_port_counters() {
         "vswitch_build_info",
         "vswitch_process_resident_memory_bytes",
         "vswitch_process_open_fds",
+        "vswitch_dns_forward_duration_seconds_count",
     ] {
         assert!(text.lines().any(|l| l.starts_with(name)), "{name} missing:\n{text}");
     }
