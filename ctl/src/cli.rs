@@ -100,6 +100,64 @@ pub enum Command {
     /// Datapath threads that read container TAPs: ports each reads, frames it forwarded itself,
     /// frames it handed to the main datapath thread
     Workers,
+    /// Capture the frames of an endpoint, a network or a tunnel peer to pcapng, as the switch
+    /// sees them (direction and port in the pcapng metadata)
+    Capture(CaptureArgs),
+    /// Run a frame built from FRAME-SPEC through the switch without sending it, and show each
+    /// decision: learning, MAC table lookup, flood set, gateway, DNS, egress policy, drop reason
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The network the frame is on
+    #[arg(value_parser = NonEmptyStringValueParser::new(), required_unless_present = "live")]
+    pub network: Option<String>,
+    /// The endpoint it comes from (source MAC and address default to its own)
+    #[arg(long = "in", value_name = "ENDPOINT", value_parser = NonEmptyStringValueParser::new(), required_unless_present = "live")]
+    pub in_port: Option<String>,
+    /// Instead: show the verdicts of the next real frames coming in on this endpoint
+    /// (NAME or NETWORK/NAME; a network: all its ports)
+    #[arg(long, value_name = "PORT", conflicts_with_all = ["network", "in_port", "src_mac", "dst_mac", "src_ip", "dst_ip", "proto", "src_port", "dst_port", "dns_name"])]
+    pub live: Option<String>,
+    /// With --live: how many frames (default 10)
+    #[arg(short = 'c', long, value_name = "COUNT", requires = "live", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    #[arg(long, value_name = "MAC")]
+    pub src_mac: Option<Mac>,
+    /// Default: the MAC of the endpoint that has --dst-ip (the gateway's beyond the subnet)
+    #[arg(long, value_name = "MAC")]
+    pub dst_mac: Option<Mac>,
+    #[arg(long, value_name = "IP")]
+    pub src_ip: Option<std::net::Ipv4Addr>,
+    #[arg(long, value_name = "IP")]
+    pub dst_ip: Option<std::net::Ipv4Addr>,
+    /// icmp (echo request, the default), tcp (a SYN), udp (the default with --dport) or arp
+    #[arg(long, value_name = "PROTO")]
+    pub proto: Option<String>,
+    #[arg(long = "sport", value_name = "PORT")]
+    pub src_port: Option<u16>,
+    #[arg(long = "dport", value_name = "PORT")]
+    pub dst_port: Option<u16>,
+    /// For UDP to port 53: the name asked (default: the --in endpoint's own)
+    #[arg(long = "name", value_name = "NAME")]
+    pub dns_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CaptureArgs {
+    /// An endpoint (NAME or NETWORK/NAME), a network (all its ports) or a peer (peer:KEYPREFIX)
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    pub target: String,
+    /// Stop after this many frames (default: until interrupted)
+    #[arg(short = 'c', long, value_name = "COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Bytes kept of each frame (default 262144: all)
+    #[arg(short = 's', long, value_name = "SNAPLEN")]
+    pub snaplen: Option<usize>,
+    /// Where the pcapng goes: a file, or - for stdout (e.g. `| tshark -r -`)
+    #[arg(short = 'w', long = "write", value_name = "FILE", required = true)]
+    pub write: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -170,6 +170,105 @@ async fn send(socket: &Path, call: &Call) -> Result<Reply, Failure> {
     Ok(Reply { status, body })
 }
 
+/// Makes one request and hands each piece of a successful answer's body to `sink` as it
+/// arrives, for as long as the daemon sends (no timeout: a capture runs until it is done).
+///
+/// # Errors
+/// The daemon's refusal, a lost connection, or `sink`'s error.
+pub fn stream(socket: &Path, call: &Call, sink: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> Result<(), Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Failure::Local(format!("cannot start the I/O runtime: {e}")))?;
+    rt.block_on(async {
+        let transport = |e: hyper::Error| Failure::Transport { socket: socket.to_path_buf(), reason: hyper_reason(&e) };
+        let stream = UnixStream::connect(socket).await.map_err(|e| connect_failure(socket, &e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(transport)?;
+        let conn = tokio::spawn(conn);
+        let req = Request::builder()
+            .method(call.method.clone())
+            .uri(&call.path)
+            .header(HOST, "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| Failure::Local(format!("bad request {:?}: {e}", call.path)))?;
+        let resp = tokio::time::timeout(TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| Failure::Transport { socket: socket.to_path_buf(), reason: format!("no answer within {}s", TIMEOUT.as_secs()) })?
+            .map_err(transport)?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(transport)?.to_bytes();
+            return Err(Failure::from_error_reply(status, &bytes));
+        }
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.map_err(transport)?.data_ref() {
+                // A closed stdout (`| head`) ends the capture quietly.
+                if let Err(e) = sink(data) {
+                    if e.kind() == io::ErrorKind::BrokenPipe {
+                        break;
+                    }
+                    return Err(Failure::Local(format!("cannot write the capture: {}", io_reason(&e))));
+                }
+            }
+        }
+        conn.abort();
+        Ok(())
+    })
+}
+
+/// Counts the packets of a pcapng stream as it goes by, and reads the drops the switch noted
+/// in its closing interface statistics.
+#[derive(Default)]
+pub struct PcapngSummary {
+    pending: Vec<u8>,
+    parser: Option<pcap_file::pcapng::PcapNgParser>,
+    pub packets: u64,
+    pub dropped: Option<u64>,
+}
+
+impl std::fmt::Debug for PcapngSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcapngSummary").field("packets", &self.packets).field("dropped", &self.dropped).finish()
+    }
+}
+
+impl PcapngSummary {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+        use pcap_file::pcapng::Block;
+        self.pending.extend_from_slice(chunk);
+        let mut rest: &[u8] = &self.pending;
+        if self.parser.is_none() {
+            match pcap_file::pcapng::PcapNgParser::new(rest) {
+                Ok((r, p)) => {
+                    rest = r;
+                    self.parser = Some(p);
+                }
+                Err(_) => return,
+            }
+        }
+        let Some(parser) = self.parser.as_mut() else { return };
+        while let Ok((r, block)) = parser.next_block(rest) {
+            match block {
+                Block::EnhancedPacket(_) => self.packets += 1,
+                Block::InterfaceStatistics(s) => {
+                    for o in &s.options {
+                        if let InterfaceStatisticsOption::IsbIfDrop(n) = o {
+                            *self.dropped.get_or_insert(0) += n;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            rest = r;
+        }
+        let used = self.pending.len() - rest.len();
+        self.pending.drain(..used);
+    }
+}
+
 fn connect_failure(socket: &Path, e: &io::Error) -> Failure {
     use std::os::unix::fs::FileTypeExt;
     // Connecting to a file that is no socket (`--socket /etc/passwd`) is "connection refused":

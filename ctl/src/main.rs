@@ -12,11 +12,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use vswitch::api::{
     AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
-    FdbStats, Flushed, GcReport, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule,
-    TunnelKey, Version, WorkerInfo, PREFIX,
+    FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication,
+    PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
-use ctl::cli::{AttachArgs, Cli, CniCmd, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd};
+use ctl::cli::{
+    AttachArgs, CaptureArgs, Cli, CniCmd, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd,
+    TraceArgs,
+};
 use ctl::client::{decode, enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use ctl::error::Failure;
 use ctl::{cli, client, error, output};
@@ -56,6 +59,12 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
     if let (Command::Version, false) = (command, json) {
         // The client's version is worth printing even when the daemon is down.
         write_stdout(&output::version_client(env!("CARGO_PKG_VERSION")));
+    }
+    if let Command::Capture(args) = command {
+        return capture(args, socket);
+    }
+    if let Command::Trace(TraceArgs { live: Some(port), count, .. }) = command {
+        return live_trace(port, *count, json, socket);
     }
     let call = plan(command)?;
     let reply = client::call(socket, &call)?;
@@ -165,6 +174,22 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Published => Call::get(format!("{PREFIX}/publish")),
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
         Command::Workers => Call::get(format!("{PREFIX}/workers")),
+        Command::Capture(_) => return Err(Failure::Local("capture streams: see capture()".into())),
+        Command::Trace(t) => Call::post(
+            format!("{PREFIX}/trace"),
+            &TraceRequest {
+                network: t.network.clone().unwrap_or_default(),
+                in_port: t.in_port.clone().unwrap_or_default(),
+                src_mac: t.src_mac,
+                dst_mac: t.dst_mac,
+                src_ip: t.src_ip,
+                dst_ip: t.dst_ip,
+                proto: t.proto.clone(),
+                src_port: t.src_port,
+                dst_port: t.dst_port,
+                dns_name: t.dns_name.clone(),
+            },
+        ),
     })
 }
 
@@ -241,6 +266,60 @@ fn json_out(reply: &Reply) -> Result<String, Failure> {
         .ok_or_else(|| Failure::BadAnswer { status: reply.status, detail: error::snippet(&reply.body) })
 }
 
+/// `capture`: streams the daemon's pcapng to a file or stdout; a summary on stderr at the end.
+fn capture(args: &CaptureArgs, socket: &Path) -> Result<String, Failure> {
+    let mut path = format!("{PREFIX}/capture?target={}", enc(&args.target));
+    if let Some(c) = args.count {
+        path.push_str(&format!("&count={c}"));
+    }
+    if let Some(s) = args.snaplen {
+        path.push_str(&format!("&snaplen={s}"));
+    }
+    let to_stdout = args.write.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(&args.write)
+            .map_err(|e| Failure::Local(format!("cannot create {}: {}", args.write.display(), client::io_reason(&e))))?;
+        Box::new(f)
+    };
+    let mut summary = client::PcapngSummary::default();
+    client::stream(socket, &Call::get(path), &mut |chunk: &[u8]| {
+        summary.feed(chunk);
+        out.write_all(chunk).and_then(|()| out.flush())
+    })?;
+    let where_to = if to_stdout { "stdout".to_string() } else { args.write.display().to_string() };
+    let mut line = format!("{} frames captured to {where_to}", summary.packets);
+    if let Some(dropped) = summary.dropped {
+        line.push_str(&format!(", {dropped} dropped by the switch (the capture could not keep up)"));
+    }
+    let _ = writeln!(io::stderr().lock(), "{line}");
+    Ok(String::new())
+}
+
+/// `trace --live PORT`: one line per frame that comes in, with the switch's verdict.
+fn live_trace(port: &str, count: Option<u64>, json: bool, socket: &Path) -> Result<String, Failure> {
+    let mut path = format!("{PREFIX}/trace/live?target={}", enc(port));
+    if let Some(c) = count {
+        path.push_str(&format!("&count={c}"));
+    }
+    let mut pending = Vec::new();
+    let mut out = io::stdout().lock();
+    client::stream(socket, &Call::get(path), &mut |chunk: &[u8]| {
+        pending.extend_from_slice(chunk);
+        while let Some(i) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=i).collect();
+            if json {
+                out.write_all(&line)?;
+            } else if let Ok(f) = serde_json::from_slice::<LiveFrame>(&line) {
+                writeln!(out, "{}", output::live_frame(&f))?;
+            }
+        }
+        out.flush()
+    })?;
+    Ok(String::new())
+}
+
 fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
     Ok(match command {
         Command::Version => output::version_daemon(&decode::<Version>(reply)?),
@@ -277,6 +356,8 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
         Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
+        Command::Capture(_) => String::new(),
+        Command::Trace(_) => output::trace(&decode::<Trace>(reply)?),
     })
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, Network, NetworkDetail, Peer, PortInfo,
-    Publication, TunnelKey, Version, WorkerInfo,
+    DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network, NetworkDetail, Peer,
+    PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -608,6 +608,29 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// `trace --live`: one frame that came in and its verdict.
+pub fn live_frame(f: &LiveFrame) -> String {
+    let secs = f.time.rem_euclid(86_400.0);
+    let (h, m, s) = ((secs / 3600.0) as u32, (secs / 60.0 % 60.0) as u32, secs % 60.0);
+    format!("{h:02}:{m:02}:{s:09.6} {} {} bytes: {} → {}", f.port, f.len, f.frame, f.verdict)
+}
+
+/// `trace`: the frame, each decision, the verdict.
+pub fn trace(t: &Trace) -> String {
+    let mut out = format!("frame   {}\n", t.frame);
+    let step_w = t.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    let result_w = t.steps.iter().map(|s| s.result.len()).max().unwrap_or(0);
+    for s in &t.steps {
+        let _ = writeln!(out, "  {:<step_w$}  {:<result_w$}  {}", s.step, s.result, s.detail);
+    }
+    let _ = write!(out, "verdict {}", t.verdict);
+    if let Some(r) = &t.drop_reason {
+        let _ = write!(out, " ({r})");
+    }
+    out.push('\n');
+    out
 }
 
 #[cfg(test)]

@@ -573,3 +573,28 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Makes sure each `(command, Debian package)` is there, installing the missing packages in
+/// one `apt-get` run (waiting up to 5 minutes for another apt's lock; wireshark's setuid
+/// question preseeded to "no").
+pub fn ensure_commands(wanted: &[(&str, &str)]) {
+    let have =
+        |c: &str| Command::new("sh").args(["-c", &format!("command -v {c}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    let need: Vec<&str> = wanted.iter().filter(|(c, _)| !have(c)).map(|&(_, p)| p).collect();
+    if need.is_empty() {
+        return;
+    }
+    eprintln!("==> installing {} for this test", need.join(" "));
+    let script = format!(
+        "echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections; \
+         apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends {}",
+        need.join(" ")
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().expect("run apt-get");
+    assert!(out.status.success(), "apt-get install {need:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}

@@ -31,6 +31,10 @@
 //! | GET | /v1/dns/stats | | [`DnsStats`] |
 //! | GET | /v1/networks/{name}/dns | | [`DnsUpstreams`] |
 //! | PUT | /v1/networks/{name}/dns | [`DnsUpstreamsSet`] | [`DnsUpstreams`] |
+//! | POST | /v1/trace | [`TraceRequest`] | [`Trace`] |
+//! | GET | /v1/trace/live?target=PORT\[&count=N\] | | JSON lines of [`LiveFrame`], streamed |
+//! | GET | /v1/capture?target=T\[&count=N\]\[&snaplen=B\] | | pcapng, streamed (chunked) |
+//! | GET | /metrics (outside /v1) | | Prometheus text format 0.0.4 |
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -519,6 +523,76 @@ pub struct WorkerInfo {
     pub overload: u64,
     /// Worker 0 only: frames it decided for the other workers.
     pub decided_for_others: u64,
+}
+
+/// `POST /v1/trace`: a frame built from these fields, run through the switch without being
+/// sent. Left out: the source is the ingress endpoint (MAC, address); the destination MAC is
+/// that of the endpoint owning `dst_ip` (the gateway's for its own address or anything outside
+/// the subnet); `proto` is `udp` when a `dst_port` is given, else `icmp` (echo request).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    pub network: String,
+    /// The endpoint the frame comes from.
+    pub in_port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_mac: Option<Mac>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<Mac>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_ip: Option<Ipv4Addr>,
+    /// `icmp`, `tcp` (a SYN), `udp` or `arp` (a request for `dst_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_port: Option<u16>,
+    /// For UDP to port 53: the name asked (type A). Default: the ingress endpoint's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+}
+
+/// The answer to [`TraceRequest`]: each decision the switch took, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Trace {
+    pub network: String,
+    pub in_port: String,
+    /// The frame that was built, in one line.
+    pub frame: String,
+    pub steps: Vec<TraceStep>,
+    /// `forward`, `flood`, `drop`, `gateway` (answered by the switch), `egress` (leaves through
+    /// the daemon's sockets) or `refused` (egress policy).
+    pub verdict: String,
+    /// Why it was dropped or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_reason: Option<String>,
+}
+
+/// `GET /v1/trace/live?target=PORT&count=N`: one JSON line per frame that came in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveFrame {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// NETWORK/NAME of the port it came in on.
+    pub port: String,
+    pub len: u32,
+    /// Its headers, in one line.
+    pub frame: String,
+    /// `forward NETWORK/NAME`, `flood`, or `drop REASON`.
+    pub verdict: String,
+}
+
+/// One decision of a [`Trace`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceStep {
+    /// `network`, `checks`, `learning`, `lookup`, `flood`, `output`, `gateway`, `dns`, `egress`.
+    pub step: String,
+    /// What happened, in a word or two (`learned`, `hit`, `miss`, `dropped`, ...).
+    pub result: String,
+    pub detail: String,
 }
 
 /// Every error the API returns: `{"error": {"code": "...", "message": "..."}}`.

@@ -144,6 +144,7 @@ impl Entry {
 }
 
 /// The MAC table. See the [module docs](self).
+#[derive(Clone)]
 pub struct Fdb {
     cfg: FdbConfig,
     /// `max_entries`, capped to what a `u32` slot index reaches.
@@ -252,6 +253,57 @@ impl Fdb {
             self.counters.aged += 1;
         }
         self.learn_new(now, key, port)
+    }
+
+    /// What [`Fdb::learn`] would answer for the same arguments, changing nothing (for
+    /// `vswitchctl trace`). A test checks the two agree on every path.
+    pub fn preview_learn(&self, now: Duration, net: NetworkId, mac: Mac, port: PortId) -> Learn {
+        if mac.is_multicast() || mac.is_zero() {
+            return Learn::Ignored;
+        }
+        let key = Key { net, mac };
+        let mut full = self.map.len() >= self.max;
+        if let Some(e) = self.map.get(&key).and_then(|&idx| self.slots.get(idx as usize)?.as_ref()) {
+            if e.is_static {
+                return Learn::Ignored;
+            }
+            if !e.is_aged(now, self.cfg.aging) {
+                if e.port == port {
+                    return Learn::Refreshed;
+                }
+                if self.port_len(port) >= self.cfg.per_port_max {
+                    return Learn::PortLimit;
+                }
+                return Learn::Moved { from: e.port };
+            }
+            // Aged out: removed, then learned afresh.
+            full = self.map.len() > self.max;
+        }
+        if self.port_len(port) >= self.cfg.per_port_max {
+            return Learn::PortLimit;
+        }
+        if !full {
+            return Learn::Learned;
+        }
+        match self.clock_victim(now) {
+            Some(victim) => Learn::LearnedEvicting { victim },
+            None => Learn::TableFull,
+        }
+    }
+
+    /// The entry [`Fdb::evict`] would take now: from the hand on, the first learned entry not
+    /// referenced (or aged); failing that (a first turn clears every bit), the first learned one.
+    fn clock_victim(&self, now: Duration) -> Option<(NetworkId, Mac)> {
+        let n = self.slots.len();
+        let from_hand = (0..n).filter_map(|k| self.slots[(self.hand + k) % n].as_ref()).filter(|e| !e.is_static);
+        let mut first = None;
+        for e in from_hand {
+            first.get_or_insert((e.net, e.mac));
+            if !e.referenced || e.is_aged(now, self.cfg.aging) {
+                return Some((e.net, e.mac));
+            }
+        }
+        first
     }
 
     fn learn_new(&mut self, now: Duration, key: Key, port: PortId) -> Learn {
@@ -686,6 +738,27 @@ mod tests {
         assert_eq!(f.counters().learned, 5);
         assert_eq!(f.lookup(secs(1), N1, mac(10)), Some(P2));
         assert_eq!(f.lookup(secs(1), N1, mac(0)), Some(P1));
+    }
+
+    #[test]
+    fn preview_learn_agrees_with_learn() {
+        let mut f = small(4, 3);
+        let mut x: u64 = 0xfeed_f00d_1234_5678;
+        for i in 0..4_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (m, p, now) = (mac((x % 9) as u32), PortId(1 + ((x >> 8) % 3) as u32), secs(i / 40));
+            if x.is_multiple_of(97) {
+                let _ = f.add_static(N1, m, p);
+                continue;
+            }
+            let preview = f.preview_learn(now, N1, m, p);
+            let before = f.counters();
+            assert_eq!(preview, f.clone().learn(now, N1, m, p), "step {i}");
+            assert_eq!(f.counters(), before, "preview changed nothing");
+            f.learn(now, N1, m, p);
+        }
     }
 
     #[test]

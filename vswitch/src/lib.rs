@@ -13,6 +13,7 @@ pub mod api;
 pub mod fdb;
 pub mod gateway;
 pub mod switch;
+pub mod trace;
 pub mod types;
 
 #[cfg(feature = "daemon")]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
-use crate::fdb::{Fdb, FdbConfig, FdbError, Flush};
+use crate::fdb::{Fdb, FdbConfig, FdbError, Flush, Learn};
 use crate::types::{Mac, NetworkId, PortId};
 
 /// Ethernet header length: two MACs and the EtherType.
@@ -207,6 +207,59 @@ impl PortGuard {
     }
 }
 
+/// The MAC table's answer for a frame's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// Broadcast or multicast: flooded.
+    Multicast,
+    /// Learned (or static) on this port of the network.
+    Hit(PortId),
+    /// Learned on the ingress port itself: dropped.
+    Hairpin,
+    /// An entry pointing at a port of another network (only a bad static entry can): flooded.
+    Foreign(PortId),
+    /// Unknown: flooded.
+    Miss,
+}
+
+impl Lookup {
+    pub const fn verdict(self) -> Verdict {
+        match self {
+            Lookup::Hit(p) => Verdict::Forward(p),
+            Lookup::Hairpin => Verdict::Drop(DropReason::Hairpin),
+            Lookup::Multicast | Lookup::Foreign(_) | Lookup::Miss => Verdict::Flood,
+        }
+    }
+}
+
+/// [`Switch::explain`]: each decision the switch would take for a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explain {
+    /// The ingress port's network.
+    pub network: NetworkId,
+    /// What learning the source would do (`None`: the frame was refused before).
+    pub learn: Option<crate::fdb::Learn>,
+    pub lookup: Option<Lookup>,
+    pub verdict: Verdict,
+}
+
+/// The checks before learning: length, then a unicast, non-zero source. The (source,
+/// destination) MACs, or why the frame is dropped.
+fn check(frame: &[u8], max_frame: usize, gso: bool) -> Result<(Mac, Mac), DropReason> {
+    let Some(hdr) = frame.first_chunk::<ETH_HLEN>() else {
+        return Err(DropReason::TooShort);
+    };
+    if !fits(frame.len(), max_frame, gso) {
+        return Err(DropReason::TooLong);
+    }
+    let &[d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, _, _] = hdr;
+    let (dst, src) = (Mac([d0, d1, d2, d3, d4, d5]), Mac([s0, s1, s2, s3, s4, s5]));
+    if src.is_multicast() || src.is_zero() {
+        return Err(DropReason::BadSource);
+    }
+    Ok((src, dst))
+}
+
 /// A port's attachment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortConfig {
@@ -372,27 +425,27 @@ impl Switch {
     }
 
     fn decide(&mut self, now: Duration, ingress: PortId, net: NetworkId, max_frame: usize, frame: &[u8], gso: bool) -> Verdict {
-        let Some(hdr) = frame.first_chunk::<ETH_HLEN>() else {
-            return Verdict::Drop(DropReason::TooShort);
+        let (src, dst) = match check(frame, max_frame, gso) {
+            Ok(macs) => macs,
+            Err(reason) => return Verdict::Drop(reason),
         };
-        if !fits(frame.len(), max_frame, gso) {
-            return Verdict::Drop(DropReason::TooLong);
-        }
-        let &[d0, d1, d2, d3, d4, d5, s0, s1, s2, s3, s4, s5, _, _] = hdr;
-        let (dst, src) = (Mac([d0, d1, d2, d3, d4, d5]), Mac([s0, s1, s2, s3, s4, s5]));
-        if src.is_multicast() || src.is_zero() {
-            return Verdict::Drop(DropReason::BadSource);
-        }
         self.fdb.learn(now, net, src, ingress);
+        self.lookup(now, ingress, net, dst).verdict()
+    }
+
+    /// Where a frame to `dst` from `ingress` on `net` goes, without touching anything: the
+    /// second half of [`Switch::handle_frame`], shared with [`Switch::explain`].
+    fn lookup(&self, now: Duration, ingress: PortId, net: NetworkId, dst: Mac) -> Lookup {
         if dst.is_multicast() {
-            return Verdict::Flood;
+            return Lookup::Multicast;
         }
         match self.fdb.lookup(now, net, dst) {
-            Some(p) if p == ingress => Verdict::Drop(DropReason::Hairpin),
+            Some(p) if p == ingress => Lookup::Hairpin,
             // Entries only ever point at ports of their own network, unless someone wrote a
             // bad one through `fdb_mut`: then flood within the network rather than leak.
-            Some(p) if self.port_network(p) == Some(net) => Verdict::Forward(p),
-            _ => Verdict::Flood,
+            Some(p) if self.port_network(p) == Some(net) => Lookup::Hit(p),
+            Some(p) => Lookup::Foreign(p),
+            None => Lookup::Miss,
         }
     }
 
@@ -407,6 +460,30 @@ impl Switch {
     /// The guard of `port`, if it has one.
     pub fn port_guard(&self, port: PortId) -> Option<PortGuard> {
         self.port(port).and_then(|p| p.guard)
+    }
+
+    /// What [`Switch::handle_frame`] would do with `frame` from `ingress`, step by step, without
+    /// learning, counting or aging anything (for `vswitchctl trace`). `None` for an unknown port.
+    pub fn explain(&self, now: Duration, ingress: PortId, frame: &[u8], gso: bool) -> Option<Explain> {
+        let port = self.port(ingress)?;
+        let net = port.network;
+        let checked = match port.guard.and_then(|g| g.check(frame)) {
+            Some(reason) => Err(reason),
+            None => check(frame, port.max_frame, gso),
+        };
+        let (src, dst) = match checked {
+            Ok(macs) => macs,
+            Err(reason) => return Some(Explain { network: net, learn: None, lookup: None, verdict: Verdict::Drop(reason) }),
+        };
+        let learn = self.fdb.preview_learn(now, net, src, ingress);
+        // The lookup comes after learning, which may have changed the destination's entry.
+        let lookup = match learn {
+            Learn::Learned | Learn::LearnedEvicting { .. } | Learn::Moved { .. } | Learn::Refreshed if dst == src => Lookup::Hairpin,
+            Learn::PortLimit if dst == src => Lookup::Miss,
+            Learn::LearnedEvicting { victim } if victim == (net, dst) => Lookup::Miss,
+            _ => self.lookup(now, ingress, net, dst),
+        };
+        Some(Explain { network: net, learn: Some(learn), lookup: Some(lookup), verdict: lookup.verdict() })
     }
 
     /// Pins `mac` on `net` to `port`, which must be a port of `net`.
@@ -446,7 +523,6 @@ impl Switch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdb::Learn;
 
     const NET_A: NetworkId = NetworkId(10);
     const NET_B: NetworkId = NetworkId(20);
@@ -858,6 +934,50 @@ mod tests {
         let c = sw.counters(PortId(3)).unwrap();
         assert_eq!((c.tx_packets, c.tx_bytes, c.drops_of(DropReason::TxError)), (1, 60, 1));
         assert!(sw.counters_mut(PortId(1000)).is_none());
+    }
+
+    #[test]
+    fn explain_mirrors_handle_frame_and_changes_nothing() {
+        let mut sw = switch();
+        sw.handle_frame(t(0), PortId(2), &arp_request(MAC_2), false);
+        let (fdb_before, counters_before) = (sw.fdb().counters(), sw.counters(PortId(1)).cloned());
+        // To a learned MAC: learning would add MAC_1, the lookup hits port 2.
+        let e = sw.explain(t(1), PortId(1), &icmp_echo(MAC_2, MAC_1), false).unwrap();
+        assert_eq!(e.network, NET_A);
+        assert_eq!(e.learn, Some(Learn::Learned));
+        assert_eq!(e.lookup, Some(Lookup::Hit(PortId(2))));
+        assert_eq!(e.verdict, Verdict::Forward(PortId(2)));
+        // Nothing was learned or counted.
+        assert_eq!(sw.fdb().lookup(t(1), NET_A, MAC_1), None);
+        assert_eq!(sw.fdb().counters(), fdb_before);
+        assert_eq!(sw.counters(PortId(1)).cloned(), counters_before);
+        // Unknown: flood; known on the port: refreshed; bad source: dropped before learning.
+        let e = sw.explain(t(1), PortId(2), &icmp_echo(MAC_3, MAC_2), false).unwrap();
+        assert_eq!((e.learn, e.lookup, e.verdict), (Some(Learn::Refreshed), Some(Lookup::Miss), Verdict::Flood));
+        let e = sw.explain(t(1), PortId(1), &icmp_echo(MAC_2, Mac::BROADCAST), false).unwrap();
+        assert_eq!((e.learn, e.lookup, e.verdict), (None, None, Verdict::Drop(DropReason::BadSource)));
+        let e = sw.explain(t(1), PortId(1), &arp_request(MAC_1), false).unwrap();
+        assert_eq!((e.lookup, e.verdict), (Some(Lookup::Multicast), Verdict::Flood));
+        // Another network never sees MAC_2 of NET_A.
+        let e = sw.explain(t(1), PortId(4), &icmp_echo(MAC_2, MAC_1), false).unwrap();
+        assert_eq!((e.network, e.lookup), (NET_B, Some(Lookup::Miss)));
+        assert!(sw.explain(t(1), PortId(42), &arp_request(MAC_1), false).is_none());
+        // The same frames through handle_frame give the same verdicts.
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        for i in 0..5_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let macs = [MAC_1, MAC_2, MAC_3, Mac::BROADCAST];
+            let (d, s) = (macs[(x % 4) as usize], macs[((x >> 8) % 3) as usize]);
+            let port = PortId(1 + ((x >> 16) % 5) as u32);
+            let f = if x & 1 == 0 { icmp_echo(d, s) } else { arp_request(s) };
+            let explained = sw.explain(t(i / 50), port, &f, false).unwrap();
+            let mut probe = sw.fdb().clone();
+            let learned = explained.learn.map(|_| probe.learn(t(i / 50), sw.port_network(port).unwrap(), s, port));
+            assert_eq!(explained.learn, learned, "learning preview at {i}");
+            assert_eq!(explained.verdict, sw.handle_frame(t(i / 50), port, &f, false), "frame {i}");
+        }
     }
 
     #[test]

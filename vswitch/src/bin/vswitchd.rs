@@ -98,6 +98,10 @@ struct Args {
     /// Seconds after which an idle egress UDP or ICMP flow is closed.
     #[arg(long, default_value_t = 60)]
     egress_udp_idle_secs: u64,
+    /// Also serve Prometheus metrics (`GET /metrics`, nothing else) over TCP on this address
+    /// (e.g. 127.0.0.1:9469). They are always on the control socket.
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Most `--workers`.
@@ -268,6 +272,11 @@ fn run(args: Args) -> Result<(), String> {
             tracing::info!(networks, endpoints, dropped = dropped.len(), "state restored");
         }
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        if let Some(addr) = args.metrics_listen {
+            let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+            tracing::info!(%addr, "metrics on TCP");
+            tokio::spawn(vswitch::control::front::metrics::serve(tcp, control.clone()));
+        }
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         tracing::info!(socket = %socket.display(), state_dir = %state_dir.display(), offloads = !args.no_offloads, workers, rootless, userns_pid, "vswitchd ready");

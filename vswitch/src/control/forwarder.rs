@@ -55,7 +55,9 @@ pub async fn run(
         };
         DnsCounters::add(&counters.forwarded);
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let got = forward(&req.query, &targets, timeout).await;
+            counters.forward_latency.observe(started.elapsed());
             match &got {
                 Some(_) => DnsCounters::add(&counters.forward_answers),
                 None => DnsCounters::add(&counters.failures),

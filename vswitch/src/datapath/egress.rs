@@ -233,6 +233,36 @@ struct Listener {
     udp: Option<UdpSocket>,
 }
 
+/// Why egress refuses a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Egress is off for the network.
+    Off,
+    /// Loopback, multicast, broadcast, unspecified or reserved.
+    NotUnicast,
+    /// An address of one of the daemon's networks.
+    DaemonNetwork,
+    /// The host (the gateway's address or its own) on a port `--host-loopback` does not list.
+    HostPortNotListed,
+    /// The host on a port a publication of this daemon listens on.
+    DaemonListener,
+}
+
+impl Refused {
+    fn describe(self, dst: SocketAddrV4, listener: Option<String>) -> String {
+        match self {
+            Refused::Off => "egress is off for this network".into(),
+            Refused::NotUnicast => format!("{} is not a unicast address", dst.ip()),
+            Refused::DaemonNetwork => format!("{} is in a network of this daemon: switched, never routed", dst.ip()),
+            Refused::HostPortNotListed => match listener {
+                Some(l) => format!("port {} of the host is {l}, and the network does not list it in --host-loopback", dst.port()),
+                None => format!("port {} of the host is not listed in the network's --host-loopback", dst.port()),
+            },
+            Refused::DaemonListener => format!("port {} is a listener of the daemon itself ({})", dst.port(), listener.unwrap_or_default()),
+        }
+    }
+}
+
 /// Everything egress holds; owned by the datapath thread.
 pub struct Egress {
     limits: Limits,
@@ -449,7 +479,13 @@ impl Egress {
 
     /// Where a flow to `dst` really goes, if anywhere.
     fn destination(&self, gw_port: PortId, udp: bool, dst: SocketAddrV4) -> Option<SocketAddrV4> {
-        let cfg = &self.stacks.get(&gw_port)?.cfg;
+        self.route(gw_port, udp, dst).ok()
+    }
+
+    /// Where a flow to `dst` goes, or why it may not: the policy, shared by the datapath and
+    /// [`Egress::explain`].
+    fn route(&self, gw_port: PortId, udp: bool, dst: SocketAddrV4) -> Result<SocketAddrV4, Refused> {
+        let cfg = &self.stacks.get(&gw_port).ok_or(Refused::Off)?.cfg;
         let ip = *dst.ip();
         // The gateway's address stands for the host's loopback.
         let host = if ip == cfg.gw.ip {
@@ -461,17 +497,100 @@ impl Egress {
                 || ip.is_unspecified()
                 || ip.octets()[0] == 0
                 || ip.octets()[0] >= 240;
-            if special || self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
-                return None;
+            if special {
+                return Err(Refused::NotUnicast);
+            }
+            if self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
+                return Err(Refused::DaemonNetwork);
             }
             if !is_local_address(ip) {
-                return Some(dst);
+                return Ok(dst);
             }
             // The host's own addresses are the host too.
             ip
         };
-        let listed = cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port()));
-        (listed && !self.own_port(udp, host, dst.port())).then(|| SocketAddrV4::new(host, dst.port()))
+        if !cfg.host_loopback.iter().any(|&(a, b)| (a..=b).contains(&dst.port())) {
+            return Err(Refused::HostPortNotListed);
+        }
+        if self.own_port(udp, host, dst.port()) {
+            return Err(Refused::DaemonListener);
+        }
+        Ok(SocketAddrV4::new(host, dst.port()))
+    }
+
+    /// What [`Egress::feed`] would do with the IPv4 packet `ip` from `ingress`, changing
+    /// nothing (for `vswitchctl trace`): `(allowed, what happens)`.
+    pub fn explain(&self, gw_port: PortId, ingress: PortId, ip: &[u8]) -> (bool, String) {
+        let refused = |why: String| (false, why);
+        let Ok(pkt) = Ipv4Packet::new_checked(ip) else { return refused("not a valid IPv4 packet (counted as malformed)".into()) };
+        let src = pkt.src_addr();
+        match self.by_port.get(&ingress) {
+            Some(&own) if own == src => {}
+            Some(&own) => return refused(format!("source {src} is not the container's address {own} (counted as spoofed)")),
+            None => return refused(format!("the ingress port has no egress address (source {src} counted as spoofed)")),
+        }
+        if pkt.more_frags() || pkt.frag_offset() != 0 {
+            return refused("an IP fragment (counted as malformed)".into());
+        }
+        let Some(stack) = self.stacks.get(&gw_port) else { return refused("egress is off".into()) };
+        if !stack.cfg.egress {
+            return refused("the network is internal: nothing leaves it (counted as denied)".into());
+        }
+        let (proto, udp, src_port, dst_port) = match pkt.next_header() {
+            IpProtocol::Tcp => match TcpPacket::new_checked(pkt.payload()) {
+                Ok(t) => (6, false, t.src_port(), t.dst_port()),
+                Err(_) => return refused("a truncated TCP header (counted as malformed)".into()),
+            },
+            IpProtocol::Udp => match UdpPacket::new_checked(pkt.payload()) {
+                Ok(u) => (17, true, u.src_port(), u.dst_port()),
+                Err(_) => return refused("a truncated UDP header (counted as malformed)".into()),
+            },
+            IpProtocol::Icmp => match Icmpv4Packet::new_checked(pkt.payload()) {
+                Ok(i) if i.msg_type() == Icmpv4Message::EchoRequest => (1, true, i.echo_ident(), 0),
+                Ok(_) => return refused("ICMP other than echo request (counted as denied)".into()),
+                Err(_) => return refused("a truncated ICMP header (counted as malformed)".into()),
+            },
+            other => return refused(format!("protocol {other} is not forwarded (counted as denied)")),
+        };
+        let key = Key { proto, src: SocketAddrV4::new(src, src_port), dst: SocketAddrV4::new(pkt.dst_addr(), dst_port) };
+        let published = self.listeners.iter().flatten().find(|l| l.publish.container == key.src && l.udp.is_some() == udp);
+        if let Some(l) = published.filter(|_| proto != 1) {
+            return (
+                true,
+                format!(
+                    "from the container side of published port {}/{}: goes back to the client",
+                    l.local,
+                    if udp { "udp" } else { "tcp" }
+                ),
+            );
+        }
+        if self.keys.contains_key(&key) {
+            return (true, "part of an egress flow already open".into());
+        }
+        let host = match self.route(gw_port, udp, key.dst) {
+            Ok(h) if proto == 1 && h.ip().is_loopback() => return refused("the host's loopback is not pinged (counted as denied)".into()),
+            Ok(h) => h,
+            Err(r) => return refused(format!("{} (counted as denied)", r.describe(key.dst, self.listener_for(udp, key.dst)))),
+        };
+        if self.flows_of(src) >= self.limits.max_flows {
+            return refused(format!("the container holds {} flows already, its limit (counted as over_limit)", self.flows_of(src)));
+        }
+        let via = if *host.ip() == *key.dst.ip() { String::new() } else { format!(" (stands for {host})") };
+        let what = match proto {
+            6 => "a TCP connect from the daemon's own socket, then smoltcp at the gateway",
+            17 => "a UDP socket of the daemon",
+            _ => "an unprivileged ping socket of the daemon",
+        };
+        (true, format!("allowed to {}{via}: {what}", key.dst))
+    }
+
+    /// The publication listening where `dst` (seen from the host) points, if any.
+    fn listener_for(&self, udp: bool, dst: SocketAddrV4) -> Option<String> {
+        self.listeners
+            .iter()
+            .flatten()
+            .find(|l| l.udp.is_some() == udp && l.local.port() == dst.port())
+            .map(|l| format!("published port {}/{} → {}", l.local, if udp { "udp" } else { "tcp" }, l.publish.container))
     }
 
     /// Flows the container at `ip` holds now.

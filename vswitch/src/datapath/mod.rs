@@ -6,10 +6,12 @@
 //! control plane never touches this state directly: it sends closures ([`Job`]) that run on this
 //! thread between batches and answer through a oneshot channel.
 
+pub mod capture;
 pub mod dns_tcp;
 pub mod egress;
 pub mod overlay;
 pub mod segment;
+pub mod trace;
 pub mod worker;
 
 use std::collections::{HashMap, VecDeque};
@@ -73,11 +75,46 @@ pub struct DnsCounters {
     pub forward_answers: std::sync::atomic::AtomicU64,
     pub failures: std::sync::atomic::AtomicU64,
     pub dropped: std::sync::atomic::AtomicU64,
+    /// How long forwarded queries took upstream (answered or not), observed by the forwarder.
+    pub forward_latency: LatencyHistogram,
 }
 
 impl DnsCounters {
     pub fn add(counter: &std::sync::atomic::AtomicU64) {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Upper bounds, in seconds, of [`LatencyHistogram`]'s buckets (the last one is +Inf).
+pub const LATENCY_BOUNDS: [f64; 11] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// A fixed-bucket latency histogram of atomics (one relaxed add per observation).
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BOUNDS.iter().position(|&b| secs <= b).unwrap_or(LATENCY_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, buckets as (upper bound, observations in that bucket alone),
+    /// +Inf last: the text encoder makes them cumulative).
+    pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(self.buckets.len());
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            total += n;
+            out.push((LATENCY_BOUNDS.get(i).copied().unwrap_or(f64::INFINITY), n));
+        }
+        (self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6, total, out)
     }
 }
 
@@ -147,6 +184,8 @@ impl Dns {
 #[derive(Debug)]
 pub struct Datapath {
     jobs: crossbeam_channel::Sender<Job>,
+    /// Packet captures: the control plane adds and removes sessions here.
+    pub capture: Arc<capture::Hub>,
     waker: std::sync::Arc<Waker>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
@@ -161,9 +200,11 @@ impl Datapath {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (jobs, rx) = crossbeam_channel::unbounded();
-        let mut engine = Engine::new(poll, rx, cfg, dns_counters);
+        let capture = Arc::new(capture::Hub::default());
+        let mut engine = Engine::new(poll, rx, cfg, dns_counters, capture.clone());
         let (to_engine, from_workers) = crossbeam_channel::bounded(4 * BUDGET);
-        let shared = worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone() };
+        let shared =
+            worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone(), capture: capture.clone() };
         for id in 1..workers.max(1) {
             engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone())?);
         }
@@ -176,7 +217,7 @@ impl Datapath {
                 std::process::exit(70);
             }
         })?;
-        Ok(Datapath { jobs, waker, thread: std::sync::Mutex::new(Some(thread)) })
+        Ok(Datapath { jobs, capture, waker, thread: std::sync::Mutex::new(Some(thread)) })
     }
 
     /// Runs `f` on the datapath thread and returns its result.
@@ -285,10 +326,18 @@ pub struct Engine {
     decided_for_workers: u64,
     /// The TAP port being removed: no grant may name it.
     removing: Option<PortId>,
+    /// Packet captures, as this thread last saw them.
+    cap: capture::View,
 }
 
 impl Engine {
-    fn new(poll: Poll, jobs: crossbeam_channel::Receiver<Job>, cfg: SwitchConfig, counters: std::sync::Arc<DnsCounters>) -> Engine {
+    fn new(
+        poll: Poll,
+        jobs: crossbeam_channel::Receiver<Job>,
+        cfg: SwitchConfig,
+        counters: std::sync::Arc<DnsCounters>,
+        capture: Arc<capture::Hub>,
+    ) -> Engine {
         let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1);
         Engine {
             poll,
@@ -329,6 +378,7 @@ impl Engine {
             slot_port: [(PortId(0), 0); BUDGET],
             decided_for_workers: 0,
             removing: None,
+            cap: capture::View::new(capture),
         }
     }
 
@@ -730,6 +780,7 @@ impl Engine {
                 self.mark_ready(PortId(ev.token().0 as u32));
             }
             self.run_jobs();
+            self.cap.refresh();
             self.publish_generation();
             if self.decide_for_workers() == BUDGET {
                 busy_next = true;
@@ -812,6 +863,9 @@ impl Engine {
             let (port, hdr) = self.slot_port[i];
             let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
+            if self.cap.on {
+                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr, Some(self.verdicts[i]));
+            }
             if grant {
                 self.grant_for(now, i, &mut last_grant);
             }
@@ -920,6 +974,11 @@ impl Engine {
     fn send_from_batch(&mut self, ingress: PortId, to: PortId, i: usize, hdr: usize) {
         let (start, len) = (self.starts[i], self.lens[i]);
         let from_tunnel = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Tunnel { .. })));
+        // Split horizon (below) sends nothing from a peer to another peer or to the gateway.
+        if self.cap.on && !(from_tunnel && matches!(self.ports.get(to.0 as usize), Some(Some(PortIo::Tunnel { .. } | PortIo::Gateway(_)))))
+        {
+            self.cap.offer(to, capture::Dir::Out, &self.bufs[i][start..len], hdr);
+        }
         match self.ports.get_mut(to.0 as usize) {
             Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) if *vnet_hdr_len == hdr => {
                 let ok = write_frame(file, &self.bufs[i][start..len]);
@@ -1112,6 +1171,12 @@ impl Engine {
             Verdict::Drop(_) => return,
         }
         self.reply[..VNET_HDR_LEN].fill(0);
+        if self.cap.on {
+            self.cap.offer_decided(gw_port, capture::Dir::In, &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n], 0, Some(verdict));
+            for &to in &self.gw_out {
+                self.cap.offer(to, capture::Dir::Out, &self.reply[VNET_HDR_LEN..VNET_HDR_LEN + n], 0);
+            }
+        }
         for k in 0..self.gw_out.len() {
             let to = self.gw_out[k];
             if let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(to.0 as usize) {
@@ -1131,6 +1196,10 @@ impl Engine {
             let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(o.to.0 as usize) else { continue };
             let hdr = *vnet_hdr_len;
             let Some(len) = egress_frame(&mut o, hdr) else { continue };
+            if self.cap.on {
+                self.cap.offer_decided(o.gw_port, capture::Dir::In, &o.buf[VNET_HDR_LEN - hdr..], hdr, Some(Verdict::Forward(o.to)));
+                self.cap.offer(o.to, capture::Dir::Out, &o.buf[VNET_HDR_LEN - hdr..], hdr);
+            }
             let ok = write_frame(file, &o.buf[VNET_HDR_LEN - hdr..]);
             self.count_tx(o.to, len, ok);
             self.egress.recycle(o.gw_port, o.buf);
@@ -1188,6 +1257,11 @@ impl Engine {
 
     pub fn egress_stats(&self) -> egress::Stats {
         self.egress.stats()
+    }
+
+    /// What packet captures copied and dropped.
+    pub fn capture_totals(&self) -> capture::CaptureTotals {
+        self.cap.hub().totals()
     }
 
     fn count_tx(&mut self, port: PortId, bytes: usize, ok: bool) {

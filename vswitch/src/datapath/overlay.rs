@@ -369,6 +369,9 @@ impl Engine {
             for (i, &port) in ingress.iter().enumerate().take(n) {
                 let frame = &self.bufs[i][self.starts[i]..self.lens[i]];
                 self.verdicts[i] = self.switch.handle_frame(now, port, frame, false);
+                if self.cap.on {
+                    self.cap.offer_decided(port, super::capture::Dir::In, frame, 0, Some(self.verdicts[i]));
+                }
             }
             let mut i = 0;
             while i < n {
@@ -404,6 +407,11 @@ impl Engine {
         }
         if j == i + 1 {
             return None;
+        }
+        if self.cap.on {
+            for k in i..j {
+                self.cap.offer(to, super::capture::Dir::Out, &self.bufs[k][self.starts[k]..self.lens[k]], 0);
+            }
         }
         let start = self.starts[i];
         // The tunnel header left room in front of the frame for the virtio header.

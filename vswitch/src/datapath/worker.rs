@@ -135,6 +135,8 @@ pub struct Shared {
     pub engine_waker: Arc<Waker>,
     /// The MAC table's generation, as the engine last published it.
     pub generation: Arc<AtomicU64>,
+    /// Packet captures.
+    pub capture: Arc<super::capture::Hub>,
 }
 
 impl WorkerHandle {
@@ -164,6 +166,7 @@ impl WorkerHandle {
             in_flight: 0,
             cache: HashMap::new(),
             seen_generation: shared.generation.load(Ordering::Acquire),
+            cap: super::capture::View::new(shared.capture.clone()),
             shared,
             stats: stats.clone(),
             wake_engine: false,
@@ -269,6 +272,7 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     /// Frames were handed over in this drain: wake the engine once at its end.
     wake_engine: bool,
+    cap: super::capture::View,
 }
 
 impl Worker {
@@ -324,6 +328,7 @@ impl Worker {
                 self.in_flight = self.in_flight.saturating_sub(1);
             }
             self.take_grants();
+            self.cap.refresh();
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
@@ -429,6 +434,10 @@ impl Worker {
         let bytes = frame.len() as u64;
         bump(&p.tap.stats.rx_packets, 1);
         bump(&p.tap.stats.rx_bytes, bytes);
+        if self.cap.on {
+            self.cap.offer_decided(port, super::capture::Dir::In, buf, hdr, Some(crate::switch::Verdict::Forward(c.to)));
+            self.cap.offer(c.to, super::capture::Dir::Out, buf, hdr);
+        }
         if write_frame(&c.out.file, buf) {
             bump(&c.out.stats.tx_packets, 1);
             bump(&c.out.stats.tx_bytes, bytes);

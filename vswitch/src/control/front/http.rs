@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -245,21 +246,75 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
-async fn handle(control: &Control, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(control: &Control, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let reply = route(control, req, &method, &path, &query).await;
+    let reply = if method == Method::GET && path == CAPTURE {
+        capture(control, &query).await
+    } else if method == Method::GET && path == LIVE_TRACE {
+        live_trace(control, &query).await
+    } else {
+        route(control, req, &method, &path, &query).await.map(|r| r.map(BodyExt::boxed))
+    };
     match reply {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(%method, %path, code = e.error.code.as_str(), message = %e.error.message, "request refused");
-            json(StatusCode::from_u16(e.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e)
+            json(StatusCode::from_u16(e.error.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &e).map(BodyExt::boxed)
         }
     }
 }
 
+/// `GET /v1/capture?target=…&count=…&snaplen=…`: pcapng, streamed (chunked) while it runs.
+const CAPTURE: &str = "/v1/capture";
+/// `GET /v1/trace/live?target=…&count=…`: JSON lines, one per frame, with its verdict.
+const LIVE_TRACE: &str = "/v1/trace/live";
+
+async fn capture(control: &Control, query: &str) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
+    let req = crate::control::ops::capture::CaptureRequest::from_query(query)?;
+    let mut stream = control.capture(&req).await?;
+    Ok(streaming(move |cx| stream.poll_chunk(cx), "application/vnd.tcpdump.pcapng"))
+}
+
+async fn live_trace(control: &Control, query: &str) -> Result<Response<BoxBody<Bytes, Infallible>>, ApiError> {
+    let mut stream = control.live_trace(query).await?;
+    Ok(streaming(move |cx| stream.poll_chunk(cx), "application/x-ndjson"))
+}
+
+/// A response whose body comes from `next` as it has something (chunked); hyper drops the body
+/// when the client goes, which ends what feeds it.
+fn streaming<F>(next: F, content_type: &'static str) -> Response<BoxBody<Bytes, Infallible>>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Vec<u8>>> + Send + Sync + Unpin + 'static,
+{
+    let mut r = Response::new(BoxBody::new(ChunkBody(next)));
+    r.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    r
+}
+
+struct ChunkBody<F>(F);
+
+impl<F> hyper::body::Body for ChunkBody<F>
+where
+    F: FnMut(&mut std::task::Context<'_>) -> std::task::Poll<Option<Vec<u8>>> + Unpin,
+{
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        (self.get_mut().0)(cx).map(|c| c.map(|b| Ok(hyper::body::Frame::data(Bytes::from(b)))))
+    }
+}
+
 async fn route(control: &Control, req: Request<Incoming>, method: &Method, path: &str, query: &str) -> Reply {
+    // Prometheus scrapes `/metrics`, outside the versioned API.
+    if path == "/metrics" && method == Method::GET {
+        return Ok(super::metrics::text(StatusCode::OK, control.metrics().await?, crate::control::ops::metrics::CONTENT_TYPE));
+    }
     // "/v1/..." only: "/v1version" is not "/v1/version".
     let Some(rest) = path.strip_prefix(api::PREFIX).filter(|r| r.is_empty() || r.starts_with('/')) else {
         return Err(not_found(path));
@@ -314,12 +369,15 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         }
         (&Method::GET, ["egress"]) => ok(&control.egress_stats().await?),
         (&Method::GET, ["networks", name, "endpoints", ep, "check"]) => ok(&control.check_endpoint(name, ep).await?),
+        (&Method::POST, ["trace"]) => ok(&control.trace(body(req).await?).await?),
         (&Method::PATCH, ["networks", name, "endpoints", ep]) => ok(&control.update_endpoint(name, ep, body(req).await?).await?),
         (&Method::GET, ["networks", name, "dns"]) => ok(&control.dns_upstreams(name).await?),
         (&Method::PUT, ["networks", name, "dns"]) => ok(&control.set_dns_upstreams(name, body(req).await?).await?),
         (&Method::GET, ["dns", "records"]) => ok(&control.dns_records(query_value(query, "network")).await?),
         (&Method::GET, ["dns", "stats"]) => ok(&control.dns_stats()),
-        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress", ..]) if known_path(&segs) => {
+        (_, ["version" | "networks" | "fdb" | "ports" | "dns" | "ipam" | "tunnel" | "publish" | "egress" | "capture" | "trace", ..])
+            if known_path(&segs) =>
+        {
             Err(ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}")))
         }
         _ => Err(not_found(path)),
@@ -352,6 +410,9 @@ fn known_path(segs: &[&str]) -> bool {
             | ["publish"]
             | ["publish", _, _, _]
             | ["egress"]
+            | ["capture"]
+            | ["trace"]
+            | ["trace", "live"]
     )
 }
 

@@ -1,3 +1,4 @@
 //! Front ends: each translates one protocol into [`super::ops`] calls and knows nothing of switching.
 
 pub mod http;
+pub mod metrics;

@@ -3,6 +3,7 @@
 use super::Control;
 use crate::api::{ApiError, ErrorCode, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, PortInfo, WorkerInfo};
 use crate::control::model::internal;
+use crate::datapath::Engine;
 use crate::fdb::{FdbError, Flush};
 use crate::switch::{DropReason, SwitchError};
 use crate::types::{Mac, MacParseError, PortId};
@@ -80,24 +81,7 @@ impl Control {
     }
 
     pub async fn fdb_stats(&self) -> Result<FdbStats, ApiError> {
-        self.dp
-            .call(|e| {
-                let fdb = e.switch().fdb();
-                let (cfg, c) = (fdb.config(), fdb.counters());
-                FdbStats {
-                    entries: fdb.len() as u64,
-                    max_entries: cfg.max_entries as u64,
-                    per_port_max: cfg.per_port_max as u64,
-                    aging_secs: cfg.aging.as_secs(),
-                    learned: c.learned,
-                    aged: c.aged,
-                    evicted: c.evicted,
-                    moved: c.moved,
-                    port_limit: c.port_limit,
-                }
-            })
-            .await
-            .map_err(internal)
+        self.dp.call(|e| fdb_stats_of(e)).await.map_err(internal)
     }
 
     /// Every port with the datapath's counters.
@@ -139,5 +123,22 @@ impl Control {
     /// The datapath threads that read container TAPs, with their totals.
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, ApiError> {
         self.dp.call(|e| e.worker_stats()).await.map_err(internal)
+    }
+}
+
+/// The MAC table's size and counters, read on the datapath thread.
+pub(super) fn fdb_stats_of(e: &Engine) -> FdbStats {
+    let fdb = e.switch().fdb();
+    let (cfg, c) = (fdb.config(), fdb.counters());
+    FdbStats {
+        entries: fdb.len() as u64,
+        max_entries: cfg.max_entries as u64,
+        per_port_max: cfg.per_port_max as u64,
+        aging_secs: cfg.aging.as_secs(),
+        learned: c.learned,
+        aged: c.aged,
+        evicted: c.evicted,
+        moved: c.moved,
+        port_limit: c.port_limit,
     }
 }

@@ -5,14 +5,17 @@
 //! One change at a time: the model's lock is held across a whole operation, effects included,
 //! so validation and commit never interleave.
 
+pub mod capture;
 mod dns;
 mod endpoints;
 mod fdb;
+pub mod metrics;
 mod networks;
 mod peers;
 mod publish;
 mod restore;
 pub mod routes;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -62,6 +65,8 @@ pub struct Control {
     opts: Options,
     dns_counters: Arc<DnsCounters>,
     upstreams: Arc<RwLock<Upstreams>>,
+    /// When the daemon started (for `process_start_time_seconds`).
+    started: std::time::SystemTime,
 }
 
 impl Control {
@@ -90,7 +95,7 @@ impl Control {
             pools: opts.pools.clone(),
         };
         let model = Model::new(cfg, random_ula());
-        Control { model: Mutex::new(model), dp, netns, opts, dns_counters, upstreams }
+        Control { model: Mutex::new(model), dp, netns, opts, dns_counters, upstreams, started: std::time::SystemTime::now() }
     }
 
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made
