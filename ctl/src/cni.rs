@@ -75,6 +75,36 @@ impl Target {
         Ok(self.network()?.endpoint_list.into_iter().filter(|e| e.owner.as_deref().is_some_and(&owner)).collect())
     }
 
+    /// The path under which vswitchd can open the namespace that is `netns` here.
+    ///
+    /// Rootless podman runs the plugin in a mount namespace of its own (its "rootless-netns")
+    /// and bind-mounts each container's namespace at `$XDG_RUNTIME_DIR/netns/netns-ID` in the
+    /// mount namespace of its pause process only: from vswitchd's mount namespace that path is
+    /// an empty file. So when vswitchd runs rootless and its helper (`/proc/HELPER/root`, in
+    /// vswitchd's mount namespace) sees something else at that path, the namespace is named
+    /// through podman's pause process, `/proc/PAUSE/root/PATH` (pid from
+    /// `$XDG_RUNTIME_DIR/libpod/tmp/pause.pid`), which lives as long as podman's user namespace
+    /// and so serves later CHECKs and vswitchd's restarts too. Otherwise `netns` as it is.
+    fn netns_for_daemon(&self, netns: &Path) -> Result<PathBuf, Error> {
+        let Ok(here) = ns_identity(netns) else { return Ok(netns.to_path_buf()) };
+        let Ok(v) = self.get::<vswitch::api::Version>(format!("{PREFIX}/version")) else { return Ok(netns.to_path_buf()) };
+        let (true, Some(helper)) = (v.rootless, v.userns_pid) else { return Ok(netns.to_path_buf()) };
+        if ns_identity(&under_root(helper, netns)).ok() == Some(here) {
+            return Ok(netns.to_path_buf());
+        }
+        for pause in pause_pids(netns) {
+            let path = under_root(pause, netns);
+            if ns_identity(&path).ok() == Some(here) {
+                return Ok(path);
+            }
+        }
+        Err(Error::InvalidNetNS(format!(
+            "{} is not visible from vswitchd's mount namespace (it shows a different file there), and no podman pause \
+             process ($XDG_RUNTIME_DIR/libpod/tmp/pause.pid) shows it",
+            netns.display()
+        )))
+    }
+
     fn detach(&self, ep: &Endpoint) -> Result<(), Failure> {
         let path = format!("{PREFIX}/networks/{}/endpoints/{}", enc(&self.network), enc(&ep.name));
         match client::fetch::<Value>(&self.socket, &Call::delete(path)) {
@@ -83,6 +113,32 @@ impl Target {
             other => other.map(drop),
         }
     }
+}
+
+/// The device and inode of the file at `path` (for a namespace: its identity).
+fn ns_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// `/proc/PID/root/PATH`: `path` as process `pid` sees it (its mount namespace and root).
+fn under_root(pid: u32, path: &Path) -> PathBuf {
+    let mut p = PathBuf::from(format!("/proc/{pid}/root"));
+    p.push(path.strip_prefix("/").unwrap_or(path));
+    p
+}
+
+/// Pids of podman pause processes that may hold `netns`'s mount: from
+/// `$XDG_RUNTIME_DIR/libpod/tmp/pause.pid`, and from `libpod/tmp/pause.pid` beside the
+/// directory holding `netns` (podman's rootless namespaces are `$XDG_RUNTIME_DIR/netns/...`).
+fn pause_pids(netns: &Path) -> Vec<u32> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from).filter(|d| d.is_absolute()).into_iter().collect();
+    dirs.extend(netns.parent().and_then(Path::parent).map(Path::to_path_buf));
+    let mut pids: Vec<u32> =
+        dirs.iter().filter_map(|d| std::fs::read_to_string(d.join("libpod/tmp/pause.pid")).ok()?.trim().parse().ok()).collect();
+    pids.dedup();
+    pids
 }
 
 fn owner_of(args: &Args) -> Result<String, Error> {
@@ -102,7 +158,8 @@ impl Cni for VswitchCni {
         if let Some(ep) = net.endpoint_list.iter().find(|e| e.owner.as_deref() == Some(owner.as_str())) {
             return Ok(result(&net.network, ep, netns));
         }
-        let req = attach_request(&args, conf, &t.network, netns, owner)?;
+        let seen = t.netns_for_daemon(netns)?;
+        let req = attach_request(&args, conf, &t.network, &seen, owner)?;
         let ep: Endpoint = client::fetch(&t.socket, &Call::post(format!("{PREFIX}/networks/{}/endpoints", enc(&t.network)), &req))
             .map_err(|f| failure(&t, f))?;
         if let Err(e) = publish(&t, &ep, conf) {
@@ -135,7 +192,7 @@ impl Cni for VswitchCni {
         let netns = args.netns().ok_or_else(|| Error::missing_env(&["CNI_NETNS"]))?;
         let owned = t.owned(|o| o == owner).map_err(|f| failure(&t, f))?;
         let ep = owned.first().ok_or_else(|| Error::NotExist(format!("no endpoint of {owner} on network {}", t.network)))?;
-        if Path::new(&ep.netns) != netns {
+        if Path::new(&ep.netns) != netns && Path::new(&ep.netns) != t.netns_for_daemon(netns)? {
             return Err(Error::NotExist(format!("endpoint {} is in {}, not in {}", ep.name, ep.netns, netns.display())));
         }
         let live: Vec<IpAddr> = std::iter::once(IpAddr::V4(ep.ip)).chain(ep.ip6.map(IpAddr::V6)).collect();
