@@ -145,6 +145,12 @@ impl Daemon {
         self.spawn().unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// [`Daemon::restart`] with other arguments (e.g. without a `--userns` given at first).
+    pub fn restart_with(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart();
+    }
+
     /// Starts vswitchd on this daemon's directory; `Err` with its log when it exits first.
     pub fn try_restart(&mut self) -> Result<(), String> {
         self.spawn()

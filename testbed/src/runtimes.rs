@@ -14,17 +14,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{bin_dir, eventually, unique};
+use crate::{bin_dir, eventually, unique, User};
 
 /// The local busybox image, in every [`Podman`] and [`Containerd`] made here.
 pub const IMAGE: &str = "localhost/bb:latest";
 
 /// The Debian packages the runtime tests use (busybox-static, not busybox: the image needs a
 /// static binary).
-const PACKAGES: &[&str] = &["podman", "runc", "conmon", "containernetworking-plugins", "containerd", "busybox-static", "uidmap"];
+const PACKAGES: &[&str] =
+    &["podman", "runc", "conmon", "containernetworking-plugins", "containerd", "busybox-static", "uidmap", "slirp4netns"];
 
-/// Installs podman, runc, conmon, the reference CNI plugins, containerd, busybox-static and
-/// uidmap from Debian when any is missing: once per test process; later calls return at once.
+/// Installs podman, runc, conmon, the reference CNI plugins, containerd, busybox-static,
+/// uidmap and slirp4netns (rootless podman's "rootless-netns" needs it) from Debian when any is missing: once per test process; later calls return at once.
 ///
 /// # Panics
 /// When apt-get fails (the message has its output).
@@ -572,5 +573,202 @@ impl Drop for Containerd {
         for p in self.made.iter().rev() {
             let _ = if p.is_dir() { std::fs::remove_dir(p) } else { std::fs::remove_file(p) };
         }
+    }
+}
+
+/// An ordinary user with subordinate uid and gid ranges (`useradd --create-home`, which gives
+/// them), as rootless podman needs; made if missing. Drop kills every process still running
+/// as the user (by pid) and removes the user with its home.
+#[derive(Debug)]
+pub struct SubidUser {
+    pub user: User,
+}
+
+impl SubidUser {
+    pub fn new(name: &str) -> SubidUser {
+        crate::require_root();
+        let id = |flag: &str| {
+            let out = Command::new("id").args([flag, name]).output().expect("run id");
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().parse::<u32>().ok()).flatten()
+        };
+        if id("-u").is_none() {
+            crate::run_ok("useradd", &["--create-home", "--shell", "/usr/sbin/nologin", name]);
+        }
+        let (Some(uid), Some(gid)) = (id("-u"), id("-g")) else { panic!("no user {name} after useradd") };
+        let has_range = |file: &str| std::fs::read_to_string(file).is_ok_and(|t| t.lines().any(|l| l.starts_with(&format!("{name}:"))));
+        assert!(has_range("/etc/subuid") && has_range("/etc/subgid"), "{name} has no subordinate ids in /etc/subuid, /etc/subgid");
+        SubidUser { user: User { name: name.to_string(), uid, gid } }
+    }
+
+    /// Pids of the processes running as this user.
+    pub fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        let uid = self.user.uid.to_string();
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+                    s.lines().find(|l| l.starts_with("Uid:")).is_some_and(|l| l.split_whitespace().nth(1) == Some(uid.as_str()))
+                })
+            })
+            .collect()
+    }
+}
+
+impl Drop for SubidUser {
+    fn drop(&mut self) {
+        // Everything the user still runs was started by the test (podman's pause process,
+        // slirp4netns, conmon): killed by pid before the user goes.
+        kill_pids(&self.pids());
+        eventually(Duration::from_secs(5), || self.pids().is_empty());
+        let _ = Command::new("userdel").args(["--remove", &self.user.name]).stderr(Stdio::null()).status();
+    }
+}
+
+/// Rootless podman (CNI backend) run by `user`, with state of its own: `XDG_RUNTIME_DIR`
+/// (`DIR/run`, so the netns files are `DIR/run/netns/netns-ID` and the pause pid is in
+/// `DIR/run/libpod/tmp/pause.pid`), `containers.conf`, `storage.conf` (vfs, graph and run roots
+/// in `DIR`) and the conflists (`DIR/cni`), all owned by the user. Creation imports the busybox
+/// image and starts podman's pause process (`podman unshare true`), whose user namespace
+/// is the one vswitchd must join ([`RootlessPodman::userns`]). Drop removes every container,
+/// kills what podman left running for this directory (pause, slirp4netns, conmon) and
+/// removes the directory.
+#[derive(Debug)]
+pub struct RootlessPodman {
+    pub user: User,
+    pub dir: PathBuf,
+}
+
+impl RootlessPodman {
+    pub fn new(user: &User) -> RootlessPodman {
+        crate::require_root();
+        install();
+        let dir = std::env::temp_dir().join(unique("vswitch-rlpod-"));
+        for sub in ["cni", "graph", "run"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let p = RootlessPodman { user: user.clone(), dir };
+        let d = p.dir.to_string_lossy();
+        let conf = format!(
+            r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
+network_config_dir = "{d}/cni"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+enable_port_reservation = false
+"#,
+            plugins = bin_dir().display()
+        );
+        std::fs::write(p.dir.join("containers.conf"), conf).unwrap();
+        let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/graph\"\nrunroot = \"{d}/run/containers\"\n");
+        std::fs::write(p.dir.join("storage.conf"), storage).unwrap();
+        let tar = busybox_tar(&p.dir);
+        crate::run_ok("chown", &["-R", &format!("{}:{}", user.uid, user.gid), &d]);
+        crate::run_ok("chmod", &["0700", &p.dir.join("run").to_string_lossy()]);
+        p.run_ok(&["import", "--change", r#"CMD ["/bin/sh"]"#, &tar.to_string_lossy(), IMAGE]);
+        let _ = std::fs::remove_file(tar);
+        p.run_ok(&["unshare", "true"]);
+        p
+    }
+
+    /// The pid of podman's pause process (it holds podman's user namespace and the mount
+    /// namespace where the containers' netns files are mounted).
+    pub fn pause_pid(&self) -> u32 {
+        let f = self.dir.join("run/libpod/tmp/pause.pid");
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        text.trim().parse().unwrap_or_else(|_| panic!("{}: {text:?}", f.display()))
+    }
+
+    /// `/proc/PAUSE/ns/user`: podman's user namespace, for `vswitchd --userns`.
+    pub fn userns(&self) -> String {
+        format!("/proc/{}/ns/user", self.pause_pid())
+    }
+
+    /// `podman` as the user, with this podman's configuration in the environment.
+    pub fn command(&self) -> Command {
+        let mut c = self.user.command("podman");
+        let home = format!("/home/{}", self.user.name);
+        c.env("HOME", home)
+            .env("USER", &self.user.name)
+            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Writes the conflist `NAME.conflist` into this podman's network config directory.
+    pub fn add_conflist(&self, name: &str, json: &str) {
+        let path = self.dir.join("cni").join(format!("{name}.conflist"));
+        std::fs::write(&path, json).unwrap();
+        self.user.chown(&path);
+    }
+
+    /// Runs `podman ARGS...`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run podman")
+    }
+
+    /// Runs `podman ARGS...` and returns stdout; panics with its output on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman (rootless) {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `podman exec CONTAINER CMD...`.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run(&args)
+    }
+
+    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
+    pub fn ping(&self, container: &str, target: &str, count: u32) -> bool {
+        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
+    }
+
+    /// Removes every container (`podman rm -af -t 0`).
+    pub fn remove_all(&self) {
+        let _ = self.command().args(["rm", "-af", "-t", "0"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    }
+}
+
+impl Drop for RootlessPodman {
+    fn drop(&mut self) {
+        self.remove_all();
+        let dir = self.dir.to_string_lossy().to_string();
+        eventually(Duration::from_secs(5), || pids_of("conmon", &dir).is_empty());
+        kill_pids(&pids_of("conmon", &dir));
+        // slirp4netns of the rootless-netns names its netns file under our run directory.
+        kill_pids(&pids_of("slirp4netns", &dir));
+        if let Ok(text) = std::fs::read_to_string(self.dir.join("run/libpod/tmp/pause.pid")) {
+            let pause = text.trim().parse::<u32>().ok();
+            // Still podman's pause process (not a pid reused since).
+            if let Some(pid) =
+                pause.filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "podman pause"))
+            {
+                kill_pids(&[pid]);
+            }
+        }
+        unmount_below(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
