@@ -81,11 +81,13 @@ for c in $(seq "$cycles"); do
     k=$(( (c - 1) % churn + 1 )) j=$(( c % churn + 1 ))
     # One attach and one detach in flight (errors are expected: the daemon dies under them).
     "${ctl[@]}" attach soak --netns "/run/netns/$tag-k$k" --name "k$k" >/dev/null 2>&1 &
+    a_pid=$!
     "${ctl[@]}" detach soak "k$j" >/dev/null 2>&1 &
+    d_pid=$!
     sleep "0.$(printf '%03d' $((20 + RANDOM % 280)))"
     kill -9 "$pid"
     wait "$pid" 2>/dev/null || true
-    wait 2>/dev/null || true   # the ctl calls (the iperf3 loop and ping never end)
+    wait "$a_pid" "$d_pid" 2>/dev/null || true
     start_daemon
     e=$(endpoints)
     fd_extra+=($(( $(fds) - e )))
