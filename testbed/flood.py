@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """Send COUNT Ethernet frames out of IFACE, each from a distinct source MAC (a MAC-table flood).
 
-usage: flood.py IFACE COUNT [DST_MAC]   (run inside a container namespace, as root)
+usage: flood.py [--blast] IFACE COUNT [DST_MAC]   (run inside a container namespace, as root)
 
 Frames go in chunks; a chunk during which the interface counted a transmit drop (the switch
 did not read fast enough and the kernel's queue overflowed) is sent again, so every one of the
 COUNT source MACs reaches the switch at least once. Prints COUNT and the frames sent in all.
+With --blast, as an attacker would: every frame is sent once, as fast as the socket takes it,
+whatever the interface drops; prints COUNT and the transmit drops the interface counted.
 """
 import socket
 import struct
 import sys
 import time
 
-iface, count = sys.argv[1], int(sys.argv[2])
-dst = bytes.fromhex(sys.argv[3].replace(":", "")) if len(sys.argv) > 3 else bytes.fromhex("020000000001")
+args = sys.argv[1:]
+blast = "--blast" in args
+args = [a for a in args if a != "--blast"]
+iface, count = args[0], int(args[1])
+dst = bytes.fromhex(args[2].replace(":", "")) if len(args) > 2 else bytes.fromhex("020000000001")
 CHUNK = 256
 
 
@@ -27,6 +32,16 @@ s.bind((iface, 0))
 payload = b"vswitch-flood".ljust(46, b"\0")
 frames = [dst + b"\x02\xf1" + struct.pack(">I", i) + b"\x88\xb5" + payload for i in range(count)]
 sent = 0
+if blast:
+    before = tx_dropped()
+    for frame in frames:
+        try:
+            s.send(frame)
+        except OSError as e:
+            if e.errno != 105:
+                raise
+    print(count, tx_dropped() - before)
+    sys.exit(0)
 for start in range(0, count, CHUNK):
     for attempt in range(2000):
         if attempt:

@@ -13,7 +13,7 @@ use vswitch::{Mac, NetworkId, PortId};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, frame)) = data.split_first() else { return };
-    let mut sw = Switch::new(SwitchConfig { fdb: FdbConfig { max_entries: 8, per_port_max: 4, aging: Duration::from_secs(1) } });
+    let mut sw = Switch::new(SwitchConfig { fdb: FdbConfig { max_entries: 8, per_port_max: 4, aging: Duration::from_secs(1) }, storm: vswitch::switch::StormConfig::per_second(100) });
     let net = NetworkId(1);
     sw.add_network(net).unwrap();
     for p in 0..3 {

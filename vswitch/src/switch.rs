@@ -60,10 +60,14 @@ pub enum DropReason {
     /// Sent to the gateway's MAC, but nothing the gateway answers or routes (a non-IP
     /// EtherType, another IP protocol, IPv6 beyond the gateway); set by the datapath.
     Unsupported,
+    /// Storm control: the port sent more frames that would be flooded (broadcast, multicast,
+    /// unknown unicast) or that come from sources it may not learn (over its MAC limit) than
+    /// its token bucket allows ([`StormConfig`]).
+    Storm,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -77,6 +81,7 @@ impl DropReason {
         DropReason::ArpSpoof,
         DropReason::NdSpoof,
         DropReason::Unsupported,
+        DropReason::Storm,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -99,6 +104,7 @@ impl DropReason {
             DropReason::ArpSpoof => "arp_spoof",
             DropReason::NdSpoof => "nd_spoof",
             DropReason::Unsupported => "unsupported",
+            DropReason::Storm => "storm",
         }
     }
 }
@@ -313,6 +319,71 @@ impl PortCounters {
 #[derive(Debug, Clone, Default)]
 pub struct SwitchConfig {
     pub fdb: FdbConfig,
+    pub storm: StormConfig,
+}
+
+/// Storm control: a token bucket per ingress port, charged one token by each frame that would
+/// be flooded (broadcast, multicast, unknown unicast) and by each frame whose source MAC the
+/// port may not learn (it is over `--fdb-per-port-max`, or the table is full). Frames that
+/// find the bucket empty are dropped as [`DropReason::Storm`]. Unicast between learned MACs
+/// never touches the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormConfig {
+    /// Tokens added per second; 0 turns storm control off.
+    pub rate: u32,
+    /// Most tokens a port holds (the burst it may send at once); a new port starts full.
+    pub burst: u32,
+}
+
+impl StormConfig {
+    /// The daemon's default (`--flood-rate`): far above what ARP, neighbour discovery, DHCP
+    /// or a container starting up send, far below what a flood costs.
+    pub const DEFAULT_RATE: u32 = 2000;
+    pub const OFF: StormConfig = StormConfig { rate: 0, burst: 0 };
+
+    /// `rate` per second with a burst of one second's worth (at least 64).
+    pub const fn per_second(rate: u32) -> StormConfig {
+        StormConfig { rate, burst: if rate > 64 { rate } else { 64 } }
+    }
+}
+
+impl Default for StormConfig {
+    fn default() -> Self {
+        StormConfig::per_second(StormConfig::DEFAULT_RATE)
+    }
+}
+
+/// One port's storm-control bucket, in nano-tokens (one frame is 10^9), so that refilling is
+/// one multiplication and needs no division.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    nanotokens: u64,
+    last: Duration,
+}
+
+const NANO: u64 = 1_000_000_000;
+
+impl Bucket {
+    fn full(cfg: StormConfig, now: Duration) -> Bucket {
+        Bucket { nanotokens: u64::from(cfg.burst) * NANO, last: now }
+    }
+
+    /// Takes one token if there is one, refilling for the time since the last call first.
+    /// Time going backwards refills nothing.
+    fn take(&mut self, cfg: StormConfig, now: Duration) -> bool {
+        let cap = u64::from(cfg.burst) * NANO;
+        if now > self.last {
+            let ns = u64::try_from((now - self.last).as_nanos()).unwrap_or(u64::MAX);
+            self.nanotokens = self.nanotokens.saturating_add(ns.saturating_mul(u64::from(cfg.rate))).min(cap);
+            self.last = now;
+        }
+        if self.nanotokens >= NANO {
+            self.nanotokens -= NANO;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -321,6 +392,8 @@ struct Port {
     max_frame: usize,
     counters: PortCounters,
     guard: Option<PortGuard>,
+    /// Storm control; `None` until the port's first charged frame (it then starts full).
+    bucket: Option<Bucket>,
 }
 
 /// The learning switch: networks, their ports, and one MAC table shared by all networks.
@@ -331,11 +404,12 @@ pub struct Switch {
     /// Each network's ports, in the order they were added.
     networks: FxHashMap<NetworkId, Vec<PortId>>,
     fdb: Fdb,
+    storm: StormConfig,
 }
 
 impl Switch {
     pub fn new(cfg: SwitchConfig) -> Self {
-        Switch { ports: Vec::new(), networks: FxHashMap::default(), fdb: Fdb::new(cfg.fdb) }
+        Switch { ports: Vec::new(), networks: FxHashMap::default(), fdb: Fdb::new(cfg.fdb), storm: cfg.storm }
     }
 
     pub fn add_network(&mut self, net: NetworkId) -> Result<(), SwitchError> {
@@ -369,7 +443,8 @@ impl Switch {
         if self.ports.len() <= idx {
             self.ports.resize_with(idx + 1, || None);
         }
-        self.ports[idx] = Some(Port { network: cfg.network, max_frame: cfg.max_frame, counters: PortCounters::default(), guard: None });
+        self.ports[idx] =
+            Some(Port { network: cfg.network, max_frame: cfg.max_frame, counters: PortCounters::default(), guard: None, bucket: None });
         // A reused id starts clean (entries are flushed on removal; this covers `fdb_mut` use).
         self.fdb.flush(Flush::Port(port), true);
         Ok(())
@@ -414,7 +489,10 @@ impl Switch {
         let (net, max_frame) = (port.network, port.max_frame);
         let verdict = match port.guard.and_then(|g| g.check(frame)) {
             Some(reason) => Verdict::Drop(reason),
-            None => self.decide(now, ingress, net, max_frame, frame, gso),
+            None => match self.decide(now, ingress, net, max_frame, frame, gso) {
+                (_, true) if !self.storm_admits(now, ingress) => Verdict::Drop(DropReason::Storm),
+                (v, _) => v,
+            },
         };
         if let Verdict::Drop(reason) = verdict {
             if let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) {
@@ -424,13 +502,30 @@ impl Switch {
         verdict
     }
 
-    fn decide(&mut self, now: Duration, ingress: PortId, net: NetworkId, max_frame: usize, frame: &[u8], gso: bool) -> Verdict {
+    /// Storm control for one charged frame from `ingress`: true when its bucket had a token
+    /// (or storm control is off).
+    fn storm_admits(&mut self, now: Duration, ingress: PortId) -> bool {
+        let cfg = self.storm;
+        if cfg.rate == 0 {
+            return true;
+        }
+        let Some(port) = self.ports.get_mut(ingress.0 as usize).and_then(Option::as_mut) else { return true };
+        port.bucket.get_or_insert_with(|| Bucket::full(cfg, now)).take(cfg, now)
+    }
+
+    /// The verdict, and whether storm control charges the frame (it would be flooded, or its
+    /// source could not be learned).
+    fn decide(&mut self, now: Duration, ingress: PortId, net: NetworkId, max_frame: usize, frame: &[u8], gso: bool) -> (Verdict, bool) {
         let (src, dst) = match check(frame, max_frame, gso) {
             Ok(macs) => macs,
-            Err(reason) => return Verdict::Drop(reason),
+            Err(reason) => return (Verdict::Drop(reason), false),
         };
-        self.fdb.learn(now, net, src, ingress);
-        self.lookup(now, ingress, net, dst).verdict()
+        let unlearned = matches!(self.fdb.learn(now, net, src, ingress), Learn::PortLimit | Learn::TableFull);
+        match self.lookup(now, ingress, net, dst) {
+            Lookup::Hit(p) => (Verdict::Forward(p), unlearned),
+            Lookup::Hairpin => (Verdict::Drop(DropReason::Hairpin), false),
+            Lookup::Multicast | Lookup::Foreign(_) | Lookup::Miss => (Verdict::Flood, true),
+        }
     }
 
     /// Where a frame to `dst` from `ingress` on `net` goes, without touching anything: the
@@ -1009,5 +1104,111 @@ mod tests {
                 assert_eq!(sw.port_network(p), sw.port_network(port));
             }
         }
+    }
+
+    fn storm_switch(storm: StormConfig, per_port_max: usize) -> Switch {
+        let fdb = FdbConfig { per_port_max, ..FdbConfig::default() };
+        let mut sw = Switch::new(SwitchConfig { fdb, storm });
+        sw.add_network(NET_A).unwrap();
+        for p in 1..=3 {
+            sw.add_port(PortId(p), port_cfg(NET_A)).unwrap();
+        }
+        sw
+    }
+
+    /// A unicast frame from `src` to `dst` (EtherType 0x88b5, 60 bytes).
+    fn unicast(dst: Mac, src: Mac) -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&src.0);
+        f[12..14].copy_from_slice(&[0x88, 0xb5]);
+        f
+    }
+
+    fn random_src(i: u32) -> Mac {
+        let b = i.to_be_bytes();
+        Mac([0x02, 0xf1, b[0], b[1], b[2], b[3]])
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn storm_limits_floods_to_the_burst_then_the_rate() {
+        let mut sw = storm_switch(StormConfig { rate: 100, burst: 10 }, 1024);
+        let unknown = Mac([0x02, 0, 0, 0, 0, 0x99]);
+        let verdicts: Vec<_> = (0..20).map(|_| sw.handle_frame(t(1), PortId(1), &unicast(unknown, MAC_1), false)).collect();
+        assert!(verdicts[..10].iter().all(|v| *v == Verdict::Flood), "{verdicts:?}");
+        assert!(verdicts[10..].iter().all(|v| *v == Verdict::Drop(DropReason::Storm)), "{verdicts:?}");
+        assert_eq!(drops(&sw, 1, DropReason::Storm), 10);
+        // 100 per second: one token every 10 ms of virtual time, never more than the burst.
+        assert_eq!(sw.handle_frame(t(1) + ms(10), PortId(1), &arp_request(MAC_1), false), Verdict::Flood);
+        assert_eq!(sw.handle_frame(t(1) + ms(10), PortId(1), &arp_request(MAC_1), false), Verdict::Drop(DropReason::Storm));
+        let later = t(60);
+        let n = (0..50).filter(|_| sw.handle_frame(later, PortId(1), &arp_request(MAC_1), false) == Verdict::Flood).count();
+        assert_eq!(n, 10, "a long pause refills the burst only");
+        // Time going backwards refills nothing and panics nowhere.
+        assert_eq!(sw.handle_frame(t(0), PortId(1), &arp_request(MAC_1), false), Verdict::Drop(DropReason::Storm));
+    }
+
+    #[test]
+    fn storm_is_per_port_and_spares_known_unicast() {
+        let mut sw = storm_switch(StormConfig { rate: 10, burst: 5 }, 1024);
+        // Ports 2 and 3 learn their MACs, then port 1 exhausts its bucket with floods.
+        sw.handle_frame(t(1), PortId(2), &unicast(MAC_3, MAC_2), false);
+        sw.handle_frame(t(1), PortId(3), &unicast(MAC_2, MAC_3), false);
+        for _ in 0..100 {
+            sw.handle_frame(t(1), PortId(1), &arp_request(MAC_1), false);
+        }
+        assert_eq!(drops(&sw, 1, DropReason::Storm), 100 - 5);
+        // Unicast between learned MACs is never charged, from any port, the flooder included.
+        for _ in 0..1000 {
+            assert_eq!(sw.handle_frame(t(1), PortId(2), &unicast(MAC_3, MAC_2), false), Verdict::Forward(PortId(3)));
+            assert_eq!(sw.handle_frame(t(1), PortId(1), &unicast(MAC_2, MAC_1), false), Verdict::Forward(PortId(2)));
+        }
+        // Another port's bucket is its own.
+        assert_eq!(sw.handle_frame(t(1), PortId(2), &arp_request(MAC_2), false), Verdict::Flood);
+        assert_eq!(drops(&sw, 2, DropReason::Storm), 0);
+    }
+
+    #[test]
+    fn storm_charges_sources_over_the_learn_limit() {
+        let mut sw = storm_switch(StormConfig { rate: 1, burst: 3 }, 4);
+        sw.handle_frame(t(1), PortId(2), &unicast(MAC_1, MAC_2), false);
+        // Four new sources are learned; MAC_2 is known, so nothing floods.
+        for i in 0..4 {
+            assert_eq!(sw.handle_frame(t(1), PortId(1), &unicast(MAC_2, random_src(i)), false), Verdict::Forward(PortId(2)));
+        }
+        // Past the port's limit, known-destination frames from new sources take tokens.
+        let v: Vec<_> = (4..10).map(|i| sw.handle_frame(t(1), PortId(1), &unicast(MAC_2, random_src(i)), false)).collect();
+        assert_eq!(&v[..3], &[Verdict::Forward(PortId(2)); 3], "{v:?}");
+        assert!(v[3..].iter().all(|v| *v == Verdict::Drop(DropReason::Storm)), "{v:?}");
+        // A learned source still gets through.
+        assert_eq!(sw.handle_frame(t(1), PortId(1), &unicast(MAC_2, random_src(0)), false), Verdict::Forward(PortId(2)));
+        assert_eq!(sw.fdb().counters().port_limit, 6);
+    }
+
+    #[test]
+    fn storm_off_and_default() {
+        let mut sw = storm_switch(StormConfig::OFF, 1024);
+        for _ in 0..100_000 {
+            assert_eq!(sw.handle_frame(t(1), PortId(1), &arp_request(MAC_1), false), Verdict::Flood);
+        }
+        // The default holds a second's worth: a container that ARPs for a whole /22 at once
+        // (1 022 requests) is never limited.
+        let mut sw = storm_switch(StormConfig::default(), 1024);
+        assert!((0..1022).all(|_| sw.handle_frame(t(1), PortId(1), &arp_request(MAC_1), false) == Verdict::Flood));
+        // A million-frame flood over one second of virtual time gets through at the rate only.
+        let mut flooded = 0u64;
+        for i in 0..1_000_000u32 {
+            let now = t(2) + Duration::from_micros(u64::from(i));
+            if sw.handle_frame(now, PortId(2), &unicast(Mac([2, 0, 0, 0, 0, 0x99]), random_src(i)), false) == Verdict::Flood {
+                flooded += 1;
+            }
+        }
+        let (rate, burst) = (u64::from(StormConfig::DEFAULT_RATE), u64::from(StormConfig::default().burst));
+        assert!(flooded <= rate + burst + 1 && flooded >= burst, "{flooded}");
+        assert_eq!(drops(&sw, 2, DropReason::Storm), 1_000_000 - flooded);
     }
 }

@@ -19,7 +19,7 @@ use vswitch::control::{Control, Options};
 use vswitch::datapath::Datapath;
 use vswitch::datapath::DnsCounters;
 use vswitch::fdb::FdbConfig;
-use vswitch::switch::SwitchConfig;
+use vswitch::switch::{StormConfig, SwitchConfig};
 use vswitch::sys::{NetnsRef, NetnsWorker, RootlessOptions};
 
 /// Userspace virtual switch for containers.
@@ -56,6 +56,12 @@ struct Args {
     /// Seconds after which an unrefreshed learned MAC is forgotten.
     #[arg(long, default_value_t = 300)]
     fdb_aging_secs: u64,
+    /// Storm control: frames per second each port may send that are flooded (broadcast,
+    /// multicast, unknown unicast) or come from MACs it may not learn (over
+    /// --fdb-per-port-max); a burst of one second's worth; beyond, dropped and counted as
+    /// `storm`. 0 turns it off.
+    #[arg(long, value_name = "PPS", default_value_t = StormConfig::DEFAULT_RATE)]
+    flood_rate: u32,
     /// Open TAPs without IFF_VNET_HDR and offloads (one MTU-sized frame per syscall).
     #[arg(long)]
     no_offloads: bool,
@@ -220,6 +226,7 @@ fn run(args: Args) -> Result<(), String> {
             per_port_max: args.fdb_per_port_max.max(1),
             aging: Duration::from_secs(args.fdb_aging_secs.max(1)),
         },
+        storm: StormConfig::per_second(args.flood_rate),
     };
     match vswitch::sys::raise_open_files_limit() {
         Ok(n) => tracing::debug!(open_files = n, "open-files limit"),

@@ -285,6 +285,8 @@ pub struct Engine {
     /// Ports whose last drain stopped at the budget, so still readable (epoll is edge-triggered).
     backlog: VecDeque<PortId>,
     in_backlog: Vec<bool>,
+    /// TAPs this thread reads that storm control paused, until when (as on workers).
+    storm_paused: Vec<(PortId, Duration)>,
     bufs: Vec<Box<[u8]>>,
     /// Batch slot `i` holds its frame (after a vnet header of the batch's size, if any) in
     /// `bufs[i][starts[i]..lens[i]]`: 0 for TAP reads, past the tunnel header for datagrams.
@@ -348,6 +350,7 @@ impl Engine {
             ports: Vec::new(),
             backlog: VecDeque::new(),
             in_backlog: Vec::new(),
+            storm_paused: Vec::new(),
             bufs: (0..BUDGET).map(|_| vec![0u8; BUF_LEN].into_boxed_slice()).collect(),
             starts: [0; BUDGET],
             lens: [0; BUDGET],
@@ -712,6 +715,7 @@ impl Engine {
         self.removing = None;
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
+        self.storm_paused.retain(|&(p, _)| p != port);
         self.publish_generation();
         let i = port.0 as usize;
         let (file, owner) = match self.ports.get_mut(i).and_then(Option::take) {
@@ -756,7 +760,11 @@ impl Engine {
             if egress_next.is_some_and(|d| d.is_zero()) {
                 self.flush_egress();
             }
-            let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero())].into_iter().flatten().fold(SWEEP_EVERY, Duration::min);
+            let pause_next = self.storm_paused.iter().map(|&(_, t)| t.saturating_sub(now)).min();
+            let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero()), pause_next]
+                .into_iter()
+                .flatten()
+                .fold(SWEEP_EVERY, Duration::min);
             let busy = !self.backlog.is_empty() || self.tun_backlog || std::mem::take(&mut busy_next);
             let timeout = if busy { Some(Duration::ZERO) } else { Some(idle) };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -796,6 +804,17 @@ impl Engine {
             }
             if self.tun_backlog {
                 self.tun_backlog = self.drain_tunnel() == BUDGET;
+            }
+            if !self.storm_paused.is_empty() {
+                let (now, mut k) = (self.now(), 0);
+                while k < self.storm_paused.len() {
+                    if self.storm_paused[k].1 <= now {
+                        let (port, _) = self.storm_paused.swap_remove(k);
+                        self.mark_ready(port);
+                    } else {
+                        k += 1;
+                    }
+                }
             }
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
@@ -865,6 +884,12 @@ impl Engine {
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
             if self.cap.on {
                 self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr, Some(self.verdicts[i]));
+            }
+            if self.verdicts[i] == Verdict::Drop(DropReason::Storm) {
+                // Storm control: the worker reading this TAP pauses it (worker::STORM_PAUSE).
+                if let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) {
+                    stats.storm.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             if grant {
                 self.grant_for(now, i, &mut last_grant);
@@ -938,9 +963,17 @@ impl Engine {
     /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
     /// many frames were read.
     fn drain(&mut self, port: PortId) -> usize {
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else {
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else {
             return 0;
         };
+        if self.storm_paused.iter().any(|&(p, _)| p == port) {
+            return 0;
+        }
+        if stats.storm.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            let until = self.now() + worker::STORM_PAUSE;
+            self.storm_paused.push((port, until));
+            return 0;
+        }
         let hdr = *vnet_hdr_len;
         let mut n = 0;
         while n < BUDGET {

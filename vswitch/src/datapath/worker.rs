@@ -36,6 +36,10 @@ const WAKER: Token = Token(usize::MAX);
 const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Frames a worker may have handed over and not yet got a buffer back for.
 const IN_FLIGHT: usize = 2 * BUDGET;
+/// How long a worker leaves a TAP unread after the engine's storm control dropped a frame of
+/// it: what the container sends meanwhile waits in (or overflows) the TAP's own queue, at the
+/// container's cost, instead of costing the datapath a read and a hand-over per frame.
+pub const STORM_PAUSE: Duration = Duration::from_millis(10);
 /// Most grants a worker keeps; past that it forgets them all and asks again.
 const MAX_GRANTS: usize = 16 * 1024;
 
@@ -49,6 +53,9 @@ pub struct PortStats {
     tx_bytes: AtomicU64,
     tx_errors: AtomicU64,
     overload: AtomicU64,
+    /// Set by the engine when storm control dropped a frame from this port; the worker that
+    /// reads it takes it and pauses the port for [`STORM_PAUSE`].
+    pub storm: std::sync::atomic::AtomicBool,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -170,6 +177,7 @@ impl WorkerHandle {
             shared,
             stats: stats.clone(),
             wake_engine: false,
+            paused: Vec::new(),
         };
         let thread = std::thread::Builder::new().name(format!("datapath-{id}")).spawn(move || {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
@@ -273,6 +281,8 @@ pub struct Worker {
     /// Frames were handed over in this drain: wake the engine once at its end.
     wake_engine: bool,
     cap: super::capture::View,
+    /// Ports left unread for storm control, until when.
+    paused: Vec<(PortId, Instant)>,
 }
 
 impl Worker {
@@ -301,13 +311,15 @@ impl Worker {
             *b = false;
         }
         self.backlog.retain(|&p| p != port);
+        self.paused.retain(|&(p, _)| p != port);
     }
 
     fn run(&mut self) {
         let mut events = Events::with_capacity(256);
         let mut next_refresh = Instant::now() + REFRESH_EVERY;
         while self.running {
-            let timeout = if self.backlog.is_empty() { next_refresh.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let wake_at = self.paused.iter().map(|&(_, t)| t).fold(next_refresh, Instant::min);
+            let timeout = if self.backlog.is_empty() { wake_at.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // Its TAPs would go unread: better no daemon than a silent black hole.
@@ -329,6 +341,7 @@ impl Worker {
             }
             self.take_grants();
             self.cap.refresh();
+            self.resume_paused();
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
@@ -390,9 +403,47 @@ impl Worker {
         }
     }
 
+    /// Marks ready the ports whose storm pause is over (frames that came meanwhile raised no
+    /// new edge, or raised one that was ignored).
+    fn resume_paused(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut k = 0;
+        while k < self.paused.len() {
+            if self.paused[k].1 <= now {
+                let (port, _) = self.paused.swap_remove(k);
+                self.mark_ready(port);
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Whether `port` is left unread now: the engine flagged a storm on it (then the pause
+    /// starts), or its pause has not ended.
+    fn storm_paused(&mut self, port: PortId, stats: &PortStats) -> bool {
+        if self.paused.iter().any(|&(q, _)| q == port) {
+            return true;
+        }
+        if stats.storm.swap(false, Ordering::Relaxed) {
+            self.paused.push((port, Instant::now() + STORM_PAUSE));
+            return true;
+        }
+        false
+    }
+
     /// Reads up to [`BUDGET`] frames from `port`, forwards the granted ones and hands the rest
     /// to the engine. Returns how many frames were read.
     fn drain(&mut self, port: PortId) -> usize {
+        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return 0 };
+        if !self.paused.is_empty() || p.tap.stats.storm.load(Ordering::Relaxed) {
+            let stats = p.tap.stats.clone();
+            if self.storm_paused(port, &stats) {
+                return 0;
+            }
+        }
         let Some(Some(p)) = self.ports.get(port.0 as usize) else { return 0 };
         let file = p.tap.file.clone();
         let hdr = p.tap.hdr;
