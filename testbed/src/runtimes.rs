@@ -643,9 +643,13 @@ impl RootlessPodman {
         crate::require_root();
         install();
         let dir = std::env::temp_dir().join(unique("vswitch-rlpod-"));
-        for sub in ["cni", "graph", "run"] {
+        for sub in ["cni", "graph", "run", "plugins"] {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
+        // The plugin is copied where the user can reach it: the checkout (and its target
+        // directory) may sit under a directory only root can enter, e.g. a `mktemp -d` clone.
+        let plugin = vswitch_cni().expect("vswitch-cni is built");
+        std::fs::copy(&plugin, dir.join("plugins/vswitch-cni")).unwrap();
         let p = RootlessPodman { user: user.clone(), dir };
         let d = p.dir.to_string_lossy();
         let conf = format!(
@@ -664,7 +668,7 @@ cgroup_manager = "cgroupfs"
 events_logger = "file"
 enable_port_reservation = false
 "#,
-            plugins = bin_dir().display()
+            plugins = p.dir.join("plugins").display()
         );
         std::fs::write(p.dir.join("containers.conf"), conf).unwrap();
         let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/graph\"\nrunroot = \"{d}/run/containers\"\n");
