@@ -78,6 +78,31 @@ pub fn vswitch_cni() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// A containers.conf for a podman of the tests: CNI backend with `plugins` first, conflists in
+/// `dir/cni`, runc, cgroupfs, explicit ulimits, no port reservation (vswitchd binds published
+/// ports itself), plus `engine_extra` lines under `[engine]`.
+fn containers_conf(plugins: &Path, dir: &Path, engine_extra: &str) -> String {
+    format!(
+        r#"[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+log_driver = "k8s-file"
+
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
+network_config_dir = "{d}/cni"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+enable_port_reservation = false
+{engine_extra}"#,
+        plugins = plugins.display(),
+        d = dir.display()
+    )
+}
+
 /// The conflist of a vswitch network, as `vswitchctl cni conflist NETWORK --socket SOCK` prints it.
 pub fn vswitch_conflist(network: &str, socket: &Path) -> String {
     let out = Command::new(bin_dir().join("vswitchctl"))
@@ -179,26 +204,7 @@ impl Podman {
         }
         let p = Podman { dir };
         let d = p.dir.to_string_lossy();
-        let conf = format!(
-            r#"[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-log_driver = "k8s-file"
-
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
-network_config_dir = "{d}/cni"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-tmp_dir = "{d}/tmp"
-lock_type = "file"
-enable_port_reservation = false
-"#,
-            plugins = bin_dir().display()
-        );
+        let conf = containers_conf(&bin_dir(), &p.dir, &format!("tmp_dir = \"{d}/tmp\"\nlock_type = \"file\"\n"));
         std::fs::write(p.dir.join("containers.conf"), conf).unwrap();
         let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/graph\"\nrunroot = \"{d}/run\"\n");
         std::fs::write(p.dir.join("storage.conf"), storage).unwrap();
@@ -652,24 +658,7 @@ impl RootlessPodman {
         std::fs::copy(&plugin, dir.join("plugins/vswitch-cni")).unwrap();
         let p = RootlessPodman { user: user.clone(), dir };
         let d = p.dir.to_string_lossy();
-        let conf = format!(
-            r#"[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-log_driver = "k8s-file"
-
-[network]
-network_backend = "cni"
-cni_plugin_dirs = ["{plugins}", "/usr/lib/cni"]
-network_config_dir = "{d}/cni"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-enable_port_reservation = false
-"#,
-            plugins = p.dir.join("plugins").display()
-        );
+        let conf = containers_conf(&p.dir.join("plugins"), &p.dir, "");
         std::fs::write(p.dir.join("containers.conf"), conf).unwrap();
         let storage = format!("[storage]\ndriver = \"vfs\"\ngraphroot = \"{d}/graph\"\nrunroot = \"{d}/run/containers\"\n");
         std::fs::write(p.dir.join("storage.conf"), storage).unwrap();
