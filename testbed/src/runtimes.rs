@@ -181,6 +181,50 @@ fn unmount_below(dir: &Path) {
     }
 }
 
+/// What the tests do with a podman, rootful ([`Podman`]) or rootless ([`RootlessPodman`]):
+/// everything goes through its [`PodmanCli::command`], which carries its configuration.
+pub trait PodmanCli {
+    /// `podman` with this podman's configuration in the environment (and user).
+    fn command(&self) -> Command;
+
+    /// Runs `podman ARGS...`.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run podman")
+    }
+
+    /// Runs `podman ARGS...` and returns stdout; panics with its output on failure.
+    fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `podman exec CONTAINER CMD...`.
+    fn exec(&self, container: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run(&args)
+    }
+
+    /// `podman exec CONTAINER CMD...`, its stdout; panics on failure.
+    fn exec_ok(&self, container: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run_ok(&args)
+    }
+
+    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
+    fn ping(&self, container: &str, target: &str, count: u32) -> bool {
+        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
+    }
+}
+
 /// Rootful podman with the CNI backend and state of its own: `containers.conf`, `storage.conf`
 /// (vfs), the graph and run roots, the engine's tmp dir and file locks, and the conflists all
 /// live in a private directory. `enable_port_reservation = false`: rootful podman otherwise
@@ -190,6 +234,18 @@ fn unmount_below(dir: &Path) {
 #[derive(Debug)]
 pub struct Podman {
     pub dir: PathBuf,
+}
+
+impl PodmanCli for Podman {
+    /// `podman` with this podman's configuration in the environment.
+    fn command(&self) -> Command {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .stdin(Stdio::null());
+        c
+    }
 }
 
 impl Podman {
@@ -214,55 +270,9 @@ impl Podman {
         p
     }
 
-    /// `podman` with this podman's configuration in the environment.
-    pub fn command(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
-            .stdin(Stdio::null());
-        c
-    }
-
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.
     pub fn add_conflist(&self, name: &str, json: &str) {
         std::fs::write(self.dir.join("cni").join(format!("{name}.conflist")), json).unwrap();
-    }
-
-    /// Runs `podman ARGS...`.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("run podman")
-    }
-
-    /// Runs `podman ARGS...` and returns stdout; panics with its output on failure.
-    pub fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// `podman exec CONTAINER CMD...`.
-    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["exec", container];
-        args.extend_from_slice(cmd);
-        self.run(&args)
-    }
-
-    pub fn exec_ok(&self, container: &str, cmd: &[&str]) -> String {
-        let mut args = vec!["exec", container];
-        args.extend_from_slice(cmd);
-        self.run_ok(&args)
-    }
-
-    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
-    pub fn ping(&self, container: &str, target: &str, count: u32) -> bool {
-        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
     }
 
     /// `podman inspect CONTAINER`, the container's object.
@@ -644,6 +654,25 @@ pub struct RootlessPodman {
     pub dir: PathBuf,
 }
 
+impl PodmanCli for RootlessPodman {
+    /// `podman` as the user, with this podman's configuration in the environment.
+    fn command(&self) -> Command {
+        let mut c = self.user.command("podman");
+        let home = format!("/home/{}", self.user.name);
+        c.env("HOME", home)
+            .env("USER", &self.user.name)
+            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .current_dir(&self.dir)
+            .stdin(Stdio::null());
+        c
+    }
+}
+
 impl RootlessPodman {
     pub fn new(user: &User) -> RootlessPodman {
         crate::require_root();
@@ -684,58 +713,11 @@ impl RootlessPodman {
         format!("/proc/{}/ns/user", self.pause_pid())
     }
 
-    /// `podman` as the user, with this podman's configuration in the environment.
-    pub fn command(&self) -> Command {
-        let mut c = self.user.command("podman");
-        let home = format!("/home/{}", self.user.name);
-        c.env("HOME", home)
-            .env("USER", &self.user.name)
-            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("XDG_DATA_HOME")
-            .current_dir(&self.dir)
-            .stdin(Stdio::null());
-        c
-    }
-
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.
     pub fn add_conflist(&self, name: &str, json: &str) {
         let path = self.dir.join("cni").join(format!("{name}.conflist"));
         std::fs::write(&path, json).unwrap();
         self.user.chown(&path);
-    }
-
-    /// Runs `podman ARGS...`.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("run podman")
-    }
-
-    /// Runs `podman ARGS...` and returns stdout; panics with its output on failure.
-    pub fn run_ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman (rootless) {args:?} failed ({}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    /// `podman exec CONTAINER CMD...`.
-    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
-        let mut args = vec!["exec", container];
-        args.extend_from_slice(cmd);
-        self.run(&args)
-    }
-
-    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
-    pub fn ping(&self, container: &str, target: &str, count: u32) -> bool {
-        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
     }
 
     /// Removes every container (`podman rm -af -t 0`).

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use testbed::runtimes::{self, Containerd, Podman, IMAGE};
+use testbed::runtimes::{self, Containerd, Podman, PodmanCli, IMAGE};
 use testbed::{eventually, unique, Daemon};
 
 const NET: &str = "vsw";

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use testbed::runtimes::{self, Podman, IMAGE};
+use testbed::runtimes::{self, Podman, PodmanCli, IMAGE};
 use testbed::{eventually, unique, Daemon};
 
 const NET: &str = "vsw";

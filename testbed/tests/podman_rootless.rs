@@ -10,7 +10,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use serde_json::Value;
-use testbed::runtimes::{self, RootlessPodman, SubidUser, IMAGE};
+use testbed::runtimes::{self, PodmanCli, RootlessPodman, SubidUser, IMAGE};
 use testbed::{eventually, unique, Daemon};
 
 const USER: &str = "vswitch-rlpod";
