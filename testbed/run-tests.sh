@@ -85,11 +85,13 @@ tb_log "testing"
 ran=1
 # Root tests share the machine's two cores; two at a time keeps them honest and quick. The
 # first pass runs every daemon with two datapath workers (whatever the machine's CPU count),
-# the second with one thread reading every TAP, so both datapath shapes are tested.
+# the second with one thread reading every TAP, so both datapath shapes are tested. The second
+# pass runs the integration tests (`--test '*'`) of the whole workspace: the same feature set as
+# the first, so nothing is built twice.
 VSWITCH_WORKERS=2 cargo test --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$out/pass1.log"
 count "$out/pass1.log" "${PIPESTATUS[0]}" "pass 1"
 tb_log "root tests again with plain TAPs (--no-offloads) and one datapath thread"
-VSWITCH_TEST_OFFLOADS=off VSWITCH_WORKERS=1 cargo test -p testbed --no-fail-fast -- --test-threads=2 2>&1 | tee "$out/pass2.log"
+VSWITCH_TEST_OFFLOADS=off VSWITCH_WORKERS=1 cargo test --workspace --test '*' --no-fail-fast -- --test-threads=2 2>&1 | tee "$out/pass2.log"
 count "$out/pass2.log" "${PIPESTATUS[0]}" "pass 2 (--no-offloads, 1 worker)"
 
 # Fuzz smoke: a short run of every cargo-fuzz target from its seed corpus (fuzz/corpus/); the
