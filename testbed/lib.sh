@@ -38,6 +38,15 @@ tb_install_deps() {
     if ! command -v cargo >/dev/null; then
         tb_die "cargo not found: install a Rust toolchain (rustup) first"
     fi
+    tb_build_deps
+}
+
+# tb_build_deps: what building the workspace needs from Debian besides Rust: libpcap-dev
+# (vswitchd compiles `capture --filter` expressions with libpcap).
+tb_build_deps() {
+    [ -e /usr/include/pcap/pcap.h ] && return 0
+    tb_log "installing libpcap-dev (building vswitchd links libpcap)"
+    { tb_apt_get -qq update && tb_apt_get install -y -qq libpcap-dev >/dev/null; } || tb_die "apt-get install libpcap-dev failed"
 }
 
 # tb_apt_get ARGS...: apt-get ARGS, noninteractive, waiting up to 5 minutes for another apt-get
@@ -96,6 +105,7 @@ tb_build() {
     local profile=${1:-debug}
     local flag=()
     [ "$profile" = release ] && flag=(--release)
+    tb_build_deps
     (cd "$TB_ROOT" && cargo build -q "${flag[@]}" -p vswitch -p ctl) >&2 || tb_die "cargo build failed"
     echo "$TB_ROOT/target/$profile"
 }
@@ -216,6 +226,7 @@ tb_release_bins() {
     bin=$TB_ROOT/target/release
     if [ "$build" = 1 ]; then
         tb_log "building vswitchd, vswitchctl${*:+, $*} (release)"
+        tb_build_deps
         (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
         for b in "$@"; do
             # --all-features: tapcopy needs the benches crate's `tapcopy` feature.

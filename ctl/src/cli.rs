@@ -155,6 +155,10 @@ pub struct CaptureArgs {
     /// Bytes kept of each frame (default 262144: all)
     #[arg(short = 's', long, value_name = "SNAPLEN")]
     pub snaplen: Option<usize>,
+    /// Only frames that pass this filter, in tcpdump's syntax (pcap-filter(7)), e.g.
+    /// "icmp or udp port 53"; run in the switch, so the rest are never copied
+    #[arg(short = 'f', long, value_name = "EXPR")]
+    pub filter: Option<String>,
     /// Where the pcapng goes: a file, or - for stdout (e.g. `| tshark -r -`)
     #[arg(short = 'w', long = "write", value_name = "FILE", required = true)]
     pub write: PathBuf,

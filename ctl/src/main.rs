@@ -275,6 +275,9 @@ fn capture(args: &CaptureArgs, socket: &Path) -> Result<String, Failure> {
     if let Some(s) = args.snaplen {
         path.push_str(&format!("&snaplen={s}"));
     }
+    if let Some(f) = &args.filter {
+        path.push_str(&format!("&filter={}", enc(f)));
+    }
     let to_stdout = args.write.as_os_str() == "-";
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(io::stdout().lock())

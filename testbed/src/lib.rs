@@ -26,8 +26,10 @@ pub fn unique(prefix: &str) -> String {
 /// The directory holding `vswitchd` and `vswitchctl`.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    // A test: target/<profile>/deps/<test> -> target/<profile>; a binary of this crate (a
+    // benchmark driver): target/<profile>/<bin> -> target/<profile>.
+    let parent = exe.parent().expect("target dir");
+    let dir = if parent.ends_with("deps") { parent.parent().expect("target dir") } else { parent }.to_path_buf();
     assert!(
         dir.join("vswitchd").exists() && dir.join("vswitchctl").exists(),
         "vswitchd/vswitchctl not built in {}: run `cargo build --workspace` first",

@@ -136,6 +136,12 @@ pub fn bridge_conflist(name: &str, bridge: &str, subnet: &str, nameserver: Optio
 
 /// Writes the busybox rootfs of the RUNTIMES.md recipe under `dir` and tars it to `dir/bb.tar`.
 fn busybox_tar(dir: &Path) -> PathBuf {
+    rootfs_tar(dir, &[])
+}
+
+/// [`busybox_tar`] plus the host's `programs`, each with the shared libraries `ldd` names for it,
+/// at their own paths (a dynamically linked tool such as iperf3 inside the busybox image).
+fn rootfs_tar(dir: &Path, programs: &[&str]) -> PathBuf {
     let root = dir.join("rootfs");
     for sub in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
         std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -145,6 +151,16 @@ fn busybox_tar(dir: &Path) -> PathBuf {
         ["sh", "ping", "ip", "sleep", "cat", "nslookup", "wget", "ifconfig", "route", "udhcpc", "nc", "netstat", "true", "hostname"];
     for a in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    for program in programs {
+        let ldd = crate::run_ok("ldd", &[program]);
+        // "libx.so.1 => /lib/.../libx.so.1 (0x…)" and "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let libs = ldd.lines().filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')));
+        for file in std::iter::once(*program).chain(libs) {
+            let to = root.join(file.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(file, &to).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+        }
     }
     std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
     let tar = dir.join("bb.tar");
@@ -711,6 +727,14 @@ impl RootlessPodman {
     /// `/proc/PAUSE/ns/user`: podman's user namespace, for `vswitchd --userns`.
     pub fn userns(&self) -> String {
         format!("/proc/{}/ns/user", self.pause_pid())
+    }
+
+    /// Imports the busybox image plus the host's `programs` (with their libraries) as `image`.
+    pub fn import_image_with(&self, image: &str, programs: &[&str]) {
+        let tar = rootfs_tar(&self.dir, programs);
+        self.user.chown(&tar);
+        self.run_ok(&["import", "--change", r#"CMD ["/bin/sh"]"#, &tar.to_string_lossy(), image]);
+        let _ = std::fs::remove_file(tar);
     }
 
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.

@@ -97,6 +97,39 @@ fn a_ping_captured_reads_back_in_tshark() {
 }
 
 #[test]
+fn a_filtered_capture_keeps_only_what_the_expression_passes() {
+    ensure_commands(&[("tshark", "tshark")]);
+    let d = Daemon::start();
+    d.network("cap3", "10.74.2.0/24");
+    let (c1, c2) = (Netns::new("vt-fa"), Netns::new("vt-fb"));
+    let _e1 = d.attach("cap3", &c1);
+    let e2 = d.attach("cap3", &c2);
+    let file = d.dir.join("replies.pcapng");
+    // Echo replies only, coming in from c2: not the requests, not ARP.
+    let filter = "icmp[icmptype] == icmp-echoreply";
+    let mut cap = capture(&d, &[&format!("cap3/{}", c2.name), "-c", "4", "--filter", filter, "-w", file.to_str().unwrap()]);
+    assert!(eventually(Duration::from_secs(5), || metric(&d, "vswitch_capture_sessions") == 1), "the capture never started");
+    // A flushed neighbour table: the ping starts with ARP, which the filter must leave out.
+    run_ok("ip", &["netns", "exec", &c1.name, "ip", "neigh", "flush", "all"]);
+    assert!(c1.ping(&ip(&e2), 4));
+    let status = wait_exit(&mut cap, Duration::from_secs(10)).expect("capture -c 4 with a filter did not stop");
+    let out = cap.wait_with_output().unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fields = run_ok("tshark", &["-r", file.to_str().unwrap(), "-T", "fields", "-e", "icmp.type", "-e", "arp.opcode"]);
+    let lines: Vec<&str> = fields.lines().collect();
+    assert_eq!(lines, vec!["0\t"; 4], "not exactly 4 echo replies:\n{fields}");
+    let filt = run_ok("tshark", &["-r", file.to_str().unwrap(), "-c", "1", "-T", "fields", "-e", "frame.interface_name"]);
+    assert!(filt.contains("cap3/"), "{filt}");
+
+    // A filter libpcap cannot compile: refused with its reason, nothing started.
+    let out = d.ctl(&["capture", "cap3", "--filter", "tcp port", "-w", "/dev/null"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("capture filter \"tcp port\"") && err.contains("invalid_request"), "{err}");
+    assert_eq!(metric(&d, "vswitch_capture_sessions"), 0);
+}
+
+#[test]
 fn bad_captures_are_refused_clearly() {
     let d = Daemon::start();
     d.network("cap2", "10.74.1.0/24");

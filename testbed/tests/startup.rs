@@ -144,6 +144,26 @@ fn log_to_a_file_has_no_colour_codes() {
 }
 
 #[test]
+fn log_format_json_writes_one_object_per_line() {
+    let d = Daemon::start_with(&["--log-format", "json"]);
+    d.network("lfj", "10.73.5.0/24");
+    // An attach that fails logs a warning with fields of its own.
+    let _ = d.ctl(&["attach", "lfj", "--netns", "/nonexistent/netns"]);
+    let log = d.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log at all");
+    let mut ready = false;
+    for line in &lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line:?}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["target"].is_string(), "{line}");
+        ready |= v["message"].as_str().is_some_and(|m| m.contains("vswitchd ready"));
+    }
+    assert!(ready, "no `vswitchd ready` event: {log}");
+    let out = vswitchd_refused(Command::new(bin_dir().join("vswitchd")), &["--log-format", "xml"]);
+    assert!(!out.status.success() && stderr(&out).contains("text, json"), "{out:?}");
+}
+
+#[test]
 fn bare_netns_name_is_under_run_netns() {
     let d = Daemon::start();
     d.network("bn", "10.73.4.0/24");

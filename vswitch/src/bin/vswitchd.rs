@@ -4,7 +4,6 @@
 //! `vswitch::sys::userns`) that wires the containers.
 
 use std::ffi::OsString;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use vswitch::datapath::Datapath;
 use vswitch::datapath::DnsCounters;
 use vswitch::fdb::FdbConfig;
 use vswitch::switch::{StormConfig, SwitchConfig};
+use vswitch::sys::log::LogFormat;
 use vswitch::sys::{NetnsRef, NetnsWorker, RootlessOptions};
 
 /// Userspace virtual switch for containers.
@@ -47,6 +47,9 @@ struct Args {
     /// levels are those, e.g. "vswitch=debug,info".
     #[arg(long, default_value = "info", value_parser = parse_log_level)]
     log_level: String,
+    /// Log lines as plain text, or as JSON lines (one object per event) for a log collector.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Largest number of MAC table entries over all networks.
     #[arg(long, default_value_t = 8192)]
     fdb_max_entries: usize,
@@ -156,8 +159,7 @@ fn main() -> ExitCode {
         _ => filter,
     };
     // Colours only for a person at a terminal: a log file or journal gets plain text.
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    vswitch::sys::log::init(filter, args.log_format);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -211,6 +213,7 @@ fn run(args: Args) -> Result<(), String> {
             userns_of_netns: snapshot.as_ref().and_then(first_live_netns),
             exe: None,
             log_level: Some(args.log_level.clone()),
+            log_format: args.log_format,
         };
         tracing::info!(userns = ?opts.userns, rejoin = ?opts.userns_of_netns, "rootless mode");
         NetnsWorker::spawn_rootless(opts).map_err(|e| format!("rootless: cannot start the netns helper: {e}"))?

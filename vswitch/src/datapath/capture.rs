@@ -45,12 +45,52 @@ pub struct Captured {
     pub verdict: Option<Verdict>,
 }
 
+/// A capture filter in pcap-filter(7) syntax (tcpdump's), compiled by libpcap to a BPF program
+/// for Ethernet frames. A captured port's frame is offered to it before anything is copied, so
+/// a narrow filter on a busy port costs the program's run per frame and no copies.
+pub struct Filter {
+    expr: String,
+    program: pcap::BpfProgram,
+}
+
+impl Filter {
+    /// Compiles `expr`.
+    ///
+    /// # Errors
+    /// libpcap's message for an expression it cannot compile.
+    pub fn compile(expr: &str) -> Result<Filter, String> {
+        let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(|e| e.to_string())?;
+        let program = dead.compile(expr, true).map_err(|e| match e {
+            pcap::Error::PcapError(m) => m,
+            e => e.to_string(),
+        })?;
+        Ok(Filter { expr: expr.to_string(), program })
+    }
+
+    /// Whether the Ethernet frame `frame` passes.
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        self.program.filter(frame)
+    }
+}
+
+// SAFETY: after compilation the program is only read: `matches` runs libpcap's
+// pcap_offline_filter, which interprets the instructions without writing to them or to any
+// shared state, so several datapath threads may run it at once. It is freed once, on drop.
+unsafe impl Sync for Filter {}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").field("expr", &self.expr).finish_non_exhaustive()
+    }
+}
+
 /// One running capture.
 #[derive(Debug)]
 pub struct Session {
     id: u64,
     ports: Vec<PortId>,
     snaplen: usize,
+    filter: Option<Filter>,
     tx: mpsc::Sender<Captured>,
     /// Only frames coming in from the ports (`trace --live`).
     in_only: bool,
@@ -69,6 +109,10 @@ impl Session {
         if self.in_only && dir == Dir::Out {
             return;
         }
+        let frame = buf.get(hdr..).unwrap_or_default();
+        if self.filter.as_ref().is_some_and(|f| !f.matches(frame)) {
+            return;
+        }
         let mut left = self.remaining.load(Relaxed);
         loop {
             if left == 0 {
@@ -84,7 +128,6 @@ impl Session {
             (0, _) | (_, None) => (0, 0),
             (_, Some(vh)) => (vh.gso_size, vh.gso_type),
         };
-        let frame = buf.get(hdr..).unwrap_or_default();
         let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         let data = frame[..frame.len().min(self.snaplen)].to_vec();
         let c = Captured { port, dir, ts, orig_len: frame.len() as u32, gso_size, gso_type, data, verdict };
@@ -127,14 +170,23 @@ const QUEUE_BYTES: usize = 16 << 20;
 impl Hub {
     /// Starts capturing `ports`: at most `count` frames (`None`: until the receiver is dropped),
     /// each cut to `snaplen` bytes. Remove it with [`Hub::remove`] when done.
-    /// `in_only`: frames coming in only, each with its verdict (`trace --live`).
-    pub fn add(&self, ports: Vec<PortId>, snaplen: usize, count: Option<u64>, in_only: bool) -> (Arc<Session>, mpsc::Receiver<Captured>) {
+    /// `in_only`: frames coming in only, each with its verdict (`trace --live`). With a
+    /// `filter`, only the frames it passes (and `count` counts those).
+    pub fn add(
+        &self,
+        ports: Vec<PortId>,
+        snaplen: usize,
+        count: Option<u64>,
+        in_only: bool,
+        filter: Option<Filter>,
+    ) -> (Arc<Session>, mpsc::Receiver<Captured>) {
         let depth = (QUEUE_BYTES / snaplen.max(1)).clamp(64, QUEUE_FRAMES);
         let (tx, rx) = mpsc::channel(depth);
         let s = Arc::new(Session {
             id: self.next_id.fetch_add(1, Relaxed),
             ports,
             snaplen,
+            filter,
             tx,
             in_only,
             remaining: AtomicU64::new(count.unwrap_or(u64::MAX)),
@@ -214,13 +266,40 @@ impl View {
 mod tests {
     use super::*;
 
+    /// An Ethernet frame of `ethertype` with 46 bytes of zeros after the header.
+    fn frame(ethertype: u16) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend([0x02, 0, 0, 0, 0, 1]);
+        f.extend(ethertype.to_be_bytes());
+        f.extend([0u8; 46]);
+        f
+    }
+
+    #[test]
+    fn a_filter_keeps_what_it_passes_and_count_counts_those() {
+        assert!(Filter::compile("tcp port").is_err());
+        let (arp, ipv4) = (frame(0x0806), frame(0x0800));
+        let f = Filter::compile("arp").unwrap();
+        assert!(f.matches(&arp) && !f.matches(&ipv4));
+        let hub = Arc::new(Hub::default());
+        let mut v = View::new(hub.clone());
+        let (s, mut rx) = hub.add(vec![PortId(1)], 100, Some(1), false, Some(f));
+        v.refresh();
+        v.offer(PortId(1), Dir::In, &ipv4, 0);
+        v.offer(PortId(1), Dir::In, &arp, 0);
+        let c = rx.try_recv().unwrap();
+        assert_eq!(c.data, arp);
+        assert!(rx.try_recv().is_err());
+        assert_eq!((s.captured.load(Relaxed), s.dropped.load(Relaxed)), (1, 0));
+    }
+
     #[test]
     fn off_costs_nothing_and_on_copies_matching_ports() {
         let hub = Arc::new(Hub::default());
         let mut v = View::new(hub.clone());
         v.refresh();
         assert!(!v.on);
-        let (s, mut rx) = hub.add(vec![PortId(3)], 20, Some(2), false);
+        let (s, mut rx) = hub.add(vec![PortId(3)], 20, Some(2), false, None);
         v.refresh();
         assert!(v.on);
         let frame = [7u8; 60];
@@ -242,7 +321,7 @@ mod tests {
     fn a_full_queue_drops_and_counts() {
         let hub = Arc::new(Hub::default());
         let mut v = View::new(hub.clone());
-        let (s, _rx) = hub.add(vec![PortId(1)], 65535, None, false);
+        let (s, _rx) = hub.add(vec![PortId(1)], 65535, None, false, None);
         v.refresh();
         let frame = [1u8; 100];
         for _ in 0..1000 {
@@ -258,7 +337,7 @@ mod tests {
     fn super_frames_lose_the_virtio_header_and_keep_gso_size() {
         let hub = Arc::new(Hub::default());
         let mut v = View::new(hub.clone());
-        let (_s, mut rx) = hub.add(vec![PortId(1)], 65535, None, false);
+        let (_s, mut rx) = hub.add(vec![PortId(1)], 65535, None, false, None);
         v.refresh();
         let mut buf = vec![0u8; 12 + 100];
         buf[0] = segment::F_NEEDS_CSUM;

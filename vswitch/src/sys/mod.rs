@@ -11,6 +11,7 @@
 
 mod ffi;
 pub mod lock;
+pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod tap;

@@ -64,6 +64,8 @@ pub struct RootlessOptions {
     pub exe: Option<PathBuf>,
     /// tracing filter for the helper's own log lines (stderr); default "info".
     pub log_level: Option<String>,
+    /// How the helper writes them: as the daemon does.
+    pub log_format: super::log::LogFormat,
 }
 
 /// What the helper gets on its command line.
@@ -77,6 +79,8 @@ struct HelperConfig {
     userns: Option<PathBuf>,
     userns_of_netns: Option<PathBuf>,
     log_level: String,
+    #[serde(default)]
+    log_format: super::log::LogFormat,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -277,6 +281,7 @@ impl Helper {
             userns: opts.userns.clone(),
             userns_of_netns: if opts.userns.is_some() { None } else { opts.userns_of_netns.clone() },
             log_level: opts.log_level.clone().unwrap_or_else(|| "info".to_string()),
+            log_format: opts.log_format,
         };
         let cfg_json = serde_json::to_string(&cfg).map_err(io::Error::other)?;
         let theirs_raw = theirs.as_raw_fd();
@@ -461,8 +466,7 @@ pub fn helper_main(args: &[OsString]) -> ExitCode {
     }
     // Only now may threads exist: the tracing subscriber and the worker thread.
     let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    super::log::init(filter, cfg.log_format);
     let worker = match NetnsWorker::spawn() {
         Ok(w) => w,
         Err(e) => return fail(format!("cannot start the netns thread: {e}")),
@@ -787,7 +791,14 @@ mod tests {
         assert_eq!(helper_main(&[]), ExitCode::from(2));
         assert_eq!(helper_main(&["{not json".into()]), ExitCode::from(2));
         // fd 0 is a standard stream, never adopted.
-        let cfg = HelperConfig { fd: 0, parent: 1, userns: None, userns_of_netns: None, log_level: "info".into() };
+        let cfg = HelperConfig {
+            fd: 0,
+            parent: 1,
+            userns: None,
+            userns_of_netns: None,
+            log_level: "info".into(),
+            log_format: Default::default(),
+        };
         assert_eq!(helper_main(&[serde_json::to_string(&cfg).unwrap().into()]), ExitCode::from(2));
     }
 

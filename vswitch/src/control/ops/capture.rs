@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use super::Control;
 use crate::api::{ApiError, ErrorCode};
 use crate::control::model::PortRow;
-use crate::datapath::capture::{Captured, Dir, Hub, Session};
+use crate::datapath::capture::{Captured, Dir, Filter, Hub, Session};
 use crate::datapath::segment;
 use crate::types::PortId;
 
@@ -34,13 +34,14 @@ const CHUNK: usize = 256 * 1024;
 
 /// What to capture, as the query string says: `target` (a network, `NETWORK/ENDPOINT`, an
 /// endpoint name, or a peer: `peer:KEYPREFIX` or a key prefix) or one of `port`, `network`,
-/// `peer`; `count` and `snaplen`.
+/// `peer`; `count`, `snaplen` and `filter` (pcap-filter(7) syntax).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaptureRequest {
     pub target: String,
     pub kind: Option<&'static str>,
     pub count: Option<u64>,
     pub snaplen: usize,
+    pub filter: Option<String>,
 }
 
 impl CaptureRequest {
@@ -80,7 +81,10 @@ impl CaptureRequest {
                     }
                     req.snaplen = n;
                 }
-                other => return Err(bad(format!("unknown capture parameter {other:?} (target, port, network, peer, count, snaplen)"))),
+                "filter" => req.filter = Some(v).filter(|f| !f.trim().is_empty()),
+                other => {
+                    return Err(bad(format!("unknown capture parameter {other:?} (target, port, network, peer, count, snaplen, filter)")))
+                }
             }
         }
         if targets != 1 || req.target.is_empty() {
@@ -172,9 +176,15 @@ fn now() -> Duration {
 impl CaptureStream {
     fn new(hub: Arc<Hub>, ports: &[PortRow], req: &CaptureRequest) -> Result<CaptureStream, ApiError> {
         let fail = |e: pcap_file::PcapError| ApiError::new(ErrorCode::Internal, format!("pcapng: {e}"));
+        let filter = match &req.filter {
+            Some(expr) => {
+                Some(Filter::compile(expr).map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("capture filter {expr:?}: {e}")))?)
+            }
+            None => None,
+        };
         let mut writer = PcapNgWriter::new(Vec::with_capacity(CHUNK)).map_err(fail)?;
         for p in ports {
-            let idb = InterfaceDescriptionBlock {
+            let mut idb = InterfaceDescriptionBlock {
                 linktype: DataLink::ETHERNET,
                 snaplen: req.snaplen as u32,
                 options: vec![
@@ -187,9 +197,14 @@ impl CaptureStream {
                     InterfaceDescriptionOption::IfTsResol(9),
                 ],
             };
+            if let Some(expr) = &req.filter {
+                // if_filter: a type byte (0: a libpcap filter string), then the expression.
+                let value = [&[0u8][..], expr.as_bytes()].concat();
+                idb.options.push(InterfaceDescriptionOption::IfFilter(Cow::Owned(value)));
+            }
             writer.write_pcapng_block(idb).map_err(fail)?;
         }
-        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), req.snaplen, req.count, false);
+        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), req.snaplen, req.count, false, filter);
         Ok(CaptureStream {
             hub,
             session,
@@ -363,6 +378,13 @@ mod tests {
         }
         let r = CaptureRequest::from_query("port=c1&count=5&snaplen=96").unwrap();
         assert_eq!((r.target.as_str(), r.kind, r.count, r.snaplen), ("c1", Some("port"), Some(5), 96));
+        assert_eq!(r.filter, None);
+        let r = CaptureRequest::from_query("target=a&filter=udp%20port%2053").unwrap();
+        assert_eq!(r.filter.as_deref(), Some("udp port 53"));
+        // Compiled when the stream starts: a bad one is the client's error.
+        let bad = CaptureRequest { filter: Some("tcp port".into()), ..r };
+        let e = CaptureStream::new(Arc::new(Hub::default()), &[row(2, "a", "c1", "tap")], &bad).unwrap_err();
+        assert_eq!(e.error.code.status(), 400, "{}", e.error.message);
     }
 
     #[test]
@@ -370,7 +392,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let mut view = crate::datapath::capture::View::new(hub.clone());
         let ports = vec![row(2, "a", "c1", "tap"), row(3, "a", "c2", "tap")];
-        let req = CaptureRequest { target: "a".into(), kind: None, count: Some(2), snaplen: 64 };
+        let req = CaptureRequest { target: "a".into(), kind: None, count: Some(2), snaplen: 64, filter: None };
         let mut s = CaptureStream::new(hub.clone(), &ports, &req).unwrap();
         view.refresh();
         view.offer(PortId(3), Dir::Out, &[0x02; 100], 0);

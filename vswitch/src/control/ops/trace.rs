@@ -217,7 +217,7 @@ impl Control {
         drop(m);
         let ports = super::capture::resolve(&rows, &peers, &req)?;
         let hub = self.dp.capture.clone();
-        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), LIVE_SNAPLEN, Some(count), true);
+        let (session, rx) = hub.add(ports.iter().map(|p| p.id).collect(), LIVE_SNAPLEN, Some(count), true, None);
         Ok(LiveTrace { hub, session, rx, names, count, seen: 0 })
     }
 }
