@@ -63,12 +63,7 @@ tb_podman_conflist "$brnet" "$(cat <<EOF
 EOF
 )"
 if [ "$bridge_only" = 0 ]; then
-    if conf=$("$bin/vswitchctl" cni conflist vsw --socket "$sock" 2>/dev/null); then
-        tb_podman_conflist vsw "$conf"
-    else
-        # TODO(issue 15): only `vswitchctl cni conflist` once it is on main.
-        tb_podman_conflist vsw "{\"cniVersion\":\"1.0.0\",\"name\":\"vsw\",\"plugins\":[{\"type\":\"vswitch-cni\",\"network\":\"vsw\",\"socket\":\"$sock\",\"capabilities\":{\"portMappings\":true,\"aliases\":true,\"ips\":true,\"mac\":true,\"dns\":true}}]}"
-    fi
+    tb_podman_conflist vsw "$("$bin/vswitchctl" cni conflist vsw --socket "$sock")"
 fi
 
 netarg() { case $1 in vswitch) echo vsw ;; bridge) echo "$brnet" ;; none) echo none ;; esac; }

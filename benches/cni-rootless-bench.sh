@@ -27,6 +27,8 @@ tb_positive "-t and -r" "$secs" "$rounds"
 tb_need_root
 tb_bench_scratch cni-rootless-bench
 tb_apt iperf3=iperf3 python3=python3
+# slirp4netns, and vswitchd rootless, open /dev/net/tun as the user (restored on exit).
+tb_tun_for_everyone
 tb_release_bins "$build"
 if [ "$build" = 1 ]; then
     (cd "$TB_ROOT" && cargo build -q --release -p ctl -p testbed --bins) || tb_die "cargo build failed"

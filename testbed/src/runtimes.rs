@@ -735,6 +735,8 @@ impl RootlessPodman {
         self.user.chown(&tar);
         self.run_ok(&["import", "--change", r#"CMD ["/bin/sh"]"#, &tar.to_string_lossy(), image]);
         let _ = std::fs::remove_file(tar);
+        // The pause process again, if the import's podman let it go.
+        self.run_ok(&["unshare", "true"]);
     }
 
     /// Writes the conflist `NAME.conflist` into this podman's network config directory.

@@ -17,7 +17,7 @@
 //!                      10.0.2.2
 //! Rounds take turns (every network once per round, the order turning each round); medians.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 
 use serde_json::Value;
 use testbed::runtimes::{self, PodmanCli, RootlessPodman, SubidUser};
@@ -66,7 +66,7 @@ fn run(p: &RootlessPodman, case: &Case, secs: u32, reverse: bool) -> Result<f64,
     json["end"]["sum_received"]["bits_per_second"].as_f64().map(|b| b / 1e9).ok_or_else(|| format!("no result: {}", json["error"]))
 }
 
-fn main() {
+fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (mut secs, mut rounds) = (5u32, 3usize);
     while let Some(a) = args.next() {
@@ -76,7 +76,7 @@ fn main() {
             ("--rounds", Some(v)) if v > 0 => rounds = v as usize,
             _ => {
                 eprintln!("usage: podman-rootless-bench [--duration SECONDS] [--rounds N]");
-                std::process::exit(2);
+                return ExitCode::from(2);
             }
         }
     }
@@ -108,7 +108,8 @@ fn main() {
     for c in &cases {
         if let Err(e) = run(&p, c, 1, false) {
             eprintln!("{} (MTU {}) does not work: {e}\n--- vswitchd log ---\n{}", c.name, c.mtu, d.log());
-            std::process::exit(1);
+            // Returning (not exit): the server, the daemon, podman and the user go on drop.
+            return ExitCode::FAILURE;
         }
     }
     // results[case][direction] = Gbit/s of each round
@@ -155,4 +156,5 @@ fn main() {
     println!("{rounds} rounds of {secs} s per cell (medians), each run a fresh `podman run --rm` container.");
     drop(d);
     drop(p);
+    ExitCode::SUCCESS
 }
