@@ -91,6 +91,58 @@ pub struct NetConfig {
     pub vnet: bool,
 }
 
+/// How egress reaches the host for a container's flow: [`HostSockets`], the real sockets of
+/// the daemon's namespace; a test or fuzz target hands in a stand-in (e.g. socketpairs) so that
+/// the whole path from a container's packet to a host socket and back runs with no connect.
+pub trait HostNet: Send {
+    /// A non-blocking TCP connection to `to`, under way.
+    fn connect_tcp(&mut self, to: SocketAddrV4) -> io::Result<TcpStream>;
+    /// Where a connection from [`HostNet::connect_tcp`] stands once its socket is ready:
+    /// `Ok(true)` up, `Ok(false)` still under way, `Err` failed.
+    fn tcp_established(&self, s: &TcpStream) -> io::Result<bool> {
+        if let Some(e) = s.take_error()? {
+            return Err(e);
+        }
+        match s.peer_addr() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// A non-blocking UDP socket connected to `to`.
+    fn connect_udp(&mut self, to: SocketAddrV4) -> io::Result<UdpSocket>;
+    /// A non-blocking unprivileged ICMP (ping) socket connected to `to`.
+    fn connect_ping(&mut self, to: Ipv4Addr) -> io::Result<socket2::Socket>;
+    /// Whether `ip` is one of the host's own addresses.
+    fn is_local(&self, ip: Ipv4Addr) -> bool;
+}
+
+/// The daemon's own sockets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostSockets;
+
+impl HostNet for HostSockets {
+    fn connect_tcp(&mut self, to: SocketAddrV4) -> io::Result<TcpStream> {
+        TcpStream::connect(SocketAddr::V4(to))
+    }
+
+    fn connect_udp(&mut self, to: SocketAddrV4) -> io::Result<UdpSocket> {
+        let bind: SocketAddr = if to.ip().is_loopback() { "127.0.0.1:0" } else { "0.0.0.0:0" }.parse().expect("literal");
+        UdpSocket::bind(bind).and_then(|s| s.connect(SocketAddr::V4(to)).map(|()| s))
+    }
+
+    fn connect_ping(&mut self, to: Ipv4Addr) -> io::Result<socket2::Socket> {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM.nonblocking().cloexec(), Some(socket2::Protocol::ICMPV4))?;
+        s.connect(&SocketAddr::V4(SocketAddrV4::new(to, 0)).into())?;
+        Ok(s)
+    }
+
+    /// Binding to it works only then.
+    fn is_local(&self, ip: Ipv4Addr) -> bool {
+        std::net::UdpSocket::bind(SocketAddrV4::new(ip, 0)).is_ok()
+    }
+}
+
 /// Counters, for `GET /v1/egress` (the control plane fills `enabled` and the limit).
 pub type Stats = crate::api::EgressStats;
 
@@ -283,6 +335,7 @@ pub struct Egress {
     warned_watch: bool,
     /// The datapath clock at the last entry point.
     now: Duration,
+    host: Box<dyn HostNet>,
 }
 
 impl std::fmt::Debug for Egress {
@@ -309,7 +362,13 @@ impl Egress {
             warned_icmp: false,
             warned_watch: false,
             now: Duration::ZERO,
+            host: Box::new(HostSockets),
         }
+    }
+
+    /// The same, reaching the host through `host` instead of [`HostSockets`].
+    pub fn with_host(self, host: Box<dyn HostNet>) -> Egress {
+        Egress { host, ..self }
     }
 
     pub fn set_limits(&mut self, limits: Limits) {
@@ -503,7 +562,7 @@ impl Egress {
             if self.stacks.values().any(|s| s.cfg.subnet.contains(&ip)) {
                 return Err(Refused::DaemonNetwork);
             }
-            if !is_local_address(ip) {
+            if !self.host.is_local(ip) {
                 return Ok(dst);
             }
             // The host's own addresses are the host too.
@@ -648,7 +707,7 @@ impl Egress {
             self.send_rst(gw_port, ip);
             return;
         }
-        let stream = match TcpStream::connect(SocketAddr::V4(host)) {
+        let stream = match self.host.connect_tcp(host) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(%host, error = %e, "egress connect failed");
@@ -843,8 +902,7 @@ impl Egress {
                 if !self.client_has_room(*key.src.ip()) {
                     return;
                 }
-                let bind: SocketAddr = if host.ip().is_loopback() { "127.0.0.1:0" } else { "0.0.0.0:0" }.parse().expect("literal");
-                let sock = match UdpSocket::bind(bind).and_then(|s| s.connect(SocketAddr::V4(host)).map(|()| s)) {
+                let sock = match self.host.connect_udp(host) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::debug!(%host, error = %e, "egress UDP socket failed");
@@ -887,7 +945,7 @@ impl Egress {
                 if !self.client_has_room(*key.src.ip()) {
                     return;
                 }
-                let sock = match ping_socket(*host.ip()) {
+                let sock = match self.host.connect_ping(*host.ip()) {
                     Ok(s) => s,
                     Err(e) => {
                         self.stats.icmp_unavailable += 1;
@@ -944,16 +1002,9 @@ impl Egress {
     /// The host connect of a TCP flow finished: on success the held SYN goes to smoltcp.
     fn tcp_connected(&mut self, slot: usize) {
         let Some(Some(Flow::Tcp(f))) = self.flows.get_mut(slot) else { return };
-        match f.host.take_error() {
-            Ok(None) => {}
-            _ => {
-                self.fail_connect(slot);
-                return;
-            }
-        }
-        match f.host.peer_addr() {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // not yet
+        match self.host.tcp_established(&f.host) {
+            Ok(true) => {}
+            Ok(false) => return, // not yet
             Err(_) => {
                 self.fail_connect(slot);
                 return;
@@ -1344,18 +1395,6 @@ fn raise_mss(ip: &mut [u8]) {
             }
         }
     }
-}
-
-/// Whether `ip` is an address of the daemon's own host (binding to it works only then).
-fn is_local_address(ip: Ipv4Addr) -> bool {
-    std::net::UdpSocket::bind(SocketAddrV4::new(ip, 0)).is_ok()
-}
-
-/// A non-blocking unprivileged ICMP socket connected to `dst`.
-fn ping_socket(dst: Ipv4Addr) -> io::Result<socket2::Socket> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM.nonblocking().cloexec(), Some(socket2::Protocol::ICMPV4))?;
-    s.connect(&SocketAddr::V4(SocketAddrV4::new(dst, 0)).into())?;
-    Ok(s)
 }
 
 fn instant(now: Duration) -> smoltcp::time::Instant {
