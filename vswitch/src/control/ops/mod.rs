@@ -6,6 +6,7 @@
 //! so validation and commit never interleave.
 
 pub mod capture;
+pub mod docker;
 mod dns;
 mod endpoints;
 mod fdb;

@@ -33,6 +33,7 @@ impl Control {
                         let plan = m.restore_endpoint(&network, e.clone()).map_err(|e| e.error.message)?;
                         // bring_up forgets it and releases its addresses when it fails.
                         if let Err(err) = self.bring_up(&mut m, plan, true).await {
+                            self.forget_docker_tap(&e.endpoint).await;
                             report.push(format!(
                                 "dropped endpoint {name} of network {network}: its TAP could not be restored: {}",
                                 err.error.message
@@ -46,6 +47,7 @@ impl Control {
                     let (worker, ifname) = (self.netns.clone(), e.endpoint.ifname.clone());
                     let _ = tokio::task::spawn_blocking(move || worker.delete_link(netns, &ifname)).await;
                 }
+                self.forget_docker_tap(&e.endpoint).await;
                 m.drop_restored(&network, &e);
                 report.push(format!("dropped endpoint {name} of network {network}: {why}"));
             }
@@ -68,6 +70,16 @@ impl Control {
         self.save(&m).map_err(|e| e.error.message)?;
         self.local_change(&mut m);
         Ok(report)
+    }
+
+    /// A Docker endpoint that did not come back may have left its TAP, persistent, in
+    /// vswitchd's own namespace under its own name (dockerd moves it back before Leave).
+    async fn forget_docker_tap(&self, ep: &crate::api::Endpoint) {
+        if crate::control::model::docker::is_docker(ep) {
+            let (worker, ifname) = (self.netns.clone(), ep.ifname.clone());
+            let own = NetnsRef::Path(crate::control::model::docker::OWN_NETNS.into());
+            let _ = tokio::task::spawn_blocking(move || worker.delete_link(own, &ifname)).await;
+        }
     }
 
     /// Binds a restored endpoint's published ports again; one that cannot be bound any more is
