@@ -230,7 +230,7 @@ struct EndpointRef {
 struct CreateNetwork {
     #[serde(rename = "NetworkID")]
     network_id: String,
-    #[serde(rename = "Options", default)]
+    #[serde(rename = "Options", default, deserialize_with = "null_default")]
     options: BTreeMap<String, Value>,
     #[serde(rename = "IPv4Data", default)]
     ipv4_data: Option<Vec<IpamData>>,
@@ -335,7 +335,7 @@ struct Program {
     network_id: String,
     #[serde(rename = "EndpointID")]
     endpoint_id: String,
-    #[serde(rename = "Options", default)]
+    #[serde(rename = "Options", default, deserialize_with = "null_default")]
     options: BTreeMap<String, Value>,
 }
 
@@ -361,7 +361,7 @@ struct RequestAddress {
     pool_id: String,
     #[serde(rename = "Address", default)]
     address: String,
-    #[serde(rename = "Options", default)]
+    #[serde(rename = "Options", default, deserialize_with = "null_default")]
     options: BTreeMap<String, String>,
 }
 
@@ -409,6 +409,11 @@ fn port_rules(portmap: Option<&Value>) -> Result<Vec<PublishRule>, ApiError> {
             Ok(PublishRule { proto, host_addr, host_port: b.host_port, host_port_end: end, container_port: b.port })
         })
         .collect()
+}
+
+/// Go's nil maps and slices arrive as `null`: the same as empty.
+fn null_default<'de, D: serde::Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {

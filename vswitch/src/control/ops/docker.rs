@@ -184,9 +184,18 @@ impl Control {
     /// Unknown ids; a sandbox that is not a network namespace.
     pub async fn docker_join(&self, network_id: &str, id: &str, sandbox: &str) -> Result<(Endpoint, Ipv4Addr), ApiError> {
         let ep = self.docker_endpoint(network_id, id).await?;
-        let ns = crate::sys::netns::netns_id(&NetnsRef::Path(PathBuf::from(sandbox)))
-            .map_err(|e| ApiError::new(ErrorCode::NetnsNotFound, format!("sandbox {sandbox} is not a network namespace: {e}")))?;
-        self.set_docker_netns(&ep, sandbox, Some(ns)).await?;
+        if !sandbox.starts_with('/') {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, format!("SandboxKey {sandbox:?} is not an absolute path")));
+        }
+        // dockerd calls Join before it makes the sandbox (its prestart hook mounts it there
+        // and then moves the TAP in): an existing file must be a network namespace, a missing
+        // one is recorded without an identity (see `restore`).
+        let ns = match crate::sys::netns::netns_id(&NetnsRef::Path(PathBuf::from(sandbox))) {
+            Ok(id) => Some(id),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(ApiError::new(ErrorCode::NetnsNotFound, format!("sandbox {sandbox} is not a network namespace: {e}"))),
+        };
+        self.set_docker_netns(&ep, sandbox, ns).await?;
         let gateway = self.model.lock().await.network(&ep.network)?.gateway;
         tracing::info!(network = %ep.network, endpoint = %ep.name, sandbox, "Docker endpoint joined");
         Ok((ep, gateway))

@@ -25,7 +25,11 @@ impl Control {
             let network = n.name;
             for e in n.endpoints {
                 let (name, netns) = (e.endpoint.name.clone(), NetnsRef::Path(e.endpoint.netns.clone().into()));
-                let alive = e.netns_id.is_some() && crate::sys::netns::netns_id(&netns).ok() == e.netns_id;
+                let found = crate::sys::netns::netns_id(&netns).ok();
+                // A Docker sandbox is recorded before dockerd makes it (no identity then); its
+                // path names one sandbox only (a random id under dockerd's exec-root).
+                let docker_sandbox = e.netns_id.is_none() && crate::control::model::docker::is_docker(&e.endpoint);
+                let alive = found.is_some() && (found == e.netns_id || docker_sandbox);
                 let why = match (e.phase, alive) {
                     (Phase::Detaching, _) => "its detach was interrupted".to_string(),
                     (_, false) => format!("its namespace {} is gone", e.endpoint.netns),
