@@ -221,8 +221,9 @@ impl RtSocket {
                         }
                         _ => {
                             let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len.min(n - off)]);
-                            if let Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)), .. }) =
-                                parsed
+                            if let Ok(NetlinkMessage {
+                                payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)), ..
+                            }) = parsed
                             {
                                 let has_mac = link.attributes.iter().any(|a| matches!(a, LinkAttribute::Address(m) if m[..] == mac[..]));
                                 let name = link.attributes.iter().find_map(|a| match a {

@@ -279,9 +279,8 @@ impl CreateNetwork {
                 Some(other) => Err(invalid(format!("option {k} is {other}, not a string"))),
             }
         };
-        let mtu = text(OPT_MTU)?
-            .map(|m| m.parse::<u32>().map_err(|_| invalid(format!("option {OPT_MTU}={m:?} is not a number"))))
-            .transpose()?;
+        let mtu =
+            text(OPT_MTU)?.map(|m| m.parse::<u32>().map_err(|_| invalid(format!("option {OPT_MTU}={m:?} is not a number")))).transpose()?;
         if let Some(v) = text(OPT_OVERLAY)? {
             if v != "true" && v != "false" {
                 return Err(invalid(format!("option {OPT_OVERLAY}={v:?}: expected true or false")));
@@ -488,7 +487,10 @@ mod tests {
         )
         .unwrap();
         let rules = port_rules(Some(&v)).unwrap();
-        assert_eq!(rules[0], PublishRule { proto: Proto::Tcp, host_addr: Ipv4Addr::UNSPECIFIED, host_port: 18080, host_port_end: None, container_port: 80 });
+        assert_eq!(
+            rules[0],
+            PublishRule { proto: Proto::Tcp, host_addr: Ipv4Addr::UNSPECIFIED, host_port: 18080, host_port_end: None, container_port: 80 }
+        );
         assert_eq!(rules[1].host_port_end, Some(15355));
         assert_eq!(rules[1].host_addr, Ipv4Addr::LOCALHOST);
         let no_host: Value = serde_json::from_str(r#"[{"Proto":6,"Port":80,"HostPort":0}]"#).unwrap();

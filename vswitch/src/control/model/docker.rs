@@ -62,10 +62,9 @@ pub fn pool_id(subnet: Ipv4Net) -> String {
 /// # Errors
 /// Not one of our pool ids.
 pub fn pool_subnet(id: &str) -> Result<Ipv4Net, ApiError> {
-    id.strip_prefix(POOL_PREFIX)
-        .and_then(|s| s.parse::<Ipv4Net>().ok())
-        .filter(|n| n.trunc() == *n)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, format!("unknown pool id {id:?}: vswitch pool ids look like vswitch/10.77.0.0/24")))
+    id.strip_prefix(POOL_PREFIX).and_then(|s| s.parse::<Ipv4Net>().ok()).filter(|n| n.trunc() == *n).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidRequest, format!("unknown pool id {id:?}: vswitch pool ids look like vswitch/10.77.0.0/24"))
+    })
 }
 
 /// A Docker network or endpoint id: 1..=128 ASCII letters and digits (Docker's are 64 hex).
@@ -93,7 +92,10 @@ impl Model {
     /// IPv6, a bad CIDR, an overlap, exhausted pools.
     pub fn docker_request_pool(&self, pool: &str, v6: bool, routed: &[IpNet]) -> Result<Ipv4Net, ApiError> {
         if v6 {
-            return Err(ApiError::new(ErrorCode::InvalidSubnet, "vswitch's Docker IPAM driver has no IPv6 pools yet: create the network without --ipv6"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidSubnet,
+                "vswitch's Docker IPAM driver has no IPv6 pools yet: create the network without --ipv6",
+            ));
         }
         if pool.is_empty() {
             let in_use: Vec<IpNet> = self.networks.values().map(|n| n.pool.subnet().into()).collect();
@@ -152,9 +154,11 @@ impl Model {
     /// # Errors
     /// None does.
     pub fn docker_network(&self, id: &str) -> Result<String, ApiError> {
-        self.networks.iter().find(|(_, n)| n.labels.get(LABEL_ID).map(String::as_str) == Some(id)).map(|(name, _)| name.clone()).ok_or_else(
-            || ApiError::new(ErrorCode::NetworkNotFound, format!("no vswitch network stands for Docker network {}", short(id))),
-        )
+        self.networks
+            .iter()
+            .find(|(_, n)| n.labels.get(LABEL_ID).map(String::as_str) == Some(id))
+            .map(|(name, _)| name.clone())
+            .ok_or_else(|| ApiError::new(ErrorCode::NetworkNotFound, format!("no vswitch network stands for Docker network {}", short(id))))
     }
 
     /// Whether Docker created `network` (it goes with the Docker network).

@@ -11,8 +11,8 @@
 //! Callers feed the model what only I/O can tell (a namespace's identity, the host's routes,
 //! the time) as arguments.
 
-pub mod docker;
 mod dns;
+pub mod docker;
 mod endpoints;
 mod errors;
 mod fdb;

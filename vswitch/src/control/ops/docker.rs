@@ -55,7 +55,10 @@ impl Control {
             return Ok(match (existing, want) {
                 (Some(n), _) => n.gateway,
                 (None, Some(ip)) => ip,
-                (None, None) => subnet.hosts().next().ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, format!("pool {subnet} has no host address")))?,
+                (None, None) => subnet
+                    .hosts()
+                    .next()
+                    .ok_or_else(|| ApiError::new(ErrorCode::InvalidSubnet, format!("pool {subnet} has no host address")))?,
             });
         }
         let ip = m.docker_request_address(subnet, want)?;

@@ -6,8 +6,8 @@
 //! so validation and commit never interleave.
 
 pub mod capture;
-pub mod docker;
 mod dns;
+pub mod docker;
 mod endpoints;
 mod fdb;
 pub mod metrics;
