@@ -276,3 +276,131 @@ impl Model {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::NetworkCreate;
+    use crate::control::model::Config;
+
+    fn model() -> Model {
+        let cfg = Config {
+            offloads: true,
+            egress: true,
+            tunnel: false,
+            underlay_mtu: 1500,
+            pools: ipam::SubnetPools::with_defaults(ipam::SubnetPools::ula48([1, 2, 3, 4, 5])).unwrap(),
+        };
+        Model::new(cfg, ipam::SubnetPools::ula48([1, 2, 3, 4, 5]))
+    }
+
+    fn docker_net(m: &mut Model, id: &str, subnet: &str) -> String {
+        let name = format!("docker-{}", short(id));
+        let labels = [(LABEL_ID.to_string(), id.to_string()), (LABEL_CREATED.to_string(), "true".to_string())].into();
+        m.create_network(NetworkCreate { name: name.clone(), subnet: Some(subnet.into()), labels, ..Default::default() }, &[]).unwrap();
+        name
+    }
+
+    #[test]
+    fn pools_are_checked_against_vswitch_networks() {
+        let mut m = model();
+        m.create_network(NetworkCreate { name: "plain".into(), subnet: Some("10.1.0.0/24".into()), ..Default::default() }, &[]).unwrap();
+        docker_net(&mut m, "aaaa", "10.2.0.0/24");
+        let before = m.snapshot();
+        assert_eq!(m.docker_request_pool("10.3.0.0/24", false, &[]).unwrap().to_string(), "10.3.0.0/24");
+        // The same subnet as a network no Docker network stands for: to be bound by name.
+        assert!(m.docker_request_pool("10.1.0.0/24", false, &[]).is_ok());
+        for (pool, code) in [
+            ("10.1.0.0/16", ErrorCode::SubnetOverlap),
+            ("10.2.0.0/24", ErrorCode::SubnetOverlap),
+            ("10.3.0.5/24", ErrorCode::InvalidSubnet),
+            ("fd00::/64", ErrorCode::InvalidSubnet),
+            ("nonsense", ErrorCode::InvalidSubnet),
+        ] {
+            assert_eq!(m.docker_request_pool(pool, false, &[]).unwrap_err().error.code, code, "{pool}");
+        }
+        assert!(m.docker_request_pool("", true, &[]).is_err());
+        let auto = m.docker_request_pool("", false, &[]).unwrap();
+        assert!(!auto.contains(&Ipv4Addr::new(10, 1, 0, 1)) && !auto.contains(&Ipv4Addr::new(10, 2, 0, 1)), "{auto}");
+        assert_eq!(m.snapshot(), before, "RequestPool changes nothing");
+    }
+
+    #[test]
+    fn a_pending_address_is_taken_over_by_its_endpoint() {
+        let mut m = model();
+        let net = docker_net(&mut m, "aaaa", "10.2.0.0/24");
+        let subnet: Ipv4Net = "10.2.0.0/24".parse().unwrap();
+        let ip = m.docker_request_address(subnet, None).unwrap();
+        assert_eq!(m.docker_request_address(subnet, Some(ip)).unwrap_err().error.code, ErrorCode::AddressTaken);
+        assert!(m.docker_request_address("10.9.0.0/24".parse().unwrap(), None).is_err());
+        let plan = m.docker_attach(&net, "e1", ip, None, Some((1, 1))).unwrap();
+        assert!(plan.spec.handover && !plan.spec.find_by_mac);
+        assert_eq!(plan.spec.ifname, "vswe1");
+        let ep = m.attached(&plan, Vec::new()).unwrap();
+        assert_eq!(m.docker_endpoint("e1").unwrap(), ep);
+        // The endpoint holds it now: ReleaseAddress (after DeleteEndpoint) frees nothing.
+        assert!(!m.docker_release_address(subnet, ip));
+        assert_eq!(m.usage(&net).unwrap().in_use, 1);
+        assert_eq!(m.docker_attach(&net, "e1", Ipv4Addr::new(10, 2, 0, 9), None, None).unwrap_err().error.code, ErrorCode::EndpointExists);
+        m.forget(&net, &ep.name);
+        assert_eq!(m.usage(&net).unwrap().in_use, 0);
+    }
+
+    #[test]
+    fn a_refused_attach_keeps_the_pending_lease() {
+        let mut m = model();
+        let net = docker_net(&mut m, "aaaa", "10.2.0.0/24");
+        let subnet: Ipv4Net = "10.2.0.0/24".parse().unwrap();
+        let ip = m.docker_request_address(subnet, None).unwrap();
+        let before = m.snapshot();
+        let bad_mac = Some(Mac([1, 0, 0, 0, 0, 1]));
+        assert!(m.docker_attach(&net, "e1", ip, bad_mac, None).is_err());
+        assert!(m.docker_attach(&net, "not an id", ip, None, None).is_err());
+        assert_eq!(m.snapshot(), before);
+        assert!(m.docker_release_address(subnet, ip));
+        assert_eq!(m.usage(&net).unwrap().in_use, 0);
+    }
+
+    #[test]
+    fn joined_endpoints_are_found_again_by_mac() {
+        let mut m = model();
+        let net = docker_net(&mut m, "aaaa", "10.2.0.0/24");
+        let plan = m.docker_attach(&net, "e1", Ipv4Addr::new(10, 2, 0, 7), None, None).unwrap();
+        let ep = m.attached(&plan, Vec::new()).unwrap();
+        m.docker_set_netns(&net, &ep.name, "/run/docker/netns/abc", None).unwrap();
+        let snap = m.snapshot();
+        let saved = snap.networks[0].endpoints[0].clone();
+        let mut again = model();
+        again.restore_network(&snap.networks[0]);
+        let plan = again.restore_endpoint(&net, saved).unwrap();
+        assert!(plan.spec.handover && plan.spec.find_by_mac && plan.spec.reuse);
+        assert_eq!(again.docker_network("aaaa").unwrap(), net);
+        assert!(again.docker_created(&net));
+    }
+
+    #[test]
+    fn binding_checks_the_subnet_and_the_owner() {
+        let mut m = model();
+        m.create_network(NetworkCreate { name: "plain".into(), subnet: Some("10.1.0.0/24".into()), ..Default::default() }, &[]).unwrap();
+        assert!(m.docker_check_bind("x", "plain", Some("10.1.0.0/24".parse().unwrap())).is_ok());
+        assert!(m.docker_check_bind("x", "plain", Some("10.1.1.0/24".parse().unwrap())).is_err());
+        assert!(m.docker_check_bind("x", "nope", None).is_err());
+        m.docker_bind("x", "plain", false).unwrap();
+        assert!(m.docker_check_bind("y", "plain", None).is_err());
+        assert!(!m.docker_created("plain"));
+        m.docker_unbind("plain");
+        assert!(m.docker_network("x").is_err());
+        assert!(m.network("plain").unwrap().labels.is_empty());
+    }
+
+    #[test]
+    fn pool_ids_round_trip() {
+        let s: Ipv4Net = "10.77.0.0/24".parse().unwrap();
+        assert_eq!(pool_subnet(&pool_id(s)).unwrap(), s);
+        for bad in ["10.77.0.0/24", "vswitch/10.77.0.1/24", "vswitch/x", ""] {
+            assert!(pool_subnet(bad).is_err(), "{bad}");
+        }
+        assert!(check_id("0123abcd", "network").is_ok());
+        assert!(check_id("../x", "network").is_err() && check_id("", "network").is_err());
+    }
+}
