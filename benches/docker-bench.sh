@@ -45,11 +45,11 @@ psock=/run/docker/plugins/$drv.sock
 [ -e /etc/docker/key.json ] || tb_undo "rm -f /etc/docker/key.json"
 [ -e /run/docker ] || tb_undo "rmdir /run/docker/plugins /run/docker"
 tb_netns "$ns"
-enter() { nsenter --net="/run/netns/$ns" "$@"; }
+# nsenter with --net alone execs the program (no fork): $! is the program's own pid.
 
 # vswitchd in the namespace (its undo comes after dockerd's: dockerd stops first).
 sock=$run/vswitchd.sock
-enter "$bin/vswitchd" --socket "$sock" --state-dir "$run/state" --log-level warn "${vsd_args[@]}" \
+nsenter --net="/run/netns/$ns" "$bin/vswitchd" --socket "$sock" --state-dir "$run/state" --log-level warn "${vsd_args[@]}" \
     --docker-plugin="$psock" 2>"$run/vswitchd.log" &
 vpid=$!
 tb_undo "kill -TERM $vpid; wait $vpid; rm -f '$psock'"
@@ -59,7 +59,7 @@ for _ in $(seq 100); do [ -S "$psock" ] && break; sleep 0.05; done
 # dockerd of our own.
 dk=$run/docker
 mkdir -p "$dk/cli"
-enter dockerd --data-root "$dk/data" --exec-root "$dk/exec" --pidfile "$dk/docker.pid" -H "unix://$dk/docker.sock" \
+nsenter --net="/run/netns/$ns" dockerd --data-root "$dk/data" --exec-root "$dk/exec" --pidfile "$dk/docker.pid" -H "unix://$dk/docker.sock" \
     --iptables=false --ip6tables=false --bridge=none >"$run/dockerd.log" 2>&1 &
 dpid=$!
 tb_undo "for m in \$(awk '{print \$5}' /proc/self/mountinfo | grep '^$dk' | sort -r); do umount -l \$m; done"
