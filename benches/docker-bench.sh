@@ -63,7 +63,7 @@ nsenter --net="/run/netns/$ns" dockerd --data-root "$dk/data" --exec-root "$dk/e
     --iptables=false --ip6tables=false --bridge=none >"$run/dockerd.log" 2>&1 &
 dpid=$!
 tb_undo "for m in \$(awk '{print \$5}' /proc/self/mountinfo | grep '^$dk' | sort -r); do umount -l \$m; done"
-tb_undo "kill -TERM $dpid; for i in \$(seq 300); do kill -0 $dpid || break; sleep 0.1; done; kill -KILL $dpid"
+tb_undo "kill -TERM $dpid; for _dk_wait in \$(seq 300); do kill -0 $dpid || break; sleep 0.1; done; kill -KILL $dpid"
 tb_undo "docker rm -f \$(docker ps -aq)"
 export DOCKER_CONFIG=$dk/cli DOCKER_HOST=unix://$dk/docker.sock
 docker() { /usr/bin/docker "$@"; }

@@ -256,7 +256,20 @@ fn docker_bad_input_is_refused_clearly_and_changes_nothing() {
     assert!(!listed.contains("bad"), "{listed}");
 
     // --internal and -o vswitch.overlay reach the vswitch network.
-    docker.run_ok(&["network", "create", "--internal", "-d", drv, "--ipam-driver", drv, "--subnet", "10.82.0.0/24", "-o", "vswitch.overlay=true", "int"]);
+    docker.run_ok(&[
+        "network",
+        "create",
+        "--internal",
+        "-d",
+        drv,
+        "--ipam-driver",
+        drv,
+        "--subnet",
+        "10.82.0.0/24",
+        "-o",
+        "vswitch.overlay=true",
+        "int",
+    ]);
     let int = vswitch_network(&d, &docker, "int");
     let v = d.ctl_json(&["network", "inspect", &int]);
     assert_eq!((v["internal"].as_bool(), v["overlay"].as_bool(), v["egress"].as_bool()), (Some(true), Some(true), Some(false)), "{v}");
