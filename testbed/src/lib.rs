@@ -62,6 +62,8 @@ pub struct Daemon {
     netns: Option<String>,
     /// Run as this user, rootless (see [`Daemon::start_rootless`]).
     user: Option<User>,
+    /// Enter `netns` with `nsenter --net` only (see [`Daemon::start_netns_only`]).
+    netns_only: bool,
 }
 
 impl Daemon {
@@ -74,7 +76,15 @@ impl Daemon {
         let dir = std::env::temp_dir().join(unique("vswitch-test-"));
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
-        let mut d = Daemon { child: None, dir, socket, args: args.iter().map(|a| a.to_string()).collect(), netns: None, user: None };
+        let mut d = Daemon {
+            child: None,
+            dir,
+            socket,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            netns: None,
+            user: None,
+            netns_only: false,
+        };
         d.spawn().unwrap_or_else(|e| panic!("{e}"));
         d
     }
@@ -87,7 +97,22 @@ impl Daemon {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("vswitchd.sock");
         let args = args.iter().map(|a| a.to_string()).collect();
-        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()), user: None };
+        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()), user: None, netns_only: false };
+        d.spawn().unwrap_or_else(|e| panic!("{e}"));
+        d
+    }
+
+    /// A vswitchd inside the network namespace `host`, entered with `nsenter --net` only: it
+    /// shares the host's mount namespace, so it sees what another process there mounts later
+    /// (dockerd's sandboxes under its exec-root), which `ip netns exec`'s private mount
+    /// namespace would not.
+    pub fn start_netns_only(host: &Netns, args: &[&str]) -> Daemon {
+        require_root();
+        let dir = std::env::temp_dir().join(unique("vswitch-test-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("vswitchd.sock");
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut d = Daemon { child: None, dir, socket, args, netns: Some(host.name.clone()), user: None, netns_only: true };
         d.spawn().unwrap_or_else(|e| panic!("{e}"));
         d
     }
@@ -125,7 +150,7 @@ impl Daemon {
         let socket = dir.join("run/vswitch/vswitchd.sock");
         let args = args.iter().map(|a| a.to_string()).collect();
         let netns = host.map(|h| h.name.clone());
-        let mut d = Daemon { child: None, dir, socket, args, netns, user: Some(user.clone()) };
+        let mut d = Daemon { child: None, dir, socket, args, netns, user: Some(user.clone()), netns_only: false };
         d.spawn()?;
         Ok(d)
     }
@@ -200,6 +225,11 @@ impl Daemon {
                 };
                 c.env("XDG_RUNTIME_DIR", self.dir.join("run")).env("XDG_DATA_HOME", self.dir.join("data"));
                 c.env_remove("VSWITCH_SOCKET");
+                c
+            }
+            (Some(ns), None) if self.netns_only => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(bin_dir().join("vswitchd"));
                 c
             }
             (Some(ns), None) => {

@@ -31,17 +31,29 @@ const PACKAGES: &[&str] =
 /// When apt-get fails (the message has its output).
 pub fn install() {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(e) = DONE.get_or_init(apt_install) {
+    if let Err(e) = DONE.get_or_init(|| apt_install(PACKAGES)) {
         panic!("{e}");
     }
 }
 
-fn apt_install() -> Result<(), String> {
-    let out = Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Status}\\n"]).args(PACKAGES).output();
+/// Installs docker.io (dockerd 20.10, its containerd and runc) and busybox-static from Debian
+/// when missing: once per test process.
+///
+/// # Panics
+/// When apt-get fails (the message has its output).
+pub fn install_docker() {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = DONE.get_or_init(|| apt_install(&["docker.io", "busybox-static"])) {
+        panic!("{e}");
+    }
+}
+
+fn apt_install(packages: &[&str]) -> Result<(), String> {
+    let out = Command::new("dpkg-query").args(["-W", "-f", "${Package} ${Status}\\n"]).args(packages).output();
     let listed = out.map(|o| String::from_utf8_lossy(&o.stdout).to_string()).unwrap_or_default();
     let installed =
         |p: &str| listed.lines().any(|l| l.starts_with(&format!("{p} ")) && l.ends_with(" installed") && !l.ends_with("not-installed"));
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -771,5 +783,174 @@ impl Drop for RootlessPodman {
         }
         unmount_below(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One dockerd at a time in a test process: dockerd shares `/etc/docker/key.json` and
+/// `/run/docker/plugins` with any other.
+static DOCKERD: Mutex<()> = Mutex::new(());
+
+/// The image dockerd runs in the tests (the busybox rootfs, imported).
+pub const DOCKER_IMAGE: &str = "bb:latest";
+
+/// A dockerd of the test's own, in the network namespace `netns` (entered with `nsenter
+/// --net` only: `ip netns exec` would remount /sys and hide the cgroup hierarchies dockerd
+/// needs), with its own data-root, exec-root, pidfile and API socket, `--iptables=false
+/// --ip6tables=false --bridge=none`: nothing it makes lands in the host's namespace or
+/// firewall. The busybox image is imported as `bb:latest`. `/usr/bin/docker` (Engine API
+/// 1.41) talks to it with a config directory of its own.
+///
+/// Drop removes every container, stops dockerd (and the containerd it started), unmounts what
+/// it left under its directory and removes it, and `/etc/docker/key.json` and
+/// `/run/docker/plugins` when dockerd made them.
+#[derive(Debug)]
+pub struct Docker {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    netns: String,
+    child: Option<std::process::Child>,
+    /// What existed before: removed on drop only when dockerd made it.
+    had_key: bool,
+    had_run_docker: bool,
+    _one: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Docker {
+    /// A dockerd inside the network namespace named `netns` (under /run/netns).
+    pub fn new(netns: &str) -> Docker {
+        crate::require_root();
+        install_docker();
+        let one = DOCKERD.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = std::env::temp_dir().join(unique("vswitch-dockerd-"));
+        std::fs::create_dir_all(dir.join("cli")).unwrap();
+        let mut d = Docker {
+            socket: dir.join("docker.sock"),
+            dir,
+            netns: netns.to_string(),
+            child: None,
+            had_key: Path::new("/etc/docker/key.json").exists(),
+            had_run_docker: Path::new("/run/docker").exists(),
+            _one: one,
+        };
+        d.start();
+        let tar = busybox_tar(&d.dir);
+        d.run_ok(&["import", "--change", r#"CMD ["/bin/sh"]"#, &tar.to_string_lossy(), DOCKER_IMAGE]);
+        let _ = std::fs::remove_file(tar);
+        d
+    }
+
+    /// Starts dockerd (again) and waits until it answers.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "dockerd is running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("dockerd.log")).unwrap();
+        let d = self.dir.to_string_lossy().to_string();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("dockerd")
+            .args(["--data-root", &format!("{d}/data"), "--exec-root", &format!("{d}/exec"), "--pidfile", &format!("{d}/docker.pid")])
+            .args(["-H", &format!("unix://{d}/docker.sock"), "--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dockerd");
+        self.child = Some(child);
+        let up = eventually(Duration::from_secs(60), || self.socket.exists() && self.run(&["info"]).status.success());
+        assert!(up, "dockerd did not come up: {}", self.log());
+    }
+
+    /// Stops dockerd (SIGTERM; its containers stop with it) and waits for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let stopped = eventually(Duration::from_secs(30), || child.try_wait().ok().flatten().is_some());
+        if !stopped {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+
+    /// Stops and starts dockerd.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dockerd.log")).unwrap_or_default()
+    }
+
+    /// `docker -H unix://SOCK ARGS...`.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("/usr/bin/docker");
+        c.env("DOCKER_CONFIG", self.dir.join("cli")).arg("-H").arg(format!("unix://{}", self.socket.display())).stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run docker")
+    }
+
+    /// Runs `docker ARGS...`, its stdout (trimmed); panics with its output on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "docker {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `docker exec CONTAINER CMD...`.
+    pub fn exec(&self, container: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run(&args)
+    }
+
+    pub fn exec_ok(&self, container: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["exec", container];
+        args.extend_from_slice(cmd);
+        self.run_ok(&args)
+    }
+
+    /// True when `ping -c COUNT TARGET` inside the container gets every reply.
+    pub fn ping(&self, container: &str, target: &str, count: u32) -> bool {
+        self.exec(container, &["ping", "-c", &count.to_string(), "-W", "1", target]).status.success()
+    }
+
+    /// `docker inspect -f FORMAT OBJECT`.
+    pub fn inspect(&self, object: &str, format: &str) -> String {
+        self.run_ok(&["inspect", "-f", format, object])
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = self.run(&["ps", "-aq"]);
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.command().args(["rm", "-f", id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            }
+        }
+        self.stop();
+        // The containerd dockerd started (and its shims) name our directory.
+        let dir = self.dir.to_string_lossy().to_string();
+        eventually(Duration::from_secs(5), || pids_of("containerd", &dir).is_empty());
+        kill_pids(&pids_of("containerd", &dir));
+        kill_pids(&pids_of("containerd-shim", &dir));
+        kill_pids(&pids_of("containerd-shim-runc-v2", &dir));
+        unmount_below(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.had_key {
+            let _ = std::fs::remove_file("/etc/docker/key.json");
+        }
+        if !self.had_run_docker {
+            let _ = std::fs::remove_dir("/run/docker/plugins");
+            let _ = std::fs::remove_dir("/run/docker");
+        }
     }
 }

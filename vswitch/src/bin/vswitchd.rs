@@ -111,6 +111,11 @@ struct Args {
     /// (e.g. 127.0.0.1:9469). They are always on the control socket.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve Docker's plugin protocol (libnetwork remote network driver and IPAM driver) on
+    /// this socket; dockerd finds `/run/docker/plugins/NAME.sock` as driver `NAME`. Run
+    /// vswitchd in dockerd's network namespace: dockerd moves the TAPs from there.
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = vswitch::control::front::docker::DEFAULT_SOCKET)]
+    docker_plugin: Option<PathBuf>,
 }
 
 /// Most `--workers`.
@@ -287,6 +292,14 @@ fn run(args: Args) -> Result<(), String> {
             tracing::info!(%addr, "metrics on TCP");
             tokio::spawn(vswitch::control::front::metrics::serve(tcp, control.clone()));
         }
+        if let Some(path) = &args.docker_plugin {
+            if rootless {
+                return Err("--docker-plugin needs a root vswitchd (dockerd runs as root)".to_string());
+            }
+            let listener = server::bind(path).map_err(|e| format!("cannot listen on {} for Docker: {e}", path.display()))?;
+            tracing::info!(socket = %path.display(), "Docker network and IPAM driver");
+            tokio::spawn(vswitch::control::front::docker::serve(listener, control.clone()));
+        }
         let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         tracing::info!(socket = %socket.display(), state_dir = %state_dir.display(), offloads = !args.no_offloads, workers, rootless, userns_pid, "vswitchd ready");
@@ -297,6 +310,9 @@ fn run(args: Args) -> Result<(), String> {
             }
         };
         server::serve(listener, socket, control.clone(), stop).await;
+        if let Some(path) = &args.docker_plugin {
+            let _ = std::fs::remove_file(path);
+        }
         control.shutdown().await;
         tracing::info!("stopped; every TAP removed");
         Ok(())

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ALIGNTO, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED,
-    NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
@@ -169,6 +169,76 @@ impl RtSocket {
         match acks.into_iter().next() {
             Some(ack) if ack.errno != 0 => Err(netlink_error("set gso_max_size", ack)),
             _ => Ok(()),
+        }
+    }
+
+    /// Set only the MAC and MTU of `ifindex` (a TAP handed over to a runtime, which brings it
+    /// up where it puts it).
+    pub fn set_mac_mtu(&mut self, ifindex: u32, mac: [u8; 6], mtu: u32) -> Result<(), SysError> {
+        let mut link = LinkMessage::default();
+        link.header.index = ifindex;
+        link.attributes = vec![LinkAttribute::Address(mac.to_vec()), LinkAttribute::Mtu(mtu)];
+        let reqs = [("set MAC and MTU", 0, RouteNetlinkMessage::SetLink(link))];
+        let acks = self.transact(&reqs)?;
+        match acks.into_iter().next() {
+            Some(ack) if ack.errno != 0 => Err(netlink_error("set MAC and MTU", ack)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The name of the interface of this socket's namespace whose MAC is `mac`, if any (one
+    /// RTM_GETLINK dump).
+    pub fn link_by_mac(&mut self, mac: [u8; 6]) -> Result<Option<String>, SysError> {
+        let recv_err = |e| SysError::Io { op: "netlink receive", source: e };
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        self.seq = self.seq.wrapping_add(1);
+        header.sequence_number = self.seq;
+        let mut nl = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(RouteNetlinkMessage::GetLink(LinkMessage::default())));
+        nl.finalize();
+        let mut out = vec![0; nl.buffer_len()];
+        nl.serialize(&mut out);
+        self.sock.send(&out, 0).map_err(|e| SysError::Io { op: "netlink send", source: e })?;
+        let mut found = None;
+        // A dump fills datagrams of up to a few pages, bigger than any ack.
+        self.buf.reserve(32 * 1024);
+        loop {
+            self.buf.clear();
+            let n = self.sock.recv(&mut self.buf, 0).map_err(recv_err)?;
+            let mut off = 0;
+            while off + NLMSG_HDRLEN <= n {
+                let msg = NetlinkBuffer::new_checked(&self.buf[off..n])
+                    .map_err(|e| SysError::Netlink { op: "link dump", message: format!("malformed reply: {e}") })?;
+                let len = msg.length() as usize;
+                if msg.sequence_number() == self.seq {
+                    match msg.message_type() {
+                        netlink_packet_core::NLMSG_DONE => return Ok(found),
+                        NLMSG_ERROR => {
+                            let ack = parse_ack(msg.flags(), msg.payload());
+                            if ack.errno != 0 {
+                                return Err(netlink_error("link dump", ack));
+                            }
+                        }
+                        _ => {
+                            let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[off..off + len.min(n - off)]);
+                            if let Ok(NetlinkMessage {
+                                payload: NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)), ..
+                            }) = parsed
+                            {
+                                let has_mac = link.attributes.iter().any(|a| matches!(a, LinkAttribute::Address(m) if m[..] == mac[..]));
+                                let name = link.attributes.iter().find_map(|a| match a {
+                                    LinkAttribute::IfName(n) => Some(n.clone()),
+                                    _ => None,
+                                });
+                                if has_mac && found.is_none() {
+                                    found = name;
+                                }
+                            }
+                        }
+                    }
+                }
+                off += align(len.max(NLMSG_HDRLEN));
+            }
         }
     }
 

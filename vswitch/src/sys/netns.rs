@@ -102,6 +102,15 @@ pub struct AttachSpec {
     /// Reopen a TAP of that name left by an earlier run (or create it if it is gone) and
     /// re-apply the configuration, instead of failing because it exists.
     pub reuse: bool,
+    /// Hand the TAP over instead of wiring it: set only its MAC and MTU (none on a reuse) and
+    /// leave it down, without addresses or routes: a runtime moves it into the container and
+    /// configures it there (dockerd's remote network drivers work that way).
+    #[serde(default)]
+    pub handover: bool,
+    /// With `reuse`: the TAP may have been renamed since it was made (dockerd names it `eth0`,
+    /// `eth1`, ... in the container): reopen the interface of the namespace that has `mac`.
+    #[serde(default)]
+    pub find_by_mac: bool,
 }
 
 /// An attached TAP. Dropping `fd` removes the interface (the TAP is not persistent).
@@ -526,24 +535,32 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     let target = open_netns(&spec.netns)?;
     // One visit to the namespace: the TAP, the netlink socket and the IPv6 knob all belong to
     // the namespace they are made or opened in, and stay usable from home.
-    let (tap, mut rt) = {
+    let (tap, mut rt, ifname) = {
         let _inside = NetnsGuard::enter(home, target.as_fd(), &spec.netns)?;
         let tun = tap::open_tun().map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => SysError::PermissionDenied("opening /dev/net/tun".into()),
             _ => SysError::Io { op: "open /dev/net/tun", source: e },
         })?;
-        let rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
-        let tap = tap::open(tun, &spec.ifname, spec.vnet_hdr.then_some(spec.uso), !spec.reuse)?;
-        if spec.disable_ipv6 {
+        let mut rt = RtSocket::open().map_err(io_err("open netlink socket"))?;
+        let ifname = if spec.find_by_mac && spec.reuse {
+            rt.link_by_mac(spec.mac)?.ok_or_else(|| SysError::Io {
+                op: "find the TAP by its MAC",
+                source: io::Error::new(io::ErrorKind::NotFound, format!("no interface of {} has MAC {}", spec.netns, mac_text(spec.mac))),
+            })?
+        } else {
+            spec.ifname.clone()
+        };
+        let tap = tap::open(tun, &ifname, spec.vnet_hdr.then_some(spec.uso), !spec.reuse)?;
+        if spec.disable_ipv6 && !spec.handover {
             // /proc/sys/net is the namespace of the thread that opens the file; a kernel
             // without IPv6 has no such file (nothing to turn off).
-            let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", spec.ifname);
+            let knob = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
             if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(knob) {
                 use std::io::Write as _;
                 let _ = f.write_all(b"1");
             }
         }
-        (tap, rt)
+        (tap, rt, ifname)
         // _inside drops here: back in the home namespace.
     };
     drop(target);
@@ -551,7 +568,14 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     if spec.persist {
         tap::set_persist(&tap.fd, true).map_err(io_err("make the TAP persistent (TUNSETPERSIST)"))?;
     }
-    let configured = rt.ifindex(&spec.ifname).map_err(io_err("look up ifindex (SIOCGIFINDEX)")).and_then(|ifindex| {
+    let configured = rt.ifindex(&ifname).map_err(io_err("look up ifindex (SIOCGIFINDEX)")).and_then(|ifindex| {
+        if spec.handover {
+            // A handed-over TAP that is reopened is configured already (by its runtime).
+            if !spec.reuse {
+                rt.set_mac_mtu(ifindex, spec.mac, spec.mtu)?;
+            }
+            return Ok(ifindex);
+        }
         rt.configure_link(&LinkConfig {
             ifindex,
             mac: spec.mac,
@@ -576,16 +600,20 @@ fn attach_here(home: BorrowedFd<'_>, spec: &AttachSpec) -> Result<Attached, SysE
     };
     if let Some(size) = spec.gso_max_size.filter(|_| tap.offloads.tso4 || tap.offloads.tso6) {
         if let Err(e) = rt.set_gso_max_size(ifindex, size) {
-            tracing::warn!(ifname = %spec.ifname, size, error = %e, "cannot limit the TAP's GSO size; super-frames may take two tunnel sends");
+            tracing::warn!(%ifname, size, error = %e, "cannot limit the TAP's GSO size; super-frames may take two tunnel sends");
         }
     }
     tracing::debug!(
         netns = %spec.netns,
-        ifname = %spec.ifname,
+        %ifname,
         ifindex,
         offloads = ?tap.offloads.names(),
         elapsed_us = start.elapsed().as_micros() as u64,
         "attached TAP"
     );
     Ok(Attached { fd: tap.fd, ifindex, offloads: tap.offloads, vnet_hdr_len: tap.vnet_hdr_len })
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

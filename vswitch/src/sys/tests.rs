@@ -107,6 +107,8 @@ fn spec(netns: NetnsRef, ifname: &str, vnet_hdr: bool) -> AttachSpec {
         vnet_hdr,
         uso: true,
         gso_max_size: None,
+        handover: false,
+        find_by_mac: false,
     }
 }
 

@@ -693,6 +693,8 @@ mod tests {
             uso: true,
             gso_max_size: None,
             reuse: true,
+            handover: false,
+            find_by_mac: false,
         }
     }
 

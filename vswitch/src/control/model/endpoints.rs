@@ -186,7 +186,10 @@ impl Model {
             // with the process, so nothing can leak.
             persist: false,
             reuse,
+            handover: false,
+            find_by_mac: false,
         };
+        let spec = super::docker::adjust_spec(spec, a);
         let plan = AttachPlan {
             network: network.to_string(),
             name: a.name.clone(),

@@ -12,6 +12,7 @@
 //! the time) as arguments.
 
 mod dns;
+pub mod docker;
 mod endpoints;
 mod errors;
 mod fdb;

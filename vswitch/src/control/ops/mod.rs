@@ -7,6 +7,7 @@
 
 pub mod capture;
 mod dns;
+pub mod docker;
 mod endpoints;
 mod fdb;
 pub mod metrics;

@@ -25,7 +25,11 @@ impl Control {
             let network = n.name;
             for e in n.endpoints {
                 let (name, netns) = (e.endpoint.name.clone(), NetnsRef::Path(e.endpoint.netns.clone().into()));
-                let alive = e.netns_id.is_some() && crate::sys::netns::netns_id(&netns).ok() == e.netns_id;
+                let found = crate::sys::netns::netns_id(&netns).ok();
+                // A Docker sandbox is recorded before dockerd makes it (no identity then); its
+                // path names one sandbox only (a random id under dockerd's exec-root).
+                let docker_sandbox = e.netns_id.is_none() && crate::control::model::docker::is_docker(&e.endpoint);
+                let alive = found.is_some() && (found == e.netns_id || docker_sandbox);
                 let why = match (e.phase, alive) {
                     (Phase::Detaching, _) => "its detach was interrupted".to_string(),
                     (_, false) => format!("its namespace {} is gone", e.endpoint.netns),
@@ -33,6 +37,7 @@ impl Control {
                         let plan = m.restore_endpoint(&network, e.clone()).map_err(|e| e.error.message)?;
                         // bring_up forgets it and releases its addresses when it fails.
                         if let Err(err) = self.bring_up(&mut m, plan, true).await {
+                            self.forget_docker_tap(&e.endpoint).await;
                             report.push(format!(
                                 "dropped endpoint {name} of network {network}: its TAP could not be restored: {}",
                                 err.error.message
@@ -46,6 +51,7 @@ impl Control {
                     let (worker, ifname) = (self.netns.clone(), e.endpoint.ifname.clone());
                     let _ = tokio::task::spawn_blocking(move || worker.delete_link(netns, &ifname)).await;
                 }
+                self.forget_docker_tap(&e.endpoint).await;
                 m.drop_restored(&network, &e);
                 report.push(format!("dropped endpoint {name} of network {network}: {why}"));
             }
@@ -68,6 +74,16 @@ impl Control {
         self.save(&m).map_err(|e| e.error.message)?;
         self.local_change(&mut m);
         Ok(report)
+    }
+
+    /// A Docker endpoint that did not come back may have left its TAP, persistent, in
+    /// vswitchd's own namespace under its own name (dockerd moves it back before Leave).
+    async fn forget_docker_tap(&self, ep: &crate::api::Endpoint) {
+        if crate::control::model::docker::is_docker(ep) {
+            let (worker, ifname) = (self.netns.clone(), ep.ifname.clone());
+            let own = NetnsRef::Path(crate::control::model::docker::OWN_NETNS.into());
+            let _ = tokio::task::spawn_blocking(move || worker.delete_link(own, &ifname)).await;
+        }
     }
 
     /// Binds a restored endpoint's published ports again; one that cannot be bound any more is
