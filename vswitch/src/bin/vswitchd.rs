@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
+use vswitch::control::front::cluster::{parse_cluster_url, Cluster, ClusterConfig};
 use vswitch::control::front::http as server;
 use vswitch::control::model::parse_upstream;
 use vswitch::control::{Control, Options};
@@ -108,6 +109,28 @@ struct Args {
     /// (e.g. 127.0.0.1:9469). They are always on the control socket.
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Cluster mode: keep overlay networks, address blocks, hosts and names in etcd
+    /// (`etcd://HOST:PORT[,HOST:PORT...]`, `etcds://` for TLS). Needs --listen.
+    #[arg(long, value_name = "etcd://HOST:PORT[,...]")]
+    cluster: Option<String>,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, default_value = "/vswitch")]
+    cluster_prefix: String,
+    /// This host's name in the cluster. Default: the machine's host name.
+    #[arg(long)]
+    host_name: Option<String>,
+    /// Seconds a host stays in the cluster after it stops renewing its lease (a dead host's
+    /// peers and names go after this long).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    cluster_lease_secs: u64,
+    /// TLS to etcd: the CA certificate (PEM) that signed the members' certificates.
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
+    /// TLS to etcd: this host's client certificate and key (PEM).
+    #[arg(long, value_name = "FILE")]
+    cluster_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 /// Most `--workers`.
@@ -250,8 +273,10 @@ fn run(args: Args) -> Result<(), String> {
             idle: Duration::from_secs(args.egress_udp_idle_secs.max(1)),
         },
     };
+    let mut public_key = None;
     if let Some(listen) = args.listen {
         let key = vswitch::control::load_or_make_key(&state_dir)?;
+        public_key = Some(vswitch::control::b64(&tunnel::public_key(&key)));
         let sock = std::net::UdpSocket::bind(listen).map_err(|e| format!("cannot listen on {listen} for the tunnel: {e}"))?;
         let seed = vswitch::control::random_bytes::<32>();
         let enabled = dp.call_blocking(move |e| e.enable_tunnel(key, sock, seed)).map_err(|e| e.to_string())?;
@@ -259,6 +284,10 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(%listen, public_key = %vswitch::control::b64(&tunnel::public_key(&key)), "tunnel up");
     }
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
+    let cluster = match &args.cluster {
+        None => None,
+        Some(url) => Some(Arc::new(cluster_front(&args, url, public_key.clone())?)),
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -270,6 +299,9 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(upstreams = ?upstreams, "DNS forwarding");
         let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
         control.start_background();
+        if let Some(c) = &cluster {
+            control.set_cluster(c.clone());
+        }
         if let Some(snap) = snapshot {
             let (networks, endpoints) = (snap.networks.len(), snap.networks.iter().map(|n| n.endpoints.len()).sum::<usize>());
             let dropped = control.restore(snap).await.map_err(|e| format!("cannot restore the saved state: {e}"))?;
@@ -277,6 +309,10 @@ fn run(args: Args) -> Result<(), String> {
                 tracing::warn!("{line}");
             }
             tracing::info!(networks, endpoints, dropped = dropped.len(), "state restored");
+        }
+        if let Some(c) = cluster {
+            // After the restore: the saved networks, peers and names serve until etcd answers.
+            tokio::spawn(c.run(control.clone()));
         }
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         if let Some(addr) = args.metrics_listen {
@@ -298,6 +334,33 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!("stopped; every TAP removed");
         Ok(())
     })
+}
+
+/// The cluster front end `--cluster` and its options describe.
+fn cluster_front(args: &Args, url: &str, public_key: Option<String>) -> Result<Cluster, String> {
+    let (endpoints, tls) = parse_cluster_url(url)?;
+    let (Some(listen), Some(public_key)) = (args.listen, public_key) else {
+        return Err("--cluster needs --listen ADDR:PORT: hosts of a cluster reach each other through the tunnel".into());
+    };
+    if listen.ip().is_unspecified() {
+        return Err(format!(
+            "--cluster: --listen {listen} does not say where other hosts reach this one: listen on this host's underlay address"
+        ));
+    }
+    let host = match &args.host_name {
+        Some(h) => h.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+    };
+    let cfg = ClusterConfig {
+        endpoints,
+        prefix: args.cluster_prefix.clone(),
+        host,
+        lease_ttl: Duration::from_secs(args.cluster_lease_secs),
+        ca: args.cluster_ca.clone(),
+        cert: args.cluster_cert.clone(),
+        key: args.cluster_key.clone(),
+    };
+    Cluster::new(cfg, tls, public_key, listen)
 }
 
 /// `--default-address-pool` values (`base=CIDR,size=N`), or the default pool.

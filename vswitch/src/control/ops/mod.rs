@@ -6,6 +6,7 @@
 //! so validation and commit never interleave.
 
 pub mod capture;
+mod cluster;
 mod dns;
 mod endpoints;
 mod fdb;
@@ -67,6 +68,8 @@ pub struct Control {
     upstreams: Arc<RwLock<Upstreams>>,
     /// When the daemon started (for `process_start_time_seconds`).
     started: std::time::SystemTime,
+    /// The cluster front end, with `--cluster` (set once at start).
+    cluster: std::sync::OnceLock<Arc<super::front::cluster::Cluster>>,
 }
 
 impl Control {
@@ -95,7 +98,16 @@ impl Control {
             pools: opts.pools.clone(),
         };
         let model = Model::new(cfg, random_ula());
-        Control { model: Mutex::new(model), dp, netns, opts, dns_counters, upstreams, started: std::time::SystemTime::now() }
+        Control {
+            model: Mutex::new(model),
+            dp,
+            netns,
+            opts,
+            dns_counters,
+            upstreams,
+            started: std::time::SystemTime::now(),
+            cluster: std::sync::OnceLock::new(),
+        }
     }
 
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made
