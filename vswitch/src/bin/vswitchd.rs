@@ -161,6 +161,8 @@ fn parse_log_level(s: &str) -> Result<String, String> {
 
 /// Log directive added to every filter: nothing from hickory-proto (see `main`).
 const QUIET_DNS_LIBRARY: &str = "hickory_proto=off";
+/// Log directives added to every filter for the cluster's etcd client (see `main`).
+const QUIET_GRPC: [&str; 4] = ["h2=warn", "tower=warn", "tonic=warn", "hyper_util=warn"];
 
 fn main() -> ExitCode {
     // vswitchd re-executed as its own rootless netns helper: before anything else, while the
@@ -178,6 +180,12 @@ fn main() -> ExitCode {
         (false, Ok(quiet)) => filter.add_directive(quiet),
         _ => filter,
     };
+    // The etcd client's HTTP/2 and gRPC layers log every frame at debug: only their warnings,
+    // unless --log-level names them.
+    let filter = QUIET_GRPC.iter().fold(filter, |f, d| match (args.log_level.contains(d.split('=').next().unwrap_or(d)), d.parse()) {
+        (false, Ok(quiet)) => f.add_directive(quiet),
+        _ => f,
+    });
     // Colours only for a person at a terminal: a log file or journal gets plain text.
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
@@ -204,6 +212,8 @@ fn run(args: Args) -> Result<(), String> {
         None if rootless => rootless_data_dir()?,
         None => PathBuf::from("/var/lib/vswitch"),
     };
+    // Cluster options are checked before anything starts.
+    let cluster_cfg = args.cluster.as_deref().map(|url| cluster_config(&args, url)).transpose()?;
     // A second daemon on the socket of a running one is refused before anything starts (the
     // bind checks it again, for a race).
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -284,9 +294,9 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(%listen, public_key = %vswitch::control::b64(&tunnel::public_key(&key)), "tunnel up");
     }
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
-    let cluster = match &args.cluster {
-        None => None,
-        Some(url) => Some(Arc::new(cluster_front(&args, url, public_key.clone())?)),
+    let cluster = match (cluster_cfg, args.listen, public_key) {
+        (Some((cfg, tls)), Some(listen), Some(key)) => Some(Arc::new(Cluster::new(cfg, tls, key, listen)?)),
+        _ => None,
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -336,10 +346,10 @@ fn run(args: Args) -> Result<(), String> {
     })
 }
 
-/// The cluster front end `--cluster` and its options describe.
-fn cluster_front(args: &Args, url: &str, public_key: Option<String>) -> Result<Cluster, String> {
+/// What `--cluster` and its options describe (and whether it is TLS).
+fn cluster_config(args: &Args, url: &str) -> Result<(ClusterConfig, bool), String> {
     let (endpoints, tls) = parse_cluster_url(url)?;
-    let (Some(listen), Some(public_key)) = (args.listen, public_key) else {
+    let Some(listen) = args.listen else {
         return Err("--cluster needs --listen ADDR:PORT: hosts of a cluster reach each other through the tunnel".into());
     };
     if listen.ip().is_unspecified() {
@@ -360,7 +370,8 @@ fn cluster_front(args: &Args, url: &str, public_key: Option<String>) -> Result<C
         cert: args.cluster_cert.clone(),
         key: args.cluster_key.clone(),
     };
-    Cluster::new(cfg, tls, public_key, listen)
+    cfg.check()?;
+    Ok((cfg, tls))
 }
 
 /// `--default-address-pool` values (`base=CIDR,size=N`), or the default pool.

@@ -59,6 +59,22 @@ pub struct ClusterConfig {
     pub key: Option<PathBuf>,
 }
 
+impl ClusterConfig {
+    /// Checks the host name and the prefix.
+    ///
+    /// # Errors
+    /// Which option is wrong and why.
+    pub fn check(&self) -> Result<(), String> {
+        crate::control::model::check_name(&self.host, "host")
+            .map_err(|e| format!("--host-name (default: the machine's host name): {}", e.error.message))?;
+        Layout::new(&self.prefix).map_err(|e| format!("--cluster-prefix: {e}"))?;
+        if self.cert.is_some() != self.key.is_some() {
+            return Err("--cluster-cert and --cluster-key go together".into());
+        }
+        Ok(())
+    }
+}
+
 /// Parses `etcd://HOST:PORT[,HOST:PORT...]` (or `etcds://` for TLS).
 ///
 /// # Errors
@@ -136,7 +152,7 @@ impl Cluster {
     /// # Errors
     /// A bad host name, prefix or TLS file.
     pub fn new(cfg: ClusterConfig, tls: bool, public_key: String, endpoint: SocketAddr) -> Result<Cluster, String> {
-        crate::control::model::check_name(&cfg.host, "host").map_err(|e| format!("--host-name: {}", e.error.message))?;
+        cfg.check()?;
         let layout = Layout::new(&cfg.prefix).map_err(|e| format!("--cluster-prefix: {e}"))?;
         let tls = tls || cfg.ca.is_some() || cfg.cert.is_some();
         let scheme = if tls { "https" } else { "http" };
