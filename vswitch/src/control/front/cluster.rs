@@ -130,6 +130,10 @@ struct Shared {
     applied: BTreeSet<(String, String)>,
     /// Requests sent to the store (for the scale benchmark: requests per host at rest).
     requests: u64,
+    /// Our own record as we wrote it, and whether the store now says something else there
+    /// (changed or deleted by someone else: written again).
+    registered: Vec<u8>,
+    overwritten: bool,
 }
 
 /// The etcd client (which has no `Debug`).
@@ -401,16 +405,7 @@ impl Cluster {
         let ttl = self.cfg.lease_ttl.as_secs().max(1) as i64;
         let lease =
             self.retry(&client, |mut c| async move { c.lease_grant(ttl, None).await }).await.map_err(|e| format!("lease: {e}"))?.id();
-        let mut me = self.me.clone();
-        me.lease = lease;
-        let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
-        let key = self.layout.host(&self.cfg.host);
-        self.retry(&client, |mut c| {
-            let (k, v) = (key.clone(), value.clone());
-            async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
-        })
-        .await
-        .map_err(|e| format!("register: {e}"))?;
+        self.register(&client, lease).await?;
         {
             let mut s = self.shared();
             s.client = Some(Conn(client.clone()));
@@ -433,6 +428,22 @@ impl Cluster {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
+    }
+
+    /// Writes this host's record under `lease`.
+    async fn register(&self, client: &Client, lease: i64) -> Result<(), String> {
+        let mut me = self.me.clone();
+        me.lease = lease;
+        let value = serde_json::to_vec(&me).map_err(|e| e.to_string())?;
+        let key = self.layout.host(&self.cfg.host);
+        self.shared().registered = value.clone();
+        self.retry(client, |mut c| {
+            let (k, v) = (key.clone(), value.clone());
+            async move { c.put(k, v, Some(PutOptions::new().with_lease(lease))).await }
+        })
+        .await
+        .map_err(|e| format!("register: {e}"))?;
+        Ok(())
     }
 
     async fn read_and_watch(&self, control: &Control, client: &Client, lease: i64, renew_every: Duration) -> Result<(), String> {
@@ -468,6 +479,9 @@ impl Cluster {
                             EventType::Put => self.put_kv(kv),
                             EventType::Delete => self.delete_key(kv.key()),
                         }
+                    }
+                    if std::mem::take(&mut self.shared().overwritten) {
+                        self.register(client, lease).await?;
                     }
                     if !resp.events().is_empty() {
                         self.reconcile(control, client, lease).await;
@@ -561,6 +575,12 @@ impl Cluster {
     fn put_kv(&self, kv: &KeyValue) {
         let Some(key) = self.layout.parse(kv.key()) else { return };
         let key_text = String::from_utf8_lossy(kv.key()).into_owned();
+        if key == Key::Host(self.cfg.host.clone()) {
+            let mut s = self.shared();
+            if kv.value() != s.registered.as_slice() {
+                s.overwritten = true;
+            }
+        }
         let checked: Result<(), String> = match &key {
             Key::Host(h) => serde_json::from_slice::<HostRecord>(kv.value()).map_err(|e| e.to_string()).and_then(|r| {
                 if r.name != *h {
@@ -604,6 +624,7 @@ impl Cluster {
         s.malformed.remove(&String::from_utf8_lossy(key).into_owned());
         match self.layout.parse(key) {
             Some(Key::Host(h)) => {
+                s.overwritten |= h == self.cfg.host;
                 s.hosts.remove(&h);
             }
             Some(Key::Network(n)) => {
