@@ -38,6 +38,21 @@ tb_install_deps() {
     if ! command -v cargo >/dev/null; then
         tb_die "cargo not found: install a Rust toolchain (rustup) first"
     fi
+    tb_build_deps
+}
+
+# tb_build_deps: what building the workspace needs besides Rust: protoc and the protobuf
+# well-known types (Debian protobuf-compiler, libprotobuf-dev) for the etcd client of cluster
+# mode. Installed only when missing.
+tb_build_deps() {
+    local need=()
+    command -v protoc >/dev/null || need+=(protobuf-compiler)
+    [ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+    if [ ${#need[@]} -gt 0 ]; then
+        tb_log "installing ${need[*]} (protoc, to build the etcd client)"
+        tb_apt_get -qq update >/dev/null && tb_apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+            || tb_die "apt-get install ${need[*]} failed"
+    fi
 }
 
 # tb_apt_get ARGS...: apt-get ARGS, noninteractive, waiting up to 5 minutes for another apt-get
@@ -96,6 +111,7 @@ tb_build() {
     local profile=${1:-debug}
     local flag=()
     [ "$profile" = release ] && flag=(--release)
+    tb_build_deps
     (cd "$TB_ROOT" && cargo build -q "${flag[@]}" -p vswitch -p ctl) >&2 || tb_die "cargo build failed"
     echo "$TB_ROOT/target/$profile"
 }
@@ -216,6 +232,7 @@ tb_release_bins() {
     bin=$TB_ROOT/target/release
     if [ "$build" = 1 ]; then
         tb_log "building vswitchd, vswitchctl${*:+, $*} (release)"
+        tb_build_deps
         (cd "$TB_ROOT" && cargo build -q --release -p vswitch -p ctl) || tb_die "cargo build failed"
         for b in "$@"; do
             # --all-features: tapcopy needs the benches crate's `tapcopy` feature.

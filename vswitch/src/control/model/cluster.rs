@@ -123,7 +123,7 @@ impl Layout {
 /// The prefix length of a network's per-host blocks: 16 blocks or more, at most 64 addresses
 /// each (a /24 gives /28s, a /16 gives /26s), never smaller than a /30.
 pub fn block_len(subnet: Ipv4Net) -> u8 {
-    (subnet.prefix_len() + 4).max(26).min(30)
+    (subnet.prefix_len() + 4).clamp(26, 30)
 }
 
 /// The blocks of `subnet`, in order.
