@@ -312,7 +312,8 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, all);
         assert_eq!(block_len("10.0.0.0/16".parse().unwrap()), 26);
-        assert_eq!(blocks("10.0.0.0/28".parse().unwrap()).len(), 1);
+        assert_eq!(blocks("10.0.0.0/28".parse().unwrap()).len(), 4, "/30 blocks at the smallest");
+        assert_eq!(blocks("10.0.0.0/30".parse().unwrap()).len(), 1);
     }
 
     #[test]
