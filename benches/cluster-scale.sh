@@ -101,7 +101,8 @@ stop_hosts() {
 tb_undo 'for p in "$run"/h*/pid; do kill -9 "$(cat "$p")"; done'
 
 peers_of() { ctl "$1" --json peer ls | grep -c '"public_key"' || true; }
-names_of() { ctl "$1" --json dns records ov | grep -oE '"name": ?"c[0-9]+"' | sort -u | wc -l; }
+# Our own name plus the other hosts' names this host's DNS answers (cluster status).
+names_of() { ctl "$1" --json cluster status | awk -F'[:,]' '/"remote_names"/ { gsub(/ /, "", $2); print $2 + 1 }'; }
 # settled N: every host 0..N-1 has N-1 peers and N names.
 settled() {
     local n=$1 i
@@ -149,7 +150,7 @@ for n in $sizes; do
     ctl 0 network create ov --overlay --subnet 10.211.0.0/16 >/dev/null
     for ((i = 0; i < n - 1; i++)); do attach_when_ready "$i"; done
     for _ in $(seq 600); do settled $((n - 1)) && break; sleep 0.2; done
-    settled $((n - 1)) || tb_die "N=$n: the first $((n - 1)) hosts did not settle"
+    settled $((n - 1)) || tb_die "N=$n: the first $((n - 1)) hosts did not settle (peers, names: $(for ((i = 0; i < n - 1; i++)); do printf '%s,%s ' "$(peers_of $i)" "$(names_of $i)"; done))"
     tb_log "N=$n: $((n - 1)) hosts settled; starting the last"
     last=$((n - 1))
     t0=$(now)

@@ -661,7 +661,7 @@ pub fn cluster_status(c: &ClusterStatus) -> String {
         c.last_renewed_secs.map(|s| format!(", renewed {s}s ago")).unwrap_or_default()
     );
     for n in &c.networks {
-        let _ = writeln!(out, "network:     {} {} (block here {})", n.name, n.subnet, n.block);
+        let _ = writeln!(out, "network:     {} {} (block here {}, {} names of other hosts)", n.name, n.subnet, n.block, n.remote_names);
     }
     for p in &c.problems {
         let _ = writeln!(out, "problem:     {p}");

@@ -796,4 +796,7 @@ pub struct ClusterNetwork {
     pub subnet: String,
     /// The address block this host hands out from.
     pub block: String,
+    /// Names of other hosts' containers on it that this host's DNS answers.
+    #[serde(default)]
+    pub remote_names: usize,
 }

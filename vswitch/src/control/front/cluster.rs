@@ -718,15 +718,16 @@ impl Cluster {
         }
         let hosts = self.hosts().await;
         let healthy = self.healthy();
-        let local = control.cluster_networks().await;
+        let local = control.cluster_network_rows().await;
         let networks = {
             let s = self.shared();
             local
                 .into_iter()
-                .map(|(name, block)| ClusterNetwork {
+                .map(|(name, (block, remote_names))| ClusterNetwork {
                     subnet: s.networks.get(&name).and_then(|d| d.subnet.clone()).unwrap_or_default(),
                     name,
                     block: block.to_string(),
+                    remote_names,
                 })
                 .collect()
         };

@@ -235,6 +235,11 @@ impl Model {
             .collect()
     }
 
+    /// How many names other hosts have on `network` here (announced or from the store).
+    pub fn remote_name_count(&self, network: &str) -> usize {
+        self.remote_names(network).count()
+    }
+
     /// Our attached endpoints' names on `network`, as the cluster publishes them.
     pub fn local_names(&self, network: &str) -> Vec<RemoteName> {
         let Some(net) = self.networks.get(network) else { return Vec::new() };

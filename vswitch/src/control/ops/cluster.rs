@@ -43,6 +43,18 @@ impl Control {
         self.model.lock().await.cluster_networks()
     }
 
+    /// The cluster networks made here: block, and how many names other hosts have on it.
+    pub async fn cluster_network_rows(&self) -> BTreeMap<String, (Ipv4Net, usize)> {
+        let m = self.model.lock().await;
+        m.cluster_networks()
+            .into_iter()
+            .map(|(n, b)| {
+                let count = m.remote_name_count(&n);
+                (n, (b, count))
+            })
+            .collect()
+    }
+
     /// Makes the local copy of the cluster's network `def`, handing out addresses from
     /// `block`; a copy that is already there is returned as it is.
     ///
