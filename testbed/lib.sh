@@ -41,12 +41,20 @@ tb_install_deps() {
     tb_build_deps
 }
 
-# tb_build_deps: what building the workspace needs from Debian besides Rust: libpcap-dev
-# (vswitchd compiles `capture --filter` expressions with libpcap).
+# tb_build_deps: what building the workspace needs from Debian besides Rust, installed only
+# when missing: libpcap-dev (vswitchd compiles `capture --filter` expressions with libpcap),
+# protoc and the protobuf well-known types (protobuf-compiler, libprotobuf-dev) for the etcd
+# client of cluster mode.
 tb_build_deps() {
-    [ -e /usr/include/pcap/pcap.h ] && return 0
-    tb_log "installing libpcap-dev (building vswitchd links libpcap)"
-    { tb_apt_get -qq update && tb_apt_get install -y -qq libpcap-dev >/dev/null; } || tb_die "apt-get install libpcap-dev failed"
+    local need=()
+    [ -e /usr/include/pcap/pcap.h ] || need+=(libpcap-dev)
+    command -v protoc >/dev/null || need+=(protobuf-compiler)
+    [ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+    if [ ${#need[@]} -gt 0 ]; then
+        tb_log "installing ${need[*]} (to build vswitchd)"
+        tb_apt_get -qq update >/dev/null && tb_apt_get install -y -qq --no-install-recommends "${need[@]}" >/dev/null \
+            || tb_die "apt-get install ${need[*]} failed"
+    fi
 }
 
 # tb_apt_get ARGS...: apt-get ARGS, noninteractive, waiting up to 5 minutes for another apt-get

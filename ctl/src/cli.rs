@@ -72,6 +72,9 @@ pub enum Command {
     /// Tunnel peers: other hosts that share overlay networks
     #[command(subcommand)]
     Peer(PeerCmd),
+    /// Cluster mode (vswitchd --cluster): the store, this host's lease, the hosts
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// Publish host ports to an endpoint: clients reach the container, which sees their address
     Publish {
         /// Network name
@@ -170,6 +173,14 @@ pub enum KeyCmd {
     Show,
     /// Make a new key pair for this host (only while no peer is set)
     Generate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    /// The store's endpoints and health, this host's lease, the hosts and their last-seen times
+    Status,
+    /// The hosts registered in the cluster
+    Hosts,
 }
 
 #[derive(Debug, Subcommand)]

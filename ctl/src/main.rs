@@ -11,14 +11,14 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vswitch::api::{
-    AttachRequest, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate, FdbAdd, FdbEntry, FdbFlush,
-    FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication,
-    PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
+    AttachRequest, ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate,
+    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo,
+    Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use ctl::cli::{
-    AttachArgs, CaptureArgs, Cli, CniCmd, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd, PeerCmd, PortCmd,
-    TraceArgs,
+    AttachArgs, CaptureArgs, Cli, ClusterCmd, CniCmd, Command, CreateArgs, DnsCmd, EndpointCmd, FdbCmd, IpamCmd, KeyCmd, NetworkCmd,
+    PeerCmd, PortCmd, TraceArgs,
 };
 use ctl::client::{decode, enc, Call, Reply, SocketSource, SYSTEM_SOCKET};
 use ctl::error::Failure;
@@ -103,6 +103,8 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Key(KeyCmd::Show) => Call::get(format!("{PREFIX}/tunnel/key")),
         Command::Key(KeyCmd::Generate) => Call::post(format!("{PREFIX}/tunnel/key"), &serde_json::json!({})),
         Command::Peer(PeerCmd::Ls) => Call::get(format!("{PREFIX}/tunnel/peers")),
+        Command::Cluster(ClusterCmd::Status) => Call::get(format!("{PREFIX}/cluster")),
+        Command::Cluster(ClusterCmd::Hosts) => Call::get(format!("{PREFIX}/cluster/hosts")),
         Command::Peer(PeerCmd::Add { public_key, endpoint, networks }) => Call::post(
             format!("{PREFIX}/tunnel/peers"),
             &PeerAdd { public_key: public_key.clone(), endpoint: endpoint.map(|e| e.to_string()), networks: networks.clone() },
@@ -332,6 +334,8 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Ipam(IpamCmd::Gc) => output::lines("released", &decode::<GcReport>(reply)?.released),
         Command::Key(_) => output::tunnel_key(&decode::<TunnelKey>(reply)?),
         Command::Peer(PeerCmd::Ls) => output::peers(&decode::<Vec<Peer>>(reply)?),
+        Command::Cluster(ClusterCmd::Status) => output::cluster_status(&decode::<ClusterStatus>(reply)?),
+        Command::Cluster(ClusterCmd::Hosts) => output::cluster_hosts(&decode::<Vec<ClusterHost>>(reply)?),
         Command::Peer(PeerCmd::Add { .. }) => {
             let p = decode::<Peer>(reply)?;
             format!("added peer {} for {}\n", p.public_key, p.networks.join(", "))

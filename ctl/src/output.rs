@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network, NetworkDetail, Peer,
-    PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
+    ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network,
+    NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -631,6 +631,61 @@ pub fn trace(t: &Trace) -> String {
     }
     out.push('\n');
     out
+}
+
+/// `cluster status`: the store, this host, the hosts, the networks, the problems.
+pub fn cluster_status(c: &ClusterStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "host:        {}", c.host);
+    let _ = writeln!(out, "prefix:      {}", c.prefix);
+    let _ = writeln!(
+        out,
+        "store:       {}{}",
+        if c.healthy { "healthy" } else { "UNREACHABLE" },
+        c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+    );
+    for e in &c.endpoints {
+        let state = match (e.healthy, e.leader) {
+            (true, true) => "healthy, leader".to_string(),
+            (true, false) => "healthy".to_string(),
+            (false, _) => format!("down: {}", e.error.as_deref().unwrap_or("?")),
+        };
+        let _ = writeln!(out, "  {:<24} {state}", e.endpoint);
+    }
+    let _ = writeln!(
+        out,
+        "lease:       {} (ttl {}s{})",
+        c.lease.as_deref().unwrap_or("-"),
+        c.lease_ttl_secs,
+        c.last_renewed_secs.map(|s| format!(", renewed {s}s ago")).unwrap_or_default()
+    );
+    for n in &c.networks {
+        let _ = writeln!(out, "network:     {} {} (block here {}, {} names of other hosts)", n.name, n.subnet, n.block, n.remote_names);
+    }
+    for p in &c.problems {
+        let _ = writeln!(out, "problem:     {p}");
+    }
+    out.push('\n');
+    out.push_str(&cluster_hosts(&c.hosts));
+    out
+}
+
+/// NAME, ENDPOINT, LAST SEEN, PUBLIC KEY.
+pub fn cluster_hosts(hosts: &[ClusterHost]) -> String {
+    use Align::*;
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                if h.this_host { format!("{} (this host)", h.name) } else { h.name.clone() },
+                h.endpoint.clone(),
+                h.last_seen_secs.map_or_else(|| "-".into(), |s| format!("{s}s ago")),
+                h.public_key.clone(),
+            ]
+        })
+        .collect();
+    table(&[("NAME", Left), ("ENDPOINT", Left), ("LAST SEEN", Left), ("PUBLIC KEY", Left)], &rows)
 }
 
 #[cfg(test)]

@@ -651,6 +651,9 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A host port is published already (by this daemon) or taken by another program.
     PortInUse,
+    /// Cluster mode: the store (etcd) does not answer, so a cluster operation cannot be done
+    /// now (the data plane keeps working; try again when it is back).
+    ClusterUnavailable,
     Internal,
     /// A code this build does not know (sent by a newer daemon).
     #[serde(other)]
@@ -670,6 +673,7 @@ impl ErrorCode {
             | PortInUse => 409,
             PayloadTooLarge => 413,
             Internal | Unknown => 500,
+            ClusterUnavailable => 503,
         }
     }
 
@@ -700,6 +704,7 @@ impl ErrorCode {
             MethodNotAllowed => "method_not_allowed",
             PayloadTooLarge => "payload_too_large",
             PortInUse => "port_in_use",
+            ClusterUnavailable => "cluster_unavailable",
             Internal => "internal",
             Unknown => "unknown",
         }
@@ -723,4 +728,75 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
     }
+}
+
+/// `GET /v1/cluster`: cluster mode as this host sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStatus {
+    /// This host's name in the cluster.
+    pub host: String,
+    /// The key prefix in the store.
+    pub prefix: String,
+    /// Each store endpoint and whether it answered just now.
+    pub endpoints: Vec<ClusterEndpoint>,
+    /// The store answered this host's last keep-alive in time: cluster operations work.
+    pub healthy: bool,
+    /// The store's last error, while it is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// This host's lease (hex), its time to live, and when it last renewed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    pub lease_ttl_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_renewed_secs: Option<u64>,
+    pub hosts: Vec<ClusterHost>,
+    /// The cluster's networks made here, with this host's address block.
+    pub networks: Vec<ClusterNetwork>,
+    /// Values in the store that were refused (malformed) and cluster changes that could not
+    /// be made here, each with its reason.
+    pub problems: Vec<String>,
+}
+
+/// One store endpoint of `cluster status`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEndpoint {
+    pub endpoint: String,
+    pub healthy: bool,
+    /// The member is the store's leader.
+    #[serde(default)]
+    pub leader: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A host registered in the cluster: `GET /v1/cluster/hosts`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterHost {
+    pub name: String,
+    pub public_key: String,
+    /// Its tunnel's underlay address.
+    pub endpoint: String,
+    /// Seconds since it last renewed its lease (when the store could tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_secs: Option<u64>,
+    /// This host.
+    #[serde(default)]
+    pub this_host: bool,
+}
+
+/// A cluster network made on this host.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNetwork {
+    pub name: String,
+    pub subnet: String,
+    /// The address block this host hands out from.
+    pub block: String,
+    /// Names of other hosts' containers on it that this host's DNS answers.
+    #[serde(default)]
+    pub remote_names: usize,
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
+use vswitch::control::front::cluster::{parse_cluster_url, Cluster, ClusterConfig};
 use vswitch::control::front::http as server;
 use vswitch::control::model::parse_upstream;
 use vswitch::control::{Control, Options};
@@ -116,6 +117,28 @@ struct Args {
     /// vswitchd in dockerd's network namespace: dockerd moves the TAPs from there.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = vswitch::control::front::docker::DEFAULT_SOCKET)]
     docker_plugin: Option<PathBuf>,
+    /// Cluster mode: keep overlay networks, address blocks, hosts and names in etcd
+    /// (`etcd://HOST:PORT[,HOST:PORT...]`, `etcds://` for TLS). Needs --listen.
+    #[arg(long, value_name = "etcd://HOST:PORT[,...]")]
+    cluster: Option<String>,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, default_value = "/vswitch")]
+    cluster_prefix: String,
+    /// This host's name in the cluster. Default: the machine's host name.
+    #[arg(long)]
+    host_name: Option<String>,
+    /// Seconds a host stays in the cluster after it stops renewing its lease (a dead host's
+    /// peers and names go after this long).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    cluster_lease_secs: u64,
+    /// TLS to etcd: the CA certificate (PEM) that signed the members' certificates.
+    #[arg(long, value_name = "FILE")]
+    cluster_ca: Option<PathBuf>,
+    /// TLS to etcd: this host's client certificate and key (PEM).
+    #[arg(long, value_name = "FILE")]
+    cluster_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 /// Most `--workers`.
@@ -146,6 +169,8 @@ fn parse_log_level(s: &str) -> Result<String, String> {
 
 /// Log directive added to every filter: nothing from hickory-proto (see `main`).
 const QUIET_DNS_LIBRARY: &str = "hickory_proto=off";
+/// Log directives added to every filter for the cluster's etcd client (see `main`).
+const QUIET_GRPC: [&str; 4] = ["h2=warn", "tower=warn", "tonic=warn", "hyper_util=warn"];
 
 fn main() -> ExitCode {
     // vswitchd re-executed as its own rootless netns helper: before anything else, while the
@@ -163,6 +188,12 @@ fn main() -> ExitCode {
         (false, Ok(quiet)) => filter.add_directive(quiet),
         _ => filter,
     };
+    // The etcd client's HTTP/2 and gRPC layers log every frame at debug: only their warnings,
+    // unless --log-level names them.
+    let filter = QUIET_GRPC.iter().fold(filter, |f, d| match (args.log_level.contains(d.split('=').next().unwrap_or(d)), d.parse()) {
+        (false, Ok(quiet)) => f.add_directive(quiet),
+        _ => f,
+    });
     // Colours only for a person at a terminal: a log file or journal gets plain text.
     vswitch::sys::log::init(filter, args.log_format);
     match run(args) {
@@ -188,6 +219,8 @@ fn run(args: Args) -> Result<(), String> {
         None if rootless => rootless_data_dir()?,
         None => PathBuf::from("/var/lib/vswitch"),
     };
+    // Cluster options are checked before anything starts.
+    let cluster_cfg = args.cluster.as_deref().map(|url| cluster_config(&args, url)).transpose()?;
     // A second daemon on the socket of a running one is refused before anything starts (the
     // bind checks it again, for a race).
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -258,8 +291,10 @@ fn run(args: Args) -> Result<(), String> {
             idle: Duration::from_secs(args.egress_udp_idle_secs.max(1)),
         },
     };
+    let mut public_key = None;
     if let Some(listen) = args.listen {
         let key = vswitch::control::load_or_make_key(&state_dir)?;
+        public_key = Some(vswitch::control::b64(&tunnel::public_key(&key)));
         let sock = std::net::UdpSocket::bind(listen).map_err(|e| format!("cannot listen on {listen} for the tunnel: {e}"))?;
         let seed = vswitch::control::random_bytes::<32>();
         let enabled = dp.call_blocking(move |e| e.enable_tunnel(key, sock, seed)).map_err(|e| e.to_string())?;
@@ -267,6 +302,10 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(%listen, public_key = %vswitch::control::b64(&tunnel::public_key(&key)), "tunnel up");
     }
     let dns_timeout = Duration::from_millis(args.dns_timeout_ms.max(1));
+    let cluster = match (cluster_cfg, args.listen, public_key) {
+        (Some((cfg, tls)), Some(listen), Some(key)) => Some(Arc::new(Cluster::new(cfg, tls, key, listen)?)),
+        _ => None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -278,6 +317,9 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!(upstreams = ?upstreams, "DNS forwarding");
         let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
         control.start_background();
+        if let Some(c) = &cluster {
+            control.set_cluster(c.clone());
+        }
         if let Some(snap) = snapshot {
             let (networks, endpoints) = (snap.networks.len(), snap.networks.iter().map(|n| n.endpoints.len()).sum::<usize>());
             let dropped = control.restore(snap).await.map_err(|e| format!("cannot restore the saved state: {e}"))?;
@@ -285,6 +327,10 @@ fn run(args: Args) -> Result<(), String> {
                 tracing::warn!("{line}");
             }
             tracing::info!(networks, endpoints, dropped = dropped.len(), "state restored");
+        }
+        if let Some(c) = cluster {
+            // After the restore: the saved networks, peers and names serve until etcd answers.
+            tokio::spawn(c.run(control.clone()));
         }
         let listener = server::bind(&socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         if let Some(addr) = args.metrics_listen {
@@ -317,6 +363,34 @@ fn run(args: Args) -> Result<(), String> {
         tracing::info!("stopped; every TAP removed");
         Ok(())
     })
+}
+
+/// What `--cluster` and its options describe (and whether it is TLS).
+fn cluster_config(args: &Args, url: &str) -> Result<(ClusterConfig, bool), String> {
+    let (endpoints, tls) = parse_cluster_url(url)?;
+    let Some(listen) = args.listen else {
+        return Err("--cluster needs --listen ADDR:PORT: hosts of a cluster reach each other through the tunnel".into());
+    };
+    if listen.ip().is_unspecified() {
+        return Err(format!(
+            "--cluster: --listen {listen} does not say where other hosts reach this one: listen on this host's underlay address"
+        ));
+    }
+    let host = match &args.host_name {
+        Some(h) => h.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default(),
+    };
+    let cfg = ClusterConfig {
+        endpoints,
+        prefix: args.cluster_prefix.clone(),
+        host,
+        lease_ttl: Duration::from_secs(args.cluster_lease_secs),
+        ca: args.cluster_ca.clone(),
+        cert: args.cluster_cert.clone(),
+        key: args.cluster_key.clone(),
+    };
+    cfg.check()?;
+    Ok((cfg, tls))
 }
 
 /// `--default-address-pool` values (`base=CIDR,size=N`), or the default pool.

@@ -330,7 +330,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
     match (method, segs.as_slice()) {
         (&Method::GET, ["version"]) => ok(&control.version()),
         (&Method::GET, ["networks"]) => ok(&control.networks().await),
-        (&Method::POST, ["networks"]) => created(&control.create_network(body(req).await?).await?),
+        (&Method::POST, ["networks"]) => created(&super::cluster::create_network(control, body(req).await?).await?),
         (&Method::POST, ["networks", "prune"]) => ok(&control.prune_networks().await?),
         (&Method::POST, ["ipam", "gc"]) => ok(&control.ipam_gc().await?),
         (&Method::GET, ["tunnel", "key"]) => ok(&control.tunnel_key().await?),
@@ -343,10 +343,15 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         }
         (&Method::GET, ["networks", name]) => ok(&control.inspect_network(name).await?),
         (&Method::DELETE, ["networks", name]) => {
-            control.remove_network(name, force).await?;
+            super::cluster::remove_network(control, name, force).await?;
             Ok(no_content())
         }
-        (&Method::POST, ["networks", name, "endpoints"]) => created(&control.attach(name, body(req).await?).await?),
+        (&Method::POST, ["networks", name, "endpoints"]) => {
+            control.check_cluster_attach(name).await?;
+            created(&control.attach(name, body(req).await?).await?)
+        }
+        (&Method::GET, ["cluster"]) => ok(&super::cluster::cluster_of(control)?.status(control).await),
+        (&Method::GET, ["cluster", "hosts"]) => ok(&super::cluster::cluster_of(control)?.hosts().await),
         (&Method::DELETE, ["networks", name, "endpoints", ep]) => {
             control.detach(name, ep).await?;
             Ok(no_content())

@@ -11,6 +11,7 @@
 //! Callers feed the model what only I/O can tell (a namespace's identity, the host's routes,
 //! the time) as arguments.
 
+pub mod cluster;
 mod dns;
 pub mod docker;
 mod endpoints;

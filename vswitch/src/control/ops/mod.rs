@@ -6,6 +6,7 @@
 //! so validation and commit never interleave.
 
 pub mod capture;
+mod cluster;
 mod dns;
 pub mod docker;
 mod endpoints;
@@ -68,6 +69,8 @@ pub struct Control {
     upstreams: Arc<RwLock<Upstreams>>,
     /// When the daemon started (for `process_start_time_seconds`).
     started: std::time::SystemTime,
+    /// The cluster front end, with `--cluster` (set once at start).
+    cluster: std::sync::OnceLock<Arc<super::front::cluster::Cluster>>,
 }
 
 impl Control {
@@ -96,7 +99,16 @@ impl Control {
             pools: opts.pools.clone(),
         };
         let model = Model::new(cfg, random_ula());
-        Control { model: Mutex::new(model), dp, netns, opts, dns_counters, upstreams, started: std::time::SystemTime::now() }
+        Control {
+            model: Mutex::new(model),
+            dp,
+            netns,
+            opts,
+            dns_counters,
+            upstreams,
+            started: std::time::SystemTime::now(),
+            cluster: std::sync::OnceLock::new(),
+        }
     }
 
     /// Stops the datapath: every TAP fd is closed, so the kernel removes every TAP we made

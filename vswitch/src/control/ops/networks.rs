@@ -64,7 +64,10 @@ impl Control {
 
     /// Removes every network that has no endpoint.
     pub async fn prune_networks(&self) -> Result<Pruned, ApiError> {
-        let empty = self.model.lock().await.empty_networks();
+        let mut empty = self.model.lock().await.empty_networks();
+        // The cluster's networks are removed through the cluster (`network rm`), never pruned.
+        let cluster = self.cluster_networks().await;
+        empty.retain(|n| !cluster.contains_key(n));
         let mut removed = Vec::new();
         for name in empty {
             // One that gained an endpoint meanwhile is refused and kept.
