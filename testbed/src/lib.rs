@@ -628,8 +628,21 @@ pub fn ensure_commands(wanted: &[(&str, &str)]) {
          apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends {}",
         need.join(" ")
     );
-    let out = Command::new("sh").args(["-c", &script]).output().expect("run apt-get");
-    assert!(out.status.success(), "apt-get install {need:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    // DPkg::Lock::Timeout waits for dpkg's lock only; the lists and archive locks (another
+    // `apt-get update` or download, e.g. a test running beside this one) are waited for here,
+    // by retrying while apt says it could not get a lock (as testbed/lib.sh's tb_apt does).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = Command::new("sh").args(["-c", &script]).output().expect("run apt-get");
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        let locked =
+            ["Could not get lock", "Unable to lock directory", "Unable to acquire the dpkg frontend lock"].iter().any(|m| err.contains(m));
+        assert!(locked && Instant::now() < deadline, "apt-get install {need:?} failed: {err}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.

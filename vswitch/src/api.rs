@@ -523,6 +523,10 @@ pub struct WorkerInfo {
     pub overload: u64,
     /// Worker 0 only: frames it decided for the other workers.
     pub decided_for_others: u64,
+    /// Frames it read from TAPs another thread owns, right after writing to them while that
+    /// thread slept (the reply of a round trip, without waiting for the other core to wake).
+    #[serde(default)]
+    pub picked_up: u64,
 }
 
 /// `POST /v1/trace`: a frame built from these fields, run through the switch without being

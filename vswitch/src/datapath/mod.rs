@@ -32,6 +32,10 @@ use crate::types::{Mac, NetworkId, PortId};
 
 /// Frames read from one port per wakeup before the next port gets its turn.
 pub const BUDGET: usize = 64;
+/// Most bytes one read of a TAP takes before the thread turns to its other ports: 4 TSO
+/// super-frames, so a bulk flow's batch keeps another port's frame (a ping, a request) waiting
+/// tens of microseconds, not the milliseconds 64 super-frames take to copy.
+pub const BYTE_BUDGET: usize = 256 * 1024;
 /// The virtio-net header length used on TAPs opened with `IFF_VNET_HDR`.
 pub const VNET_HDR_LEN: usize = 12;
 /// TTL of the gateway's DNS answers, in seconds: short, since endpoints come and go.
@@ -40,6 +44,9 @@ pub const DNS_TTL: u32 = 5;
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Most batches of workers' frames decided before reading a TAP some of whose frames they
+/// handed over (their queue holds at most 4 batches).
+const IN_FLIGHT_ROUNDS: usize = 4;
 
 /// Work for the datapath thread, run between batches.
 pub type Job = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -324,6 +331,16 @@ pub struct Engine {
     generation: Arc<AtomicU64>,
     /// Ingress port and header length of each batch slot.
     slot_port: [(PortId, usize); BUDGET],
+    /// The worker that read each batch slot (0: this thread).
+    slot_reader: [usize; BUDGET],
+    /// The TAPs of the slots workers handed over, counted out of their queue once sent.
+    slot_handed: Vec<Arc<worker::PortStats>>,
+    /// Set while this thread sleeps in epoll (TAPs it owns are picked up by the others then).
+    idle: Arc<std::sync::atomic::AtomicBool>,
+    /// Other threads' TAPs written to since the last pickup (see worker.rs).
+    touched: Vec<PortId>,
+    /// Frames this thread read from other threads' TAPs right after writing to them.
+    picked_up: u64,
     /// Frames this thread decided for other workers.
     decided_for_workers: u64,
     /// The TAP port being removed: no grant may name it.
@@ -379,6 +396,11 @@ impl Engine {
             from_workers: crossbeam_channel::never(),
             generation: Arc::new(AtomicU64::new(0)),
             slot_port: [(PortId(0), 0); BUDGET],
+            slot_reader: [0; BUDGET],
+            slot_handed: Vec::with_capacity(BUDGET),
+            idle: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            touched: Vec::new(),
+            picked_up: 0,
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
@@ -610,13 +632,17 @@ impl Engine {
             return Err(io::Error::other(e));
         }
         let file = Arc::new(File::from(fd));
-        let stats = Arc::new(worker::PortStats::default());
         let owner = self.least_loaded_worker();
+        let owner_idle = match owner {
+            0 => self.idle.clone(),
+            w => self.workers[w - 1].idle.clone(),
+        };
+        let stats = Arc::new(worker::PortStats::new(owner, owner_idle, max_frame(mtu)));
         let registered = match owner {
             0 => self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(port), Interest::READABLE),
             w => {
                 let tap = worker::TapOut { file: file.clone(), hdr: vnet_hdr_len, stats: stats.clone() };
-                self.workers[w - 1].add_port(port, tap, max_frame(mtu))
+                self.workers[w - 1].add_port(port, tap)
             }
         };
         if let Err(e) = registered {
@@ -661,6 +687,7 @@ impl Engine {
             handed_over: 0,
             overload: 0,
             decided_for_others: self.decided_for_workers,
+            picked_up: self.picked_up,
         }];
         for (k, w) in self.workers.iter().enumerate() {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -671,6 +698,7 @@ impl Engine {
                 handed_over: get(&w.stats.handed_over),
                 overload: get(&w.stats.overload),
                 decided_for_others: 0,
+                picked_up: get(&w.stats.picked_up),
             });
         }
         out
@@ -716,6 +744,7 @@ impl Engine {
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
         self.storm_paused.retain(|&(p, _)| p != port);
+        self.touched.retain(|&p| p != port);
         self.publish_generation();
         let i = port.0 as usize;
         let (file, owner) = match self.ports.get_mut(i).and_then(Option::take) {
@@ -767,7 +796,10 @@ impl Engine {
                 .fold(SWEEP_EVERY, Duration::min);
             let busy = !self.backlog.is_empty() || self.tun_backlog || std::mem::take(&mut busy_next);
             let timeout = if busy { Some(Duration::ZERO) } else { Some(idle) };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            self.idle.store(!busy, Ordering::Relaxed);
+            let polled = self.poll.poll(&mut events, timeout);
+            self.idle.store(false, Ordering::Relaxed);
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "epoll failed; datapath stops");
                     return;
@@ -810,6 +842,9 @@ impl Engine {
                 while k < self.storm_paused.len() {
                     if self.storm_paused[k].1 <= now {
                         let (port, _) = self.storm_paused.swap_remove(k);
+                        if let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) {
+                            stats.paused.store(false, Ordering::Relaxed);
+                        }
                         self.mark_ready(port);
                     } else {
                         k += 1;
@@ -819,9 +854,12 @@ impl Engine {
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
-                if self.drain(port) == BUDGET {
+                if self.drain(port) {
                     self.mark_ready(port);
                 }
+            }
+            if !self.touched.is_empty() {
+                self.pickup();
             }
             let now = self.now();
             if now >= next_sweep {
@@ -858,6 +896,8 @@ impl Engine {
             self.starts[n] = 0;
             self.lens[n] = d.len;
             self.slot_port[n] = (d.port, d.hdr);
+            self.slot_reader[n] = d.worker;
+            self.slot_handed.push(d.stats);
             n += 1;
         }
         for (k, w) in self.workers.iter().enumerate() {
@@ -868,6 +908,10 @@ impl Engine {
         if n > 0 {
             self.decided_for_workers += n as u64;
             self.decide_batch(n, true);
+        }
+        // Sent on: later frames of these TAPs may go straight through again.
+        for stats in self.slot_handed.drain(..) {
+            stats.handed.fetch_sub(1, Ordering::AcqRel);
         }
         n
     }
@@ -905,11 +949,13 @@ impl Engine {
         self.flush_egress();
     }
 
-    /// Grants the frame in batch slot `i` to the worker that read it, when its verdict sends
-    /// it to one TAP with the same header layout and its source is learned on its ingress
-    /// port. Consecutive frames of one flow get one grant (`last`).
+    /// Grants the frame in batch slot `i` to the worker that read it (its TAP's owner, or a
+    /// worker that picked the TAP up), when its verdict sends it to one TAP with the same
+    /// header layout and its source is learned on its ingress port. Consecutive frames of one
+    /// flow get one grant (`last`).
     fn grant_for(&self, now: Duration, i: usize, last: &mut Option<(PortId, Mac, Mac)>) {
         let (port, hdr) = self.slot_port[i];
+        let reader = self.slot_reader[i];
         let Verdict::Forward(to) = self.verdicts[i] else { return };
         if self.removing.is_some_and(|r| r == port || r == to) {
             return;
@@ -919,12 +965,12 @@ impl Engine {
         if *last == Some(key) {
             return;
         }
-        let (Some(Some(PortIo::Tap { owner, .. })), Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }))) =
+        let (Some(Some(PortIo::Tap { .. })), Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. }))) =
             (self.ports.get(port.0 as usize), self.ports.get(to.0 as usize))
         else {
             return;
         };
-        let Some(w) = self.workers.get(owner.wrapping_sub(1)) else { return };
+        let Some(w) = self.workers.get(reader.wrapping_sub(1)) else { return };
         let Some(net) = self.switch.port_network(port) else { return };
         if *vnet_hdr_len != hdr || self.switch.fdb().lookup(now, net, key.1) != Some(port) {
             return;
@@ -960,31 +1006,77 @@ impl Engine {
         }
     }
 
-    /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
-    /// many frames were read.
-    fn drain(&mut self, port: PortId) -> usize {
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else {
-            return 0;
+    /// Reads a batch from `port` ([`Engine::read_tap`]). Returns whether it is still readable
+    /// (stopped at a budget, or a worker reads it now: then it is tried again).
+    fn drain(&mut self, port: PortId) -> bool {
+        let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else {
+            return false;
         };
         if self.storm_paused.iter().any(|&(p, _)| p == port) {
-            return 0;
+            return false;
         }
-        if stats.storm.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        if stats.storm.swap(false, Ordering::Relaxed) {
+            stats.paused.store(true, Ordering::Relaxed);
             let until = self.now() + worker::STORM_PAUSE;
             self.storm_paused.push((port, until));
-            return 0;
+            return false;
         }
+        let stats = stats.clone();
+        if !stats.try_read() {
+            // A worker picked it up and reads it now: try again on the next turn.
+            return true;
+        }
+        let (_, more) = self.read_tap(port);
+        stats.end_read();
+        more
+    }
+
+    /// Reads up to [`BUDGET`] frames or [`BYTE_BUDGET`] bytes from TAP `port` (whose read side
+    /// this thread holds), decides them and writes them out, after the frames of it that
+    /// workers handed over (so that the TAP's frames leave in the order they were read).
+    /// Returns how many frames it read and whether it stopped at a budget (so the TAP is still
+    /// readable: epoll is edge-triggered).
+    fn read_tap(&mut self, port: PortId) -> (usize, bool) {
+        for _ in 0..IN_FLIGHT_ROUNDS {
+            match self.ports.get(port.0 as usize) {
+                Some(Some(PortIo::Tap { stats, .. })) if stats.handed.load(Ordering::Acquire) > 0 => {}
+                _ => break,
+            }
+            if self.decide_for_workers() == 0 {
+                break;
+            }
+        }
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else { return (0, false) };
         let hdr = *vnet_hdr_len;
-        let mut n = 0;
-        while n < BUDGET {
+        let (mut n, mut bytes) = (0, 0);
+        while n < BUDGET && bytes < BYTE_BUDGET {
             let Some(len) = read_frame(file, &mut self.bufs[n], port) else { break };
             self.starts[n] = 0;
             self.lens[n] = len;
             self.slot_port[n] = (port, hdr);
+            self.slot_reader[n] = 0;
             n += 1;
+            bytes += len;
         }
         self.decide_batch(n, false);
-        n
+        (n, n == BUDGET || bytes >= BYTE_BUDGET)
+    }
+
+    /// Reads the TAPs of sleeping workers this thread has just written to (see worker.rs),
+    /// once each.
+    fn pickup(&mut self) {
+        let mut touched = std::mem::take(&mut self.touched);
+        for &port in &touched {
+            let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else { continue };
+            let stats = stats.clone();
+            if stats.wants_pickup() && stats.try_read() {
+                let (n, _) = self.read_tap(port);
+                stats.end_read();
+                self.picked_up += n as u64;
+            }
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     /// Sends frame `i` of the batch (read from `ingress`) where its verdict says.
@@ -1011,6 +1103,11 @@ impl Engine {
         if self.cap.on && !(from_tunnel && matches!(self.ports.get(to.0 as usize), Some(Some(PortIo::Tunnel { .. } | PortIo::Gateway(_)))))
         {
             self.cap.offer(to, capture::Dir::Out, &self.bufs[i][start..len], hdr);
+        }
+        if let Some(Some(PortIo::Tap { owner, .. })) = self.ports.get(to.0 as usize) {
+            if *owner != 0 && !self.touched.contains(&to) {
+                self.touched.push(to);
+            }
         }
         match self.ports.get_mut(to.0 as usize) {
             Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) if *vnet_hdr_len == hdr => {

@@ -14,11 +14,18 @@
 //! ([`crate::fdb::Fdb::generation`]): when an entry moves or goes, every worker drops them all.
 //! Workers tell the engine once a second which sources they forwarded, so learned entries age
 //! as traffic says, not as the engine happens to see it.
+//!
+//! Round trips: a thread that has just written frames to a TAP whose reader is asleep in epoll
+//! reads that TAP itself right away ("pickup"), so a reply generated in the container while the
+//! frame was written is not left waiting for another core to wake up. One thread at a time reads
+//! a TAP ([`PortStats::try_read`]), and while frames of a TAP wait in the engine's queue every
+//! later frame of it goes through the queue too ([`PortStats::handed`]): frames of a TAP leave the
+//! switch in the order they were read, whoever reads them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,7 +34,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use std::os::fd::AsRawFd;
 
-use super::{read_frame, split_vnet, write_frame, BUDGET, BUF_LEN};
+use super::{read_frame, split_vnet, write_frame, BUDGET, BUF_LEN, BYTE_BUDGET};
 use crate::switch::{fits, DropReason, PortCounters, ETH_HLEN};
 use crate::types::{Mac, PortId};
 
@@ -55,7 +62,19 @@ pub struct PortStats {
     overload: AtomicU64,
     /// Set by the engine when storm control dropped a frame from this port; the worker that
     /// reads it takes it and pauses the port for [`STORM_PAUSE`].
-    pub storm: std::sync::atomic::AtomicBool,
+    pub storm: AtomicBool,
+    /// The port is paused by storm control: nobody picks it up meanwhile.
+    pub paused: AtomicBool,
+    /// Held by the one thread reading the TAP now (its owner, or a thread picking it up).
+    reading: AtomicBool,
+    /// Frames of this TAP handed to the engine and not decided yet.
+    pub handed: AtomicU32,
+    /// Whether the thread that owns the TAP's read side sleeps in epoll now.
+    pub owner_idle: Arc<AtomicBool>,
+    /// The thread that owns the read side (0: the engine).
+    pub owner: usize,
+    /// Longest frame the port takes (see [`crate::switch::fits`]).
+    pub max_frame: usize,
 }
 
 fn bump(c: &AtomicU64, by: u64) {
@@ -63,6 +82,29 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl PortStats {
+    /// The shared state of a TAP read by thread `owner`, whose idle flag is `owner_idle`.
+    pub fn new(owner: usize, owner_idle: Arc<AtomicBool>, max_frame: usize) -> PortStats {
+        PortStats { owner, owner_idle, max_frame, ..PortStats::default() }
+    }
+
+    /// Takes the TAP's read side; `false` when another thread holds it.
+    pub fn try_read(&self) -> bool {
+        self.reading.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+    }
+
+    pub fn end_read(&self) {
+        self.reading.store(false, Ordering::Release);
+    }
+
+    /// Whether a thread that wrote to this TAP should read it now: its owner sleeps, storm
+    /// control leaves it alone, and nothing of it waits in the engine's queue.
+    pub fn wants_pickup(&self) -> bool {
+        self.owner_idle.load(Ordering::Relaxed)
+            && !self.paused.load(Ordering::Relaxed)
+            && !self.storm.load(Ordering::Relaxed)
+            && self.handed.load(Ordering::Acquire) == 0
+    }
+
     pub fn add_to(&self, c: &mut PortCounters) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         c.rx_packets += get(&self.rx_packets);
@@ -83,6 +125,8 @@ pub struct WorkerStats {
     pub handed_over: AtomicU64,
     /// Frames it dropped because the engine had not caught up (no spare buffer, queue full).
     pub overload: AtomicU64,
+    /// Frames it read from TAPs other threads own, right after writing to them.
+    pub picked_up: AtomicU64,
 }
 
 /// A TAP as any thread may write to it.
@@ -112,6 +156,9 @@ pub struct Deferred {
     pub hdr: usize,
     pub buf: Box<[u8]>,
     pub len: usize,
+    /// The TAP's shared state: the engine counts the frame out of [`PortStats::handed`] once
+    /// it has sent it on.
+    pub stats: Arc<PortStats>,
 }
 
 /// What workers send the engine.
@@ -133,6 +180,8 @@ pub struct WorkerHandle {
     waker: Arc<Waker>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<WorkerStats>,
+    /// Set while the worker sleeps in epoll.
+    pub idle: Arc<AtomicBool>,
 }
 
 /// What a worker shares with the engine.
@@ -158,6 +207,7 @@ impl WorkerHandle {
         let (grants, grants_rx) = crossbeam_channel::unbounded();
         let (bufs, bufs_rx) = crossbeam_channel::unbounded();
         let stats = Arc::new(WorkerStats::default());
+        let idle = Arc::new(AtomicBool::new(false));
         let mut w = Worker {
             id,
             poll,
@@ -178,6 +228,8 @@ impl WorkerHandle {
             stats: stats.clone(),
             wake_engine: false,
             paused: Vec::new(),
+            idle: idle.clone(),
+            touched: Vec::new(),
         };
         let thread = std::thread::Builder::new().name(format!("datapath-{id}")).spawn(move || {
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
@@ -185,7 +237,7 @@ impl WorkerHandle {
                 std::process::exit(70);
             }
         })?;
-        Ok(WorkerHandle { jobs, grants, bufs, waker, thread: Some(thread), stats })
+        Ok(WorkerHandle { jobs, grants, bufs, waker, thread: Some(thread), stats, idle })
     }
 
     /// Runs `f` on the worker and waits for it. The worker never waits for the engine, so the
@@ -205,8 +257,8 @@ impl WorkerHandle {
     ///
     /// # Errors
     /// When epoll refuses the fd.
-    pub fn add_port(&self, port: PortId, tap: TapOut, max_frame: usize) -> io::Result<()> {
-        self.call(move |w| w.add_port(port, tap, max_frame))?
+    pub fn add_port(&self, port: PortId, tap: TapOut) -> io::Result<()> {
+        self.call(move |w| w.add_port(port, tap))?
     }
 
     /// Stops reading `port` (if this worker did) and forgets every grant from or to it; when
@@ -243,7 +295,6 @@ impl Drop for WorkerHandle {
 #[derive(Debug)]
 struct OwnPort {
     tap: TapOut,
-    max_frame: usize,
 }
 
 #[derive(Debug)]
@@ -283,10 +334,14 @@ pub struct Worker {
     cap: super::capture::View,
     /// Ports left unread for storm control, until when.
     paused: Vec<(PortId, Instant)>,
+    /// Set while this thread sleeps in epoll.
+    idle: Arc<AtomicBool>,
+    /// TAPs of other threads written to in this drain: candidates for a pickup.
+    touched: Vec<(PortId, TapOut)>,
 }
 
 impl Worker {
-    fn add_port(&mut self, port: PortId, tap: TapOut, max_frame: usize) -> io::Result<()> {
+    fn add_port(&mut self, port: PortId, tap: TapOut) -> io::Result<()> {
         let raw = tap.file.as_raw_fd();
         self.poll.registry().register(&mut SourceFd(&raw), Token(port.0 as usize), Interest::READABLE)?;
         let i = port.0 as usize;
@@ -294,7 +349,7 @@ impl Worker {
             self.ports.resize_with(i + 1, || None);
             self.in_backlog.resize(i + 1, false);
         }
-        self.ports[i] = Some(OwnPort { tap, max_frame });
+        self.ports[i] = Some(OwnPort { tap });
         // Frames may already be queued: edge-triggered epoll will not tell us about them.
         self.mark_ready(port);
         Ok(())
@@ -312,6 +367,7 @@ impl Worker {
         }
         self.backlog.retain(|&p| p != port);
         self.paused.retain(|&(p, _)| p != port);
+        self.touched.retain(|(p, _)| *p != port);
     }
 
     fn run(&mut self) {
@@ -320,7 +376,15 @@ impl Worker {
         while self.running {
             let wake_at = self.paused.iter().map(|&(_, t)| t).fold(next_refresh, Instant::min);
             let timeout = if self.backlog.is_empty() { wake_at.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            let sleeps = !timeout.is_zero();
+            if sleeps {
+                self.idle.store(true, Ordering::Relaxed);
+            }
+            let polled = self.poll.poll(&mut events, Some(timeout));
+            if sleeps {
+                self.idle.store(false, Ordering::Relaxed);
+            }
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     // Its TAPs would go unread: better no daemon than a silent black hole.
                     tracing::error!(worker = self.id, error = %e, "epoll failed in a datapath worker; vswitchd exits");
@@ -345,10 +409,11 @@ impl Worker {
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
-                if self.drain(port) == BUDGET {
+                if self.drain(port) {
                     self.mark_ready(port);
                 }
             }
+            self.pickup();
             if Instant::now() >= next_refresh {
                 self.refresh();
                 next_refresh = Instant::now() + REFRESH_EVERY;
@@ -378,8 +443,9 @@ impl Worker {
         let g = self.check_generation();
         while let Ok(grant) = self.grants.try_recv() {
             // A grant from before the table moved may be wrong now; the next frame asks again.
-            let live = self.ports.get(grant.port.0 as usize).is_some_and(Option::is_some);
-            if grant.generation != g || !live {
+            // (Grants may name TAPs other threads own, read here on pickup; none is made for
+            // a port being removed, and forget_port takes in those already sent.)
+            if grant.generation != g {
                 continue;
             }
             if self.cache.len() >= MAX_GRANTS {
@@ -414,6 +480,9 @@ impl Worker {
         while k < self.paused.len() {
             if self.paused[k].1 <= now {
                 let (port, _) = self.paused.swap_remove(k);
+                if let Some(Some(p)) = self.ports.get(port.0 as usize) {
+                    p.tap.stats.paused.store(false, Ordering::Relaxed);
+                }
                 self.mark_ready(port);
             } else {
                 k += 1;
@@ -428,53 +497,86 @@ impl Worker {
             return true;
         }
         if stats.storm.swap(false, Ordering::Relaxed) {
+            stats.paused.store(true, Ordering::Relaxed);
             self.paused.push((port, Instant::now() + STORM_PAUSE));
             return true;
         }
         false
     }
 
-    /// Reads up to [`BUDGET`] frames from `port`, forwards the granted ones and hands the rest
-    /// to the engine. Returns how many frames were read.
-    fn drain(&mut self, port: PortId) -> usize {
-        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return 0 };
+    /// Reads a batch from `port` ([`Worker::read_batch`]). Returns whether it is still readable
+    /// (stopped at a budget, or another thread reads it now: then it is tried again).
+    fn drain(&mut self, port: PortId) -> bool {
+        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return false };
         if !self.paused.is_empty() || p.tap.stats.storm.load(Ordering::Relaxed) {
             let stats = p.tap.stats.clone();
             if self.storm_paused(port, &stats) {
-                return 0;
+                return false;
             }
         }
-        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return 0 };
-        let file = p.tap.file.clone();
-        let hdr = p.tap.hdr;
-        let mut n = 0;
-        while n < BUDGET {
+        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return false };
+        let tap = p.tap.clone();
+        if !tap.stats.try_read() {
+            return true;
+        }
+        let (_, more) = self.read_batch(port, &tap);
+        tap.stats.end_read();
+        more
+    }
+
+    /// Reads the TAPs of sleeping threads this thread has just written to (see the module
+    /// docs), once each.
+    fn pickup(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        for (port, tap) in &touched {
+            if tap.stats.wants_pickup() && tap.stats.try_read() {
+                let (n, _) = self.read_batch(*port, tap);
+                tap.stats.end_read();
+                bump(&self.stats.picked_up, n as u64);
+            }
+        }
+        self.touched = touched;
+        self.touched.clear();
+    }
+
+    /// Reads up to [`BUDGET`] frames or [`BYTE_BUDGET`] bytes from `tap` (whose read side this
+    /// thread holds), forwards the granted ones and hands the rest to the engine. Returns how
+    /// many frames it read and whether it stopped at a budget (so the TAP is still readable).
+    fn read_batch(&mut self, port: PortId, tap: &TapOut) -> (usize, bool) {
+        let (mut n, mut bytes) = (0, 0);
+        while n < BUDGET && bytes < BYTE_BUDGET {
             if n == self.bufs.len() {
                 self.bufs.push(new_buf());
             }
-            let Some(len) = read_frame(&file, &mut self.bufs[n], port) else { break };
-            if !self.forward(port, n, len, hdr) {
-                self.hand_over(port, n, len, hdr);
+            let Some(len) = read_frame(&tap.file, &mut self.bufs[n], port) else { break };
+            if !self.forward(port, tap, n, len) {
+                self.hand_over(port, tap, n, len);
             }
             n += 1;
+            bytes += len;
         }
+
         if std::mem::take(&mut self.wake_engine) {
             let _ = self.shared.engine_waker.wake();
         }
         if n > 0 {
             self.check_generation();
         }
-        n
+        (n, n == BUDGET || bytes >= BYTE_BUDGET)
     }
 
-    /// Forwards `bufs[i][..len]` if a grant covers it.
-    fn forward(&mut self, port: PortId, i: usize, len: usize, hdr: usize) -> bool {
-        let Some(Some(p)) = self.ports.get(port.0 as usize) else { return false };
+    /// Forwards `bufs[i][..len]`, read from `tap`, if a grant covers it.
+    fn forward(&mut self, port: PortId, tap: &TapOut, i: usize, len: usize) -> bool {
+        let hdr = tap.hdr;
         let buf = &self.bufs[i][..len];
         let (gso, frame) = split_vnet(buf, hdr);
         // What the core would refuse, it decides (and counts) itself.
         // ARP and neighbour discovery are checked against the port's addresses by the core.
-        if frame.len() < ETH_HLEN || !fits(frame.len(), p.max_frame, gso) || crate::switch::needs_guard(frame) {
+        if frame.len() < ETH_HLEN || !fits(frame.len(), tap.stats.max_frame, gso) || crate::switch::needs_guard(frame) {
+            return false;
+        }
+        // Earlier frames of this TAP wait in the engine's queue: this one queues behind them.
+        if tap.stats.handed.load(Ordering::Acquire) > 0 {
             return false;
         }
         let Some(c) = self.cache.get_mut(&(port, Mac::from_slice(frame, 6), Mac::from_slice(frame, 0))) else { return false };
@@ -483,8 +585,8 @@ impl Worker {
         }
         c.used = true;
         let bytes = frame.len() as u64;
-        bump(&p.tap.stats.rx_packets, 1);
-        bump(&p.tap.stats.rx_bytes, bytes);
+        bump(&tap.stats.rx_packets, 1);
+        bump(&tap.stats.rx_bytes, bytes);
         if self.cap.on {
             self.cap.offer_decided(port, super::capture::Dir::In, buf, hdr, Some(crate::switch::Verdict::Forward(c.to)));
             self.cap.offer(c.to, super::capture::Dir::Out, buf, hdr);
@@ -496,23 +598,26 @@ impl Worker {
             bump(&c.out.stats.tx_errors, 1);
         }
         bump(&self.stats.forwarded, 1);
+        if c.out.stats.owner != self.id && !self.touched.iter().any(|(p, _)| *p == c.to) {
+            self.touched.push((c.to, c.out.clone()));
+        }
         true
     }
 
-    /// Hands `bufs[i][..len]` to the engine, swapping a spare buffer into its slot.
-    fn hand_over(&mut self, port: PortId, i: usize, len: usize, hdr: usize) {
+    /// Hands `bufs[i][..len]`, read from `tap`, to the engine, swapping a spare buffer into
+    /// its slot.
+    fn hand_over(&mut self, port: PortId, tap: &TapOut, i: usize, len: usize) {
         let overload = |w: &Worker| {
             bump(&w.stats.overload, 1);
-            if let Some(Some(p)) = w.ports.get(port.0 as usize) {
-                bump(&p.tap.stats.overload, 1);
-            }
+            bump(&tap.stats.overload, 1);
         };
         if self.in_flight >= IN_FLIGHT {
             return overload(self);
         }
         let spare = self.spare.pop().unwrap_or_else(new_buf);
         let buf = std::mem::replace(&mut self.bufs[i], spare);
-        let d = Deferred { worker: self.id, port, hdr, buf, len };
+        let d = Deferred { worker: self.id, port, hdr: tap.hdr, buf, len, stats: tap.stats.clone() };
+        tap.stats.handed.fetch_add(1, Ordering::AcqRel);
         match self.shared.to_engine.try_send(ToEngine::Frame(d)) {
             Ok(()) => {
                 bump(&self.stats.handed_over, 1);
@@ -520,6 +625,7 @@ impl Worker {
                 self.wake_engine = true;
             }
             Err(e) => {
+                tap.stats.handed.fetch_sub(1, Ordering::AcqRel);
                 if let ToEngine::Frame(d) = e.into_inner() {
                     self.spare.push(d.buf);
                 }

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# e2e-latency.sh: round-trip time between two "container" namespaces, idle and while a second
+# pair of containers on the same switch runs a bulk TCP flow, through these paths in ONE run
+# (benches/paths.sh builds them as e2e-datapath.sh does):
+#
+#   vswitchd            its default datapath workers (one per CPU, at most 4)
+#   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
+#   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
+#   bridge              kernel bridge with veth pairs (in a namespace of its own)
+#
+# RTT: `ping -i INTERVAL` for SECONDS s (default one every 10 ms for 20 s), every reply's time
+# kept: mean, p50, p99 and losses. Under load: the same while iperf3 runs from container 3 to
+# container 4 of the same switch (1 stream), whose throughput is reported too. Then, in the same
+# run, iperf3 between the measured pair (1 stream and 4 streams, idle) to show throughput did not
+# pay for the round trips. Prints a markdown table and ratios and appends them to
+# benches/RESULTS.md.
+#
+#   sudo benches/e2e-latency.sh [-t SECONDS] [-i INTERVAL] [-T SECONDS] [-s SWITCHES] [-n] [-B]
+#     -t SECONDS   length of each ping series (default 20)
+#     -i INTERVAL  seconds between pings (default 0.01)
+#     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,tapcopy,bridge (default: all)
+#     -n           do not write benches/RESULTS.md (print only)
+#     -B           do not build (use target/release as it is)
+#
+# Only namespaces this script creates carry traffic; all of them, the daemons and the iperf3
+# servers are removed on exit, also on failure or Ctrl-C. A watchdog bounds the run.
+set -euo pipefail
+. "$(dirname "$0")/../testbed/lib.sh"
+
+secs=20 interval=0.01 tput=5 write=1 build=1
+switches=vswitchd,vswitchd-1worker,tapcopy,bridge
+cmdline="benches/e2e-latency.sh${*:+ $*}"
+while getopts "t:i:T:s:nBh" o; do
+    case $o in
+        t) secs=$OPTARG ;; i) interval=$OPTARG ;; T) tput=$OPTARG ;; s) switches=$OPTARG ;; n) write=0 ;; B) build=0 ;;
+        *) sed -n '2,26p' "$0"; exit 2 ;;
+    esac
+done
+[[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $tput =~ ^[0-9]+$ && $interval =~ ^[0-9.]+$ ]] \
+    || tb_die "-t and -T take whole seconds, -i a number of seconds"
+tb_need_root
+
+tb_bench_scratch e2e-latency
+count=$(awk -v s="$secs" -v i="$interval" 'BEGIN { printf "%d", s / i }')
+limit=$((4 * (2 * secs + 3 * tput + 30) + 180))
+tb_bench_watchdog e2e-latency "$limit"
+
+tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2
+tb_release_bins "$build" tapcopy
+git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+tag="vsbl$$"
+pairs=2
+declare -A R S
+. "$(dirname "$0")/paths.sh"
+
+# rtt_series NS IP FILE: COUNT pings INTERVAL apart; every reply's time (ms) into FILE; prints
+# "MEAN P50 P99 LOST".
+rtt_series() {
+    ip netns exec "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1 || true   # ARP / MAC learning first
+    ip netns exec "$1" ping -n -c "$count" -i "$interval" -W 1 "$2" 2>/dev/null \
+        | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >"$3" || true
+    sort -g "$3" | awk -v want="$count" '{ v[NR] = $1; s += $1 }
+        END { if (NR == 0) { print "- - - " want; exit }
+              p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+              printf "%.3f %.3f %.3f %d\n", s / NR, p50, p99, want - NR }'
+}
+
+# gbits NS IP STREAMS SECONDS [JSON]: iperf3 throughput in Gbit/s.
+gbits() {
+    local f=${5:-$run/iperf.$BASHPID.json}
+    ip netns exec "$1" timeout $(($4 + 20)) iperf3 -c "$2" -t "$4" -P "$3" -J --connect-timeout 3000 >"$f" 2>&1 \
+        || { echo "iperf3 failed: $(head -c 300 "$f")" >&2; echo 0; return; }
+    python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"] / 1e9))' <"$f"
+}
+
+# serve_load NAME: an iperf3 server in the switch's fourth container (the load pair).
+serve_load() {
+    local name=$1 spid i
+    ip netns exec "${S[$name,ns4]}" iperf3 -s -B "${S[$name,ip4]}" >"$run/iperf3-load-$name.log" 2>&1 &
+    spid=$!
+    tb_undo "kill $spid; wait $spid"
+    for i in $(seq 50); do
+        ip netns exec "${S[$name,ns4]}" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
+        sleep 0.1
+    done
+}
+
+IFS=, read -r -a want <<<"$switches"
+for s in "${want[@]}"; do
+    case $s in
+        vswitchd | vswitchd-1worker) setup_vswitchd "$s" ;;
+        bridge) setup_bridge ;;
+        tapcopy) setup_tapcopy "$s" ;;
+        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, tapcopy, bridge)" ;;
+    esac
+    serve "$s"
+    [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
+done
+
+tb_log "idle RTT: $count pings, one every $interval s"
+for s in "${want[@]}"; do
+    R[$s,idle]=$(rtt_series "${S[$s,ns1]}" "${S[$s,ip2]}" "$run/rtt-idle-$s")
+    tb_log "  $s: mean p50 p99 lost = ${R[$s,idle]}"
+done
+tb_log "RTT under load: the same while iperf3 runs between containers 3 and 4 of the same switch"
+for s in "${want[@]}"; do
+    [ -n "${S[$s,ns4]:-}" ] || continue
+    gbits "${S[$s,ns3]}" "${S[$s,ip4]}" 1 $((secs + 2)) "$run/load-$s.json" >"$run/load-$s.gbit" &
+    lp=$!
+    sleep 1
+    R[$s,load]=$(rtt_series "${S[$s,ns1]}" "${S[$s,ip2]}" "$run/rtt-load-$s")
+    wait "$lp" || true
+    R[$s,loadgbit]=$(cat "$run/load-$s.gbit")
+    tb_log "  $s: mean p50 p99 lost = ${R[$s,load]} (load ${R[$s,loadgbit]} Gbit/s)"
+done
+if [ "$tput" -gt 0 ]; then
+    tb_log "throughput between the measured pair: 1 and 4 streams, $tput s each"
+    for s in "${want[@]}"; do
+        R[$s,p1]=$(gbits "${S[$s,ns1]}" "${S[$s,ip2]}" 1 "$tput")
+        R[$s,p4]=$(gbits "${S[$s,ns1]}" "${S[$s,ip2]}" 4 "$tput")
+        tb_log "  $s: ${R[$s,p1]} / ${R[$s,p4]} Gbit/s"
+    done
+fi
+
+# ---- report ---------------------------------------------------------------------------------
+field() { awk -v k="$2" '{ print $k }' <<<"${R[$1]:--}"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+rise() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "-"; else printf "%.3f", a - b }'; }
+report=$run/report.md
+{
+    echo "## End-to-end latency: $(date -u +%Y-%m-%d), kernel $(uname -r)"
+    echo
+    echo "Command: \`sudo $cmdline\` (vswitchd release build of \`$git_rev\`; $(nproc) vCPU"
+    echo "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); pingers, iperf3 and the switches share the cores)."
+    echo "ICMP echo between two namespaces, MTU 1500: $count pings one every $interval s per cell; RTT in ms."
+    echo "Under load: iperf3 -c (1 stream) between two other containers of the same switch meanwhile."
+    echo "Throughput: iperf3 between the measured pair afterwards, idle, ${tput} s per run (one run each)."
+    echo "Load average before/after: $(cut -d' ' -f1-3 /proc/loadavg)."
+    echo
+    echo "| path | idle mean | idle p50 | idle p99 | lost | load mean | load p50 | load p99 | lost | load Gbit/s | 1 stream Gbit/s | 4 streams Gbit/s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    for s in "${want[@]}"; do
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${R[$s,desc]}" \
+            "$(field "$s,idle" 1)" "$(field "$s,idle" 2)" "$(field "$s,idle" 3)" "$(field "$s,idle" 4)" \
+            "$(field "$s,load" 1)" "$(field "$s,load" 2)" "$(field "$s,load" 3)" "$(field "$s,load" 4)" \
+            "${R[$s,loadgbit]:--}" "${R[$s,p1]:--}" "${R[$s,p4]:--}"
+    done
+    echo
+    echo "| ratio | idle p50 | idle p99 | idle mean |"
+    echo "|---|---|---|---|"
+    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd-1worker/tapcopy vswitchd/bridge; do
+        a=${pair%/*} b=${pair#*/}
+        [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
+        printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
+            "$(ratio "$(field "$a,idle" 3)" "$(field "$b,idle" 3)")" "$(ratio "$(field "$a,idle" 1)" "$(field "$b,idle" 1)")"
+    done
+    echo
+    echo "| increase under load (ms) | p50 | p99 | mean |"
+    echo "|---|---|---|---|"
+    for s in "${want[@]}"; do
+        [ -n "${R[$s,load]:-}" ] || continue
+        printf '| %s | %s | %s | %s |\n' "$s" "$(rise "$(field "$s,load" 2)" "$(field "$s,idle" 2)")" \
+            "$(rise "$(field "$s,load" 3)" "$(field "$s,idle" 3)")" "$(rise "$(field "$s,load" 1)" "$(field "$s,idle" 1)")"
+    done
+    if [ -n "${R[vswitchd,load]:-}" ] && [ -n "${R[bridge,load]:-}" ]; then
+        echo
+        echo "Goals: vswitchd (default) idle p50 and p99 ≤ 1.2× tapcopy's; its increase under load ≤ 1.5× the bridge's."
+        echo "vswitchd/bridge increase under load: p50 $(ratio "$(rise "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(rise "$(field bridge,load 2)" "$(field bridge,idle 2)")")×, p99 $(ratio "$(rise "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(rise "$(field bridge,load 3)" "$(field bridge,idle 3)")")×."
+    fi
+    echo
+} >"$report"
+cat "$report"
+if [ "$write" = 1 ]; then
+    cat "$report" >>"$TB_ROOT/benches/RESULTS.md"
+    tb_log "appended to benches/RESULTS.md"
+fi
