@@ -47,6 +47,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Most batches of workers' frames decided before reading a TAP some of whose frames they
 /// handed over (their queue holds at most 4 batches).
 const IN_FLIGHT_ROUNDS: usize = 4;
+/// Most rounds of pickups after one batch (see worker.rs).
+const PICKUP_ROUNDS: usize = 4;
 
 /// Work for the datapath thread, run between batches.
 pub type Job = Box<dyn FnOnce(&mut Engine) + Send>;
@@ -337,8 +339,9 @@ pub struct Engine {
     slot_handed: Vec<Arc<worker::PortStats>>,
     /// Set while this thread sleeps in epoll (TAPs it owns are picked up by the others then).
     idle: Arc<std::sync::atomic::AtomicBool>,
-    /// Other threads' TAPs written to since the last pickup (see worker.rs).
-    touched: Vec<PortId>,
+    /// Other threads' TAPs written to since the last pickup, and whether this thread took
+    /// their read side before writing (see worker.rs).
+    touched: Vec<(PortId, bool)>,
     /// Frames this thread read from other threads' TAPs right after writing to them.
     picked_up: u64,
     /// Frames this thread decided for other workers.
@@ -744,7 +747,7 @@ impl Engine {
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
         self.storm_paused.retain(|&(p, _)| p != port);
-        self.touched.retain(|&p| p != port);
+        self.touched.retain(|&(p, _)| p != port);
         self.publish_generation();
         let i = port.0 as usize;
         let (file, owner) = match self.ports.get_mut(i).and_then(Option::take) {
@@ -825,6 +828,7 @@ impl Engine {
             if self.decide_for_workers() == BUDGET {
                 busy_next = true;
             }
+            self.pickup();
             if !self.egress_events.is_empty() {
                 let now = self.now();
                 let mut evs = std::mem::take(&mut self.egress_events);
@@ -1028,6 +1032,7 @@ impl Engine {
         }
         let (_, more) = self.read_tap(port);
         stats.end_read();
+        self.pickup();
         more
     }
 
@@ -1063,20 +1068,32 @@ impl Engine {
     }
 
     /// Reads the TAPs of sleeping workers this thread has just written to (see worker.rs),
-    /// once each.
+    /// and lets go of every read side it took.
     fn pickup(&mut self) {
-        let mut touched = std::mem::take(&mut self.touched);
-        for &port in &touched {
-            let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else { continue };
-            let stats = stats.clone();
-            if stats.wants_pickup() && stats.try_read() {
-                let (n, _) = self.read_tap(port);
+        for _ in 0..PICKUP_ROUNDS {
+            if self.touched.is_empty() {
+                return;
+            }
+            let mut touched = std::mem::take(&mut self.touched);
+            for &(port, held) in &touched {
+                let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else { continue };
+                let stats = stats.clone();
+                if held || (stats.wants_pickup() && stats.try_read()) {
+                    let (n, _) = self.read_tap(port);
+                    stats.end_read();
+                    self.picked_up += n as u64;
+                }
+            }
+            // Reading them may have written to (and taken) others: the next round.
+            touched.clear();
+            touched.append(&mut self.touched);
+            self.touched = touched;
+        }
+        for (port, held) in std::mem::take(&mut self.touched) {
+            if let (true, Some(Some(PortIo::Tap { stats, .. }))) = (held, self.ports.get(port.0 as usize)) {
                 stats.end_read();
-                self.picked_up += n as u64;
             }
         }
-        touched.clear();
-        self.touched = touched;
     }
 
     /// Sends frame `i` of the batch (read from `ingress`) where its verdict says.
@@ -1104,9 +1121,11 @@ impl Engine {
         {
             self.cap.offer(to, capture::Dir::Out, &self.bufs[i][start..len], hdr);
         }
-        if let Some(Some(PortIo::Tap { owner, .. })) = self.ports.get(to.0 as usize) {
-            if *owner != 0 && !self.touched.contains(&to) {
-                self.touched.push(to);
+        if let Some(Some(PortIo::Tap { owner, stats, .. })) = self.ports.get(to.0 as usize) {
+            // Before writing: a reply the container makes at once is then read here (worker.rs).
+            if *owner != 0 && !self.touched.iter().any(|&(p, _)| p == to) {
+                let held = stats.wants_pickup() && stats.try_read();
+                self.touched.push((to, held));
             }
         }
         match self.ports.get_mut(to.0 as usize) {

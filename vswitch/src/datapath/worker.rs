@@ -336,8 +336,9 @@ pub struct Worker {
     paused: Vec<(PortId, Instant)>,
     /// Set while this thread sleeps in epoll.
     idle: Arc<AtomicBool>,
-    /// TAPs of other threads written to in this drain: candidates for a pickup.
-    touched: Vec<(PortId, TapOut)>,
+    /// TAPs of other threads written to in this drain: candidates for a pickup, and whether
+    /// this thread took their read side before writing (see [`touch`]).
+    touched: Vec<(PortId, TapOut, bool)>,
 }
 
 impl Worker {
@@ -367,7 +368,7 @@ impl Worker {
         }
         self.backlog.retain(|&p| p != port);
         self.paused.retain(|&(p, _)| p != port);
-        self.touched.retain(|(p, _)| *p != port);
+        self.touched.retain(|(p, _, _)| *p != port);
     }
 
     fn run(&mut self) {
@@ -521,22 +522,35 @@ impl Worker {
         }
         let (_, more) = self.read_batch(port, &tap);
         tap.stats.end_read();
+        self.pickup();
         more
     }
 
     /// Reads the TAPs of sleeping threads this thread has just written to (see the module
-    /// docs), once each.
+    /// docs), and lets go of every read side it took.
     fn pickup(&mut self) {
-        let touched = std::mem::take(&mut self.touched);
-        for (port, tap) in &touched {
-            if tap.stats.wants_pickup() && tap.stats.try_read() {
-                let (n, _) = self.read_batch(*port, tap);
+        for _ in 0..PICKUP_ROUNDS {
+            if self.touched.is_empty() {
+                return;
+            }
+            let mut touched = std::mem::take(&mut self.touched);
+            for (port, tap, held) in &touched {
+                if *held || (tap.stats.wants_pickup() && tap.stats.try_read()) {
+                    let (n, _) = self.read_batch(*port, tap);
+                    tap.stats.end_read();
+                    bump(&self.stats.picked_up, n as u64);
+                }
+            }
+            // Reading them may have written to (and taken) others: the next round.
+            touched.clear();
+            touched.append(&mut self.touched);
+            self.touched = touched;
+        }
+        for (_, tap, held) in self.touched.drain(..) {
+            if held {
                 tap.stats.end_read();
-                bump(&self.stats.picked_up, n as u64);
             }
         }
-        self.touched = touched;
-        self.touched.clear();
     }
 
     /// Reads up to [`BUDGET`] frames or [`BYTE_BUDGET`] bytes from `tap` (whose read side this
@@ -591,6 +605,8 @@ impl Worker {
             self.cap.offer_decided(port, super::capture::Dir::In, buf, hdr, Some(crate::switch::Verdict::Forward(c.to)));
             self.cap.offer(c.to, super::capture::Dir::Out, buf, hdr);
         }
+        // Before writing: a reply the container makes at once is then read here.
+        touch(&mut self.touched, c.to, &c.out, self.id);
         if write_frame(&c.out.file, buf) {
             bump(&c.out.stats.tx_packets, 1);
             bump(&c.out.stats.tx_bytes, bytes);
@@ -598,9 +614,6 @@ impl Worker {
             bump(&c.out.stats.tx_errors, 1);
         }
         bump(&self.stats.forwarded, 1);
-        if c.out.stats.owner != self.id && !self.touched.iter().any(|(p, _)| *p == c.to) {
-            self.touched.push((c.to, c.out.clone()));
-        }
         true
     }
 
@@ -633,6 +646,23 @@ impl Worker {
             }
         }
     }
+}
+
+/// Most rounds of pickups after one drain (a pickup's frames may go to yet another sleeping
+/// thread's TAP).
+const PICKUP_ROUNDS: usize = 4;
+
+/// Notes that thread `me` is about to write to `tap` (port `port`): when another thread reads
+/// it and sleeps, `me` takes its read side now, before the write, so that the reply the
+/// container makes while the frame is written is read by `me` right after, not by the owner
+/// once its core has woken up (the owner, woken by the same frame, finds the TAP taken and
+/// tries again).
+pub(super) fn touch(touched: &mut Vec<(PortId, TapOut, bool)>, port: PortId, tap: &TapOut, me: usize) {
+    if tap.stats.owner == me || touched.iter().any(|(p, _, _)| *p == port) {
+        return;
+    }
+    let held = tap.stats.wants_pickup() && tap.stats.try_read();
+    touched.push((port, tap.clone(), held));
 }
 
 fn new_buf() -> Box<[u8]> {
