@@ -111,9 +111,11 @@ settled() {
         [ "$(names_of "$i")" = "$n" ] || return 1
     done
 }
+# attach_when_ready I: attaches host I's container once the host has the overlay network (it
+# retries its store connection once a second; on a loaded box the first may time out).
 attach_when_ready() {
     local i=$1
-    for _ in $(seq 200); do
+    for _ in $(seq 1200); do
         ctl "$i" attach ov --netns "vcs-$$-c$i" --name "c$i" >/dev/null 2>&1 && return 0
         sleep 0.05
     done

@@ -54,17 +54,8 @@ pairs=2
 declare -A R S
 . "$(dirname "$0")/paths.sh"
 
-# rtt_series NS IP FILE: COUNT pings INTERVAL apart; every reply's time (ms) into FILE; prints
-# "MEAN P50 P99 LOST".
-rtt_series() {
-    ip netns exec "$1" ping -c 1 -W 2 "$2" >/dev/null 2>&1 || true   # ARP / MAC learning first
-    ip netns exec "$1" ping -n -c "$count" -i "$interval" -W 1 "$2" 2>/dev/null \
-        | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >"$3" || true
-    sort -g "$3" | awk -v want="$count" '{ v[NR] = $1; s += $1 }
-        END { if (NR == 0) { print "- - - " want; exit }
-              p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
-              printf "%.3f %.3f %.3f %d\n", s / NR, p50, p99, want - NR }'
-}
+# rtt_series NS IP FILE: prints "MEAN P50 P99 LOST" (tb_rtt_series).
+rtt_series() { tb_rtt_series "$1" "$2" "$count" "$interval" "$3"; }
 
 # gbits NS IP STREAMS SECONDS [JSON]: iperf3 throughput in Gbit/s.
 gbits() {

@@ -13,9 +13,9 @@
 #
 # Every path has its own pair of host namespaces and containers; all are built first and stay
 # up, then each repetition runs every path in turn (drift hits them alike). Per path: iperf3 -c
-# container A -> container B, 1 TCP stream, SECONDS s, median of REPS runs; ping -c 20 -i 0.05
-# (avg RTT); CPU % of each host's daemon (utime+stime of the whole process from /proc/PID/stat,
-# over each iperf3 run, median); UDP datagrams the kernel dropped for a full socket receive
+# container A -> container B, 1 TCP stream, SECONDS s, median of REPS runs; 2 000 pings one
+# every 10 ms (RTT mean, p50, p99); CPU % of each host's daemon (utime+stime of the whole
+# process from /proc/PID/stat, over each iperf3 run, median); UDP datagrams the kernel dropped for a full socket receive
 # buffer in the host namespaces (/proc/net/snmp RcvbufErrors); for vswitchd the drops that
 # `vswitchctl peer ls` and `port ls` count. Prints a markdown table and the ratio
 # vswitchd / boringtun and appends them to benches/RESULTS.md.
@@ -37,7 +37,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../testbed/lib.sh"
 
-secs=5 reps=3 write=1 build=1 install=1
+secs=5 reps=3 write=1 build=1 install=1 rtt_count=2000
 paths=vswitchd,boringtun-1,boringtun-4,underlay
 cmdline="benches/e2e-tunnel.sh${*:+ $*}"
 while getopts "t:r:s:nBIh" o; do
@@ -96,7 +96,7 @@ fi
 rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 
 # Bound the run from here: setup, REPS x paths x (SECONDS + overhead), pings, report.
-limit=$((${#want[@]} * reps * (secs + 8) + ${#want[@]} * 20 + 60))
+limit=$((${#want[@]} * reps * (secs + 8) + ${#want[@]} * (20 + rtt_count / 100 + 5) + 60))
 tb_bench_watchdog e2e-tunnel "$limit"
 
 hz=$(getconf CLK_TCK)
@@ -294,9 +294,9 @@ for p in "${want[@]}"; do
     serve "$p"
 done
 
-tb_log "RTT: ping -c 20 -i 0.05, container A -> container B, idle"
+tb_log "RTT: $rtt_count pings one every 0.01 s, container A -> container B, idle"
 for p in "${want[@]}"; do
-    R[$p,rtt]=$(ip netns exec "${S[$p,ca]}" ping -q -c 20 -i 0.05 -W 2 "${S[$p,ip]}" | awk -F/ '/^rtt/ { print $5 }')
+    read -r R[$p,rtt] R[$p,p50] R[$p,p99] R[$p,lost] <<<"$(tb_rtt_series "${S[$p,ca]}" "${S[$p,ip]}" "$rtt_count" 0.01 "$run/rtt-$p")"
 done
 
 # iperf_once PATH: prints "GBIT RETRANSMITS CPU_A CPU_B RCVBUF_ERRORS DATAGRAMS_SENT".
@@ -375,11 +375,11 @@ report=$run/report.md
     [ -n "$bt_note" ] && echo "- $bt_note"
     [ -n "$died" ] && echo "- **FAILURE**: $died"
     echo
-    echo "| path | MTU | Gbit/s (runs) | TCP retransmits | RTT ms | CPU % host A | CPU % host B | UDP drops / datagrams |"
+    echo "| path | MTU | Gbit/s (runs) | TCP retransmits | RTT ms mean / p50 / p99 (lost) | CPU % host A | CPU % host B | UDP drops / datagrams |"
     echo "|---|---|---|---|---|---|---|---|"
     for p in "${want[@]}"; do
-        printf '| %s | %s | **%s** (%s) | %s | %s | %s | %s | %s / %s |\n' "$p" "${S[$p,mtu]}" "${R[$p,g]}" "${R[$p,runs]}" "${R[$p,rt]}" \
-            "${R[$p,rtt]:-?}" "${R[$p,ca]}" "${R[$p,cb]}" "${R[$p,udp]}" "${R[$p,out]}"
+        printf '| %s | %s | **%s** (%s) | %s | %s / %s / %s (%s) | %s | %s | %s / %s |\n' "$p" "${S[$p,mtu]}" "${R[$p,g]}" "${R[$p,runs]}" "${R[$p,rt]}" \
+            "${R[$p,rtt]:-?}" "${R[$p,p50]:-?}" "${R[$p,p99]:-?}" "${R[$p,lost]:-?}" "${R[$p,ca]}" "${R[$p,cb]}" "${R[$p,udp]}" "${R[$p,out]}"
     done
     echo
     if has vswitchd; then
@@ -389,11 +389,12 @@ report=$run/report.md
         echo
     fi
     if has vswitchd && { has boringtun-1 || has boringtun-4; }; then
-        echo "| ratio | Gbit/s | RTT |"
-        echo "|---|---|---|"
+        echo "| ratio | Gbit/s | RTT mean | RTT p50 | RTT p99 |"
+        echo "|---|---|---|---|---|"
         for b in boringtun-1 boringtun-4; do
             has "$b" || continue
-            printf '| vswitchd / %s | %s× | %s× |\n' "$b" "$(ratio "${R[vswitchd,g]}" "${R[$b,g]}")" "$(ratio "${R[vswitchd,rtt]}" "${R[$b,rtt]}")"
+            printf '| vswitchd / %s | %s× | %s× | %s× | %s× |\n' "$b" "$(ratio "${R[vswitchd,g]}" "${R[$b,g]}")" "$(ratio "${R[vswitchd,rtt]}" "${R[$b,rtt]}")" \
+                "$(ratio "${R[vswitchd,p50]}" "${R[$b,p50]}")" "$(ratio "${R[vswitchd,p99]}" "${R[$b,p99]}")"
         done
         echo
     fi

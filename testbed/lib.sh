@@ -449,3 +449,17 @@ tb_podman_unstage() {
 
 # tb_podman_conflist NAME JSON: the network NAME of the podman of tb_podman_stage.
 tb_podman_conflist() { printf '%s\n' "$2" >"$(dirname "$CONTAINERS_CONF")/cni/$1.conflist"; }
+
+# tb_rtt_series NS IP COUNT INTERVAL FILE: COUNT pings INTERVAL s apart from namespace NS to IP
+# (after one to resolve and learn addresses); every reply's time (ms) goes to FILE. Prints
+# "MEAN P50 P99 LOST" (ms, ms, ms, pings unanswered); "- - - COUNT" when none came back.
+tb_rtt_series() {
+    local ns=$1 ip=$2 count=$3 interval=$4 file=$5
+    ip netns exec "$ns" ping -c 1 -W 2 "$ip" >/dev/null 2>&1 || true
+    ip netns exec "$ns" ping -n -c "$count" -i "$interval" -W 1 "$ip" 2>/dev/null \
+        | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >"$file" || true
+    sort -g "$file" | awk -v want="$count" '{ v[NR] = $1; s += $1 }
+        END { if (NR == 0) { print "- - - " want; exit }
+              p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
+              printf "%.3f %.3f %.3f %d\n", s / NR, p50, p99, want - NR }'
+}
