@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vswitch::api::{
-    AttachRequest, ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate,
-    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo,
+    AttachRequest, ClusterHost, ClusterStatus, Distribution, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint,
+    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, LiveFrame, Loss, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo,
     Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
@@ -132,6 +132,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Fdb(FdbCmd::Del { network, mac }) => Call::delete(format!("{PREFIX}/fdb/{}/{}", enc(network), enc(&mac.to_string()))),
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
+        Command::Port(PortCmd::Impair(args)) => Call::post(format!("{PREFIX}/ports/impair"), &impair_request(args)?),
         Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
             Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), ..Default::default() })
         }
@@ -193,6 +194,37 @@ fn plan(command: &Command) -> Result<Call, Failure> {
             },
         ),
     })
+}
+
+/// `port impair`: what the flags ask for; nothing but the target is a usage error.
+fn impair_request(a: &cli::ImpairArgs) -> Result<ImpairRequest, Failure> {
+    let impairment = if a.clear {
+        None
+    } else {
+        let loss = match (a.loss, a.loss_burst) {
+            (Some(p), Some(b)) => Some(Loss::bursty(p, b)),
+            (Some(p), None) => Some(Loss::Random { percent: p }),
+            _ => None,
+        };
+        let imp = Impairment {
+            delay_us: a.delay.map_or(0, |d| d.as_micros() as u64),
+            jitter_us: a.jitter.map_or(0, |d| d.as_micros() as u64),
+            distribution: if a.distribution.as_deref() == Some("normal") { Distribution::Normal } else { Distribution::Uniform },
+            loss,
+            rate_bps: a.rate,
+            queue: a.queue,
+            reorder_percent: a.reorder.unwrap_or(0.0),
+            duplicate_percent: a.duplicate.unwrap_or(0.0),
+            seed: a.seed,
+        };
+        if imp == (Impairment { seed: a.seed, ..Impairment::default() }) {
+            return Err(Failure::Usage(
+                "say what to impair (--delay, --jitter, --loss, --rate, --reorder, --duplicate) or --clear".to_string(),
+            ));
+        }
+        Some(imp)
+    };
+    Ok(ImpairRequest { target: a.target.clone(), ingress: a.ingress, egress: a.egress, impairment })
 }
 
 fn endpoint_path(network: &str, name: &str) -> String {
@@ -351,6 +383,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Fdb(FdbCmd::Del { network, mac }) => output::fdb_deleted(network, mac),
         Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
         Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
+        Command::Port(PortCmd::Impair(_)) => output::port_impairments(&decode::<PortInfo>(reply)?),
         Command::Endpoint(EndpointCmd::Rename { name, .. }) => output::endpoint_renamed(name, &decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Srv { .. }) => output::srv_set(&decode::<Endpoint>(reply)?),
