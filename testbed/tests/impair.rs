@@ -198,3 +198,36 @@ fn bad_values_are_refused_and_change_nothing() {
     assert_eq!(status, 400);
     assert!(port(&d, n).get("impair_egress").is_none(), "a refused request changed the port");
 }
+
+/// Rootless: the same datapath code; the daemon and its containers run as an ordinary user.
+#[test]
+fn rootless_a_delay_shows_in_ping_and_clears() {
+    use testbed::{User, UserContainer};
+    testbed::require_root();
+    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).ok().map(|s| s.trim().to_string());
+    if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") || sysctl("user/max_user_namespaces").as_deref() == Some("0") {
+        println!("note: skipping rootless test: unprivileged user namespaces are disabled on this machine");
+        return;
+    }
+    let user = User::system("vswitch-test");
+    let d = Daemon::start_rootless(&user, &[]);
+    d.network("rimp", "10.121.5.0/24");
+    let hp = d.userns_pid();
+    let (c1, c2) = (UserContainer::new(&user, hp, "vr-ia"), UserContainer::new(&user, hp, "vr-ib"));
+    let attach = |c: &UserContainer| d.ctl_json(&["attach", "rimp", "--pid", &c.pid().to_string(), "--name", &c.name]);
+    attach(&c1);
+    let to = ip(&attach(&c2));
+    assert!(c1.ping(&to, 1), "no rootless ping before any impairment");
+    let times = |c: &UserContainer| -> Vec<f64> {
+        let out = c.exec(&["ping", "-n", "-c", "10", "-i", "0.05", "-W", "2", &to]);
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()).collect()
+    };
+    d.ctl_ok(&["port", "impair", &c2.name, "--delay", "20ms"]);
+    let t = times(&c1);
+    eprintln!("rootless RTT with 20 ms on c2: {t:?}");
+    assert_eq!(t.len(), 10);
+    assert!(t.iter().all(|&x| x >= 20.0) && median(t.clone()) <= 22.0, "{t:?}");
+    d.ctl_ok(&["port", "impair", &c2.name, "--clear"]);
+    let after = median(times(&c1));
+    assert!(after < 5.0, "--clear left {after} ms");
+}
