@@ -474,7 +474,7 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
         _ => return Err(format!("{s:?}: give the rate in bit, kbit, mbit or gbit (per second), as in 100mbit")),
     };
     let bps = v * scale;
-    if !bps.is_finite() || bps < 8000.0 || bps > 1e12 {
+    if !bps.is_finite() || !(8000.0..=1e12).contains(&bps) {
         return Err(format!("{s:?}: a rate is from 8kbit to 1000gbit"));
     }
     Ok(bps.round() as u64)

@@ -12,8 +12,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use vswitch::api::{
     AttachRequest, ClusterHost, ClusterStatus, Distribution, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint,
-    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, LiveFrame, Loss, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo,
-    Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
+    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, LiveFrame, Loss, Network,
+    NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey,
+    Version, WorkerInfo, PREFIX,
 };
 
 use ctl::cli::{

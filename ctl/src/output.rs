@@ -555,9 +555,8 @@ pub fn impairment(s: &vswitch::api::ImpairState) -> String {
     }
     match i.loss {
         Some(Loss::Random { percent }) => parts.push(format!("loss {percent}%")),
-        Some(Loss::GilbertElliott { p_percent, r_percent, bad_loss_percent, good_loss_percent }) => parts.push(format!(
-            "loss gilbert-elliott p={p_percent:.4}% r={r_percent:.4}% bad={bad_loss_percent}% good={good_loss_percent}%"
-        )),
+        Some(Loss::GilbertElliott { p_percent, r_percent, bad_loss_percent, good_loss_percent }) => parts
+            .push(format!("loss gilbert-elliott p={p_percent:.4}% r={r_percent:.4}% bad={bad_loss_percent}% good={good_loss_percent}%")),
         None => {}
     }
     if let Some(r) = i.rate_bps {
@@ -589,7 +588,7 @@ pub fn impairment(s: &vswitch::api::ImpairState) -> String {
 
 fn rate(bps: u64) -> String {
     for (unit, scale) in [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000)] {
-        if bps >= scale && bps % scale == 0 {
+        if bps >= scale && bps.is_multiple_of(scale) {
             return format!("{}{unit}", bps / scale);
         }
     }

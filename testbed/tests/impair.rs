@@ -190,8 +190,11 @@ fn bad_values_are_refused_and_change_nothing() {
     refused(&["nobody", "--delay", "1ms"], 1, "endpoint_not_found");
     refused(&["gateway", "--delay", "1ms"], 1, "endpoint_not_found");
     // The API refuses unknown fields and bad values with the field named.
-    let (status, body) =
-        d.api("POST", "/v1/ports/impair", Some(&format!(r#"{{"target":"{n}","impairment":{{"loss":{{"model":"random","percent":-3}}}}}}"#)));
+    let (status, body) = d.api(
+        "POST",
+        "/v1/ports/impair",
+        Some(&format!(r#"{{"target":"{n}","impairment":{{"loss":{{"model":"random","percent":-3}}}}}}"#)),
+    );
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("loss"), "{body}");
     let (status, _) = d.api("POST", "/v1/ports/impair", Some(&format!(r#"{{"target":"{n}","impairment":{{"delay":"1ms"}}}}"#)));
@@ -220,7 +223,10 @@ fn rootless_a_delay_shows_in_ping_and_clears() {
     assert!(c1.ping(&to, 1), "no rootless ping before any impairment");
     let times = |c: &UserContainer| -> Vec<f64> {
         let out = c.exec(&["ping", "-n", "-c", "10", "-i", "0.05", "-W", "2", &to]);
-        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok()).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split("time=").nth(1)?.split_whitespace().next()?.parse().ok())
+            .collect()
     };
     d.ctl_ok(&["port", "impair", &c2.name, "--delay", "20ms"]);
     let t = times(&c1);

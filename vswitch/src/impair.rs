@@ -221,7 +221,10 @@ pub enum Dropped {
 pub enum Decision {
     Drop(Dropped),
     /// Hold it until `at` ([`Link::hold`]); with `twice`, hold a copy until the same time too.
-    Hold { at: Duration, twice: bool },
+    Hold {
+        at: Duration,
+        twice: bool,
+    },
 }
 
 /// What a link did, since it was configured.

@@ -100,9 +100,8 @@ impl Control {
             })
             .await
             .map_err(internal)?;
-        let state = |s: Option<crate::datapath::impaired::Status>| {
-            s.map(|s| ImpairState { impairment: s.impairment, counters: s.counters })
-        };
+        let state =
+            |s: Option<crate::datapath::impaired::Status>| s.map(|s| ImpairState { impairment: s.impairment, counters: s.counters });
         Ok(rows
             .into_iter()
             .zip(counters)

@@ -61,7 +61,10 @@ pub fn resolve_endpoint(rows: &[PortRow], target: &str) -> Result<PortRow, ApiEr
         )),
         many => {
             let nets: Vec<&str> = many.iter().map(|r| r.network.as_str()).collect();
-            Err(ApiError::new(ErrorCode::InvalidRequest, format!("{name} is on several networks ({}): say NETWORK/{name}", nets.join(", "))))
+            Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("{name} is on several networks ({}): say NETWORK/{name}", nets.join(", ")),
+            ))
         }
     }
 }
@@ -72,7 +75,15 @@ mod tests {
     use crate::types::{Mac, PortId};
 
     fn row(id: u32, net: &str, name: &str, kind: &'static str) -> PortRow {
-        PortRow { id: PortId(id), network: net.into(), name: name.into(), kind, ifname: "eth0".into(), mac: Mac([2, 0, 0, 0, 0, 1]), offloads: vec![] }
+        PortRow {
+            id: PortId(id),
+            network: net.into(),
+            name: name.into(),
+            kind,
+            ifname: "eth0".into(),
+            mac: Mac([2, 0, 0, 0, 0, 1]),
+            offloads: vec![],
+        }
     }
 
     #[test]
