@@ -34,6 +34,17 @@ pub struct Cli {
 pub enum Command {
     /// Show the versions of vswitchctl and vswitchd
     Version,
+    /// Build (or bring up to date) the testbed a topology file describes: networks, container
+    /// namespaces with their commands, links and their impairments (root)
+    Up {
+        /// The topology file (TOML)
+        file: PathBuf,
+    },
+    /// Remove everything `up` made for a topology file, also after a crash
+    Down {
+        /// The topology file (TOML)
+        file: PathBuf,
+    },
     /// Create, list, inspect and remove networks
     #[command(subcommand)]
     Network(NetworkCmd),

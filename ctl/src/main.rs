@@ -61,6 +61,11 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
         // The client's version is worth printing even when the daemon is down.
         write_stdout(&output::version_client(env!("CARGO_PKG_VERSION")));
     }
+    match command {
+        Command::Up { file } => return ctl::topology::up(socket, file),
+        Command::Down { file } => return ctl::topology::down(socket, file),
+        _ => {}
+    }
     if let Command::Capture(args) = command {
         return capture(args, socket);
     }
@@ -179,6 +184,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
         Command::Workers => Call::get(format!("{PREFIX}/workers")),
         Command::Capture(_) => return Err(Failure::Local("capture streams: see capture()".into())),
+        Command::Up { .. } | Command::Down { .. } => return Err(Failure::Local("up and down: see topology.rs".into())),
         Command::Trace(t) => Call::post(
             format!("{PREFIX}/trace"),
             &TraceRequest {
@@ -397,7 +403,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
         Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
-        Command::Capture(_) => String::new(),
+        Command::Capture(_) | Command::Up { .. } | Command::Down { .. } => String::new(),
         Command::Trace(_) => output::trace(&decode::<Trace>(reply)?),
     })
 }
