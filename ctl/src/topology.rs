@@ -306,9 +306,7 @@ pub fn up(socket: &Path, file: &Path) -> Result<String, Failure> {
     }
     for ns in rec.namespaces.clone() {
         if !want_ns.contains(&ns) {
-            if netns_exists(&ns) {
-                sh("ip", &["netns", "del", &ns])?;
-            }
+            remove_namespace(&ns)?;
             rec.namespaces.remove(&ns);
             save_record(socket, &t.name, &rec)?;
             done.push(format!("removed namespace {ns}"));
@@ -371,8 +369,11 @@ pub fn up(socket: &Path, file: &Path) -> Result<String, Failure> {
 
     let ports: Vec<PortInfo> = decode(&api(socket, &Call::get(format!("{PREFIX}/ports")))?)?;
     for c in &t.containers {
-        for l in &c.links {
+        for (k, l) in c.links.iter().enumerate() {
             let detail: NetworkDetail = decode(&api(socket, &Call::get(format!("{PREFIX}/networks/{}", enc(&l.network))))?)?;
+            if k == 0 && write_resolver(&t.netns(&c.name), detail.network.gateway)? {
+                done.push(format!("{}: resolver {}", c.name, detail.network.gateway));
+            }
             if !detail.endpoint_list.iter().any(|e| e.name == c.name) {
                 rec.endpoints.insert((l.network.clone(), c.name.clone()));
                 save_record(socket, &t.name, &rec)?;
@@ -451,6 +452,36 @@ pub fn up(socket: &Path, file: &Path) -> Result<String, Failure> {
     })
 }
 
+/// Where `ip netns exec NS` finds the namespace's own resolv.conf.
+fn resolver_dir(ns: &str) -> PathBuf {
+    Path::new("/etc/netns").join(ns)
+}
+
+/// Points the namespace's resolv.conf (as `ip netns exec` mounts it) at the gateway of its first
+/// network, which answers the containers' names; `true` when it changed.
+fn write_resolver(ns: &str, gw: std::net::Ipv4Addr) -> Result<bool, Failure> {
+    let dir = resolver_dir(ns);
+    let want = format!("nameserver {gw}\noptions timeout:1 attempts:2\n");
+    if std::fs::read_to_string(dir.join("resolv.conf")).is_ok_and(|s| s == want) {
+        return Ok(false);
+    }
+    let fail = |e: std::io::Error| Failure::Local(format!("cannot write {}: {e}", dir.join("resolv.conf").display()));
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    std::fs::write(dir.join("resolv.conf"), want).map_err(fail)?;
+    Ok(true)
+}
+
+fn remove_namespace(ns: &str) -> Result<(), Failure> {
+    if netns_exists(ns) {
+        sh("ip", &["netns", "del", ns])?;
+    }
+    let dir = resolver_dir(ns);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Failure::Local(format!("cannot remove {}: {e}", dir.display())))?;
+    }
+    Ok(())
+}
+
 fn detach(socket: &Path, net: &str, ep: &str) -> Result<(), Failure> {
     match api(socket, &Call::delete(format!("{PREFIX}/networks/{}/endpoints/{}", enc(net), enc(ep)))) {
         Ok(_) => Ok(()),
@@ -501,9 +532,7 @@ pub fn down(socket: &Path, file: &Path) -> Result<String, Failure> {
     }
     save_record(socket, &t.name, &rec)?;
     for ns in rec.namespaces.clone() {
-        if netns_exists(&ns) {
-            sh("ip", &["netns", "del", &ns])?;
-        }
+        remove_namespace(&ns)?;
         rec.namespaces.remove(&ns);
         save_record(socket, &t.name, &rec)?;
         done.push(format!("removed namespace {ns}"));
