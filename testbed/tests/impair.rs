@@ -155,7 +155,13 @@ fn a_rate_holds_iperf3_and_leaves_the_neighbour_alone() {
     let limited = iperf3(&c1, &c2, &ip2, 6);
     let neighbour = iperf3(&c1, &c3, &ip3, 3);
     eprintln!("iperf3 to c2 at --rate 50mbit: {:.2} Mbit/s; to c3 (unimpaired): {:.1} Mbit/s", limited / 1e6, neighbour / 1e6);
-    assert!((limited / 50e6 - 1.0).abs() <= 0.05, "{:.2} Mbit/s is not within 5 % of 50", limited / 1e6);
+    // The rate counts Ethernet frames as the wire carries them (a super-frame as its segments),
+    // so TCP's payload through 50 Mbit/s is at most 50 × 1448 / 1514 = 47.82 Mbit/s (MSS 1448:
+    // 66 bytes of Ethernet, IP and TCP headers with timestamps per segment). That is 4.4 % under
+    // 50, which leaves TCP 0.6 % of room against "within 5 % of 50": judged against the
+    // goodput such a link carries instead, within 5 %.
+    let goodput = 50e6 * 1448.0 / 1514.0;
+    assert!((limited / goodput - 1.0).abs() <= 0.05, "{:.2} Mbit/s is not within 5 % of {:.2}", limited / 1e6, goodput / 1e6);
     assert!(neighbour > 200e6, "the unimpaired neighbour ran at only {:.1} Mbit/s", neighbour / 1e6);
     let p = port(&d, &c2.name);
     assert!(p["impair_egress"]["counters"]["delayed"].as_u64().unwrap() > 0, "{p}");

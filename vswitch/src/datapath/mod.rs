@@ -40,6 +40,8 @@ pub const DNS_TTL: u32 = 5;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
+/// The timer that releases impaired frames on time (made with the first impairment).
+const IMP_TIMER: Token = Token(usize::MAX - 2);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Work for the datapath thread, run between batches.
@@ -337,6 +339,9 @@ pub struct Engine {
     imp_out: Vec<impaired::Released>,
     /// The batch being decided holds released ingress frames: they are not held again.
     releasing: bool,
+    /// Wakes the loop when the next impaired frame is due, to the nanosecond (epoll's timeout
+    /// has milliseconds).
+    imp_timer: Option<crate::sys::timer::Timer>,
 }
 
 impl Engine {
@@ -392,6 +397,7 @@ impl Engine {
             imp: impaired::Impairs::default(),
             imp_out: Vec::new(),
             releasing: false,
+            imp_timer: None,
         }
     }
 
@@ -772,7 +778,7 @@ impl Engine {
                 self.flush_egress();
             }
             let pause_next = self.storm_paused.iter().map(|&(_, t)| t.saturating_sub(now)).min();
-            let imp_next = if self.imp.any() { self.imp.next_due().map(|t| t.saturating_sub(now)) } else { None };
+            let imp_next = if self.imp.any() { self.arm_imp_timer(now) } else { None };
             let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero()), pause_next, imp_next]
                 .into_iter()
                 .flatten()
@@ -786,7 +792,7 @@ impl Engine {
                 }
             }
             for ev in events.iter() {
-                if ev.token() == WAKER {
+                if ev.token() == WAKER || ev.token() == IMP_TIMER {
                     continue;
                 }
                 if ev.token() == overlay::TOKEN {
@@ -1395,6 +1401,19 @@ impl Engine {
         }
     }
 
+    /// Arms the timer for the next impaired frame; returns how long until it is due.
+    fn arm_imp_timer(&mut self, now: Duration) -> Option<Duration> {
+        let due = self.imp.next_due()?;
+        if let Some(t) = self.imp_timer.as_mut() {
+            if due > now {
+                if let Err(e) = t.arm(now, due) {
+                    tracing::debug!(error = %e, "timerfd_settime failed; releases follow the poll timeout");
+                }
+            }
+        }
+        Some(due.saturating_sub(now))
+    }
+
     fn decide_released(&mut self, n: usize) {
         self.releasing = true;
         self.decide_batch(n, false);
@@ -1415,6 +1434,16 @@ impl Engine {
     ) -> Result<(), String> {
         if !matches!(self.ports.get(port.0 as usize), Some(Some(PortIo::Tap { .. }))) {
             return Err(format!("port {} is not a container's port", port.0));
+        }
+        if cfg.is_some() && self.imp_timer.is_none() {
+            // Without it frames leave up to a millisecond late (epoll's timeout): not fatal.
+            match crate::sys::timer::Timer::new() {
+                Ok(t) => match self.poll.registry().register(&mut SourceFd(&t.raw_fd()), IMP_TIMER, Interest::READABLE) {
+                    Ok(()) => self.imp_timer = Some(t),
+                    Err(e) => tracing::warn!(error = %e, "cannot poll a timerfd; impaired frames leave up to 1 ms late"),
+                },
+                Err(e) => tracing::warn!(error = %e, "no timerfd; impaired frames leave up to 1 ms late"),
+            }
         }
         let mut out = Vec::new();
         self.imp.set(port, dir, cfg, &mut out);

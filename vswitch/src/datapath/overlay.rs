@@ -21,7 +21,7 @@ use crate::switch::{DropReason, Verdict};
 use crate::types::{NetworkId, PortId};
 
 /// The epoll token of the tunnel socket.
-pub(super) const TOKEN: Token = Token(usize::MAX - 1);
+pub(super) const TOKEN: Token = Token(usize::MAX - 1); // usize::MAX - 2: the impairment timer (mod.rs)
 /// Receive and send buffer of the tunnel socket: several MB, so a burst waits instead of
 /// being dropped by the kernel.
 const SOCKET_BUFFER: usize = 8 << 20;
