@@ -83,6 +83,13 @@ fn a_delay_on_one_port_shows_in_ping_and_clear_takes_it_away() {
     assert_eq!(p["impair_egress"]["impairment"]["delay_us"], 20_000);
     assert!(p["impair_egress"]["impairment"]["seed"].is_u64(), "the seed in use is shown: {p}");
     assert!(p.get("impair_ingress").is_none());
+    // The same counters in /metrics.
+    let metrics = testbed::run_ok("curl", &["-sSf", "--unix-socket", d.socket.to_str().unwrap(), "http://localhost/metrics"]);
+    let delayed =
+        format!("vswitch_port_impair_frames_total{{network=\"imp1\",port=\"{}\",direction=\"egress\",outcome=\"delayed\"}}", c2.name);
+    let line = metrics.lines().find(|l| l.starts_with(&delayed)).unwrap_or_else(|| panic!("no {delayed} in /metrics"));
+    assert!(line.rsplit(' ').next().unwrap().parse::<u64>().unwrap() >= 20, "{line}");
+    assert!(!metrics.contains(&format!("port=\"{}\",direction", c3.name)), "an unimpaired port has impairment series");
 
     // Live change to the other direction: the replies wait instead.
     d.ctl_ok(&["port", "impair", &c2.name, "--clear"]);
