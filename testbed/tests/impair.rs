@@ -147,6 +147,21 @@ fn a_seeded_loss_drops_the_same_sequence_numbers_every_run() {
     assert_ne!(other, runs[0], "another seed dropped the same ones");
     d.ctl_ok(&["port", "impair", &c2.name, "--clear"]);
     assert!(lost_seqs(&c1, &to).is_empty(), "loss after --clear");
+
+    // Every request sent twice: c2 answers each twice, and ping says so.
+    d.ctl_ok(&["port", "impair", &c2.name, "--duplicate", "100%"]);
+    let out = c1.exec(&["ping", "-n", "-c", "5", "-i", "0.2", &to]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // ping stops at its fifth reply, which may come before the fifth copy.
+    assert!(text.lines().filter(|l| l.contains("DUP!")).count() >= 4, "{text}");
+    assert_eq!(port(&d, &c2.name)["impair_egress"]["counters"]["duplicated"], 5);
+    // Bursty loss through the CLI: Gilbert's model, shown with its parameters.
+    let shown = d.ctl_ok(&["port", "impair", &c2.name, "--loss", "20%", "--loss-burst", "4", "--seed", "3"]);
+    assert!(shown.contains("gilbert-elliott") && shown.contains("r=25.0000%"), "{shown}");
+    let lost = lost_seqs(&c1, &to);
+    let bursts = lost.iter().filter(|s| !lost.contains(&(**s - 1))).count();
+    eprintln!("bursty: lost {} of 300 in {bursts} bursts", lost.len());
+    assert!((30..=100).contains(&lost.len()) && lost.len() as f64 / bursts as f64 >= 2.0, "not bursty: {lost:?}");
 }
 
 #[test]
