@@ -374,7 +374,17 @@ pub fn up(socket: &Path, file: &Path) -> Result<String, Failure> {
             if k == 0 && write_resolver(&t.netns(&c.name), detail.network.gateway)? {
                 done.push(format!("{}: resolver {}", c.name, detail.network.gateway));
             }
-            if !detail.endpoint_list.iter().any(|e| e.name == c.name) {
+            if let Some(have) = detail.endpoint_list.iter().find(|e| e.name == c.name) {
+                if l.ip.as_ref().is_some_and(|ip| *ip != have.ip.to_string()) {
+                    return Err(Failure::Usage(format!(
+                        "{} has {} on {}, the file says {}: an address is not changed in place (`down` first, or take the link out, `up`, put it back)",
+                        c.name,
+                        have.ip,
+                        l.network,
+                        l.ip.as_deref().unwrap_or("")
+                    )));
+                }
+            } else {
                 rec.endpoints.insert((l.network.clone(), c.name.clone()));
                 save_record(socket, &t.name, &rec)?;
                 let req = AttachRequest {

@@ -82,6 +82,18 @@ fn up_builds_the_example_a_second_up_changes_nothing_and_down_removes_it() {
 
     let again = d.ctl_ok(&["up", f]);
     assert!(again.contains("nothing changed"), "a second up changed something: {again}");
+    // A changed address is refused, not ignored; a changed impairment is applied live.
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, text.replace("10.150.1.10", "10.150.1.11")).unwrap();
+    let out = d.ctl(&["up", f]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not changed in place"), "{out:?}");
+    std::fs::write(&file, text.replace("delay = \"5ms\"", "delay = \"7ms\"")).unwrap();
+    let changed = d.ctl_ok(&["up", f]);
+    assert!(changed.contains("impaired web3-back/db ingress") && changed.contains("2 change(s)"), "{changed}");
+    std::fs::write(&file, &text).unwrap();
+    assert!(d.ctl_ok(&["up", f]).contains("2 change(s)"));
+    assert!(d.ctl_ok(&["up", f]).contains("nothing changed"));
     assert_eq!(record(&d, &topo).unwrap()["pids"]["web"].as_u64(), Some(pid), "the command was started again");
 
     let out = d.ctl_ok(&["down", f]);
