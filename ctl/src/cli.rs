@@ -34,6 +34,17 @@ pub struct Cli {
 pub enum Command {
     /// Show the versions of vswitchctl and vswitchd
     Version,
+    /// Build (or bring up to date) the testbed a topology file describes: networks, container
+    /// namespaces with their commands, links and their impairments (root)
+    Up {
+        /// The topology file (TOML)
+        file: PathBuf,
+    },
+    /// Remove everything `up` made for a topology file, also after a crash
+    Down {
+        /// The topology file (TOML)
+        file: PathBuf,
+    },
     /// Create, list, inspect and remove networks
     #[command(subcommand)]
     Network(NetworkCmd),
@@ -368,9 +379,116 @@ pub enum FdbCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum PortCmd {
-    /// List ports with their counters
+    /// List ports with their counters (and impairments)
     #[command(visible_alias = "list")]
     Ls,
+    /// Impair a container's link inside the switch: delay, jitter, loss, rate, reorder,
+    /// duplicate, seeded (a run repeats frame for frame); a change applies live
+    Impair(ImpairArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("what").multiple(true).args([
+    "delay", "jitter", "distribution", "loss", "loss_burst", "rate", "queue", "reorder", "duplicate", "seed"
+])))]
+pub struct ImpairArgs {
+    /// The container's endpoint: ENDPOINT or NETWORK/ENDPOINT
+    pub target: String,
+    /// Frames from the container (with --egress: both ways)
+    #[arg(long)]
+    pub ingress: bool,
+    /// Frames to the container (the default)
+    #[arg(long)]
+    pub egress: bool,
+    /// Remove the impairment (frames held are sent at once)
+    #[arg(long, conflicts_with = "what")]
+    pub clear: bool,
+    /// Delay added to every frame: 20ms, 1.5ms, 500us, 1s
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub delay: Option<std::time::Duration>,
+    /// Spread of the delay (uniform: ± this; normal: its standard deviation)
+    #[arg(long, value_parser = parse_duration, value_name = "TIME")]
+    pub jitter: Option<std::time::Duration>,
+    /// How the jitter is spread: uniform (default) or normal
+    #[arg(long, value_parser = ["uniform", "normal"])]
+    pub distribution: Option<String>,
+    /// Frames lost, in percent: 1%, 0.5%
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT")]
+    pub loss: Option<f64>,
+    /// Lose in bursts of this mean length, in frames (Gilbert's model with --loss as the mean)
+    #[arg(long, requires = "loss", value_name = "FRAMES", value_parser = parse_burst)]
+    pub loss_burst: Option<f64>,
+    /// Rate limit: 100mbit, 512kbit, 1gbit, 64000bit
+    #[arg(long, value_parser = parse_rate, value_name = "RATE")]
+    pub rate: Option<u64>,
+    /// Most frames held at once (waiting for the rate or the delay; default 1000)
+    #[arg(long, value_name = "FRAMES")]
+    pub queue: Option<u32>,
+    /// Frames sent ahead of the delayed ones, in percent (needs --delay)
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT")]
+    pub reorder: Option<f64>,
+    /// Frames sent twice, in percent
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT")]
+    pub duplicate: Option<f64>,
+    /// Seed of the randomness (the daemon picks one and shows it when left out)
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// A duration with its unit: `20ms`, `1.5ms`, `500us`, `2s`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected a number with a unit, as in 20ms"))?;
+    let scale = match unit {
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "" => return Err(format!("{s:?}: give a unit (s, ms or us), as in 20ms")),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, ms or us)")),
+    };
+    let secs = v * scale;
+    if !secs.is_finite() || secs > 60.0 {
+        return Err(format!("{s:?}: at most 60s"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A percentage: `1%`, `0.5%` (the `%` may be left out).
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().trim_end_matches('%').parse().map_err(|_| format!("{s:?}: expected a percentage, as in 1%"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?}: a percentage is from 0 to 100"));
+    }
+    Ok(v)
+}
+
+fn parse_burst(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 1.0 => Ok(v),
+        _ => Err(format!("{s:?}: a mean burst length is a number of frames, 1 or more")),
+    }
+}
+
+/// A rate in bits per second, tc's way: `100mbit`, `512kbit`, `1gbit`, `64000bit`.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected a rate, as in 100mbit"))?;
+    let scale = match unit {
+        "bit" => 1.0,
+        "kbit" => 1e3,
+        "mbit" => 1e6,
+        "gbit" => 1e9,
+        _ => return Err(format!("{s:?}: give the rate in bit, kbit, mbit or gbit (per second), as in 100mbit")),
+    };
+    let bps = v * scale;
+    if !bps.is_finite() || !(8000.0..=1e12).contains(&bps) {
+        return Err(format!("{s:?}: a rate is from 8kbit to 1000gbit"));
+    }
+    Ok(bps.round() as u64)
 }
 
 #[derive(Debug, Subcommand)]
@@ -786,5 +904,32 @@ mod tests {
         assert_eq!(parse_proto_port("80/tcp"), Ok((80, false)));
         assert_eq!(parse_proto_port("80"), Ok((80, false)));
         assert!(parse_proto_port("80/sctp").is_err());
+    }
+
+    #[test]
+    fn impairment_values() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("1.5ms"), Ok(Duration::from_micros(1500)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("20").unwrap_err().contains("unit"));
+        assert!(parse_duration("20min").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("61s").is_err());
+        assert_eq!(parse_percent("1%"), Ok(1.0));
+        assert_eq!(parse_percent("0.5"), Ok(0.5));
+        assert!(parse_percent("101%").is_err());
+        assert!(parse_percent("-1%").is_err());
+        assert!(parse_percent("x").is_err());
+        assert_eq!(parse_rate("100mbit"), Ok(100_000_000));
+        assert_eq!(parse_rate("1.5Gbit"), Ok(1_500_000_000));
+        assert_eq!(parse_rate("64000bit"), Ok(64_000));
+        assert!(parse_rate("100mbps").unwrap_err().contains("mbit"));
+        assert!(parse_rate("1bit").is_err());
+        let cli = Cli::try_parse_from(["vswitchctl", "port", "impair", "c1", "--delay", "20ms", "--loss", "1%", "--seed", "42"]).unwrap();
+        let Command::Port(PortCmd::Impair(a)) = cli.command else { panic!() };
+        assert_eq!((a.delay, a.loss, a.seed, a.clear), (Some(Duration::from_millis(20)), Some(1.0), Some(42), false));
+        assert!(Cli::try_parse_from(["vswitchctl", "port", "impair", "c1", "--clear", "--delay", "1ms"]).is_err());
+        assert!(Cli::try_parse_from(["vswitchctl", "port", "impair", "c1", "--loss-burst", "3"]).is_err(), "needs --loss");
     }
 }

@@ -8,3 +8,4 @@ pub mod client;
 pub mod cni;
 pub mod error;
 pub mod output;
+pub mod topology;

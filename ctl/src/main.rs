@@ -11,9 +11,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vswitch::api::{
-    AttachRequest, ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate,
-    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo,
-    Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
+    AttachRequest, ClusterHost, ClusterStatus, Distribution, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint,
+    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, LiveFrame, Loss, Network,
+    NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey,
+    Version, WorkerInfo, PREFIX,
 };
 
 use ctl::cli::{
@@ -59,6 +60,11 @@ fn run(command: &Command, json: bool, socket: &Path) -> Result<String, Failure> 
     if let (Command::Version, false) = (command, json) {
         // The client's version is worth printing even when the daemon is down.
         write_stdout(&output::version_client(env!("CARGO_PKG_VERSION")));
+    }
+    match command {
+        Command::Up { file } => return ctl::topology::up(socket, file),
+        Command::Down { file } => return ctl::topology::down(socket, file),
+        _ => {}
     }
     if let Command::Capture(args) = command {
         return capture(args, socket);
@@ -132,6 +138,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Fdb(FdbCmd::Del { network, mac }) => Call::delete(format!("{PREFIX}/fdb/{}/{}", enc(network), enc(&mac.to_string()))),
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
+        Command::Port(PortCmd::Impair(args)) => Call::post(format!("{PREFIX}/ports/impair"), &impair_request(args)?),
         Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
             Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), ..Default::default() })
         }
@@ -177,6 +184,7 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Egress => Call::get(format!("{PREFIX}/egress")),
         Command::Workers => Call::get(format!("{PREFIX}/workers")),
         Command::Capture(_) => return Err(Failure::Local("capture streams: see capture()".into())),
+        Command::Up { .. } | Command::Down { .. } => return Err(Failure::Local("up and down: see topology.rs".into())),
         Command::Trace(t) => Call::post(
             format!("{PREFIX}/trace"),
             &TraceRequest {
@@ -193,6 +201,37 @@ fn plan(command: &Command) -> Result<Call, Failure> {
             },
         ),
     })
+}
+
+/// `port impair`: what the flags ask for; nothing but the target is a usage error.
+fn impair_request(a: &cli::ImpairArgs) -> Result<ImpairRequest, Failure> {
+    let impairment = if a.clear {
+        None
+    } else {
+        let loss = match (a.loss, a.loss_burst) {
+            (Some(p), Some(b)) => Some(Loss::bursty(p, b)),
+            (Some(p), None) => Some(Loss::Random { percent: p }),
+            _ => None,
+        };
+        let imp = Impairment {
+            delay_us: a.delay.map_or(0, |d| d.as_micros() as u64),
+            jitter_us: a.jitter.map_or(0, |d| d.as_micros() as u64),
+            distribution: if a.distribution.as_deref() == Some("normal") { Distribution::Normal } else { Distribution::Uniform },
+            loss,
+            rate_bps: a.rate,
+            queue: a.queue,
+            reorder_percent: a.reorder.unwrap_or(0.0),
+            duplicate_percent: a.duplicate.unwrap_or(0.0),
+            seed: a.seed,
+        };
+        if imp == (Impairment { seed: a.seed, ..Impairment::default() }) {
+            return Err(Failure::Usage(
+                "say what to impair (--delay, --jitter, --loss, --rate, --reorder, --duplicate) or --clear".to_string(),
+            ));
+        }
+        Some(imp)
+    };
+    Ok(ImpairRequest { target: a.target.clone(), ingress: a.ingress, egress: a.egress, impairment })
 }
 
 fn endpoint_path(network: &str, name: &str) -> String {
@@ -351,6 +390,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Fdb(FdbCmd::Del { network, mac }) => output::fdb_deleted(network, mac),
         Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
         Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
+        Command::Port(PortCmd::Impair(_)) => output::port_impairments(&decode::<PortInfo>(reply)?),
         Command::Endpoint(EndpointCmd::Rename { name, .. }) => output::endpoint_renamed(name, &decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Srv { .. }) => output::srv_set(&decode::<Endpoint>(reply)?),
@@ -363,7 +403,7 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Published => output::published(&decode::<Vec<Publication>>(reply)?),
         Command::Egress => output::egress(&decode::<EgressStats>(reply)?),
         Command::Workers => output::workers(&decode::<Vec<WorkerInfo>>(reply)?),
-        Command::Capture(_) => String::new(),
+        Command::Capture(_) | Command::Up { .. } | Command::Down { .. } => String::new(),
         Command::Trace(_) => output::trace(&decode::<Trace>(reply)?),
     })
 }

@@ -537,7 +537,92 @@ pub fn drops(d: &BTreeMap<String, u64>) -> String {
     }
 }
 
+/// One direction's impairment on one line: what was asked, then what it did.
+pub fn impairment(s: &vswitch::api::ImpairState) -> String {
+    use vswitch::api::{Distribution, Loss};
+    let i = &s.impairment;
+    let mut parts = Vec::new();
+    let ms = |us: u64| format!("{}ms", us as f64 / 1000.0);
+    if i.delay_us > 0 {
+        parts.push(format!("delay {}", ms(i.delay_us)));
+    }
+    if i.jitter_us > 0 {
+        let d = match i.distribution {
+            Distribution::Uniform => "uniform",
+            Distribution::Normal => "normal",
+        };
+        parts.push(format!("jitter {} ({d})", ms(i.jitter_us)));
+    }
+    match i.loss {
+        Some(Loss::Random { percent }) => parts.push(format!("loss {percent}%")),
+        Some(Loss::GilbertElliott { p_percent, r_percent, bad_loss_percent, good_loss_percent }) => parts
+            .push(format!("loss gilbert-elliott p={p_percent:.4}% r={r_percent:.4}% bad={bad_loss_percent}% good={good_loss_percent}%")),
+        None => {}
+    }
+    if let Some(r) = i.rate_bps {
+        parts.push(format!("rate {}", rate(r)));
+    }
+    if i.reorder_percent > 0.0 {
+        parts.push(format!("reorder {}%", i.reorder_percent));
+    }
+    if i.duplicate_percent > 0.0 {
+        parts.push(format!("duplicate {}%", i.duplicate_percent));
+    }
+    parts.push(format!("queue {}", i.queue.unwrap_or(vswitch::impair::DEFAULT_QUEUE)));
+    if let Some(seed) = i.seed {
+        parts.push(format!("seed {seed}"));
+    }
+    let c = &s.counters;
+    format!(
+        "{} | frames={} delayed={} lost={} queue_full={} duplicated={} reordered={} queued={}",
+        parts.join(" "),
+        c.frames,
+        c.delayed,
+        c.dropped_loss,
+        c.dropped_queue_full,
+        c.duplicated,
+        c.reordered,
+        c.queued
+    )
+}
+
+fn rate(bps: u64) -> String {
+    for (unit, scale) in [("gbit", 1_000_000_000), ("mbit", 1_000_000), ("kbit", 1_000)] {
+        if bps >= scale && bps.is_multiple_of(scale) {
+            return format!("{}{unit}", bps / scale);
+        }
+    }
+    format!("{bps}bit")
+}
+
+/// A port's impairments, one line per direction (nothing when it has none).
+pub fn port_impairments(p: &PortInfo) -> String {
+    let mut out = String::new();
+    for (dir, s) in [("ingress", &p.impair_ingress), ("egress", &p.impair_egress)] {
+        if let Some(s) = s {
+            out.push_str(&format!("{}/{} {dir}: {}\n", p.network, p.name, impairment(s)));
+        }
+    }
+    if out.is_empty() {
+        out = format!("{}/{}: no impairment\n", p.network, p.name);
+    }
+    out
+}
+
 pub fn ports(ports: &[PortInfo]) -> String {
+    let mut out = ports_table(ports);
+    let mut sorted: Vec<&PortInfo> = ports.iter().filter(|p| p.impair_ingress.is_some() || p.impair_egress.is_some()).collect();
+    sorted.sort_by_key(|p| p.id);
+    if !sorted.is_empty() {
+        out.push_str("\nIMPAIRMENTS\n");
+        for p in sorted {
+            out.push_str(&port_impairments(p));
+        }
+    }
+    out
+}
+
+fn ports_table(ports: &[PortInfo]) -> String {
     use Align::*;
     let mut ports: Vec<&PortInfo> = ports.iter().collect();
     ports.sort_by_key(|p| p.id);
@@ -986,6 +1071,8 @@ mod tests {
             coalesced: 0,
             drops: d,
             worker: (kind == "tap").then_some(1),
+            impair_ingress: None,
+            impair_egress: None,
         };
         let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
         assert_eq!(

@@ -19,6 +19,7 @@
 //! | POST | /v1/fdb/flush | [`FdbFlush`] | [`Flushed`] |
 //! | GET | /v1/fdb/stats | | [`FdbStats`] |
 //! | GET | /v1/ports | | `[PortInfo]` |
+//! | POST | /v1/ports/impair | [`ImpairRequest`] | [`PortInfo`] |
 //! | PATCH | /v1/networks/{name}/endpoints/{endpoint} | [`EndpointUpdate`] | [`Endpoint`] |
 //! | POST | /v1/networks/prune | | [`Pruned`] |
 //! | POST | /v1/ipam/gc | | [`GcReport`] |
@@ -42,6 +43,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::impair::{Counters as ImpairCounters, Distribution, Impairment, Loss};
 use crate::types::{Mac, PortId};
 
 /// The path prefix of every route.
@@ -475,7 +477,7 @@ pub struct FdbStats {
 }
 
 /// One port's counters: `GET /v1/ports`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PortInfo {
     pub id: PortId,
     pub network: String,
@@ -504,6 +506,35 @@ pub struct PortInfo {
     /// gateway and tunnel ports, which the main thread serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<usize>,
+    /// Link impairments of frames from the container (`vswitchctl port impair --ingress`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair_ingress: Option<ImpairState>,
+    /// Link impairments of frames to the container (`--egress`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impair_egress: Option<ImpairState>,
+}
+
+/// One direction's impairment (with the seed in use) and what it did since it was set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImpairState {
+    pub impairment: Impairment,
+    pub counters: ImpairCounters,
+}
+
+/// `POST /v1/ports/impair`: sets, changes (live: frames held keep their times) or clears
+/// (`impairment` left out) a container port's link impairments. With neither `ingress` nor
+/// `egress`, egress: frames the switch sends to the container, as netem on a link's far end.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ImpairRequest {
+    /// `ENDPOINT` (on one network only) or `NETWORK/ENDPOINT`.
+    pub target: String,
+    #[serde(default)]
+    pub ingress: bool,
+    #[serde(default)]
+    pub egress: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impairment: Option<Impairment>,
 }
 
 /// One datapath thread that reads container TAPs: `GET /v1/workers`. Worker 0 is the main

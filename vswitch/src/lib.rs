@@ -12,6 +12,7 @@ pub mod announce;
 pub mod api;
 pub mod fdb;
 pub mod gateway;
+pub mod impair;
 pub mod switch;
 pub mod trace;
 pub mod types;

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod dns_tcp;
 pub mod egress;
+pub mod impaired;
 pub mod overlay;
 pub mod segment;
 pub mod trace;
@@ -43,6 +44,8 @@ pub const DNS_TTL: u32 = 5;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
 const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
+/// The timer that releases impaired frames on time (made with the first impairment).
+const IMP_TIMER: Token = Token(usize::MAX - 2);
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// Most batches of workers' frames decided before reading a TAP some of whose frames they
 /// handed over (their queue holds at most 4 batches).
@@ -350,6 +353,15 @@ pub struct Engine {
     removing: Option<PortId>,
     /// Packet captures, as this thread last saw them.
     cap: capture::View,
+    /// Link impairments of some ports (see impaired.rs), and the frames they held.
+    imp: impaired::Impairs,
+    /// Reused list of impaired frames whose time came.
+    imp_out: Vec<impaired::Released>,
+    /// The batch being decided holds released ingress frames: they are not held again.
+    releasing: bool,
+    /// Wakes the loop when the next impaired frame is due, to the nanosecond (epoll's timeout
+    /// has milliseconds).
+    imp_timer: Option<crate::sys::timer::Timer>,
 }
 
 impl Engine {
@@ -407,6 +419,10 @@ impl Engine {
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
+            imp: impaired::Impairs::default(),
+            imp_out: Vec::new(),
+            releasing: false,
+            imp_timer: None,
         }
     }
 
@@ -746,6 +762,7 @@ impl Engine {
         self.removing = None;
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
+        self.imp.remove_port(port);
         self.storm_paused.retain(|&(p, _)| p != port);
         self.touched.retain(|&(p, _)| p != port);
         self.publish_generation();
@@ -793,7 +810,8 @@ impl Engine {
                 self.flush_egress();
             }
             let pause_next = self.storm_paused.iter().map(|&(_, t)| t.saturating_sub(now)).min();
-            let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero()), pause_next]
+            let imp_next = if self.imp.any() { self.arm_imp_timer(now) } else { None };
+            let idle = [tcp_next, tun_next, egress_next.filter(|d| !d.is_zero()), pause_next, imp_next]
                 .into_iter()
                 .flatten()
                 .fold(SWEEP_EVERY, Duration::min);
@@ -809,7 +827,7 @@ impl Engine {
                 }
             }
             for ev in events.iter() {
-                if ev.token() == WAKER {
+                if ev.token() == WAKER || ev.token() == IMP_TIMER {
                     continue;
                 }
                 if ev.token() == overlay::TOKEN {
@@ -825,6 +843,9 @@ impl Engine {
             self.run_jobs();
             self.cap.refresh();
             self.publish_generation();
+            if self.imp.any() {
+                self.release_impaired();
+            }
             if self.decide_for_workers() == BUDGET {
                 busy_next = true;
             }
@@ -928,6 +949,12 @@ impl Engine {
         let mut last_grant = None;
         for i in 0..n {
             let (port, hdr) = self.slot_port[i];
+            if self.imp.any() && !self.releasing && self.imp.offer(port, impaired::Dir::Ingress, now, &self.bufs[i][..self.lens[i]], hdr) {
+                // Held (or lost) on its way in: decided when released. A drop verdict sends
+                // nothing and counts nothing.
+                self.verdicts[i] = Verdict::Drop(DropReason::NoRoute);
+                continue;
+            }
             let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
             if self.cap.on {
@@ -962,6 +989,10 @@ impl Engine {
         let reader = self.slot_reader[i];
         let Verdict::Forward(to) = self.verdicts[i] else { return };
         if self.removing.is_some_and(|r| r == port || r == to) {
+            return;
+        }
+        // Impaired ports' frames all pass through this thread.
+        if self.imp.any() && (self.imp.touches(port) || self.imp.touches(to)) {
             return;
         }
         let Some(frame) = self.bufs[i].get(hdr..self.lens[i]).filter(|f| f.len() >= crate::switch::ETH_HLEN) else { return };
@@ -1120,6 +1151,9 @@ impl Engine {
         if self.cap.on && !(from_tunnel && matches!(self.ports.get(to.0 as usize), Some(Some(PortIo::Tunnel { .. } | PortIo::Gateway(_)))))
         {
             self.cap.offer(to, capture::Dir::Out, &self.bufs[i][start..len], hdr);
+        }
+        if self.imp.any() && self.imp.on(to, impaired::Dir::Egress) && self.hold_egress(to, i, hdr) {
+            return;
         }
         if let Some(Some(PortIo::Tap { owner, stats, .. })) = self.ports.get(to.0 as usize) {
             // Before writing: a reply the container makes at once is then read here (worker.rs).
@@ -1330,6 +1364,9 @@ impl Engine {
             let to = self.gw_out[k];
             if let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(to.0 as usize) {
                 let start = VNET_HDR_LEN - *vnet_hdr_len;
+                if self.imp.any() && self.imp.offer(to, impaired::Dir::Egress, now, &self.reply[start..VNET_HDR_LEN + n], *vnet_hdr_len) {
+                    continue;
+                }
                 let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
                 self.count_tx(to, n, ok);
             }
@@ -1338,7 +1375,8 @@ impl Engine {
 
     /// Runs egress's stacks and writes what they send to the containers' TAPs.
     fn flush_egress(&mut self) {
-        self.egress.poll(self.now());
+        let now = self.now();
+        self.egress.poll(now);
         let mut outs = std::mem::take(&mut self.egress_out);
         self.egress.take_out(&mut outs);
         for mut o in outs.drain(..) {
@@ -1348,6 +1386,10 @@ impl Engine {
             if self.cap.on {
                 self.cap.offer_decided(o.gw_port, capture::Dir::In, &o.buf[VNET_HDR_LEN - hdr..], hdr, Some(Verdict::Forward(o.to)));
                 self.cap.offer(o.to, capture::Dir::Out, &o.buf[VNET_HDR_LEN - hdr..], hdr);
+            }
+            if self.imp.any() && self.imp.offer(o.to, impaired::Dir::Egress, now, &o.buf[VNET_HDR_LEN - hdr..], hdr) {
+                self.egress.recycle(o.gw_port, o.buf);
+                continue;
             }
             let ok = write_frame(file, &o.buf[VNET_HDR_LEN - hdr..]);
             self.count_tx(o.to, len, ok);
@@ -1411,6 +1453,128 @@ impl Engine {
     /// What packet captures copied and dropped.
     pub fn capture_totals(&self) -> capture::CaptureTotals {
         self.cap.hub().totals()
+    }
+
+    /// Gives batch frame `i` (header layout `hdr`) to `to`'s egress impairment, as it would be
+    /// written to that TAP. `false` when it cannot be held as is (a super-frame to a TAP
+    /// without offloads, which is segmented on the way): it is then sent unimpaired.
+    fn hold_egress(&mut self, to: PortId, i: usize, hdr: usize) -> bool {
+        let (start, len) = (self.starts[i], self.lens[i]);
+        let Some(Some(PortIo::Tap { vnet_hdr_len, .. })) = self.ports.get(to.0 as usize) else { return false };
+        let th = *vnet_hdr_len;
+        let now = self.now();
+        if th == hdr {
+            return self.imp.offer(to, impaired::Dir::Egress, now, &self.bufs[i][start..len], th);
+        }
+        if hdr == 0 && start >= th {
+            let at = start - th;
+            self.bufs[i][at..start].fill(0);
+            return self.imp.offer(to, impaired::Dir::Egress, now, &self.bufs[i][at..len], th);
+        }
+        false
+    }
+
+    /// Sends the impaired frames whose time came: egress ones to their TAP, ingress ones
+    /// through the switch (in batches, as if just read).
+    fn release_impaired(&mut self) {
+        let now = self.now();
+        let mut out = std::mem::take(&mut self.imp_out);
+        self.imp.pop_due(now, &mut out);
+        self.send_released(&mut out);
+        self.imp_out = out;
+    }
+
+    fn send_released(&mut self, out: &mut Vec<impaired::Released>) {
+        let mut n = 0;
+        for r in out.drain(..) {
+            let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(r.port.0 as usize) else {
+                self.imp.recycle(r.bytes);
+                continue;
+            };
+            let hdr = *vnet_hdr_len;
+            match r.dir {
+                impaired::Dir::Egress => {
+                    let ok = write_frame(file, &r.bytes);
+                    self.count_tx(r.port, r.bytes.len().saturating_sub(hdr), ok);
+                }
+                impaired::Dir::Ingress if r.bytes.len() <= BUF_LEN => {
+                    self.bufs[n][..r.bytes.len()].copy_from_slice(&r.bytes);
+                    self.starts[n] = 0;
+                    self.lens[n] = r.bytes.len();
+                    self.slot_port[n] = (r.port, hdr);
+                    n += 1;
+                    if n == BUDGET {
+                        self.decide_released(n);
+                        n = 0;
+                    }
+                }
+                impaired::Dir::Ingress => {}
+            }
+            self.imp.recycle(r.bytes);
+        }
+        if n > 0 {
+            self.decide_released(n);
+        }
+    }
+
+    /// Arms the timer for the next impaired frame; returns how long until it is due.
+    fn arm_imp_timer(&mut self, now: Duration) -> Option<Duration> {
+        let due = self.imp.next_due()?;
+        if let Some(t) = self.imp_timer.as_mut() {
+            if due > now {
+                if let Err(e) = t.arm(now, due) {
+                    tracing::debug!(error = %e, "timerfd_settime failed; releases follow the poll timeout");
+                }
+            }
+        }
+        Some(due.saturating_sub(now))
+    }
+
+    fn decide_released(&mut self, n: usize) {
+        self.releasing = true;
+        self.decide_batch(n, false);
+        self.releasing = false;
+    }
+
+    /// Sets or clears `port`'s impairment in `dir` (a TAP port only). Grants from or to the
+    /// port are revoked first, so from now on its frames all pass through this thread; on a
+    /// clear, what was held is sent at once.
+    ///
+    /// # Errors
+    /// When `port` is not a container TAP.
+    pub fn set_impairment(
+        &mut self,
+        port: PortId,
+        dir: impaired::Dir,
+        cfg: Option<(crate::impair::Impairment, crate::impair::Config)>,
+    ) -> Result<(), String> {
+        if !matches!(self.ports.get(port.0 as usize), Some(Some(PortIo::Tap { .. }))) {
+            return Err(format!("port {} is not a container's port", port.0));
+        }
+        if cfg.is_some() && self.imp_timer.is_none() {
+            // Without it frames leave up to a millisecond late (epoll's timeout): not fatal.
+            match crate::sys::timer::Timer::new() {
+                Ok(t) => match self.poll.registry().register(&mut SourceFd(&t.raw_fd()), IMP_TIMER, Interest::READABLE) {
+                    Ok(()) => self.imp_timer = Some(t),
+                    Err(e) => tracing::warn!(error = %e, "cannot poll a timerfd; impaired frames leave up to 1 ms late"),
+                },
+                Err(e) => tracing::warn!(error = %e, "no timerfd; impaired frames leave up to 1 ms late"),
+            }
+        }
+        let mut out = Vec::new();
+        self.imp.set(port, dir, cfg, &mut out);
+        if self.imp.touches(port) {
+            for w in &self.workers {
+                w.revoke(port);
+            }
+        }
+        self.send_released(&mut out);
+        Ok(())
+    }
+
+    /// `port`'s impairments (ingress, egress) with their counters.
+    pub fn impairment(&self, port: PortId) -> (Option<impaired::Status>, Option<impaired::Status>) {
+        self.imp.status(port)
     }
 
     fn count_tx(&mut self, port: PortId, bytes: usize, ok: bool) {

@@ -21,7 +21,7 @@ use crate::switch::{DropReason, Verdict};
 use crate::types::{NetworkId, PortId};
 
 /// The epoll token of the tunnel socket.
-pub(super) const TOKEN: Token = Token(usize::MAX - 1);
+pub(super) const TOKEN: Token = Token(usize::MAX - 1); // usize::MAX - 2: the impairment timer (mod.rs)
 /// Receive and send buffer of the tunnel socket: several MB, so a burst waits instead of
 /// being dropped by the kernel.
 const SOCKET_BUFFER: usize = 8 << 20;
@@ -392,6 +392,10 @@ impl Engine {
     fn emit_coalesced(&mut self, ingress: &[PortId; BUDGET], i: usize, n: usize) -> Option<usize> {
         let Verdict::Forward(to) = self.verdicts[i] else { return None };
         let Some(Some(PortIo::Tap { vnet_hdr_len: VNET_HDR_LEN, .. })) = self.ports.get(to.0 as usize) else { return None };
+        // An impaired port holds each frame on its own (send_from_batch).
+        if self.imp.any() && self.imp.touches(to) {
+            return None;
+        }
         let follows = |j: usize| j < n && self.verdicts[j] == Verdict::Forward(to) && ingress[j] == ingress[i];
         if !follows(i + 1) {
             return None;

@@ -267,6 +267,15 @@ impl WorkerHandle {
         let _ = self.call(move |w| w.forget_port(port));
     }
 
+    /// Forgets every grant from or to `port` (it was impaired: its frames now all go to the
+    /// engine); when this returns the worker forwards none of them on its own.
+    pub fn revoke(&self, port: PortId) {
+        let _ = self.call(move |w| {
+            w.take_grants();
+            w.cache.retain(|&(from, _, _), c| from != port && c.to != port);
+        });
+    }
+
     /// Queues a grant; it takes effect at the worker's next wakeup.
     pub fn grant(&self, g: Grant) {
         let _ = self.grants.send(g);

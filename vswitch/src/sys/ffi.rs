@@ -425,3 +425,21 @@ pub(crate) fn ignore_sigint() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A non-blocking, close-on-exec `timerfd` on CLOCK_MONOTONIC (the clock `Instant` reads).
+pub(crate) fn timerfd_create() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; the return value is checked before it is used as an fd.
+    let fd = check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) })?;
+    // SAFETY: the kernel just gave us this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Arms a timerfd to fire once, `after` from now (a zero duration disarms it, as the kernel
+/// reads it; callers give at least 1 ns to fire at once).
+pub(crate) fn timerfd_set(fd: BorrowedFd<'_>, after: std::time::Duration) -> io::Result<()> {
+    let value = libc::timespec { tv_sec: after.as_secs() as libc::time_t, tv_nsec: after.subsec_nanos() as libc::c_long };
+    let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
+    // SAFETY: fd is valid for the call; `spec` is a live itimerspec and the old value is not
+    // asked for (null).
+    check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) }).map(drop)
+}

@@ -15,6 +15,7 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod tap;
+pub mod timer;
 pub mod userns;
 
 #[cfg(test)]

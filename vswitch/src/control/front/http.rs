@@ -365,6 +365,7 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
             Ok(no_content())
         }
         (&Method::GET, ["ports"]) => ok(&control.ports().await?),
+        (&Method::POST, ["ports", "impair"]) => ok(&control.impair(body(req).await?).await?),
         (&Method::GET, ["workers"]) => ok(&control.workers().await?),
         (&Method::POST, ["networks", name, "endpoints", ep, "publish"]) => created(&control.publish(name, ep, body(req).await?).await?),
         (&Method::GET, ["publish"]) => ok(&control.publications().await),
@@ -402,6 +403,7 @@ fn known_path(segs: &[&str]) -> bool {
             | ["fdb", "stats"]
             | ["fdb", _, _]
             | ["ports"]
+            | ["ports", "impair"]
             | ["workers"]
             | ["networks", _, "dns"]
             | ["dns", "records"]

@@ -1,8 +1,8 @@
 //! `/v1/fdb`, `/v1/ports`, `/v1/workers`: the MAC table and the ports' counters.
 
 use super::Control;
-use crate::api::{ApiError, ErrorCode, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, PortInfo, WorkerInfo};
-use crate::control::model::internal;
+use crate::api::{ApiError, ErrorCode, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, ImpairState, PortInfo, WorkerInfo};
+use crate::control::model::{internal, PortRow};
 use crate::datapath::Engine;
 use crate::fdb::{FdbError, Flush};
 use crate::switch::{DropReason, SwitchError};
@@ -87,16 +87,25 @@ impl Control {
     /// Every port with the datapath's counters.
     pub async fn ports(&self) -> Result<Vec<PortInfo>, ApiError> {
         let rows = self.model.lock().await.port_rows();
+        self.port_infos(rows).await
+    }
+
+    /// `rows` with the datapath's counters and impairments.
+    pub(super) async fn port_infos(&self, rows: Vec<PortRow>) -> Result<Vec<PortInfo>, ApiError> {
         let ids: Vec<PortId> = rows.iter().map(|r| r.id).collect();
         let counters = self
             .dp
-            .call(move |e| ids.iter().map(|p| (e.port_counters(*p).unwrap_or_default(), e.port_worker(*p))).collect::<Vec<_>>())
+            .call(move |e| {
+                ids.iter().map(|p| (e.port_counters(*p).unwrap_or_default(), e.port_worker(*p), e.impairment(*p))).collect::<Vec<_>>()
+            })
             .await
             .map_err(internal)?;
+        let state =
+            |s: Option<crate::datapath::impaired::Status>| s.map(|s| ImpairState { impairment: s.impairment, counters: s.counters });
         Ok(rows
             .into_iter()
             .zip(counters)
-            .map(|(r, (c, worker))| PortInfo {
+            .map(|(r, (c, worker, (imp_in, imp_out)))| PortInfo {
                 id: r.id,
                 network: r.network,
                 name: r.name,
@@ -116,6 +125,8 @@ impl Control {
                     .map(|r| (r.as_str().to_string(), c.drops[r.index()]))
                     .collect(),
                 worker,
+                impair_ingress: state(imp_in),
+                impair_egress: state(imp_out),
             })
             .collect())
     }

@@ -31,6 +31,8 @@ type Labels = Vec<(&'static str, String)>;
 #[derive(Debug)]
 struct Snapshot {
     ports: Vec<(PortCounters, Option<usize>)>,
+    /// Each port's impairments (ingress, egress), in the same order.
+    impairs: Vec<(Option<crate::datapath::impaired::Status>, Option<crate::datapath::impaired::Status>)>,
     fdb: FdbStats,
     workers: Vec<WorkerInfo>,
     egress: EgressStats,
@@ -80,6 +82,7 @@ impl Control {
             .dp
             .call(move |e| Snapshot {
                 ports: ids.iter().map(|p| (e.port_counters(*p).unwrap_or_default(), e.port_worker(*p))).collect(),
+                impairs: ids.iter().map(|p| e.impairment(*p)).collect(),
                 fdb: super::fdb::fdb_stats_of(e),
                 workers: e.worker_stats(),
                 egress: e.egress_stats(),
@@ -125,6 +128,33 @@ impl Control {
             li.push(("kind", r.kind.to_string()));
             li.push(("worker", worker.map_or(String::new(), |w| w.to_string())));
             gauge(&port_info, li, 1);
+        }
+
+        // Link impairments: series only for impaired ports.
+        let imp_frames = fam.counter(
+            "port_impair_frames",
+            "Frames met by a port's link impairment since it was set, by direction and outcome (offered, delayed, lost, queue_full, duplicated, reordered)",
+        );
+        let imp_queued = fam.gauge("port_impair_queued", "Frames a port's link impairment holds now, by direction");
+        for (r, (ingress, egress)) in rows.iter().zip(&snap.impairs) {
+            for (dir, st) in [("ingress", ingress), ("egress", egress)] {
+                let Some(st) = st else { continue };
+                let l = || vec![("network", r.network.clone()), ("port", r.name.clone()), ("direction", dir.to_string())];
+                let c = &st.counters;
+                for (outcome, v) in [
+                    ("offered", c.frames),
+                    ("delayed", c.delayed),
+                    ("lost", c.dropped_loss),
+                    ("queue_full", c.dropped_queue_full),
+                    ("duplicated", c.duplicated),
+                    ("reordered", c.reordered),
+                ] {
+                    let mut lo = l();
+                    lo.push(("outcome", outcome.to_string()));
+                    set(&imp_frames, lo, v);
+                }
+                gauge(&imp_queued, l(), c.queued);
+            }
         }
 
         // MAC table.

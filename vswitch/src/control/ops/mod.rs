@@ -11,6 +11,7 @@ mod dns;
 pub mod docker;
 mod endpoints;
 mod fdb;
+mod impair;
 pub mod metrics;
 mod networks;
 mod peers;
