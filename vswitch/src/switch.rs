@@ -64,10 +64,13 @@ pub enum DropReason {
     /// unknown unicast) or that come from sources it may not learn (over its MAC limit) than
     /// its token bucket allows ([`StormConfig`]).
     Storm,
+    /// From an interface port: a frame whose 802.1Q tag names no network the port carries, or
+    /// an untagged frame on a trunk without a native network; set by the datapath.
+    Vlan,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -82,6 +85,7 @@ impl DropReason {
         DropReason::NdSpoof,
         DropReason::Unsupported,
         DropReason::Storm,
+        DropReason::Vlan,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -105,6 +109,7 @@ impl DropReason {
             DropReason::NdSpoof => "nd_spoof",
             DropReason::Unsupported => "unsupported",
             DropReason::Storm => "storm",
+            DropReason::Vlan => "vlan",
         }
     }
 }

@@ -54,6 +54,20 @@ pub enum PortIo {
     Gateway(Gateway),
     /// A peer host, for one network (`tag` travels sealed with each frame).
     Tunnel { peer: tunnel::PeerId, tag: u32 },
+    /// One network of an interface port (a packet socket on an interface of the daemon's
+    /// namespace, `sys::packet`): its frames leave with the 802.1Q TCI `tag` when set,
+    /// untagged otherwise. Every network of the interface shares `file`; `main` is the port
+    /// whose token epoll reports and whose entry in `Engine::ifaces` says which tag is whose.
+    Iface { file: Arc<File>, tag: Option<u16>, main: PortId },
+}
+
+/// The networks an interface port carries: (VLAN id or `None` for untagged frames, port).
+#[derive(Debug, Clone)]
+pub struct IfaceMember {
+    pub vlan: Option<u16>,
+    pub port: PortId,
+    pub network: NetworkId,
+    pub mtu: u32,
 }
 
 /// What a container port sees of DNS: the networks whose names it may resolve (its own first)
@@ -330,6 +344,8 @@ pub struct Engine {
     removing: Option<PortId>,
     /// Packet captures, as this thread last saw them.
     cap: capture::View,
+    /// Interface ports by their main port: (VLAN id or untagged, port) of each network.
+    ifaces: HashMap<PortId, Vec<(Option<u16>, PortId)>>,
 }
 
 impl Engine {
@@ -382,6 +398,7 @@ impl Engine {
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
+            ifaces: HashMap::new(),
         }
     }
 
@@ -880,10 +897,11 @@ impl Engine {
         let mut last_grant = None;
         for i in 0..n {
             let (port, hdr) = self.slot_port[i];
-            let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
+            let (start, len) = (self.starts[i], self.lens[i]);
+            let (gso, frame) = split_vnet(&self.bufs[i][start..len], hdr);
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
             if self.cap.on {
-                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr, Some(self.verdicts[i]));
+                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][start..len], hdr, Some(self.verdicts[i]));
             }
             if self.verdicts[i] == Verdict::Drop(DropReason::Storm) {
                 // Storm control: the worker reading this TAP pauses it (worker::STORM_PAUSE).
@@ -963,6 +981,9 @@ impl Engine {
     /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
     /// many frames were read.
     fn drain(&mut self, port: PortId) -> usize {
+        if self.ifaces.contains_key(&port) {
+            return self.drain_iface(port);
+        }
         let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else {
             return 0;
         };
@@ -985,6 +1006,106 @@ impl Engine {
         }
         self.decide_batch(n, false);
         n
+    }
+
+    /// Reads up to [`BUDGET`] frames from the interface port whose main port is `main`, gives
+    /// each to the port of its VLAN (tag taken off), decides them, writes them out.
+    fn drain_iface(&mut self, main: PortId) -> usize {
+        let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) else { return 0 };
+        let file = file.clone();
+        let Some(members) = self.ifaces.remove(&main) else { return 0 };
+        let (mut n, mut reads) = (0, 0);
+        while reads < BUDGET {
+            let r = match crate::sys::packet::recv(&file, &mut self.bufs[n]) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(port = main.0, error = %e, "interface port read failed");
+                    break;
+                }
+            };
+            reads += 1;
+            if r.truncated {
+                self.count_drop(main, DropReason::TooLong);
+                continue;
+            }
+            let (mut start, mut tci) = (0, r.vlan_tci);
+            if tci.is_none() && self.bufs[n].get(VNET_HDR_LEN + 12..VNET_HDR_LEN + 14) == Some(&[0x81, 0x00]) && r.len >= VNET_HDR_LEN + 18 {
+                // A tag the kernel left in the frame: take it out here.
+                let b = &mut self.bufs[n];
+                tci = Some(u16::from_be_bytes([b[VNET_HDR_LEN + 14], b[VNET_HDR_LEN + 15]]));
+                b.copy_within(0..VNET_HDR_LEN + 12, 4);
+                start = 4;
+                segment::untag_vnet_offsets(&mut b[start..start + VNET_HDR_LEN], 4);
+            }
+            let vlan = tci.map(|t| t & 0x0fff);
+            let Some(&(_, port)) = members.iter().find(|(v, _)| *v == vlan) else {
+                self.count_drop(main, DropReason::Vlan);
+                continue;
+            };
+            self.starts[n] = start;
+            self.lens[n] = r.len;
+            self.slot_port[n] = (port, VNET_HDR_LEN);
+            n += 1;
+        }
+        self.ifaces.insert(main, members);
+        self.decide_batch(n, false);
+        reads
+    }
+
+    /// Adds an interface port: one switch port per network it carries, all on `file` (a
+    /// packet socket, see `sys::packet`); epoll reports it under the first member's port.
+    ///
+    /// # Errors
+    /// When the core refuses a port or epoll cannot watch the socket (nothing is left added).
+    pub fn add_iface(&mut self, file: File, members: &[IfaceMember]) -> io::Result<()> {
+        let Some(main) = members.first().map(|m| m.port) else { return Err(io::Error::other("an interface port needs a network")) };
+        for (k, m) in members.iter().enumerate() {
+            if let Err(e) = self.switch.add_port(m.port, PortConfig { network: m.network, max_frame: max_frame(m.mtu) }) {
+                for m in &members[..k] {
+                    let _ = self.switch.remove_port(m.port);
+                }
+                return Err(io::Error::other(e));
+            }
+        }
+        let file = Arc::new(file);
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(main), Interest::READABLE) {
+            for m in members {
+                let _ = self.switch.remove_port(m.port);
+            }
+            return Err(e);
+        }
+        for m in members {
+            self.set_port(m.port, Some(PortIo::Iface { file: file.clone(), tag: m.vlan, main }));
+        }
+        self.ifaces.insert(main, members.iter().map(|m| (m.vlan, m.port)).collect());
+        self.mark_ready(main);
+        Ok(())
+    }
+
+    /// Removes an interface port (every network it carries); the interface itself stays.
+    pub fn remove_iface(&mut self, main: PortId) {
+        let Some(members) = self.ifaces.remove(&main) else { return };
+        // Frames workers handed over towards these ports are decided while they still exist.
+        self.removing = Some(main);
+        let mut queued = self.from_workers.len();
+        while queued > 0 {
+            let n = self.decide_for_workers();
+            if n == 0 {
+                break;
+            }
+            queued = queued.saturating_sub(n);
+        }
+        self.removing = None;
+        if let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+        }
+        for (_, port) in members {
+            let _ = self.switch.remove_port(port);
+            self.egress.forget_port(port);
+            self.set_port(port, None);
+        }
+        self.publish_generation();
     }
 
     /// Sends frame `i` of the batch (read from `ingress`) where its verdict says.
@@ -1036,6 +1157,11 @@ impl Engine {
                     let ok = write_frame(file, &self.bufs[i][start + hdr..len]);
                     self.count_tx(to, len - start - hdr, ok);
                 }
+            }
+            Some(Some(PortIo::Iface { file, tag, .. })) => {
+                let tag = *tag;
+                let ok = crate::sys::packet::send(file, &self.bufs[i][start..len], hdr, tag);
+                self.count_tx(to, len - start - hdr, ok);
             }
             // Split horizon: what came from one peer never goes to another.
             Some(Some(PortIo::Tunnel { .. })) if from_tunnel => {}
@@ -1212,10 +1338,17 @@ impl Engine {
         }
         for k in 0..self.gw_out.len() {
             let to = self.gw_out[k];
-            if let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(to.0 as usize) {
-                let start = VNET_HDR_LEN - *vnet_hdr_len;
-                let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
-                self.count_tx(to, n, ok);
+            match self.ports.get_mut(to.0 as usize) {
+                Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) => {
+                    let start = VNET_HDR_LEN - *vnet_hdr_len;
+                    let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
+                    self.count_tx(to, n, ok);
+                }
+                Some(Some(PortIo::Iface { file, tag, .. })) => {
+                    let ok = crate::sys::packet::send(file, &self.reply[..VNET_HDR_LEN + n], VNET_HDR_LEN, *tag);
+                    self.count_tx(to, n, ok);
+                }
+                _ => {}
             }
         }
     }
