@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use vswitch::api::{
     ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network,
-    NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
+    InterfacePort, NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -247,6 +247,15 @@ pub fn network_detail(d: &NetworkDetail) -> String {
     if let (Some(s6), Some(g6)) = (&n.subnet6, &n.gateway6) {
         fields.push(("Subnet6", s6.clone()));
         fields.push(("Gateway6", g6.to_string()));
+    }
+    if let Some(v) = n.vlan {
+        fields.push(("VLAN", v.to_string()));
+    }
+    if let Some(u) = &n.uplink {
+        fields.push(("Uplink", u.clone()));
+    }
+    if let Some(d) = n.dns_address {
+        fields.push(("DNS", d.to_string()));
     }
     fields.extend([
         ("MTU", n.mtu.to_string()),
@@ -537,6 +546,19 @@ pub fn drops(d: &BTreeMap<String, u64>) -> String {
     }
 }
 
+/// What `port add` made: the interface and each network it carries.
+pub fn interface_port(p: &InterfacePort) -> String {
+    let members: Vec<String> = p
+        .members
+        .iter()
+        .map(|m| match m.vlan {
+            Some(v) => format!("{} (VLAN {v}, port {})", m.network, m.port),
+            None => format!("{} (untagged, port {})", m.network, m.port),
+        })
+        .collect();
+    format!("added interface port {}: {}\n", p.interface, members.join(", "))
+}
+
 pub fn ports(ports: &[PortInfo]) -> String {
     use Align::*;
     let mut ports: Vec<&PortInfo> = ports.iter().collect();
@@ -550,6 +572,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
                 p.name.clone(),
                 p.kind.clone(),
                 p.ifname.clone(),
+                p.vlan.map_or_else(|| "-".to_string(), |v| v.to_string()),
                 p.rx_packets.to_string(),
                 p.rx_bytes.to_string(),
                 p.tx_packets.to_string(),
@@ -567,6 +590,7 @@ pub fn ports(ports: &[PortInfo]) -> String {
             ("NAME", Left),
             ("KIND", Left),
             ("IFNAME", Left),
+            ("VLAN", Right),
             ("RX_PKTS", Right),
             ("RX_BYTES", Right),
             ("TX_PKTS", Right),
@@ -713,6 +737,9 @@ mod tests {
             egress: false,
             labels: BTreeMap::new(),
             endpoints,
+            vlan: None,
+            uplink: None,
+            dns_address: None,
         }
     }
 

@@ -11,6 +11,7 @@ mod dns;
 pub mod docker;
 mod endpoints;
 mod fdb;
+mod ifports;
 pub mod metrics;
 mod networks;
 mod peers;
@@ -190,7 +191,8 @@ impl Control {
 
     /// Egress settings of a network, or `None` when egress is off for the daemon.
     fn egress_config(&self, plan: &NetworkPlan) -> Option<NetConfig> {
-        self.opts.egress.then(|| NetConfig {
+        // On an uplink network the LAN's router is the gateway: nothing is routed here.
+        (self.opts.egress && plan.uplink.is_none()).then(|| NetConfig {
             gw: plan.gw,
             subnet: plan.subnet,
             mtu: plan.mtu,
