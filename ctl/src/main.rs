@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use vswitch::api::{
     AttachRequest, ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint, EndpointUpdate,
-    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, InterfacePort, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortAdd, PortInfo,
-    Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
+    FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, InterfacePort, LiveFrame, Network, NetworkCreate, NetworkDetail, Peer,
+    PeerAdd, PortAdd, PortInfo, Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use ctl::cli::{

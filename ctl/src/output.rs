@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network,
-    InterfacePort, NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
+    ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, InterfacePort,
+    LiveFrame, Network, NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 

@@ -1030,7 +1030,8 @@ impl Engine {
                 continue;
             }
             let (mut start, mut tci) = (0, r.vlan_tci);
-            if tci.is_none() && self.bufs[n].get(VNET_HDR_LEN + 12..VNET_HDR_LEN + 14) == Some(&[0x81, 0x00]) && r.len >= VNET_HDR_LEN + 18 {
+            if tci.is_none() && self.bufs[n].get(VNET_HDR_LEN + 12..VNET_HDR_LEN + 14) == Some(&[0x81, 0x00]) && r.len >= VNET_HDR_LEN + 18
+            {
                 // A tag the kernel left in the frame: take it out here.
                 let b = &mut self.bufs[n];
                 tci = Some(u16::from_be_bytes([b[VNET_HDR_LEN + 14], b[VNET_HDR_LEN + 15]]));

@@ -72,9 +72,8 @@ impl PacketSocket {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Err(SysError::NoInterface(ifname.to_string())),
             Err(source) => return Err(SysError::Io { op: "find interface (SIOCGIFINDEX)", source }),
         };
-        let opt = |op: &'static str, opt: libc::c_int| {
-            ffi::set_packet_opt_int(fd.as_fd(), opt, 1).map_err(|source| SysError::Io { op, source })
-        };
+        let opt =
+            |op: &'static str, opt: libc::c_int| ffi::set_packet_opt_int(fd.as_fd(), opt, 1).map_err(|source| SysError::Io { op, source });
         opt("set PACKET_VNET_HDR", libc::PACKET_VNET_HDR)?;
         opt("set PACKET_AUXDATA", libc::PACKET_AUXDATA)?;
         opt("set PACKET_IGNORE_OUTGOING", libc::PACKET_IGNORE_OUTGOING)?;

@@ -71,7 +71,10 @@ impl Model {
             trunk.push(id);
         }
         if self.ifports.contains_key(&req.interface) {
-            return Err(ApiError::new(ErrorCode::InterfaceInUse, format!("interface {} is already a port; remove it first", req.interface)));
+            return Err(ApiError::new(
+                ErrorCode::InterfaceInUse,
+                format!("interface {} is already a port; remove it first", req.interface),
+            ));
         }
         if !exists {
             return Err(ApiError::new(
@@ -101,8 +104,7 @@ impl Model {
     }
 
     fn take_ifport(&mut self, interface: &str, members: Vec<(String, Option<u16>)>, uplink_of: Option<String>) -> IfPortPlan {
-        let members: Vec<Member> =
-            members.into_iter().map(|(network, vlan)| Member { network, vlan, port: self.ports.take() }).collect();
+        let members: Vec<Member> = members.into_iter().map(|(network, vlan)| Member { network, vlan, port: self.ports.take() }).collect();
         let port = IfPort { members, uplink_of };
         let plan = self.ifport_plan(interface, &port);
         self.ifports.insert(interface.to_string(), port);

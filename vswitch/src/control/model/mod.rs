@@ -32,9 +32,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnet::Ipv6Net;
 
 pub use endpoints::{AttachPlan, NetnsInfo};
-pub use ifports::{check_vlan, IfPortPlan, SERVICE_OWNER};
 use errors::no_network;
 pub use errors::{internal, tunnel_off};
+pub use ifports::{check_vlan, IfPortPlan, SERVICE_OWNER};
 pub use names::{b64, check_name, default_endpoint_name, parse_key, parse_srv, parse_upstream};
 pub use networks::{NetworkPlan, RemovePlan, MTU_MAX, MTU_MIN};
 pub use peers::{PeerPlan, PeerRow};
