@@ -269,6 +269,12 @@ pub fn network_detail(d: &NetworkDetail) -> String {
         out.push('\n');
         out.push_str(&endpoint_table(&d.endpoint_list));
     }
+    if !d.dhcp_leases.is_empty() {
+        use Align::*;
+        let rows: Vec<Vec<String>> = d.dhcp_leases.iter().map(|l| vec![l.ip.to_string(), l.mac.clone()]).collect();
+        out.push('\n');
+        out.push_str(&table(&[("DHCP LEASE", Left), ("MAC", Left)], &rows));
+    }
     out
 }
 
@@ -855,6 +861,7 @@ mod tests {
             network: n,
             usage: Usage { total: 253, in_use: 2, available: 251 },
             endpoint_list: vec![endpoint("web", 3, &["www", "site"]), endpoint("db", 2, &[])],
+            dhcp_leases: vec![],
         };
         let out = network_detail(&d);
         assert_eq!(

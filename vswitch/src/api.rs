@@ -212,6 +212,16 @@ pub struct NetworkDetail {
     pub network: Network,
     pub usage: Usage,
     pub endpoint_list: Vec<Endpoint>,
+    /// Addresses the DHCP server leased (to clients behind interface ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_leases: Vec<DhcpLease>,
+}
+
+/// A DHCP lease: an IPAM lease owned by `dhcp:MAC`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhcpLease {
+    pub ip: Ipv4Addr,
+    pub mac: String,
 }
 
 /// `POST /v1/networks/{name}/endpoints`: attach a container's network namespace.

@@ -68,6 +68,16 @@ pub struct IfaceMember {
     pub port: PortId,
     pub network: NetworkId,
     pub mtu: u32,
+    /// DHCP servers may answer from here (an uplink: the LAN's own server is behind it).
+    pub trusted: bool,
+}
+
+/// A DHCP client's message from an interface port, for the control plane to lease from IPAM.
+#[derive(Debug, Clone)]
+pub struct DhcpRequest {
+    pub gw_port: PortId,
+    pub port: PortId,
+    pub query: crate::dhcp::Query,
 }
 
 /// What a container port sees of DNS: the networks whose names it may resolve (its own first)
@@ -344,8 +354,11 @@ pub struct Engine {
     removing: Option<PortId>,
     /// Packet captures, as this thread last saw them.
     cap: capture::View,
-    /// Interface ports by their main port: (VLAN id or untagged, port) of each network.
-    ifaces: HashMap<PortId, Vec<(Option<u16>, PortId)>>,
+    /// Interface ports by their main port: (VLAN id or untagged, port, trusted for DHCP
+    /// replies) of each network.
+    ifaces: HashMap<PortId, Vec<(Option<u16>, PortId, bool)>>,
+    /// Where DHCP clients' messages go (the control plane).
+    dhcp_tx: Option<tokio::sync::mpsc::Sender<DhcpRequest>>,
 }
 
 impl Engine {
@@ -399,6 +412,7 @@ impl Engine {
             removing: None,
             cap: capture::View::new(capture),
             ifaces: HashMap::new(),
+            dhcp_tx: None,
         }
     }
 
@@ -418,6 +432,34 @@ impl Engine {
                 self.dns.views.resize(i + 1, None);
             }
             self.dns.views[i] = Some(std::sync::Arc::new(view));
+        }
+    }
+
+    /// Where DHCP clients' messages are sent.
+    pub fn set_dhcp(&mut self, tx: tokio::sync::mpsc::Sender<DhcpRequest>) {
+        self.dhcp_tx = Some(tx);
+    }
+
+    /// Hands a DHCP client's message to the control plane; dropped when its queue is full.
+    fn ask_dhcp(&mut self, req: DhcpRequest) {
+        let port = req.port;
+        if self.dhcp_tx.as_ref().is_none_or(|tx| tx.try_send(req).is_err()) {
+            self.count_drop(port, DropReason::Overload);
+        }
+    }
+
+    /// Sends the control plane's DHCP answer to `q` from the gateway on `gw_port`.
+    pub fn send_dhcp_reply(&mut self, gw_port: PortId, q: &crate::dhcp::Query, answer: crate::dhcp::Answer, lease: &crate::dhcp::Lease) {
+        let Some(Some(PortIo::Gateway(gw))) = self.ports.get(gw_port.0 as usize) else { return };
+        let gw = *gw;
+        let at = VNET_HDR_LEN + crate::gateway::UDP_PAYLOAD_OFFSET;
+        let Some(n) = crate::dhcp::reply(q, answer, lease, &mut self.reply[at..]) else { return };
+        // RFC 2131 4.1: to a renewing client's address; else broadcast (the client has none).
+        let renewing = !q.ciaddr.is_unspecified() && answer != crate::dhcp::Answer::Nak;
+        let dst_ip = if renewing { q.ciaddr } else { std::net::Ipv4Addr::BROADCAST };
+        let dst_mac = if q.broadcast && !renewing { Mac([0xff; 6]) } else { q.mac };
+        if let Some(len) = gw.finish_dhcp_reply(dst_mac, dst_ip, n, &mut self.reply[VNET_HDR_LEN..]) {
+            self.send_gateway_reply(gw_port, len);
         }
     }
 
@@ -1040,10 +1082,14 @@ impl Engine {
                 segment::untag_vnet_offsets(&mut b[start..start + VNET_HDR_LEN], 4);
             }
             let vlan = tci.map(|t| t & 0x0fff);
-            let Some(&(_, port)) = members.iter().find(|(v, _)| *v == vlan) else {
+            let Some(&(_, port, trusted)) = members.iter().find(|(v, _, _)| *v == vlan) else {
                 self.count_drop(main, DropReason::Vlan);
                 continue;
             };
+            if !trusted && is_dhcp_reply(&self.bufs[n][start + VNET_HDR_LEN..r.len]) {
+                self.count_drop(port, DropReason::DhcpSnoop);
+                continue;
+            }
             self.starts[n] = start;
             self.lens[n] = r.len;
             self.slot_port[n] = (port, VNET_HDR_LEN);
@@ -1079,7 +1125,7 @@ impl Engine {
         for m in members {
             self.set_port(m.port, Some(PortIo::Iface { file: file.clone(), tag: m.vlan, main }));
         }
-        self.ifaces.insert(main, members.iter().map(|m| (m.vlan, m.port)).collect());
+        self.ifaces.insert(main, members.iter().map(|m| (m.vlan, m.port, m.trusted)).collect());
         self.mark_ready(main);
         Ok(())
     }
@@ -1101,7 +1147,7 @@ impl Engine {
         if let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
         }
-        for (_, port) in members {
+        for (_, port, _) in members {
             let _ = self.switch.remove_port(port);
             self.egress.forget_port(port);
             self.set_port(port, None);
@@ -1201,6 +1247,19 @@ impl Engine {
                     Outcome::Dns(q) => {
                         self.count_tx(to, frame.len(), true);
                         self.answer_dns(ingress, to, gw, q, i, hdr);
+                    }
+                    Outcome::Dhcp(q) => {
+                        self.count_tx(to, frame.len(), true);
+                        // DHCP is served on interface ports (containers are wired over netlink).
+                        if matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Iface { .. }))) {
+                            let base = start + hdr;
+                            let payload = self.bufs[i].get(base + q.payload.start..base + q.payload.end).unwrap_or_default();
+                            match crate::dhcp::parse(payload) {
+                                Ok(query) => self.ask_dhcp(DhcpRequest { gw_port: to, port: ingress, query }),
+                                Err(crate::dhcp::Refused::NotRequest) => {}
+                                Err(_) => self.count_drop(ingress, DropReason::DhcpMalformed),
+                            }
+                        }
                     }
                     Outcome::Routed { .. } if !self.egress.serves(to) => self.count_drop(ingress, DropReason::NoRoute),
                     Outcome::Routed { ip } => {
@@ -1497,6 +1556,16 @@ fn egress_frame(o: &mut egress::Out, hdr: usize) -> Option<usize> {
         vh.write(&mut o.buf[..VNET_HDR_LEN]);
     }
     Some(14 + ip_len)
+}
+
+/// An IPv4 UDP datagram from port 67 to port 68 (a DHCP server's reply), untagged.
+fn is_dhcp_reply(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) || frame.get(23) != Some(&17) {
+        return false;
+    }
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    let udp = 14 + ihl;
+    frame.get(udp..udp + 4) == Some(&[0, 67, 0, 68])
 }
 
 /// Splits a TAP read into (is a GSO super-frame, the Ethernet frame).

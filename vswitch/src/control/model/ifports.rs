@@ -117,7 +117,7 @@ impl Model {
             .iter()
             .filter_map(|m| {
                 let n = self.networks.get(&m.network)?;
-                Some(IfaceMember { vlan: m.vlan, port: m.port, network: n.id, mtu: n.mtu })
+                Some(IfaceMember { vlan: m.vlan, port: m.port, network: n.id, mtu: n.mtu, trusted: p.uplink_of.is_some() })
             })
             .collect();
         IfPortPlan { interface: interface.to_string(), main: p.members[0].port, members, api: ifport_api(interface, p) }

@@ -12,6 +12,7 @@
 //! the time) as arguments.
 
 pub mod cluster;
+mod dhcp;
 mod dns;
 pub mod docker;
 mod endpoints;
@@ -31,6 +32,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
+pub use dhcp::{lease_owner, DECLINED, LEASE_SECS};
 pub use endpoints::{AttachPlan, NetnsInfo};
 use errors::no_network;
 pub use errors::{internal, tunnel_off};

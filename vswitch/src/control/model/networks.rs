@@ -312,8 +312,10 @@ impl Model {
                 live.insert(super::SERVICE_OWNER.to_string());
                 ips.insert(s);
             }
+            // DHCP clients' leases are live until released (or the network goes).
+            ips.extend(net.pool.leases().filter(|(_, o)| o.starts_with("dhcp:")).map(|(a, _)| a));
             let ip6s: BTreeSet<Ipv6Addr> = net.endpoints.values().filter_map(|e| e.api.ip6).collect();
-            let is_live = |owner: &str| live.contains(owner);
+            let is_live = |owner: &str| live.contains(owner) || owner.starts_with("dhcp:");
             let mut gone: Vec<String> = net.pool.gc(&is_live).into_iter().map(|a| a.to_string()).collect();
             let unowned: Vec<Ipv4Addr> = net.pool.used().filter(|a| !ips.contains(a)).collect();
             for a in unowned {

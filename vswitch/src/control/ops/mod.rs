@@ -7,6 +7,7 @@
 
 pub mod capture;
 mod cluster;
+pub mod dhcp;
 mod dns;
 pub mod docker;
 mod endpoints;

@@ -66,7 +66,8 @@ impl Control {
 
     pub async fn inspect_network(&self, name: &str) -> Result<NetworkDetail, ApiError> {
         let m = self.model.lock().await;
-        Ok(NetworkDetail { network: m.network(name)?, usage: m.usage(name)?, endpoint_list: m.endpoints(name)? })
+        let dhcp_leases = m.dhcp_leases(name).into_iter().map(|(ip, mac)| crate::api::DhcpLease { ip, mac }).collect();
+        Ok(NetworkDetail { network: m.network(name)?, usage: m.usage(name)?, endpoint_list: m.endpoints(name)?, dhcp_leases })
     }
 
     pub async fn remove_network(&self, name: &str, force: bool) -> Result<(), ApiError> {
