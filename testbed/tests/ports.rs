@@ -12,34 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use testbed::{eventually, unique, Daemon, Netns};
-
-/// A veth pair: `host` in vswitchd's (the root) namespace, `eth0` in `lan`. Deleted on drop.
-struct Lan {
-    host: String,
-    ns: Netns,
-}
-
-impl Lan {
-    fn new(prefix: &str) -> Lan {
-        let ns = Netns::new(prefix);
-        let host = unique("vp");
-        testbed::run_ok("ip", &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
-        testbed::run_ok("ip", &["link", "set", &host, "up"]);
-        ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
-        Lan { host, ns }
-    }
-
-    fn host_link_exists(&self) -> bool {
-        Command::new("ip").args(["link", "show", &self.host]).output().is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host]).output();
-    }
-}
+use testbed::{eventually, unique, Daemon, Lan, Netns};
 
 fn port_rows<'a>(ports: &'a Value, ifname: &str) -> Vec<&'a Value> {
     ports.as_array().unwrap().iter().filter(|p| p["ifname"] == ifname && p["kind"] == "interface").collect()
@@ -199,7 +172,8 @@ fn trunk_carries_two_networks_by_vlan_tag() {
 
     // tcpdump on the trunk, the wire between vswitch and the LAN's switch.
     let pcap = d.dir.join("trunk.pcap");
-    let mut cap = Command::new("tcpdump").args(["-i", &lan.trunk, "-n", "-U", "-w", pcap.to_str().unwrap()]).spawn().unwrap();
+    let mut cap =
+        Command::new("tcpdump").args(["-i", &lan.trunk, "-n", "-U", "--immediate-mode", "-w", pcap.to_str().unwrap()]).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(700));
 
     // Each VLAN interface of the LAN host reaches its own network, both ways.

@@ -210,7 +210,8 @@ mod tests {
         let d = client(MessageType::Discover, &[]);
         let q = parse(&d).unwrap();
         assert_eq!((q.kind, q.xid, q.mac), (Kind::Discover, 0x1234_5678, Mac([2, 0, 0, 0, 0, 7])));
-        let lease = Lease { ip: "10.9.0.50".parse().unwrap(), prefix_len: 24, server: "10.9.0.1".parse().unwrap(), mtu: 1400, lease_secs: 600 };
+        let lease =
+            Lease { ip: "10.9.0.50".parse().unwrap(), prefix_len: 24, server: "10.9.0.1".parse().unwrap(), mtu: 1400, lease_secs: 600 };
         let mut out = [0u8; MAX_REPLY];
         let n = reply(&q, Answer::Offer, &lease, &mut out).unwrap();
         let m = Message::decode(&mut Decoder::new(&out[..n])).unwrap();

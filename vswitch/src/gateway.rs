@@ -148,7 +148,8 @@ impl Gateway {
         let len = UDP_PAYLOAD_OFFSET + payload_len;
         let mut frame = EthernetFrame::new_unchecked(out.get_mut(..len)?);
         self.eth_header(EthernetAddress(dst_mac.0), EthernetProtocol::Ipv4).emit(&mut frame);
-        let ip = Ipv4Repr { src_addr: self.ip, dst_addr: dst_ip, next_header: IpProtocol::Udp, payload_len: 8 + payload_len, hop_limit: 64 };
+        let ip =
+            Ipv4Repr { src_addr: self.ip, dst_addr: dst_ip, next_header: IpProtocol::Udp, payload_len: 8 + payload_len, hop_limit: 64 };
         let mut ip_out = Ipv4Packet::new_unchecked(frame.payload_mut());
         ip.emit(&mut ip_out, &caps);
         let mut udp_out = UdpPacket::new_unchecked(ip_out.into_inner().get_mut(20..)?);
