@@ -217,7 +217,7 @@ pub enum IpamCmd {
 #[derive(Debug, Subcommand)]
 pub enum NetworkCmd {
     /// Create a network
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks
     #[command(visible_alias = "list")]
     Ls,

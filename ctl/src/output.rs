@@ -1010,6 +1010,7 @@ mod tests {
             ifname: if kind == "tap" { format!("vs{id}") } else { String::new() },
             mac: Mac([2, 0, 0, 0, 0, id as u8]),
             offloads: off.iter().map(|s| s.to_string()).collect(),
+            vlan: None,
             rx_packets: u64::from(id) * 10,
             rx_bytes: u64::from(id) * 1000,
             tx_packets: 1,

@@ -15,7 +15,11 @@ use testbed::{eventually, Daemon, Lan};
 /// `events` and configures the address as the client says.
 fn script(dir: &Path, name: &str, events: &Path, body: &str) -> PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{}\n{body}\n", format!("echo \"$1 $reason ip=$ip$new_ip_address router=$router$new_routers dns=$dns$new_domain_name_servers mtu=$mtu$new_interface_mtu\" >> {}", events.display()))).unwrap();
+    let log = format!(
+        "echo \"$1 $reason ip=$ip$new_ip_address router=$router$new_routers dns=$dns$new_domain_name_servers mtu=$mtu$new_interface_mtu\" >> {}",
+        events.display()
+    );
+    std::fs::write(&path, format!("#!/bin/sh\n{log}\n{body}\n")).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     path
 }
@@ -178,8 +182,7 @@ fn rogue_server_is_not_believed_and_bad_messages_are_counted() {
 
     // What reaches the client: tcpdump on its side of the link.
     let pcap = d.dir.join("client.pcap");
-    let mut cap =
-        vm.ns.spawn(&["tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", pcap.to_str().unwrap(), "udp", "port", "67"]);
+    let cap = vm.ns.spawn(&["tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", pcap.to_str().unwrap(), "udp", "port", "67"]);
     std::thread::sleep(Duration::from_millis(700));
     let ev = d.dir.join("events");
     let s = script(&d.dir, "udhcpc.sh", &ev, "");

@@ -276,6 +276,9 @@ mod tests {
             upstreams: Vec::new(),
             endpoints: Vec::new(),
             static_macs: BTreeMap::new(),
+            vlan: None,
+            uplink: None,
+            service_ip: None,
         }
     }
 
@@ -287,6 +290,7 @@ mod tests {
             version: VERSION,
             ula: None,
             peers: Vec::new(),
+            interface_ports: Vec::new(),
             next_network: 2,
             networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")],
         };
@@ -332,6 +336,7 @@ mod tests {
             version: VERSION,
             ula: None,
             peers: Vec::new(),
+            interface_ports: Vec::new(),
             next_network: 2,
             networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")],
         };
