@@ -1023,9 +1023,9 @@ mod tests {
         let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
         assert_eq!(
             out,
-            "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
-             1  net1     gateway  gateway  -            10      1000        1        60  -                         -                   -\n\
-             12  net1     c1       tap      vs12        120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum       1\n"
+            "ID  NETWORK  NAME     KIND     IFNAME  VLAN  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
+             1  net1     gateway  gateway  -          -       10      1000        1        60  -                         -                   -\n\
+             12  net1     c1       tap      vs12       -      120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum       1\n"
         );
     }
 
