@@ -1023,11 +1023,10 @@ impl Engine {
     /// Reads up to [`BUDGET`] frames from `port`, decides them, writes them out. Returns how
     /// many frames were read.
     fn drain(&mut self, port: PortId) -> usize {
-        if self.ifaces.contains_key(&port) {
-            return self.drain_iface(port);
-        }
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else {
-            return 0;
+        let (file, vnet_hdr_len, stats) = match self.ports.get(port.0 as usize) {
+            Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) => (file, vnet_hdr_len, stats),
+            Some(Some(PortIo::Iface { main, .. })) if *main == port => return self.drain_iface(port),
+            _ => return 0,
         };
         if self.storm_paused.iter().any(|&(p, _)| p == port) {
             return 0;
