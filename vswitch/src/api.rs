@@ -20,6 +20,7 @@
 //! | GET | /v1/fdb/stats | | [`FdbStats`] |
 //! | GET | /v1/ports | | `[PortInfo]` |
 //! | POST | /v1/ports | [`PortAdd`] | 201 [`InterfacePort`] |
+//! | GET | /v1/ports/interfaces | | `[InterfacePort]` |
 //! | DELETE | /v1/ports/{interface} | | 204 |
 //! | PATCH | /v1/networks/{name}/endpoints/{endpoint} | [`EndpointUpdate`] | [`Endpoint`] |
 //! | POST | /v1/networks/prune | | [`Pruned`] |
