@@ -52,8 +52,19 @@ fn mac_of(lan: &Lan) -> String {
     v[0]["address"].as_str().unwrap().to_string()
 }
 
-fn udhcpc(lan: &Lan, script: &Path) -> Child {
-    lan.ns.spawn(&[
+/// A client or server process of the test, killed (and reaped) when dropped, so a failing
+/// assertion leaves nothing running.
+struct Bg(Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn udhcpc(lan: &Lan, script: &Path) -> Bg {
+    Bg(lan.ns.spawn(&[
         "busybox",
         "udhcpc",
         "-i",
@@ -70,11 +81,11 @@ fn udhcpc(lan: &Lan, script: &Path) -> Child {
         "mtu",
         "-s",
         script.to_str().unwrap(),
-    ])
+    ]))
 }
 
-fn signal(child: &Child, sig: &str) {
-    let _ = Command::new("kill").args([sig, &child.id().to_string()]).status();
+fn signal(child: &Bg, sig: &str) {
+    let _ = Command::new("kill").args([sig, &child.0.id().to_string()]).status();
 }
 
 #[test]
@@ -112,10 +123,18 @@ fn udhcpc_and_dhclient_get_address_router_dns_mtu_renew_and_release() {
     let renew = wait_event(&ev1, "renew", 2).unwrap_or_else(|| panic!("no renew after restart: {:?}\n{}", events(&ev1), d.log()));
     assert_eq!(field(&renew, "ip"), ip, "{renew}");
 
-    // Release (udhcpc -R releases on exit): the lease goes back to the pool.
+    // Release (udhcpc -R releases on exit): the lease goes back to the pool. (The renew's
+    // script flushed and re-added the address: wait until it is back, or the RELEASE has no
+    // source to leave from.)
+    assert!(eventually(Duration::from_secs(3), || vm1.ns.ping("10.210.0.1", 1)), "the renewed address does not work");
     signal(&client, "-TERM");
-    let _ = client.wait();
-    assert!(eventually(Duration::from_secs(5), || leases(&d, "dh").is_empty()), "released lease still held: {:?}", leases(&d, "dh"));
+    let _ = client.0.wait();
+    assert!(
+        eventually(Duration::from_secs(5), || leases(&d, "dh").is_empty()),
+        "released lease still held: {:?} {}",
+        leases(&d, "dh"),
+        d.ctl_ok(&["port", "ls"])
+    );
 
     // ISC dhclient: bound, then a second run (INIT-REBOOT from its lease file) keeps the
     // address, then -r releases it.
@@ -130,25 +149,35 @@ fn udhcpc_and_dhclient_get_address_router_dns_mtu_renew_and_release() {
     std::fs::write(&conf, "request subnet-mask, routers, domain-name-servers, interface-mtu;\ntimeout 15;\n").unwrap();
     let lease_file = d.dir.join("dhclient.leases");
     let pid_file = d.dir.join("dhclient.pid");
-    let dhclient = |extra: &[&str]| {
-        let mut args = vec!["timeout", "30", "dhclient", "-1", "-cf", conf.to_str().unwrap(), "-sf", s2.to_str().unwrap()];
-        args.extend(["-lf", lease_file.to_str().unwrap(), "-pf", pid_file.to_str().unwrap()]);
-        args.extend_from_slice(extra);
-        args.push("eth0");
-        vm2.ns.exec(&args)
+    let args = |first: &[&'static str]| {
+        let mut a: Vec<String> = first.iter().map(|s| s.to_string()).collect();
+        for (o, v) in [("-cf", &conf), ("-sf", &s2), ("-lf", &lease_file), ("-pf", &pid_file)] {
+            a.extend([o.to_string(), v.to_str().unwrap().to_string()]);
+        }
+        a.push("eth0".into());
+        a
     };
-    let out = dhclient(&[]);
-    assert!(out.status.success(), "dhclient: {}", String::from_utf8_lossy(&out.stderr));
+    // In the foreground (-d), so that the test owns the process.
+    let dhclient = || {
+        let a = args(&["dhclient", "-1", "-d"]);
+        Bg(vm2.ns.spawn(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let first = dhclient();
     let bound = wait_event(&ev2, "BOUND", 1).unwrap_or_else(|| panic!("dhclient got no lease: {:?}", events(&ev2)));
     let ip2 = field(&bound, "ip").to_string();
     assert!(ip2.starts_with("10.210.0.") && ip2 != "10.210.0.1", "{bound}");
     assert_eq!((field(&bound, "router"), field(&bound, "dns"), field(&bound, "mtu")), ("10.210.0.1", "10.210.0.1", "1400"), "{bound}");
     assert!(eventually(Duration::from_secs(3), || vm2.ns.ping("10.210.0.1", 1)), "dhclient's address does not work");
-    let again = dhclient(&[]);
-    assert!(again.status.success(), "dhclient again: {}", String::from_utf8_lossy(&again.stderr));
-    let rebound = events(&ev2).into_iter().filter(|l| l.contains("REBOOT") || l.contains("BOUND")).nth(1).expect("second dhclient run");
+    drop(first);
+    let second = dhclient();
+    let rebooted =
+        eventually(Duration::from_secs(15), || events(&ev2).iter().filter(|l| l.contains("REBOOT") || l.contains("BOUND")).count() >= 2);
+    assert!(rebooted, "no second lease: {:?}", events(&ev2));
+    let rebound = events(&ev2).into_iter().filter(|l| l.contains("REBOOT") || l.contains("BOUND")).nth(1).unwrap();
     assert_eq!(field(&rebound, "ip"), ip2, "{rebound}");
-    let rel = dhclient(&["-r"]);
+    drop(second);
+    let a = args(&["timeout", "30", "dhclient", "-r"]);
+    let rel = vm2.ns.exec(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(rel.status.success(), "dhclient -r: {}", String::from_utf8_lossy(&rel.stderr));
     assert!(eventually(Duration::from_secs(5), || leases(&d, "dh").is_empty()), "dhclient's release not applied: {:?}", leases(&d, "dh"));
 }
@@ -177,12 +206,13 @@ fn rogue_server_is_not_believed_and_bad_messages_are_counted() {
     )
     .unwrap();
     std::fs::write(&leases_file, "").unwrap();
-    let mut server = rogue.ns.spawn(&["busybox", "udhcpd", "-f", "-a", "10", conf.to_str().unwrap()]);
+    let server = Bg(rogue.ns.spawn(&["busybox", "udhcpd", "-f", "-a", "10", conf.to_str().unwrap()]));
     std::thread::sleep(Duration::from_millis(500));
 
     // What reaches the client: tcpdump on its side of the link.
     let pcap = d.dir.join("client.pcap");
-    let cap = vm.ns.spawn(&["tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", pcap.to_str().unwrap(), "udp", "port", "67"]);
+    let cap =
+        Bg(vm.ns.spawn(&["tcpdump", "-i", "eth0", "-n", "-U", "--immediate-mode", "-w", pcap.to_str().unwrap(), "udp", "port", "67"]));
     std::thread::sleep(Duration::from_millis(700));
     let ev = d.dir.join("events");
     let s = script(&d.dir, "udhcpc.sh", &ev, "");
@@ -203,11 +233,15 @@ fn rogue_server_is_not_believed_and_bad_messages_are_counted() {
     // Its offers reach the switch and stop there.
     assert!(eventually(Duration::from_secs(5), || snooped() >= 1), "the rogue server's replies were not dropped");
     signal(&client, "-TERM");
-    let _ = client.wait();
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = client.0.wait();
+    drop(server);
     signal(&cap, "-INT");
-    let capped = cap.wait_with_output().map(|o| String::from_utf8_lossy(&o.stderr).to_string()).unwrap_or_default();
+    let mut cap = cap;
+    let _ = cap.0.wait();
+    let mut capped = String::new();
+    if let Some(mut e) = cap.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut capped);
+    }
     let seen = vm.ns.exec_ok(&["tcpdump", "-r", pcap.to_str().unwrap(), "-n"]);
     assert!(seen.contains("10.211.0.1.67 >"), "the switch's replies are not in the capture ({capped}):\n{seen}");
     assert!(!seen.contains("10.211.0.254.67 >"), "a rogue reply reached the client:\n{seen}");

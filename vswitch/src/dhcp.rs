@@ -74,8 +74,11 @@ pub enum Refused {
 /// # Errors
 /// See [`Refused`].
 pub fn parse(payload: &[u8]) -> Result<Query, Refused> {
-    check_options(payload)?;
-    let msg = Message::decode(&mut Decoder::new(payload)).map_err(|_| Refused::Truncated)?;
+    // dhcproto decodes every option it knows and asserts (in debug builds) on the lengths of
+    // some it never needs here: it gets a copy holding only the options the server reads.
+    let mut kept = [0u8; KEPT_LEN];
+    let n = check_options(payload, &mut kept)?;
+    let msg = Message::decode(&mut Decoder::new(&kept[..n])).map_err(|_| Refused::Truncated)?;
     if msg.opcode() != Opcode::BootRequest || msg.hlen() != 6 || msg.chaddr().len() < 6 {
         return Err(Refused::NotRequest);
     }
@@ -107,24 +110,46 @@ pub fn parse(payload: &[u8]) -> Result<Query, Refused> {
     })
 }
 
+/// The options the server reads, with the one length each may have: message type,
+/// requested address, server identifier.
+const KEPT: [(u8, usize); 3] = [(53, 1), (50, 4), (54, 4)];
+/// The fixed header, the cookie, the kept options and the end marker.
+const KEPT_LEN: usize = FIXED_LEN + 4 + 6 + 6 + 3 + 1;
+
 /// Walks the options as TLVs: each must fit, the list must end with 255, and option 52
-/// (overload) is refused.
-fn check_options(payload: &[u8]) -> Result<(), Refused> {
+/// (overload) is refused. Copies the fixed header, the cookie and the options in [`KEPT`]
+/// (once each, with their length checked) into `kept`; returns the copy's length.
+fn check_options(payload: &[u8], kept: &mut [u8; KEPT_LEN]) -> Result<usize, Refused> {
     if payload.len() < FIXED_LEN + MAGIC.len() || payload[FIXED_LEN..FIXED_LEN + 4] != MAGIC {
         return Err(Refused::Truncated);
     }
+    kept[..FIXED_LEN + 4].copy_from_slice(&payload[..FIXED_LEN + 4]);
+    let (mut out, mut seen) = (FIXED_LEN + 4, [false; KEPT.len()]);
     let mut i = FIXED_LEN + 4;
     while let Some(&code) = payload.get(i) {
         match code {
             0 => i += 1,
-            255 => return Ok(()),
+            255 => {
+                kept[out] = 255;
+                return Ok(out + 1);
+            }
             52 => return Err(Refused::Looping),
             _ => {
                 let len = usize::from(*payload.get(i + 1).ok_or(Refused::Truncated)?);
-                i += 2 + len;
-                if i > payload.len() {
-                    return Err(Refused::Truncated);
+                let value = payload.get(i + 2..i + 2 + len).ok_or(Refused::Truncated)?;
+                if let Some(k) = KEPT.iter().position(|&(c, _)| c == code) {
+                    if KEPT[k].1 != len {
+                        return Err(Refused::Truncated);
+                    }
+                    if !seen[k] {
+                        seen[k] = true;
+                        kept[out] = code;
+                        kept[out + 1] = len as u8;
+                        kept[out + 2..out + 2 + len].copy_from_slice(value);
+                        out += 2 + len;
+                    }
                 }
+                i += 2 + len;
             }
         }
     }
@@ -249,6 +274,14 @@ mod tests {
         let mut ov = d[..240].to_vec();
         ov.extend_from_slice(&[53, 1, 1, 52, 1, 3, 255]);
         assert_eq!(parse(&ov), Err(Refused::Looping));
+        // Options dhcproto would assert on (a 4-byte BLQ time of length 1; a status code of
+        // length 0) are never handed to it; a kept option of the wrong length is refused.
+        let mut odd = d[..240].to_vec();
+        odd.extend_from_slice(&[53, 1, 1, 152, 1, 0, 151, 0, 255]);
+        assert_eq!(parse(&odd).map(|q| q.kind), Ok(Kind::Discover));
+        let mut short = d[..240].to_vec();
+        short.extend_from_slice(&[53, 1, 1, 50, 2, 10, 9, 255]);
+        assert_eq!(parse(&short), Err(Refused::Truncated));
         // A server's message is not a request.
         assert_eq!(parse(&client(MessageType::Offer, &[])), Err(Refused::NotRequest));
     }
