@@ -155,3 +155,63 @@ fn shift_le16(b: &mut [u8], at: usize, by: u16) {
     let v = u16::from_le_bytes([b[at], b[at + 1]]).saturating_add(by);
     b[at..at + 2].copy_from_slice(&v.to_le_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::*;
+
+    /// A datagram socket pair stands in for the packet socket: `send` writes one datagram.
+    fn pair() -> (File, UnixDatagram) {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        (File::from(OwnedFd::from(a)), b)
+    }
+
+    fn frame() -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.extend_from_slice(&[0x45; 40]);
+        f
+    }
+
+    #[test]
+    fn untagged_send_drops_num_buffers() {
+        let (file, peer) = pair();
+        let mut buf = vec![1, 0, 54, 0, 0x5a, 0x05, 34, 0, 16, 0, 0xee, 0xee];
+        buf.extend_from_slice(&frame());
+        assert!(send(&file, &buf, 12, None));
+        let mut got = vec![0u8; 200];
+        let n = (&peer).recv(&mut got).unwrap();
+        // The 10-byte header (no num_buffers), then the frame as it was.
+        assert_eq!(&got[..10], &buf[..10]);
+        assert_eq!(&got[10..n], &buf[12..]);
+    }
+
+    #[test]
+    fn tagged_send_inserts_8021q_and_moves_offsets() {
+        let (file, peer) = pair();
+        // NEEDS_CSUM, TCPv4 GSO, hdr_len 54, gso_size 1370, csum_start 34, csum_offset 16.
+        let mut buf = vec![1, 1, 54, 0, 0x5a, 0x05, 34, 0, 16, 0, 0, 0];
+        buf.extend_from_slice(&frame());
+        assert!(send(&file, &buf, 12, Some(0x6064)));
+        let mut got = vec![0u8; 200];
+        let n = (&peer).recv(&mut got).unwrap();
+        assert_eq!(&got[..2], &[1, 1]);
+        assert_eq!(u16::from_le_bytes([got[2], got[3]]), 58, "hdr_len moves with the tag");
+        assert_eq!(u16::from_le_bytes([got[4], got[5]]), 1370, "gso_size unchanged");
+        assert_eq!(u16::from_le_bytes([got[6], got[7]]), 38, "csum_start moves with the tag");
+        assert_eq!(u16::from_le_bytes([got[8], got[9]]), 16, "csum_offset is relative to csum_start");
+        let f = &got[10..n];
+        assert_eq!(&f[..12], &frame()[..12]);
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0x60, 0x64], "TPID and TCI");
+        assert_eq!(&f[16..], &frame()[12..]);
+        // Without a virtio header (a frame from the tunnel): a zeroed one goes in front.
+        assert!(send(&file, &frame(), 0, Some(100)));
+        let n = (&peer).recv(&mut got).unwrap();
+        assert_eq!(&got[..10], &[0; 10]);
+        assert_eq!(n, 10 + frame().len() + 4);
+        // A runt is refused, not sent.
+        assert!(!send(&file, &[0u8; 20], 12, None));
+    }
+}
