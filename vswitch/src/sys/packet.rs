@@ -182,7 +182,7 @@ mod tests {
         buf.extend_from_slice(&frame());
         assert!(send(&file, &buf, 12, None));
         let mut got = vec![0u8; 200];
-        let n = (&peer).recv(&mut got).unwrap();
+        let n = peer.recv(&mut got).unwrap();
         // The 10-byte header (no num_buffers), then the frame as it was.
         assert_eq!(&got[..10], &buf[..10]);
         assert_eq!(&got[10..n], &buf[12..]);
@@ -196,7 +196,7 @@ mod tests {
         buf.extend_from_slice(&frame());
         assert!(send(&file, &buf, 12, Some(0x6064)));
         let mut got = vec![0u8; 200];
-        let n = (&peer).recv(&mut got).unwrap();
+        let n = peer.recv(&mut got).unwrap();
         assert_eq!(&got[..2], &[1, 1]);
         assert_eq!(u16::from_le_bytes([got[2], got[3]]), 58, "hdr_len moves with the tag");
         assert_eq!(u16::from_le_bytes([got[4], got[5]]), 1370, "gso_size unchanged");
@@ -208,7 +208,7 @@ mod tests {
         assert_eq!(&f[16..], &frame()[12..]);
         // Without a virtio header (a frame from the tunnel): a zeroed one goes in front.
         assert!(send(&file, &frame(), 0, Some(100)));
-        let n = (&peer).recv(&mut got).unwrap();
+        let n = peer.recv(&mut got).unwrap();
         assert_eq!(&got[..10], &[0; 10]);
         assert_eq!(n, 10 + frame().len() + 4);
         // A runt is refused, not sent.
