@@ -258,3 +258,45 @@ fn access_port_with_a_tag_and_bad_input() {
     assert_eq!(std::fs::read(d.dir.join("state/state.json")).unwrap(), state_before, "a refused request changed the state file");
     assert!(lan.ns.ping(&ip, 1), "the good port stopped working");
 }
+
+#[test]
+fn priority_bits_stay_between_tagged_interface_ports() {
+    testbed::ensure_commands(&[("python3", "python3")]);
+    let d = Daemon::start();
+    d.ctl_ok(&["network", "create", "v100", "--subnet", "10.204.0.0/24", "--vlan", "100"]);
+    let (l1, l2) = (Lan::new("ppa-"), Lan::new("ppb-"));
+    d.ctl_ok(&["port", "add", "v100", "--interface", &l1.host, "--vlan", "100"]);
+    d.ctl_ok(&["port", "add", "v100", "--interface", &l2.host, "--vlan", "100"]);
+    let pcap = d.dir.join("l2.pcap");
+    let mut cap = l2.ns.spawn(&[
+        "tcpdump",
+        "-i",
+        "eth0",
+        "-n",
+        "-e",
+        "-U",
+        "--immediate-mode",
+        "-w",
+        pcap.to_str().unwrap(),
+        "ether",
+        "src",
+        "02:00:00:00:00:77",
+    ]);
+    std::thread::sleep(Duration::from_millis(700));
+    // A broadcast frame on VLAN 100 with priority 5 (PCP), and one with priority 0, from l1.
+    let py = r#"
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for pcp in (5, 0):
+    tci = (pcp << 13) | 100
+    s.send(b"\xff" * 6 + bytes.fromhex("020000000077") + b"\x81\x00" + tci.to_bytes(2, "big") + b"\x88\xb5" + bytes([pcp]) * 46)
+"#;
+    l1.ns.exec_ok(&["python3", "-c", py]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-INT", &cap.id().to_string()]).status();
+    let _ = cap.wait();
+    let text = l2.ns.exec_ok(&["tcpdump", "-r", pcap.to_str().unwrap(), "-n", "-e"]);
+    assert!(text.contains("vlan 100, p 5,"), "priority 5 lost on the way:\n{text}\n{}", d.ctl_ok(&["port", "ls"]));
+    assert!(text.contains("vlan 100, p 0,"), "the priority-0 frame is missing:\n{text}");
+}

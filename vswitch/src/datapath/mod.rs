@@ -354,6 +354,9 @@ pub struct Engine {
     removing: Option<PortId>,
     /// Packet captures, as this thread last saw them.
     cap: capture::View,
+    /// The 802.1Q priority (PCP, 3 bits) of the tag each batch slot came with from an
+    /// interface port, kept for the tag it leaves with on another one.
+    slot_pcp: [u8; BUDGET],
     /// Interface ports by their main port: (VLAN id or untagged, port, trusted for DHCP
     /// replies) of each network.
     ifaces: HashMap<PortId, Vec<(Option<u16>, PortId, bool)>>,
@@ -411,6 +414,7 @@ impl Engine {
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
+            slot_pcp: [0; BUDGET],
             ifaces: HashMap::new(),
             dhcp_tx: None,
         }
@@ -1092,6 +1096,7 @@ impl Engine {
             self.starts[n] = start;
             self.lens[n] = r.len;
             self.slot_port[n] = (port, VNET_HDR_LEN);
+            self.slot_pcp[n] = tci.map_or(0, |t| (t >> 13) as u8);
             n += 1;
         }
         self.ifaces.insert(main, members);
@@ -1174,6 +1179,7 @@ impl Engine {
     fn send_from_batch(&mut self, ingress: PortId, to: PortId, i: usize, hdr: usize) {
         let (start, len) = (self.starts[i], self.lens[i]);
         let from_tunnel = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Tunnel { .. })));
+        let from_iface = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Iface { .. })));
         // Split horizon (below) sends nothing from a peer to another peer or to the gateway.
         if self.cap.on && !(from_tunnel && matches!(self.ports.get(to.0 as usize), Some(Some(PortIo::Tunnel { .. } | PortIo::Gateway(_)))))
         {
@@ -1205,7 +1211,9 @@ impl Engine {
                 }
             }
             Some(Some(PortIo::Iface { file, tag, .. })) => {
-                let tag = *tag;
+                // Priority bits stay with a frame from one tagged interface port to another.
+                let pcp = if from_iface { u16::from(self.slot_pcp[i]) << 13 } else { 0 };
+                let tag = tag.map(|vid| vid | pcp);
                 let ok = crate::sys::packet::send(file, &self.bufs[i][start..len], hdr, tag);
                 self.count_tx(to, len - start - hdr, ok);
             }
