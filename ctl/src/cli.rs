@@ -228,7 +228,7 @@ pub enum IpamCmd {
 #[derive(Debug, Subcommand)]
 pub enum NetworkCmd {
     /// Create a network
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List networks
     #[command(visible_alias = "list")]
     Ls,
@@ -295,6 +295,13 @@ pub struct CreateArgs {
     /// A label, repeatable
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// The network's 802.1Q VLAN id (1-4094): its tag on its uplink and on trunk ports
+    #[arg(long, value_name = "ID")]
+    pub vlan: Option<u32>,
+    /// Put the network on the LAN behind this interface of vswitchd's namespace: --subnet and
+    /// --gateway are the LAN's (its router); give vswitch an --ip-range of it
+    #[arg(long, value_name = "IFNAME")]
+    pub uplink: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -382,6 +389,30 @@ pub enum PortCmd {
     /// List ports with their counters (and impairments)
     #[command(visible_alias = "list")]
     Ls,
+    /// Attach an existing interface of vswitchd's namespace (a veth end, a VM's TAP, a NIC)
+    #[command(group(ArgGroup::new("tagging").args(["vlan", "trunk"])))]
+    Add {
+        /// Network name (with --trunk: one of the trunk's networks, or the native network of
+        /// untagged frames when its VLAN id is not listed)
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        network: String,
+        /// The interface
+        #[arg(long, value_name = "IFNAME")]
+        interface: String,
+        /// Frames on the interface carry this 802.1Q VLAN id (1-4094)
+        #[arg(long, value_name = "ID")]
+        vlan: Option<u32>,
+        /// A trunk: each VLAN id carries the network created with that --vlan, tagged
+        #[arg(long, value_name = "ID[,ID...]", value_delimiter = ',')]
+        trunk: Vec<u32>,
+    },
+    /// Take an interface port off its networks (the interface stays)
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// The interface
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
+        interface: String,
+    },
     /// Impair a container's link inside the switch: delay, jitter, loss, rate, reorder,
     /// duplicate, seeded (a run repeats frame for frame); a change applies live
     Impair(ImpairArgs),

@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use vswitch::api::{
     AttachRequest, ClusterHost, ClusterStatus, Distribution, DnsRecord, DnsStats, DnsUpstreams, DnsUpstreamsSet, EgressStats, Endpoint,
-    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, LiveFrame, Loss, Network,
-    NetworkCreate, NetworkDetail, Peer, PeerAdd, PortInfo, Proto, Pruned, Publication, PublishRule, Trace, TraceRequest, TunnelKey,
-    Version, WorkerInfo, PREFIX,
+    EndpointUpdate, FdbAdd, FdbEntry, FdbFlush, FdbStats, Flushed, GcReport, ImpairRequest, Impairment, InterfacePort, LiveFrame, Loss,
+    Network, NetworkCreate, NetworkDetail, Peer, PeerAdd, PortAdd, PortInfo, Proto, Pruned, Publication, PublishRule, Trace, TraceRequest,
+    TunnelKey, Version, WorkerInfo, PREFIX,
 };
 
 use ctl::cli::{
@@ -139,6 +139,11 @@ fn plan(command: &Command) -> Result<Call, Failure> {
         Command::Fdb(FdbCmd::Stats) => Call::get(format!("{PREFIX}/fdb/stats")),
         Command::Port(PortCmd::Ls) => Call::get(format!("{PREFIX}/ports")),
         Command::Port(PortCmd::Impair(args)) => Call::post(format!("{PREFIX}/ports/impair"), &impair_request(args)?),
+        Command::Port(PortCmd::Add { network, interface, vlan, trunk }) => Call::post(
+            format!("{PREFIX}/ports"),
+            &PortAdd { network: network.clone(), interface: interface.clone(), vlan: *vlan, trunk: trunk.clone() },
+        ),
+        Command::Port(PortCmd::Rm { interface }) => Call::delete(format!("{PREFIX}/ports/{}", enc(interface))),
         Command::Endpoint(EndpointCmd::Rename { network, name, new_name }) => {
             Call::patch(endpoint_path(network, name), &EndpointUpdate { name: Some(new_name.clone()), ..Default::default() })
         }
@@ -253,6 +258,8 @@ fn network_create(args: &CreateArgs) -> NetworkCreate {
         mtu: args.mtu,
         internal: args.internal,
         labels: args.labels.iter().cloned().collect(),
+        vlan: args.vlan,
+        uplink: args.uplink.clone(),
     }
 }
 
@@ -391,6 +398,8 @@ fn human_out(command: &Command, reply: &Reply) -> Result<String, Failure> {
         Command::Fdb(FdbCmd::Stats) => output::fdb_stats(&decode::<FdbStats>(reply)?),
         Command::Port(PortCmd::Ls) => output::ports(&decode::<Vec<PortInfo>>(reply)?),
         Command::Port(PortCmd::Impair(_)) => output::port_impairments(&decode::<PortInfo>(reply)?),
+        Command::Port(PortCmd::Add { .. }) => output::interface_port(&decode::<InterfacePort>(reply)?),
+        Command::Port(PortCmd::Rm { interface }) => format!("removed interface port {interface}\n"),
         Command::Endpoint(EndpointCmd::Rename { name, .. }) => output::endpoint_renamed(name, &decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Alias { .. }) => output::aliases_set(&decode::<Endpoint>(reply)?),
         Command::Endpoint(EndpointCmd::Srv { .. }) => output::srv_set(&decode::<Endpoint>(reply)?),
@@ -457,6 +466,8 @@ mod tests {
             (&["fdb", "flush"], Method::POST, "/v1/fdb/flush"),
             (&["fdb", "add", "net1", "02:42:ac:11:00:02", "c1"], Method::POST, "/v1/fdb"),
             (&["port", "ls"], Method::GET, "/v1/ports"),
+            (&["port", "add", "n", "--interface", "veth1", "--trunk", "100,200"], Method::POST, "/v1/ports"),
+            (&["port", "rm", "veth1"], Method::DELETE, "/v1/ports/veth1"),
             (&["network", "create", "n", "--subnet", "10.0.0.0/8"], Method::POST, "/v1/networks"),
             (&["attach", "net1", "--pid", "7"], Method::POST, "/v1/networks/net1/endpoints"),
             (&["endpoint", "rename", "net1", "c1", "c2"], Method::PATCH, "/v1/networks/net1/endpoints/c1"),

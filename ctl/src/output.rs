@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use vswitch::api::{
-    ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, LiveFrame, Network,
-    NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
+    ClusterHost, ClusterStatus, DnsRecord, DnsStats, DnsUpstreams, EgressStats, Endpoint, FdbEntry, FdbStats, Flushed, InterfacePort,
+    LiveFrame, Network, NetworkDetail, Peer, PortInfo, Publication, Trace, TunnelKey, Version, WorkerInfo,
 };
 use vswitch::Mac;
 
@@ -248,6 +248,15 @@ pub fn network_detail(d: &NetworkDetail) -> String {
         fields.push(("Subnet6", s6.clone()));
         fields.push(("Gateway6", g6.to_string()));
     }
+    if let Some(v) = n.vlan {
+        fields.push(("VLAN", v.to_string()));
+    }
+    if let Some(u) = &n.uplink {
+        fields.push(("Uplink", u.clone()));
+    }
+    if let Some(d) = n.dns_address {
+        fields.push(("DNS", d.to_string()));
+    }
     fields.extend([
         ("MTU", n.mtu.to_string()),
         ("Internal", if n.internal { "yes" } else { "no" }.to_string()),
@@ -259,6 +268,12 @@ pub fn network_detail(d: &NetworkDetail) -> String {
     if !d.endpoint_list.is_empty() {
         out.push('\n');
         out.push_str(&endpoint_table(&d.endpoint_list));
+    }
+    if !d.dhcp_leases.is_empty() {
+        use Align::*;
+        let rows: Vec<Vec<String>> = d.dhcp_leases.iter().map(|l| vec![l.ip.to_string(), l.mac.clone()]).collect();
+        out.push('\n');
+        out.push_str(&table(&[("DHCP LEASE", Left), ("MAC", Left)], &rows));
     }
     out
 }
@@ -609,6 +624,19 @@ pub fn port_impairments(p: &PortInfo) -> String {
     out
 }
 
+/// What `port add` made: the interface and each network it carries.
+pub fn interface_port(p: &InterfacePort) -> String {
+    let members: Vec<String> = p
+        .members
+        .iter()
+        .map(|m| match m.vlan {
+            Some(v) => format!("{} (VLAN {v}, port {})", m.network, m.port),
+            None => format!("{} (untagged, port {})", m.network, m.port),
+        })
+        .collect();
+    format!("added interface port {}: {}\n", p.interface, members.join(", "))
+}
+
 pub fn ports(ports: &[PortInfo]) -> String {
     let mut out = ports_table(ports);
     let mut sorted: Vec<&PortInfo> = ports.iter().filter(|p| p.impair_ingress.is_some() || p.impair_egress.is_some()).collect();
@@ -635,6 +663,7 @@ fn ports_table(ports: &[PortInfo]) -> String {
                 p.name.clone(),
                 p.kind.clone(),
                 p.ifname.clone(),
+                p.vlan.map_or_else(|| "-".to_string(), |v| v.to_string()),
                 p.rx_packets.to_string(),
                 p.rx_bytes.to_string(),
                 p.tx_packets.to_string(),
@@ -652,6 +681,7 @@ fn ports_table(ports: &[PortInfo]) -> String {
             ("NAME", Left),
             ("KIND", Left),
             ("IFNAME", Left),
+            ("VLAN", Right),
             ("RX_PKTS", Right),
             ("RX_BYTES", Right),
             ("TX_PKTS", Right),
@@ -800,6 +830,9 @@ mod tests {
             egress: false,
             labels: BTreeMap::new(),
             endpoints,
+            vlan: None,
+            uplink: None,
+            dns_address: None,
         }
     }
 
@@ -915,6 +948,7 @@ mod tests {
             network: n,
             usage: Usage { total: 253, in_use: 2, available: 251 },
             endpoint_list: vec![endpoint("web", 3, &["www", "site"]), endpoint("db", 2, &[])],
+            dhcp_leases: vec![],
         };
         let out = network_detail(&d);
         assert_eq!(
@@ -1063,6 +1097,7 @@ mod tests {
             ifname: if kind == "tap" { format!("vs{id}") } else { String::new() },
             mac: Mac([2, 0, 0, 0, 0, id as u8]),
             offloads: off.iter().map(|s| s.to_string()).collect(),
+            vlan: None,
             rx_packets: u64::from(id) * 10,
             rx_bytes: u64::from(id) * 1000,
             tx_packets: 1,
@@ -1077,9 +1112,9 @@ mod tests {
         let out = ports(&[p(12, "c1", "tap", drops_map, &["vnet_hdr", "csum"]), p(1, "gateway", "gateway", BTreeMap::new(), &[])]);
         assert_eq!(
             out,
-            "ID  NETWORK  NAME     KIND     IFNAME  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
-             1  net1     gateway  gateway  -            10      1000        1        60  -                         -                   -\n\
-             12  net1     c1       tap      vs12        120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum       1\n"
+            "ID  NETWORK  NAME     KIND     IFNAME  VLAN  RX_PKTS  RX_BYTES  TX_PKTS  TX_BYTES  DROPS                     OFFLOADS       WORKER\n \
+             1  net1     gateway  gateway  -          -       10      1000        1        60  -                         -                   -\n\
+             12  net1     c1       tap      vs12       -      120     12000        1        60  bad_source=7,too_short=2  vnet_hdr,csum       1\n"
         );
     }
 

@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; frame.len() + 64];
     match GW.handle(&frame, &mut out, ctl & 0x10 != 0) {
         Outcome::Reply(n) => assert!((14..=out.len()).contains(&n)),
-        Outcome::Dns(q) => assert!(q.payload.end <= frame.len() && q.payload.start <= q.payload.end),
+        Outcome::Dns(q) | Outcome::Dhcp(q) => assert!(q.payload.end <= frame.len() && q.payload.start <= q.payload.end),
         Outcome::DnsTcp { ip, .. } | Outcome::Routed { ip } => assert!(ip.end <= frame.len() && ip.start <= ip.end),
         Outcome::Ignored | Outcome::Malformed => {}
     }

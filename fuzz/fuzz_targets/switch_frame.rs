@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let mut out = vec![0u8; frame.len() + 64];
     match gw.handle(frame, &mut out, ctl & 1 != 0) {
         Outcome::Reply(n) => assert!(n <= out.len() && n >= 14),
-        Outcome::Dns(q) => assert!(q.payload.end <= frame.len()),
+        Outcome::Dns(q) | Outcome::Dhcp(q) => assert!(q.payload.end <= frame.len()),
         Outcome::DnsTcp { ip, .. } | Outcome::Routed { ip } => assert!(ip.end <= frame.len()),
         Outcome::Ignored | Outcome::Malformed => {}
     }

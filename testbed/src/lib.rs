@@ -580,6 +580,35 @@ impl Drop for Netns {
     }
 }
 
+/// A veth pair: `host` in vswitchd's (the root) namespace, `eth0` in the namespace `ns` (a
+/// "LAN" or a VM behind an interface port). Deleted on drop.
+#[derive(Debug)]
+pub struct Lan {
+    pub host: String,
+    pub ns: Netns,
+}
+
+impl Lan {
+    pub fn new(prefix: &str) -> Lan {
+        let ns = Netns::new(prefix);
+        let host = unique("vp");
+        run_ok("ip", &["link", "add", &host, "type", "veth", "peer", "name", "eth0", "netns", &ns.name]);
+        run_ok("ip", &["link", "set", &host, "up"]);
+        ns.exec_ok(&["ip", "link", "set", "eth0", "up"]);
+        Lan { host, ns }
+    }
+
+    pub fn host_link_exists(&self) -> bool {
+        Command::new("ip").args(["link", "show", &self.host]).output().is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host]).output();
+    }
+}
+
 /// The stdout of a command that ran in `place`; panics with its output when it failed.
 fn stdout_of_success(out: Output, cmd: &[&str], place: &str) -> String {
     assert!(

@@ -20,6 +20,9 @@
 //! | GET | /v1/fdb/stats | | [`FdbStats`] |
 //! | GET | /v1/ports | | `[PortInfo]` |
 //! | POST | /v1/ports/impair | [`ImpairRequest`] | [`PortInfo`] |
+//! | POST | /v1/ports | [`PortAdd`] | 201 [`InterfacePort`] |
+//! | GET | /v1/ports/interfaces | | `[InterfacePort]` |
+//! | DELETE | /v1/ports/{interface} | | 204 |
 //! | PATCH | /v1/networks/{name}/endpoints/{endpoint} | [`EndpointUpdate`] | [`Endpoint`] |
 //! | POST | /v1/networks/prune | | [`Pruned`] |
 //! | POST | /v1/ipam/gc | | [`GcReport`] |
@@ -109,6 +112,14 @@ pub struct NetworkCreate {
     pub host_loopback: Vec<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The network's 802.1Q VLAN id (1-4094): how its frames are tagged on its uplink and on
+    /// trunk ports that list it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u32>,
+    /// An interface of vswitchd's namespace that joins the network to a LAN: the subnet and
+    /// gateway are the LAN's (its router), the switch answers DNS at an address of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
 }
 
 /// A network as listed.
@@ -139,6 +150,53 @@ pub struct Network {
     pub egress: bool,
     pub labels: BTreeMap<String, String>,
     pub endpoints: usize,
+    /// The network's 802.1Q VLAN id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The interface joining it to a LAN, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// Where the switch answers DNS (and ARP, ping) on an uplink network: an address of the
+    /// pool, since the gateway is the LAN's router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_address: Option<Ipv4Addr>,
+}
+
+/// `POST /v1/ports`: attach an interface of vswitchd's namespace to a network.
+///
+/// Without `vlan` or `trunk` the port is an access port (untagged frames, one network). With
+/// `vlan` its frames carry that 802.1Q tag. With `trunk`, each listed VLAN id stands for the
+/// network of that id (`NetworkCreate::vlan`), carried tagged; `network` is then one of them,
+/// or, when it has no VLAN id among them, the native network of untagged frames.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PortAdd {
+    pub network: String,
+    pub interface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunk: Vec<u32>,
+}
+
+/// One network an interface port carries.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortMember {
+    pub network: String,
+    /// The 802.1Q VLAN id of its frames on the interface (`None`: untagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    pub port: PortId,
+}
+
+/// An interface port (`POST /v1/ports` answers it).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InterfacePort {
+    pub interface: String,
+    pub members: Vec<PortMember>,
+    /// The network whose uplink this is (made and removed with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_of: Option<String>,
 }
 
 /// Address usage of a network's subnet.
@@ -157,6 +215,16 @@ pub struct NetworkDetail {
     pub network: Network,
     pub usage: Usage,
     pub endpoint_list: Vec<Endpoint>,
+    /// Addresses the DHCP server leased (to clients behind interface ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcp_leases: Vec<DhcpLease>,
+}
+
+/// A DHCP lease: an IPAM lease owned by `dhcp:MAC`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DhcpLease {
+    pub ip: Ipv4Addr,
+    pub mac: String,
 }
 
 /// `POST /v1/networks/{name}/endpoints`: attach a container's network namespace.
@@ -489,6 +557,9 @@ pub struct PortInfo {
     pub mac: Mac,
     /// Offloads negotiated with the kernel (`vnet_hdr`, `csum`, `tso4`, `tso6`, `ufo`/`uso`).
     pub offloads: Vec<String>,
+    /// An interface port's 802.1Q VLAN id for this network (none: untagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
     pub rx_packets: u64,
     pub rx_bytes: u64,
     pub tx_packets: u64,
@@ -689,6 +760,12 @@ pub enum ErrorCode {
     /// Cluster mode: the store (etcd) does not answer, so a cluster operation cannot be done
     /// now (the data plane keeps working; try again when it is back).
     ClusterUnavailable,
+    /// No such interface in vswitchd's network namespace.
+    InterfaceNotFound,
+    /// The interface is already a port.
+    InterfaceInUse,
+    /// A VLAN id out of 1-4094, or one no network has.
+    InvalidVlan,
     Internal,
     /// A code this build does not know (sent by a newer daemon).
     #[serde(other)]
@@ -700,12 +777,12 @@ impl ErrorCode {
     pub const fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidName | InvalidSubnet | InvalidAddress | InvalidMtu | AddressOutOfRange => 400,
+            InvalidRequest | InvalidName | InvalidSubnet | InvalidAddress | InvalidMtu | AddressOutOfRange | InvalidVlan => 400,
             PermissionDenied => 403,
-            NetworkNotFound | EndpointNotFound | NetnsNotFound | FdbEntryNotFound | NotFound => 404,
+            NetworkNotFound | EndpointNotFound | NetnsNotFound | FdbEntryNotFound | NotFound | InterfaceNotFound => 404,
             MethodNotAllowed => 405,
             NetworkExists | NetworkInUse | SubnetOverlap | EndpointExists | AddressTaken | PoolExhausted | MacTaken | FdbFull
-            | PortInUse => 409,
+            | PortInUse | InterfaceInUse => 409,
             PayloadTooLarge => 413,
             Internal | Unknown => 500,
             ClusterUnavailable => 503,
@@ -740,6 +817,9 @@ impl ErrorCode {
             PayloadTooLarge => "payload_too_large",
             PortInUse => "port_in_use",
             ClusterUnavailable => "cluster_unavailable",
+            InterfaceNotFound => "interface_not_found",
+            InterfaceInUse => "interface_in_use",
+            InvalidVlan => "invalid_vlan",
             Internal => "internal",
             Unknown => "unknown",
         }

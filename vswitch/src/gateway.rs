@@ -31,6 +31,9 @@ pub enum Outcome {
     Malformed,
     /// A DNS query over UDP to the gateway: the caller answers it.
     Dns(UdpQuery),
+    /// A DHCP client's message (UDP to port 67, broadcast or to the gateway): the caller
+    /// answers it.
+    Dhcp(UdpQuery),
     /// A TCP segment to the gateway's DNS port: the IPv4 packet at `ip` goes to the caller's
     /// TCP stack.
     DnsTcp { client_mac: Mac, ip: Range<usize> },
@@ -51,6 +54,9 @@ pub struct UdpQuery {
 
 /// The DNS port the gateway serves.
 pub const DNS_PORT: u16 = 53;
+/// DHCP's server and client ports.
+pub const DHCP_SERVER_PORT: u16 = 67;
+pub const DHCP_CLIENT_PORT: u16 = 68;
 /// Where a reply's UDP payload starts in the frame: Ethernet (14) + IPv4 (20) + UDP (8).
 pub const UDP_PAYLOAD_OFFSET: usize = 42;
 /// The same over IPv6: Ethernet (14) + IPv6 (40) + UDP (8).
@@ -87,6 +93,7 @@ impl Gateway {
         match eth.ethertype() {
             EthernetProtocol::Arp => self.arp(&eth, out),
             EthernetProtocol::Ipv4 if Mac(eth.dst_addr().0) == self.mac => self.ipv4(&eth, out, csum_partial),
+            EthernetProtocol::Ipv4 if eth.dst_addr().is_broadcast() => self.dhcp_broadcast(&eth, csum_partial),
             // Neighbour solicitations come multicast (flooded to every port, this one too).
             EthernetProtocol::Ipv6 if self.ip6.is_some() => self.ipv6(&eth, out, csum_partial),
             _ => Outcome::Ignored,
@@ -131,6 +138,40 @@ impl Gateway {
         // The payload is already in place: emit only writes the header and the checksum.
         udp.emit(&mut udp_out, &src, &dst, payload_len, |_| {}, &caps);
         Some(len)
+    }
+
+    /// Wraps a DHCP reply whose payload the caller wrote at `out[UDP_PAYLOAD_OFFSET..]`: from
+    /// the gateway's port 67 to `dst_ip`:68, in a frame to `dst_mac`. Returns the frame length,
+    /// or `None` when `out` is too short.
+    pub fn finish_dhcp_reply(&self, dst_mac: Mac, dst_ip: Ipv4Addr, payload_len: usize, out: &mut [u8]) -> Option<usize> {
+        let caps = ChecksumCapabilities::default();
+        let len = UDP_PAYLOAD_OFFSET + payload_len;
+        let mut frame = EthernetFrame::new_unchecked(out.get_mut(..len)?);
+        self.eth_header(EthernetAddress(dst_mac.0), EthernetProtocol::Ipv4).emit(&mut frame);
+        let ip =
+            Ipv4Repr { src_addr: self.ip, dst_addr: dst_ip, next_header: IpProtocol::Udp, payload_len: 8 + payload_len, hop_limit: 64 };
+        let mut ip_out = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut ip_out, &caps);
+        let mut udp_out = UdpPacket::new_unchecked(ip_out.into_inner().get_mut(20..)?);
+        let udp = UdpRepr { src_port: DHCP_SERVER_PORT, dst_port: DHCP_CLIENT_PORT };
+        udp.emit(&mut udp_out, &IpAddress::Ipv4(self.ip), &IpAddress::Ipv4(dst_ip), payload_len, |_| {}, &caps);
+        Some(len)
+    }
+
+    /// A broadcast IPv4 frame: a DHCP client's message (to 255.255.255.255 or the gateway,
+    /// UDP port 67), or not the gateway's.
+    fn dhcp_broadcast(&self, eth: &EthernetFrame<&[u8]>, csum_partial: bool) -> Outcome {
+        let caps = ChecksumCapabilities::default();
+        let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Outcome::Ignored };
+        let Ok(ip_repr) = Ipv4Repr::parse(&ip, &caps) else { return Outcome::Ignored };
+        if ip_repr.next_header != IpProtocol::Udp || !(ip_repr.dst_addr.is_broadcast() || ip_repr.dst_addr == self.ip) {
+            return Outcome::Ignored;
+        }
+        match self.udp(eth, &ip, &ip_repr, csum_partial) {
+            d @ Outcome::Dhcp(_) => d,
+            // Malformed broadcasts are not addressed to the gateway: not its drop to count.
+            _ => Outcome::Ignored,
+        }
     }
 
     fn arp(&self, eth: &EthernetFrame<&[u8]>, out: &mut [u8]) -> Outcome {
@@ -215,17 +256,19 @@ impl Gateway {
         }
         let Ok(udp) = UdpPacket::new_checked(l4) else { return Outcome::Malformed };
         let Ok(repr) = UdpRepr::parse(&udp, &addrs.0, &addrs.1, &caps) else { return Outcome::Malformed };
-        if repr.dst_port != DNS_PORT {
-            return Outcome::Ignored;
-        }
         // Offsets of the UDP payload inside the Ethernet frame.
         let at = EthernetFrame::<&[u8]>::header_len() + ip_len;
-        Outcome::Dns(UdpQuery {
+        let q = UdpQuery {
             client_mac: Mac(eth.src_addr().0),
             client_ip: addrs.0.into(),
             client_port: repr.src_port,
             payload: at + 8..at + usize::from(udp.len()),
-        })
+        };
+        match repr.dst_port {
+            DNS_PORT => Outcome::Dns(q),
+            DHCP_SERVER_PORT if matches!(addrs.0, IpAddress::Ipv4(_)) && repr.src_port == DHCP_CLIENT_PORT => Outcome::Dhcp(q),
+            _ => Outcome::Ignored,
+        }
     }
 
     fn icmp(&self, eth: &EthernetFrame<&[u8]>, ip: &Ipv4Packet<&[u8]>, ip_repr: &Ipv4Repr, out: &mut [u8]) -> Outcome {

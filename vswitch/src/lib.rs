@@ -21,6 +21,8 @@ pub mod types;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod datapath;
+#[cfg(feature = "daemon")]
+pub mod dhcp;
 #[cfg(feature = "state")]
 pub mod state;
 #[cfg(feature = "daemon")]

@@ -34,6 +34,28 @@ pub struct Snapshot {
     /// Tunnel peers (the private key lives in its own 0600 file, `tunnel.key`).
     #[serde(default)]
     pub peers: Vec<PeerState>,
+    /// Interface ports (existing interfaces of the daemon's namespace on networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interface_ports: Vec<IfacePortState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IfacePortState {
+    pub interface: String,
+    /// The network whose uplink it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_of: Option<String>,
+    pub members: Vec<MemberState>,
+}
+
+/// One network an interface port carries, untagged or with a VLAN id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberState {
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +92,15 @@ pub struct NetworkState {
     /// Static MAC table entries: MAC → endpoint name.
     #[serde(default)]
     pub static_macs: BTreeMap<Mac, String>,
+    /// The network's 802.1Q VLAN id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The interface joining it to a LAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    /// On an uplink network: the pool address the switch answers at (leased in `pool`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_ip: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +276,9 @@ mod tests {
             upstreams: Vec::new(),
             endpoints: Vec::new(),
             static_macs: BTreeMap::new(),
+            vlan: None,
+            uplink: None,
+            service_ip: None,
         }
     }
 
@@ -256,6 +290,7 @@ mod tests {
             version: VERSION,
             ula: None,
             peers: Vec::new(),
+            interface_ports: Vec::new(),
             next_network: 2,
             networks: vec![net("a", 0, "10.1.0.0/24"), net("b", 1, "10.2.0.0/24")],
         };
@@ -301,6 +336,7 @@ mod tests {
             version: VERSION,
             ula: None,
             peers: Vec::new(),
+            interface_ports: Vec::new(),
             next_network: 2,
             networks: vec![net("a", 0, "10.1.0.0/24"), net("a", 1, "10.2.0.0/24")],
         };

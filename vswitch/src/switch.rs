@@ -64,10 +64,19 @@ pub enum DropReason {
     /// unknown unicast) or that come from sources it may not learn (over its MAC limit) than
     /// its token bucket allows ([`StormConfig`]).
     Storm,
+    /// From an interface port: a frame whose 802.1Q tag names no network the port carries, or
+    /// an untagged frame on a trunk without a native network; set by the datapath.
+    Vlan,
+    /// A DHCP client's message that is truncated or overloads its options into `sname`/
+    /// `file` (never followed); set by the datapath.
+    DhcpMalformed,
+    /// A DHCP server's reply (UDP 67 -> 68) from an interface port that is no uplink: a rogue
+    /// server (DHCP snooping); set by the datapath.
+    DhcpSnoop,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::TooShort,
         DropReason::TooLong,
@@ -82,6 +91,9 @@ impl DropReason {
         DropReason::NdSpoof,
         DropReason::Unsupported,
         DropReason::Storm,
+        DropReason::Vlan,
+        DropReason::DhcpMalformed,
+        DropReason::DhcpSnoop,
     ];
 
     /// Position in [`DropReason::ALL`] and in [`PortCounters::drops`].
@@ -105,6 +117,9 @@ impl DropReason {
             DropReason::NdSpoof => "nd_spoof",
             DropReason::Unsupported => "unsupported",
             DropReason::Storm => "storm",
+            DropReason::Vlan => "vlan",
+            DropReason::DhcpMalformed => "dhcp_malformed",
+            DropReason::DhcpSnoop => "dhcp_snoop",
         }
     }
 }

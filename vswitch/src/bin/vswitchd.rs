@@ -316,6 +316,7 @@ fn run(args: Args) -> Result<(), String> {
     rt.block_on(async move {
         tracing::info!(upstreams = ?upstreams, "DNS forwarding");
         let control = Arc::new(Control::new(dp, netns, opts, dns_counters, upstreams, dns_timeout));
+        vswitch::control::ops::dhcp::start(control.clone());
         control.start_background();
         if let Some(c) = &cluster {
             control.set_cluster(c.clone());

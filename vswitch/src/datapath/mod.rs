@@ -66,6 +66,30 @@ pub enum PortIo {
     Gateway(Gateway),
     /// A peer host, for one network (`tag` travels sealed with each frame).
     Tunnel { peer: tunnel::PeerId, tag: u32 },
+    /// One network of an interface port (a packet socket on an interface of the daemon's
+    /// namespace, `sys::packet`): its frames leave with the 802.1Q TCI `tag` when set,
+    /// untagged otherwise. Every network of the interface shares `file`; `main` is the port
+    /// whose token epoll reports and whose entry in `Engine::ifaces` says which tag is whose.
+    Iface { file: Arc<File>, tag: Option<u16>, main: PortId },
+}
+
+/// The networks an interface port carries: (VLAN id or `None` for untagged frames, port).
+#[derive(Debug, Clone)]
+pub struct IfaceMember {
+    pub vlan: Option<u16>,
+    pub port: PortId,
+    pub network: NetworkId,
+    pub mtu: u32,
+    /// DHCP servers may answer from here (an uplink: the LAN's own server is behind it).
+    pub trusted: bool,
+}
+
+/// A DHCP client's message from an interface port, for the control plane to lease from IPAM.
+#[derive(Debug, Clone)]
+pub struct DhcpRequest {
+    pub gw_port: PortId,
+    pub port: PortId,
+    pub query: crate::dhcp::Query,
 }
 
 /// What a container port sees of DNS: the networks whose names it may resolve (its own first)
@@ -362,6 +386,14 @@ pub struct Engine {
     /// Wakes the loop when the next impaired frame is due, to the nanosecond (epoll's timeout
     /// has milliseconds).
     imp_timer: Option<crate::sys::timer::Timer>,
+    /// The 802.1Q priority (PCP, 3 bits) of the tag each batch slot came with from an
+    /// interface port, kept for the tag it leaves with on another one.
+    slot_pcp: [u8; BUDGET],
+    /// Interface ports by their main port: (VLAN id or untagged, port, trusted for DHCP
+    /// replies) of each network.
+    ifaces: HashMap<PortId, Vec<(Option<u16>, PortId, bool)>>,
+    /// Where DHCP clients' messages go (the control plane).
+    dhcp_tx: Option<tokio::sync::mpsc::Sender<DhcpRequest>>,
 }
 
 impl Engine {
@@ -423,6 +455,9 @@ impl Engine {
             imp_out: Vec::new(),
             releasing: false,
             imp_timer: None,
+            slot_pcp: [0; BUDGET],
+            ifaces: HashMap::new(),
+            dhcp_tx: None,
         }
     }
 
@@ -442,6 +477,34 @@ impl Engine {
                 self.dns.views.resize(i + 1, None);
             }
             self.dns.views[i] = Some(std::sync::Arc::new(view));
+        }
+    }
+
+    /// Where DHCP clients' messages are sent.
+    pub fn set_dhcp(&mut self, tx: tokio::sync::mpsc::Sender<DhcpRequest>) {
+        self.dhcp_tx = Some(tx);
+    }
+
+    /// Hands a DHCP client's message to the control plane; dropped when its queue is full.
+    fn ask_dhcp(&mut self, req: DhcpRequest) {
+        let port = req.port;
+        if self.dhcp_tx.as_ref().is_none_or(|tx| tx.try_send(req).is_err()) {
+            self.count_drop(port, DropReason::Overload);
+        }
+    }
+
+    /// Sends the control plane's DHCP answer to `q` from the gateway on `gw_port`.
+    pub fn send_dhcp_reply(&mut self, gw_port: PortId, q: &crate::dhcp::Query, answer: crate::dhcp::Answer, lease: &crate::dhcp::Lease) {
+        let Some(Some(PortIo::Gateway(gw))) = self.ports.get(gw_port.0 as usize) else { return };
+        let gw = *gw;
+        let at = VNET_HDR_LEN + crate::gateway::UDP_PAYLOAD_OFFSET;
+        let Some(n) = crate::dhcp::reply(q, answer, lease, &mut self.reply[at..]) else { return };
+        // RFC 2131 4.1: to a renewing client's address; else broadcast (the client has none).
+        let renewing = !q.ciaddr.is_unspecified() && answer != crate::dhcp::Answer::Nak;
+        let dst_ip = if renewing { q.ciaddr } else { std::net::Ipv4Addr::BROADCAST };
+        let dst_mac = if q.broadcast && !renewing { Mac([0xff; 6]) } else { q.mac };
+        if let Some(len) = gw.finish_dhcp_reply(dst_mac, dst_ip, n, &mut self.reply[VNET_HDR_LEN..]) {
+            self.send_gateway_reply(gw_port, len);
         }
     }
 
@@ -949,16 +1012,17 @@ impl Engine {
         let mut last_grant = None;
         for i in 0..n {
             let (port, hdr) = self.slot_port[i];
-            if self.imp.any() && !self.releasing && self.imp.offer(port, impaired::Dir::Ingress, now, &self.bufs[i][..self.lens[i]], hdr) {
+            let (start, len) = (self.starts[i], self.lens[i]);
+            if self.imp.any() && !self.releasing && self.imp.offer(port, impaired::Dir::Ingress, now, &self.bufs[i][start..len], hdr) {
                 // Held (or lost) on its way in: decided when released. A drop verdict sends
                 // nothing and counts nothing.
                 self.verdicts[i] = Verdict::Drop(DropReason::NoRoute);
                 continue;
             }
-            let (gso, frame) = split_vnet(&self.bufs[i][..self.lens[i]], hdr);
+            let (gso, frame) = split_vnet(&self.bufs[i][start..len], hdr);
             self.verdicts[i] = self.switch.handle_frame(now, port, frame, gso);
             if self.cap.on {
-                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][..self.lens[i]], hdr, Some(self.verdicts[i]));
+                self.cap.offer_decided(port, capture::Dir::In, &self.bufs[i][start..len], hdr, Some(self.verdicts[i]));
             }
             if self.verdicts[i] == Verdict::Drop(DropReason::Storm) {
                 // Storm control: the worker reading this TAP pauses it (worker::STORM_PAUSE).
@@ -1041,11 +1105,14 @@ impl Engine {
         }
     }
 
-    /// Reads a batch from `port` ([`Engine::read_tap`]). Returns whether it is still readable
-    /// (stopped at a budget, or a worker reads it now: then it is tried again).
+    /// Reads a batch from `port` ([`Engine::read_tap`], or the interface port's socket).
+    /// Returns whether it is still readable (stopped at a budget, or a worker reads it now:
+    /// then it is tried again).
     fn drain(&mut self, port: PortId) -> bool {
-        let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else {
-            return false;
+        let stats = match self.ports.get(port.0 as usize) {
+            Some(Some(PortIo::Tap { stats, .. })) => stats,
+            Some(Some(PortIo::Iface { main, .. })) if *main == port => return self.drain_iface(port) == BUDGET,
+            _ => return false,
         };
         if self.storm_paused.iter().any(|&(p, _)| p == port) {
             return false;
@@ -1127,6 +1194,113 @@ impl Engine {
         }
     }
 
+    /// Reads up to [`BUDGET`] frames from the interface port whose main port is `main`, gives
+    /// each to the port of its VLAN (tag taken off), decides them, writes them out.
+    fn drain_iface(&mut self, main: PortId) -> usize {
+        let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) else { return 0 };
+        let file = file.clone();
+        let Some(members) = self.ifaces.remove(&main) else { return 0 };
+        let (mut n, mut reads) = (0, 0);
+        while reads < BUDGET {
+            let r = match crate::sys::packet::recv(&file, &mut self.bufs[n]) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(port = main.0, error = %e, "interface port read failed");
+                    break;
+                }
+            };
+            reads += 1;
+            if r.truncated {
+                self.count_drop(main, DropReason::TooLong);
+                continue;
+            }
+            let (mut start, mut tci) = (0, r.vlan_tci);
+            if tci.is_none() && self.bufs[n].get(VNET_HDR_LEN + 12..VNET_HDR_LEN + 14) == Some(&[0x81, 0x00]) && r.len >= VNET_HDR_LEN + 18
+            {
+                // A tag the kernel left in the frame: take it out here.
+                let b = &mut self.bufs[n];
+                tci = Some(u16::from_be_bytes([b[VNET_HDR_LEN + 14], b[VNET_HDR_LEN + 15]]));
+                b.copy_within(0..VNET_HDR_LEN + 12, 4);
+                start = 4;
+                segment::untag_vnet_offsets(&mut b[start..start + VNET_HDR_LEN], 4);
+            }
+            let vlan = tci.map(|t| t & 0x0fff);
+            let Some(&(_, port, trusted)) = members.iter().find(|(v, _, _)| *v == vlan) else {
+                self.count_drop(main, DropReason::Vlan);
+                continue;
+            };
+            if !trusted && is_dhcp_reply(&self.bufs[n][start + VNET_HDR_LEN..r.len]) {
+                self.count_drop(port, DropReason::DhcpSnoop);
+                continue;
+            }
+            self.starts[n] = start;
+            self.lens[n] = r.len;
+            self.slot_port[n] = (port, VNET_HDR_LEN);
+            self.slot_pcp[n] = tci.map_or(0, |t| (t >> 13) as u8);
+            self.slot_reader[n] = 0;
+            n += 1;
+        }
+        self.ifaces.insert(main, members);
+        self.decide_batch(n, false);
+        reads
+    }
+
+    /// Adds an interface port: one switch port per network it carries, all on `file` (a
+    /// packet socket, see `sys::packet`); epoll reports it under the first member's port.
+    ///
+    /// # Errors
+    /// When the core refuses a port or epoll cannot watch the socket (nothing is left added).
+    pub fn add_iface(&mut self, file: File, members: &[IfaceMember]) -> io::Result<()> {
+        let Some(main) = members.first().map(|m| m.port) else { return Err(io::Error::other("an interface port needs a network")) };
+        for (k, m) in members.iter().enumerate() {
+            if let Err(e) = self.switch.add_port(m.port, PortConfig { network: m.network, max_frame: max_frame(m.mtu) }) {
+                for m in &members[..k] {
+                    let _ = self.switch.remove_port(m.port);
+                }
+                return Err(io::Error::other(e));
+            }
+        }
+        let file = Arc::new(file);
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(main), Interest::READABLE) {
+            for m in members {
+                let _ = self.switch.remove_port(m.port);
+            }
+            return Err(e);
+        }
+        for m in members {
+            self.set_port(m.port, Some(PortIo::Iface { file: file.clone(), tag: m.vlan, main }));
+        }
+        self.ifaces.insert(main, members.iter().map(|m| (m.vlan, m.port, m.trusted)).collect());
+        self.mark_ready(main);
+        Ok(())
+    }
+
+    /// Removes an interface port (every network it carries); the interface itself stays.
+    pub fn remove_iface(&mut self, main: PortId) {
+        let Some(members) = self.ifaces.remove(&main) else { return };
+        // Frames workers handed over towards these ports are decided while they still exist.
+        self.removing = Some(main);
+        let mut queued = self.from_workers.len();
+        while queued > 0 {
+            let n = self.decide_for_workers();
+            if n == 0 {
+                break;
+            }
+            queued = queued.saturating_sub(n);
+        }
+        self.removing = None;
+        if let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
+        }
+        for (_, port, _) in members {
+            let _ = self.switch.remove_port(port);
+            self.egress.forget_port(port);
+            self.set_port(port, None);
+        }
+        self.publish_generation();
+    }
+
     /// Sends frame `i` of the batch (read from `ingress`) where its verdict says.
     fn emit(&mut self, ingress: PortId, i: usize, hdr: usize) {
         match self.verdicts[i] {
@@ -1147,6 +1321,7 @@ impl Engine {
     fn send_from_batch(&mut self, ingress: PortId, to: PortId, i: usize, hdr: usize) {
         let (start, len) = (self.starts[i], self.lens[i]);
         let from_tunnel = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Tunnel { .. })));
+        let from_iface = matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Iface { .. })));
         // Split horizon (below) sends nothing from a peer to another peer or to the gateway.
         if self.cap.on && !(from_tunnel && matches!(self.ports.get(to.0 as usize), Some(Some(PortIo::Tunnel { .. } | PortIo::Gateway(_)))))
         {
@@ -1187,6 +1362,13 @@ impl Engine {
                     self.count_tx(to, len - start - hdr, ok);
                 }
             }
+            Some(Some(PortIo::Iface { file, tag, .. })) => {
+                // Priority bits stay with a frame from one tagged interface port to another.
+                let pcp = if from_iface { u16::from(self.slot_pcp[i]) << 13 } else { 0 };
+                let tag = tag.map(|vid| vid | pcp);
+                let ok = crate::sys::packet::send(file, &self.bufs[i][start..len], hdr, tag);
+                self.count_tx(to, len - start - hdr, ok);
+            }
             // Split horizon: what came from one peer never goes to another.
             Some(Some(PortIo::Tunnel { .. })) if from_tunnel => {}
             Some(Some(PortIo::Tunnel { peer, tag })) => {
@@ -1224,6 +1406,19 @@ impl Engine {
                     Outcome::Dns(q) => {
                         self.count_tx(to, frame.len(), true);
                         self.answer_dns(ingress, to, gw, q, i, hdr);
+                    }
+                    Outcome::Dhcp(q) => {
+                        self.count_tx(to, frame.len(), true);
+                        // DHCP is served on interface ports (containers are wired over netlink).
+                        if matches!(self.ports.get(ingress.0 as usize), Some(Some(PortIo::Iface { .. }))) {
+                            let base = start + hdr;
+                            let payload = self.bufs[i].get(base + q.payload.start..base + q.payload.end).unwrap_or_default();
+                            match crate::dhcp::parse(payload) {
+                                Ok(query) => self.ask_dhcp(DhcpRequest { gw_port: to, port: ingress, query }),
+                                Err(crate::dhcp::Refused::NotRequest) => {}
+                                Err(_) => self.count_drop(ingress, DropReason::DhcpMalformed),
+                            }
+                        }
                     }
                     Outcome::Routed { .. } if !self.egress.serves(to) => self.count_drop(ingress, DropReason::NoRoute),
                     Outcome::Routed { ip } => {
@@ -1362,13 +1557,21 @@ impl Engine {
         }
         for k in 0..self.gw_out.len() {
             let to = self.gw_out[k];
-            if let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get_mut(to.0 as usize) {
-                let start = VNET_HDR_LEN - *vnet_hdr_len;
-                if self.imp.any() && self.imp.offer(to, impaired::Dir::Egress, now, &self.reply[start..VNET_HDR_LEN + n], *vnet_hdr_len) {
-                    continue;
+            match self.ports.get_mut(to.0 as usize) {
+                Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) => {
+                    let start = VNET_HDR_LEN - *vnet_hdr_len;
+                    if self.imp.any() && self.imp.offer(to, impaired::Dir::Egress, now, &self.reply[start..VNET_HDR_LEN + n], *vnet_hdr_len)
+                    {
+                        continue;
+                    }
+                    let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
+                    self.count_tx(to, n, ok);
                 }
-                let ok = write_frame(file, &self.reply[start..VNET_HDR_LEN + n]);
-                self.count_tx(to, n, ok);
+                Some(Some(PortIo::Iface { file, tag, .. })) => {
+                    let ok = crate::sys::packet::send(file, &self.reply[..VNET_HDR_LEN + n], VNET_HDR_LEN, *tag);
+                    self.count_tx(to, n, ok);
+                }
+                _ => {}
             }
         }
     }
@@ -1643,6 +1846,16 @@ fn egress_frame(o: &mut egress::Out, hdr: usize) -> Option<usize> {
         vh.write(&mut o.buf[..VNET_HDR_LEN]);
     }
     Some(14 + ip_len)
+}
+
+/// An IPv4 UDP datagram from port 67 to port 68 (a DHCP server's reply), untagged.
+fn is_dhcp_reply(frame: &[u8]) -> bool {
+    if frame.get(12..14) != Some(&[0x08, 0x00]) || frame.get(23) != Some(&17) {
+        return false;
+    }
+    let ihl = usize::from(frame.get(14).map_or(0, |b| b & 0x0f)) * 4;
+    let udp = 14 + ihl;
+    frame.get(udp..udp + 4) == Some(&[0, 67, 0, 68])
 }
 
 /// Splits a TAP read into (is a GSO super-frame, the Ethernet frame).

@@ -32,6 +32,14 @@ const TCP_FIN: u8 = 0x01;
 /// The largest IP packet a super-frame may hold (the IPv4 total length is 16 bits).
 const MAX_IP_LEN: usize = 65535;
 
+/// [`VnetHdr::untag`] on the header at the start of `b` (unchanged when `b` is too short).
+pub fn untag_vnet_offsets(b: &mut [u8], by: u16) {
+    if let Some(mut vh) = VnetHdr::parse(b) {
+        vh.untag(by);
+        vh.write(b);
+    }
+}
+
 /// The 12-byte little-endian `virtio_net_hdr_v1` in front of each frame on a vnet TAP.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VnetHdr {
@@ -71,6 +79,17 @@ impl VnetHdr {
         b[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
         b[10..12].fill(0);
         true
+    }
+
+    /// Moves the offsets into the frame (`csum_start` when the checksum is partial, `hdr_len`
+    /// when set) back by `by` bytes, for a frame that lost an 802.1Q tag in front of them.
+    pub fn untag(&mut self, by: u16) {
+        if self.flags & F_NEEDS_CSUM != 0 {
+            self.csum_start = self.csum_start.saturating_sub(by);
+        }
+        if self.hdr_len != 0 {
+            self.hdr_len = self.hdr_len.saturating_sub(by);
+        }
     }
 
     /// A TCP super-frame (ECN bit aside).

@@ -154,6 +154,10 @@ impl Engine {
                 steps.push(step("gateway", "dropped", "for the gateway but malformed (bad length or checksum): no_route".into()));
                 ("drop", Some("no_route".into()))
             }
+            Outcome::Dhcp(_) => {
+                steps.push(step("dhcp", "to the DHCP server", "a DHCP client's message: answered from an interface port only".into()));
+                ("gateway", None)
+            }
             Outcome::Dns(q) => {
                 let query = frame.get(q.payload.clone()).unwrap_or_default();
                 let Some(view) = self.dns.views.get(ingress.0 as usize).cloned().flatten() else {

@@ -443,3 +443,127 @@ pub(crate) fn timerfd_set(fd: BorrowedFd<'_>, after: std::time::Duration) -> io:
     // asked for (null).
     check(unsafe { libc::timerfd_settime(fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) }).map(drop)
 }
+
+/// `socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL))`.
+pub(crate) fn packet_socket() -> io::Result<OwnedFd> {
+    let proto = c_int::from((libc::ETH_P_ALL as u16).to_be());
+    // SAFETY: socket takes no pointers; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
+    let fd = check(fd)?;
+    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `setsockopt(fd, SOL_PACKET, opt, value)` for an integer option.
+pub(crate) fn set_packet_opt_int(fd: BorrowedFd<'_>, opt: c_int, value: c_int) -> io::Result<()> {
+    // SAFETY: fd is valid for the call; the option value points at a live c_int and the
+    // length passed is its exact size.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            opt,
+            &value as *const c_int as *const libc::c_void,
+            size_of::<c_int>() as libc::socklen_t,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Binds a packet socket to the interface `ifindex` (all protocols).
+pub(crate) fn packet_bind(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_ll is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = c_int::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: fd is valid; the address points at a live sockaddr_ll and the length is its size.
+    let ret = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const libc::sockaddr_ll as *const libc::sockaddr,
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `PACKET_ADD_MEMBERSHIP` with `PACKET_MR_PROMISC` on `ifindex`: the interface is promiscuous
+/// for as long as the socket is open (the kernel counts, so other users are unaffected).
+pub(crate) fn packet_promisc(fd: BorrowedFd<'_>, ifindex: u32) -> io::Result<()> {
+    // SAFETY: an all-zero packet_mreq is a valid value.
+    let mut mr: libc::packet_mreq = unsafe { std::mem::zeroed() };
+    mr.mr_ifindex = c_int::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    mr.mr_type = libc::PACKET_MR_PROMISC as u16;
+    // SAFETY: fd is valid; the option value points at a live packet_mreq of the length given.
+    let ret = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mr as *const libc::packet_mreq as *const libc::c_void,
+            size_of::<libc::packet_mreq>() as libc::socklen_t,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// What one `recvmsg` on a packet socket returned.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketRecv {
+    /// Bytes written into the two buffers together.
+    pub len: usize,
+    /// The 802.1Q TCI the kernel took off the frame (`PACKET_AUXDATA`), if it had a tag.
+    pub vlan_tci: Option<u16>,
+    /// The frame was longer than the buffers.
+    pub truncated: bool,
+}
+
+/// Receives one frame from a packet socket into `head` then `rest` (scatter), with its
+/// `PACKET_AUXDATA`. `Err(WouldBlock)` when nothing is queued.
+pub(crate) fn packet_recv(fd: BorrowedFd<'_>, head: &mut [u8], rest: &mut [u8]) -> io::Result<PacketRecv> {
+    let mut iov = [
+        libc::iovec { iov_base: head.as_mut_ptr() as *mut libc::c_void, iov_len: head.len() },
+        libc::iovec { iov_base: rest.as_mut_ptr() as *mut libc::c_void, iov_len: rest.len() },
+    ];
+    let mut cbuf = [0u64; 8];
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = 2;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = size_of::<[u64; 8]>() as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (over `head` and `rest`, exclusively borrowed) and
+        // `cbuf`, all alive for the call and of the lengths given; the kernel writes no more.
+        let ret = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
+        if ret >= 0 {
+            break ret as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut vlan_tci = None;
+    // SAFETY: after recvmsg, msg_control/msg_controllen describe the control messages the
+    // kernel wrote into `cbuf`; CMSG_FIRSTHDR/NXTHDR stay within msg_controllen, and a
+    // PACKET_AUXDATA payload is one `tpacket_auxdata`, read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_PACKET
+                && (*cmsg).cmsg_type == libc::PACKET_AUXDATA
+                && (*cmsg).cmsg_len as usize >= libc::CMSG_LEN(size_of::<libc::tpacket_auxdata>() as u32) as usize
+            {
+                let aux: libc::tpacket_auxdata = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::tpacket_auxdata);
+                if aux.tp_status & libc::TP_STATUS_VLAN_VALID != 0 {
+                    vlan_tci = Some(aux.tp_vlan_tci);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let room = head.len() + rest.len();
+    Ok(PacketRecv { len: n.min(room), vlan_tci, truncated: n > room || msg.msg_flags & libc::MSG_TRUNC != 0 })
+}

@@ -14,6 +14,7 @@ pub mod lock;
 pub mod log;
 pub mod netlink;
 pub mod netns;
+pub mod packet;
 pub mod tap;
 pub mod timer;
 pub mod userns;

@@ -137,6 +137,8 @@ pub enum SysError {
     InvalidName(String),
     #[error("interface {0:?} already exists in the target network namespace; choose another name or delete it")]
     Exists(String),
+    #[error("no interface {0:?} in vswitchd's network namespace")]
+    NoInterface(String),
     #[error("{op}: {source}")]
     Io { op: &'static str, source: io::Error },
     #[error("netlink: {op} failed: {message}")]

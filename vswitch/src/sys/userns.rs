@@ -177,6 +177,8 @@ impl From<&SysError> for WireError {
             SysError::PermissionDenied(m) => WireError::PermissionDenied { message: m.clone() },
             SysError::InvalidName(m) => WireError::InvalidName { message: m.clone() },
             SysError::Exists(n) => WireError::Exists { name: n.clone() },
+            // Interface ports are opened in the daemon itself, never in the helper.
+            SysError::NoInterface(n) => WireError::NetnsNotFound { message: format!("no interface {n:?}") },
             SysError::Io { op, source } => WireError::Io { op: op.to_string(), errno: source.raw_os_error(), message: source.to_string() },
             SysError::Netlink { op, message } => WireError::Netlink { op: op.to_string(), message: message.clone() },
         }

@@ -366,6 +366,12 @@ async fn route(control: &Control, req: Request<Incoming>, method: &Method, path:
         }
         (&Method::GET, ["ports"]) => ok(&control.ports().await?),
         (&Method::POST, ["ports", "impair"]) => ok(&control.impair(body(req).await?).await?),
+        (&Method::POST, ["ports"]) => created(&control.add_port(body(req).await?).await?),
+        (&Method::GET, ["ports", "interfaces"]) => ok(&control.interface_ports().await),
+        (&Method::DELETE, ["ports", interface]) => {
+            control.remove_port(interface).await?;
+            Ok(no_content())
+        }
         (&Method::GET, ["workers"]) => ok(&control.workers().await?),
         (&Method::POST, ["networks", name, "endpoints", ep, "publish"]) => created(&control.publish(name, ep, body(req).await?).await?),
         (&Method::GET, ["publish"]) => ok(&control.publications().await),
@@ -403,7 +409,7 @@ fn known_path(segs: &[&str]) -> bool {
             | ["fdb", "stats"]
             | ["fdb", _, _]
             | ["ports"]
-            | ["ports", "impair"]
+            | ["ports", _]
             | ["workers"]
             | ["networks", _, "dns"]
             | ["dns", "records"]

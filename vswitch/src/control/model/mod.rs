@@ -12,11 +12,13 @@
 //! the time) as arguments.
 
 pub mod cluster;
+mod dhcp;
 mod dns;
 pub mod docker;
 mod endpoints;
 mod errors;
 mod fdb;
+mod ifports;
 mod names;
 mod networks;
 mod peers;
@@ -30,9 +32,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ipnet::Ipv6Net;
 
+pub use dhcp::{lease_owner, DECLINED, LEASE_SECS};
 pub use endpoints::{AttachPlan, NetnsInfo};
 use errors::no_network;
 pub use errors::{internal, tunnel_off};
+pub use ifports::{check_vlan, IfPortPlan, SERVICE_OWNER};
 pub use names::{b64, check_name, default_endpoint_name, parse_key, parse_srv, parse_upstream};
 pub use networks::{NetworkPlan, RemovePlan, MTU_MAX, MTU_MIN};
 pub use peers::{PeerPlan, PeerRow};
@@ -87,6 +91,8 @@ pub struct Model {
     assembly: HashMap<(String, String), Assembly>,
     /// Generation of our last announcement (milliseconds since the epoch, or higher).
     announced: u64,
+    /// Interface ports by interface name.
+    ifports: BTreeMap<String, ifports::IfPort>,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +122,13 @@ struct Net {
     upstreams: Vec<String>,
     /// Static MAC table entries: MAC → endpoint name (or `gateway`).
     static_macs: BTreeMap<Mac, String>,
+    /// 802.1Q VLAN id (its tag on its uplink and on trunks).
+    vlan: Option<u16>,
+    /// The interface joining it to a LAN.
+    uplink: Option<String>,
+    /// On an uplink network, the pool address the switch's gateway port answers at (the
+    /// pool's gateway is the LAN's router).
+    service_ip: Option<Ipv4Addr>,
 }
 
 #[derive(Debug)]
@@ -141,6 +154,7 @@ pub struct PortRow {
     pub ifname: String,
     pub mac: Mac,
     pub offloads: Vec<String>,
+    pub vlan: Option<u16>,
 }
 
 impl Model {
@@ -156,6 +170,7 @@ impl Model {
             remote: BTreeMap::new(),
             assembly: HashMap::new(),
             announced: 0,
+            ifports: BTreeMap::new(),
         }
     }
 
@@ -196,6 +211,9 @@ impl Model {
                         })
                         .collect(),
                     static_macs: n.static_macs.clone(),
+                    vlan: n.vlan,
+                    uplink: n.uplink.clone(),
+                    service_ip: n.service_ip,
                 })
                 .collect(),
             peers: self
@@ -207,6 +225,7 @@ impl Model {
                     networks: p.networks.iter().map(|(n, _)| n.clone()).collect(),
                 })
                 .collect(),
+            interface_ports: self.ifport_states(),
         }
     }
 
@@ -252,6 +271,7 @@ impl Model {
                 ifname: String::new(),
                 mac: net.gw_mac,
                 offloads: Vec::new(),
+                vlan: None,
             });
             for ep in net.endpoints.values() {
                 let a = &ep.api;
@@ -263,6 +283,21 @@ impl Model {
                     ifname: a.ifname.clone(),
                     mac: a.mac,
                     offloads: ep.offloads.clone(),
+                    vlan: None,
+                });
+            }
+        }
+        for (ifname, p) in &self.ifports {
+            for m in &p.members {
+                rows.push(PortRow {
+                    id: m.port,
+                    network: m.network.clone(),
+                    name: ifname.clone(),
+                    kind: "interface",
+                    ifname: ifname.clone(),
+                    mac: Mac::default(),
+                    offloads: vec!["vnet_hdr".into()],
+                    vlan: m.vlan,
                 });
             }
         }
@@ -276,6 +311,7 @@ impl Model {
                     ifname: String::new(),
                     mac: Mac::default(),
                     offloads: Vec::new(),
+                    vlan: None,
                 });
             }
         }
@@ -306,7 +342,7 @@ impl Net {
     }
 
     fn gateway(&self) -> Gateway {
-        Gateway { ip: self.pool.gateway(), mac: self.gw_mac, ip6: self.pool6.as_ref().map(|p| p.gateway()) }
+        Gateway { ip: self.service_ip.unwrap_or(self.pool.gateway()), mac: self.gw_mac, ip6: self.pool6.as_ref().map(|p| p.gateway()) }
     }
 
     fn to_api(&self, name: &str) -> Network {
@@ -337,6 +373,9 @@ impl Net {
             egress: self.egress,
             labels: self.labels.clone(),
             endpoints: self.endpoints.len(),
+            vlan: self.vlan,
+            uplink: self.uplink.clone(),
+            dns_address: self.service_ip,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct NetworkPlan {
     pub mtu: u32,
     pub internal: bool,
     pub host_loopback: Vec<String>,
+    /// Its uplink interface, and its VLAN id.
+    pub uplink: Option<String>,
+    pub vlan: Option<u16>,
 }
 
 /// A network about to go: its ports, for the datapath.
@@ -36,6 +39,8 @@ pub struct RemovePlan {
     pub id: NetworkId,
     pub gw_port: PortId,
     pub endpoint_ports: Vec<PortId>,
+    /// Its uplink's interface port (main port), removed with it.
+    pub uplink: Option<(String, PortId)>,
 }
 
 impl Model {
@@ -65,6 +70,22 @@ impl Model {
         if self.networks.contains_key(&req.name) {
             return Err(ApiError::new(ErrorCode::NetworkExists, format!("network {} already exists", req.name)));
         }
+        let vlan = req.vlan.map(super::check_vlan).transpose()?;
+        if let Some((other, _)) = vlan.and_then(|v| self.networks.iter().find(|(_, n)| n.vlan == Some(v))) {
+            return Err(ApiError::new(ErrorCode::InvalidVlan, format!("VLAN id {} is already network {other}'s", vlan.unwrap_or(0))));
+        }
+        if let Some(up) = &req.uplink {
+            crate::sys::netns::validate_ifname(up).map_err(|e| ApiError::new(ErrorCode::InvalidName, e.to_string()))?;
+            if req.overlay || req.ipv6 || req.subnet6.is_some() {
+                return Err(ApiError::new(ErrorCode::InvalidRequest, "a network with an uplink is IPv4 only and not an overlay"));
+            }
+            if req.subnet.is_none() {
+                return Err(ApiError::new(ErrorCode::InvalidSubnet, "a network with an uplink needs --subnet (and --gateway): the LAN's"));
+            }
+            if self.ifports.contains_key(up) {
+                return Err(ApiError::new(ErrorCode::InterfaceInUse, format!("interface {up} is already a port; remove it first")));
+            }
+        }
         let in_use = self.subnets_in_use();
         let subnet = match subnet {
             Some(s) => s,
@@ -93,7 +114,14 @@ impl Model {
         if (opts6.range.is_some() || !opts6.aux.is_empty()) && subnet6.is_none() {
             return Err(ApiError::new(ErrorCode::InvalidAddress, "an IPv6 range or aux address needs an IPv6 subnet"));
         }
-        let pool = ipam::Pool::with_options(subnet, gateway, opts4).map_err(setup_error)?;
+        let mut pool = ipam::Pool::with_options(subnet, gateway, opts4).map_err(setup_error)?;
+        // On a LAN the gateway is its router: the switch answers DNS at an address of its own.
+        let service_ip = match &req.uplink {
+            Some(_) => Some(pool.allocate_for(super::SERVICE_OWNER).map_err(|e| {
+                ApiError::new(ErrorCode::PoolExhausted, format!("no address left for the switch's DNS in the network's range: {e}"))
+            })?),
+            None => None,
+        };
         let pool6 = subnet6.map(|net6| ipam::Pool6::with_options(net6, gw6, opts6).map_err(setup_error)).transpose()?;
         self.check_overlaps(pool.subnet(), pool6.as_ref().map(|p| p.subnet()))?;
 
@@ -110,12 +138,15 @@ impl Model {
             mtu,
             internal: req.internal,
             overlay: req.overlay,
-            egress: self.cfg.egress && !req.internal,
+            egress: self.cfg.egress && !req.internal && req.uplink.is_none(),
             host_loopback: req.host_loopback,
             labels: req.labels,
             endpoints: BTreeMap::new(),
             upstreams: Vec::new(),
             static_macs: BTreeMap::new(),
+            vlan,
+            uplink: req.uplink,
+            service_ip,
         };
         let plan = plan_of(&req.name, &net);
         let api = net.to_api(&req.name);
@@ -191,13 +222,21 @@ impl Model {
                 format!("network {name} is carried by tunnel peer {key}; remove the peer (or re-add it without this network) first"),
             ));
         }
+        if let Some((i, _, _)) = self.ifports_of(name).into_iter().find(|(_, _, uplink)| !uplink) {
+            return Err(ApiError::new(
+                ErrorCode::NetworkInUse,
+                format!("network {name} is carried by interface port {i}; remove it first (`vswitchctl port rm {i}`)"),
+            ));
+        }
         if !net.endpoints.is_empty() && !force {
             return Err(ApiError::new(
                 ErrorCode::NetworkInUse,
                 format!("network {name} has {} endpoint(s) attached; detach them or remove with --force", net.endpoints.len()),
             ));
         }
-        let plan = RemovePlan { id: net.id, gw_port: net.gw_port, endpoint_ports: net.endpoints.values().map(|e| e.api.port).collect() };
+        let uplink = self.ifports_of(name).into_iter().find(|(_, _, up)| *up).map(|(i, p, _)| (i, p));
+        let plan =
+            RemovePlan { id: net.id, gw_port: net.gw_port, endpoint_ports: net.endpoints.values().map(|e| e.api.port).collect(), uplink };
         for ep in self.net_mut(name)?.endpoints.values_mut() {
             ep.phase = Phase::Detaching;
         }
@@ -206,6 +245,9 @@ impl Model {
 
     /// Forgets a network and everything on it (after the datapath let go of it).
     pub fn finish_remove_network(&mut self, name: &str) {
+        for (i, _, _) in self.ifports_of(name) {
+            self.forget_ifport(&i);
+        }
         let Some(net) = self.networks.remove(name) else { return };
         for ep in net.endpoints.values() {
             self.ports.give_back(ep.api.port);
@@ -241,12 +283,15 @@ impl Model {
             mtu: n.mtu,
             internal: n.internal,
             overlay: n.overlay,
-            egress: self.cfg.egress && !n.internal,
+            egress: self.cfg.egress && !n.internal && n.uplink.is_none(),
             host_loopback: n.host_loopback.clone(),
             labels: n.labels.clone(),
             endpoints: BTreeMap::new(),
             upstreams: n.upstreams.clone(),
             static_macs: BTreeMap::new(),
+            vlan: n.vlan,
+            uplink: n.uplink.clone(),
+            service_ip: n.service_ip,
         };
         let plan = plan_of(&n.name, &net);
         self.networks.insert(n.name.clone(), net);
@@ -261,10 +306,16 @@ impl Model {
     pub fn ipam_gc(&mut self) -> GcReport {
         let mut released = Vec::new();
         for (name, net) in self.networks.iter_mut() {
-            let live: BTreeSet<String> = net.endpoints.keys().cloned().collect();
-            let ips: BTreeSet<Ipv4Addr> = net.endpoints.values().map(|e| e.api.ip).collect();
+            let mut live: BTreeSet<String> = net.endpoints.keys().cloned().collect();
+            let mut ips: BTreeSet<Ipv4Addr> = net.endpoints.values().map(|e| e.api.ip).collect();
+            if let Some(s) = net.service_ip {
+                live.insert(super::SERVICE_OWNER.to_string());
+                ips.insert(s);
+            }
+            // DHCP clients' leases are live until released (or the network goes).
+            ips.extend(net.pool.leases().filter(|(_, o)| o.starts_with("dhcp:")).map(|(a, _)| a));
             let ip6s: BTreeSet<Ipv6Addr> = net.endpoints.values().filter_map(|e| e.api.ip6).collect();
-            let is_live = |owner: &str| live.contains(owner);
+            let is_live = |owner: &str| live.contains(owner) || owner.starts_with("dhcp:");
             let mut gone: Vec<String> = net.pool.gc(&is_live).into_iter().map(|a| a.to_string()).collect();
             let unowned: Vec<Ipv4Addr> = net.pool.used().filter(|a| !ips.contains(a)).collect();
             for a in unowned {
@@ -295,6 +346,8 @@ fn plan_of(name: &str, net: &Net) -> NetworkPlan {
         mtu: net.mtu,
         internal: net.internal,
         host_loopback: net.host_loopback.clone(),
+        uplink: net.uplink.clone(),
+        vlan: net.vlan,
     }
 }
 

@@ -77,6 +77,11 @@ impl Model {
             }
         }
         let net = self.net(network)?;
+        if let Some(up) = &net.uplink {
+            return Err(invalid(format!(
+                "network {network} is on the LAN behind {up}: its containers are reached at their own addresses, nothing is published"
+            )));
+        }
         if !net.egress {
             return Err(invalid(format!("network {network} is internal: nothing is published into it")));
         }

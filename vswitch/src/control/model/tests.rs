@@ -359,3 +359,98 @@ proptest! {
         }
     }
 }
+
+fn port_add(network: &str, interface: &str, vlan: Option<u32>, trunk: &[u32]) -> crate::api::PortAdd {
+    crate::api::PortAdd { network: network.into(), interface: interface.into(), vlan, trunk: trunk.to_vec() }
+}
+
+#[test]
+fn interface_ports_are_validated_first() {
+    let mut m = model();
+    m.create_network(NetworkCreate { vlan: Some(100), ..net("a", "10.1.0.0/24") }, &[]).unwrap();
+    m.create_network(NetworkCreate { vlan: Some(200), ..net("b", "10.2.0.0/24") }, &[]).unwrap();
+    m.create_network(net("c", "10.3.0.0/24"), &[]).unwrap();
+    let trunk = m.add_ifport(&port_add("c", "veth1", None, &[100, 200]), true, None).unwrap();
+    // c has no VLAN id on the trunk: it is the native network of untagged frames.
+    let members: Vec<_> = trunk.members.iter().map(|mb| mb.vlan).collect();
+    assert_eq!(members, vec![None, Some(100), Some(200)]);
+    let before = m.snapshot();
+    let code = |r: Result<IfPortPlan, ApiError>| r.map(|_| ()).unwrap_err().error.code;
+    assert_eq!(code(m.add_ifport(&port_add("a", "veth2", None, &[]), false, None)), ErrorCode::InterfaceNotFound);
+    assert_eq!(code(m.add_ifport(&port_add("a", "veth1", None, &[]), true, None)), ErrorCode::InterfaceInUse);
+    for bad in [0, 4095, 70000] {
+        assert_eq!(code(m.add_ifport(&port_add("a", "veth2", Some(bad), &[]), true, None)), ErrorCode::InvalidVlan, "{bad}");
+    }
+    assert_eq!(code(m.add_ifport(&port_add("a", "veth2", None, &[100, 100]), true, None)), ErrorCode::InvalidVlan);
+    assert_eq!(code(m.add_ifport(&port_add("a", "veth2", None, &[300]), true, None)), ErrorCode::InvalidVlan);
+    assert_eq!(code(m.add_ifport(&port_add("a", "veth2", Some(5), &[6]), true, None)), ErrorCode::InvalidRequest);
+    assert_eq!(code(m.add_ifport(&port_add("x", "veth2", None, &[]), true, None)), ErrorCode::NetworkNotFound);
+    assert_eq!(code(m.add_ifport(&port_add("a", "bad/name", None, &[]), true, None)), ErrorCode::InvalidName);
+    let dup = m.create_network(NetworkCreate { vlan: Some(100), ..net("d", "10.4.0.0/24") }, &[]).map(|_| ()).unwrap_err();
+    assert_eq!(dup.error.code, ErrorCode::InvalidVlan);
+    assert_eq!(m.snapshot(), before, "a refused request changed the model");
+    // A network carried by a port is not removed under it; the port goes first.
+    assert_eq!(m.begin_remove_network("a", true).map(|_| ()).unwrap_err().error.code, ErrorCode::NetworkInUse);
+    m.forget_ifport("veth1");
+    assert!(m.begin_remove_network("c", false).is_ok());
+}
+
+#[test]
+fn uplink_networks_answer_at_an_address_of_their_own() {
+    let mut m = model();
+    let req = NetworkCreate {
+        gateway: Some("192.168.1.1".into()),
+        ip_range: Some("192.168.1.128/25".into()),
+        uplink: Some("eth9".into()),
+        ..net("lan", "192.168.1.0/24")
+    };
+    let (plan, api) = m.create_network(req, &[]).unwrap();
+    assert_eq!(api.gateway, "192.168.1.1".parse::<Ipv4Addr>().unwrap());
+    let dns = api.dns_address.expect("a service address");
+    assert!(dns.octets()[3] >= 128, "{dns} outside the range");
+    assert_eq!(plan.gw.ip, dns, "the switch answers at its own address, not the router's");
+    assert_eq!(m.ipam_gc().released, Vec::<String>::new(), "gc took the service address");
+    let bad = NetworkCreate { uplink: Some("eth9".into()), ipv6: true, ..net("v6", "10.9.0.0/24") };
+    assert_eq!(m.create_network(bad, &[]).map(|_| ()).unwrap_err().error.code, ErrorCode::InvalidRequest);
+}
+
+#[test]
+fn dhcp_leases_are_ipam_leases() {
+    use crate::dhcp::{Answer, Kind, Query};
+    let mut m = model();
+    let (plan, _) = m.create_network(net("a", "10.1.0.0/24"), &[]).unwrap();
+    let ep = attach(&mut m, "a", "c1", 1).unwrap();
+    let q = |kind, mac: Mac, requested: Option<&str>| Query {
+        kind,
+        xid: 7,
+        mac,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        requested: requested.map(|r| r.parse().unwrap()),
+        server_id: None,
+        broadcast: false,
+        giaddr: Ipv4Addr::UNSPECIFIED,
+    };
+    let vm = Mac([2, 0, 0, 0, 0, 9]);
+    let (offer, changed) = m.dhcp(plan.gw_port, &q(Kind::Discover, vm, None));
+    let (answer, lease) = offer.unwrap();
+    assert!(changed && answer == Answer::Offer && lease.ip != ep.ip);
+    assert_eq!(lease.server, plan.gw.ip);
+    // The same client is offered the same address; a REQUEST for it is acked, another NAKed.
+    assert_eq!(m.dhcp(plan.gw_port, &q(Kind::Discover, vm, None)).0.unwrap().1.ip, lease.ip);
+    let ip = lease.ip.to_string();
+    assert_eq!(m.dhcp(plan.gw_port, &q(Kind::Request, vm, Some(&ip))).0.unwrap().0, Answer::Ack);
+    assert_eq!(m.dhcp(plan.gw_port, &q(Kind::Request, vm, Some("10.1.0.200"))).0.unwrap().0, Answer::Nak);
+    // An attached container's MAC gets its own address.
+    assert_eq!(m.dhcp(plan.gw_port, &q(Kind::Discover, ep.mac, None)).0.unwrap().1.ip, ep.ip);
+    assert_eq!(m.dhcp_leases("a"), vec![(lease.ip, vm.to_string())]);
+    // Release frees it; a decline keeps the address out of the pool.
+    let mut rel = q(Kind::Release, vm, None);
+    rel.ciaddr = lease.ip;
+    assert!(m.dhcp(plan.gw_port, &rel).1);
+    assert!(m.dhcp_leases("a").is_empty());
+    let (offer, _) = m.dhcp(plan.gw_port, &q(Kind::Discover, vm, None));
+    let declined = offer.unwrap().1.ip;
+    assert!(m.dhcp(plan.gw_port, &q(Kind::Decline, vm, Some(&declined.to_string()))).1);
+    let again = m.dhcp(plan.gw_port, &q(Kind::Discover, vm, None)).0.unwrap().1.ip;
+    assert_ne!(again, declined, "a declined address was offered again");
+}

@@ -327,6 +327,7 @@ mod tests {
             ifname: String::new(),
             mac: Mac::default(),
             offloads: vec![],
+            vlan: None,
         }
     }
 

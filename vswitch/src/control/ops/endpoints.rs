@@ -117,12 +117,13 @@ impl Control {
     }
 }
 
-fn sys_error(e: SysError) -> ApiError {
+pub(super) fn sys_error(e: SysError) -> ApiError {
     let code = match &e {
         SysError::NetnsNotFound(_) => ErrorCode::NetnsNotFound,
         SysError::PermissionDenied(_) => ErrorCode::PermissionDenied,
         SysError::InvalidName(_) => ErrorCode::InvalidName,
         SysError::Exists(_) => ErrorCode::EndpointExists,
+        SysError::NoInterface(_) => ErrorCode::InterfaceNotFound,
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())

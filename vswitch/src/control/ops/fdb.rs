@@ -113,6 +113,7 @@ impl Control {
                 ifname: r.ifname,
                 mac: r.mac,
                 offloads: r.offloads,
+                vlan: r.vlan,
                 rx_packets: c.rx_packets,
                 rx_bytes: c.rx_bytes,
                 tx_packets: c.tx_packets,

@@ -83,6 +83,7 @@ mod tests {
             ifname: "eth0".into(),
             mac: Mac([2, 0, 0, 0, 0, 1]),
             offloads: vec![],
+            vlan: None,
         }
     }
 

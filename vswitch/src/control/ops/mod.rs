@@ -7,10 +7,12 @@
 
 pub mod capture;
 mod cluster;
+pub mod dhcp;
 mod dns;
 pub mod docker;
 mod endpoints;
 mod fdb;
+mod ifports;
 mod impair;
 pub mod metrics;
 mod networks;
@@ -191,7 +193,8 @@ impl Control {
 
     /// Egress settings of a network, or `None` when egress is off for the daemon.
     fn egress_config(&self, plan: &NetworkPlan) -> Option<NetConfig> {
-        self.opts.egress.then(|| NetConfig {
+        // On an uplink network the LAN's router is the gateway: nothing is routed here.
+        (self.opts.egress && plan.uplink.is_none()).then(|| NetConfig {
             gw: plan.gw,
             subnet: plan.subnet,
             mtu: plan.mtu,

@@ -21,7 +21,7 @@ impl Control {
             let plan = m.restore_network(n);
             self.add_network_to_datapath(&plan).await.map_err(|e| format!("network {}: {}", n.name, e.error.message))?;
         }
-        for n in snap.networks {
+        for n in snap.networks.clone() {
             let network = n.name;
             for e in n.endpoints {
                 let (name, netns) = (e.endpoint.name.clone(), NetnsRef::Path(e.endpoint.netns.clone().into()));
@@ -60,6 +60,15 @@ impl Control {
                 if let Ok(Ok(())) = self.dp.call(move |e| e.switch_mut().add_static(id, mac, port)).await {
                     m.add_static(&network, mac, &port_name);
                 }
+            }
+        }
+        for s in &snap.interface_ports {
+            let up = match m.restore_ifport(s) {
+                Ok(plan) => self.bring_up_ifport(&mut m, plan, false).await.map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = up {
+                report.push(format!("dropped interface port {}: {}", s.interface, e.error.message));
             }
         }
         // On disk first, then persistent: the same order as an attach.
