@@ -238,6 +238,7 @@ impl Datapath {
         let (jobs, rx) = crossbeam_channel::unbounded();
         let capture = Arc::new(capture::Hub::default());
         let mut engine = Engine::new(poll, rx, cfg, dns_counters, capture.clone());
+        engine.waker = Some(waker.clone());
         let (to_engine, from_workers) = crossbeam_channel::bounded(4 * BUDGET);
         let shared =
             worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone(), capture: capture.clone() };
@@ -366,6 +367,10 @@ pub struct Engine {
     slot_handed: Vec<Arc<worker::PortStats>>,
     /// Set while this thread sleeps in epoll (TAPs it owns are picked up by the others then).
     idle: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes this thread's epoll (given to pickers of its TAPs).
+    waker: Option<Arc<Waker>>,
+    /// Own TAPs a worker held when this thread came to read them: read again once let go.
+    missed: Vec<PortId>,
     /// Other threads' TAPs written to since the last pickup, and whether this thread took
     /// their read side before writing (see worker.rs).
     touched: Vec<(PortId, bool)>,
@@ -446,6 +451,8 @@ impl Engine {
             slot_reader: [0; BUDGET],
             slot_handed: Vec::with_capacity(BUDGET),
             idle: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            waker: None,
+            missed: Vec::new(),
             touched: Vec::new(),
             picked_up: 0,
             decided_for_workers: 0,
@@ -715,11 +722,11 @@ impl Engine {
         }
         let file = Arc::new(File::from(fd));
         let owner = self.least_loaded_worker();
-        let owner_idle = match owner {
-            0 => self.idle.clone(),
-            w => self.workers[w - 1].idle.clone(),
+        let (owner_idle, owner_waker) = match owner {
+            0 => (self.idle.clone(), self.waker.clone()),
+            w => (self.workers[w - 1].idle.clone(), Some(self.workers[w - 1].waker())),
         };
-        let stats = Arc::new(worker::PortStats::new(owner, owner_idle, max_frame(mtu)));
+        let stats = Arc::new(worker::PortStats::new(owner, owner_idle, owner_waker, max_frame(mtu)));
         let registered = match owner {
             0 => self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(port), Interest::READABLE),
             w => {
@@ -828,6 +835,7 @@ impl Engine {
         self.imp.remove_port(port);
         self.storm_paused.retain(|&(p, _)| p != port);
         self.touched.retain(|&(p, _)| p != port);
+        self.missed.retain(|&p| p != port);
         self.publish_generation();
         let i = port.0 as usize;
         let (file, owner) = match self.ports.get_mut(i).and_then(Option::take) {
@@ -938,6 +946,9 @@ impl Engine {
                         k += 1;
                     }
                 }
+            }
+            if !self.missed.is_empty() {
+                self.retry_missed();
             }
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
@@ -1124,9 +1135,10 @@ impl Engine {
             return false;
         }
         let stats = stats.clone();
-        if !stats.try_read() {
-            // A worker picked it up and reads it now: try again on the next turn.
-            return true;
+        if !stats.owner_try_read() {
+            // A worker picked it up and reads it now; it wakes this thread when done.
+            self.missed.push(port);
+            return false;
         }
         let (_, more) = self.read_tap(port);
         stats.end_read();
@@ -1165,6 +1177,21 @@ impl Engine {
         (n, n == BUDGET || bytes >= BYTE_BUDGET)
     }
 
+    /// Marks ready the own TAPs a worker held and has let go of.
+    fn retry_missed(&mut self) {
+        let mut k = 0;
+        while k < self.missed.len() {
+            let port = self.missed[k];
+            match self.ports.get(port.0 as usize) {
+                Some(Some(PortIo::Tap { stats, .. })) if stats.taken() => k += 1,
+                _ => {
+                    self.missed.swap_remove(k);
+                    self.mark_ready(port);
+                }
+            }
+        }
+    }
+
     /// Reads the TAPs of sleeping workers this thread has just written to (see worker.rs),
     /// and lets go of every read side it took.
     fn pickup(&mut self) {
@@ -1178,7 +1205,7 @@ impl Engine {
                 let stats = stats.clone();
                 if held || (stats.wants_pickup() && stats.try_read()) {
                     let (n, _) = self.read_tap(port);
-                    stats.end_read();
+                    stats.end_pickup();
                     self.picked_up += n as u64;
                 }
             }
@@ -1189,7 +1216,7 @@ impl Engine {
         }
         for (port, held) in std::mem::take(&mut self.touched) {
             if let (true, Some(Some(PortIo::Tap { stats, .. }))) = (held, self.ports.get(port.0 as usize)) {
-                stats.end_read();
+                stats.end_pickup();
             }
         }
     }

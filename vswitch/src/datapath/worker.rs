@@ -67,6 +67,10 @@ pub struct PortStats {
     pub paused: AtomicBool,
     /// Held by the one thread reading the TAP now (its owner, or a thread picking it up).
     reading: AtomicBool,
+    /// The owner found the TAP taken by a picker and sleeps on: the picker wakes it when done.
+    missed: AtomicBool,
+    /// Wakes the owner's epoll.
+    pub owner_waker: Option<Arc<Waker>>,
     /// Frames of this TAP handed to the engine and not decided yet.
     pub handed: AtomicU32,
     /// Whether the thread that owns the TAP's read side sleeps in epoll now.
@@ -83,17 +87,49 @@ fn bump(c: &AtomicU64, by: u64) {
 
 impl PortStats {
     /// The shared state of a TAP read by thread `owner`, whose idle flag is `owner_idle`.
-    pub fn new(owner: usize, owner_idle: Arc<AtomicBool>, max_frame: usize) -> PortStats {
-        PortStats { owner, owner_idle, max_frame, ..PortStats::default() }
+    pub fn new(owner: usize, owner_idle: Arc<AtomicBool>, owner_waker: Option<Arc<Waker>>, max_frame: usize) -> PortStats {
+        PortStats { owner, owner_idle, owner_waker, max_frame, ..PortStats::default() }
     }
 
     /// Takes the TAP's read side; `false` when another thread holds it.
     pub fn try_read(&self) -> bool {
-        self.reading.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.reading.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
+    /// The owner's take: when a picker holds the TAP, the owner does not wait for it (on two
+    /// cores a spinning owner takes the CPU the containers need); it notes the miss and the
+    /// picker wakes it on [`PortStats::end_pickup`] (the SeqCst pairs make sure one of the two
+    /// sees the other).
+    pub fn owner_try_read(&self) -> bool {
+        if self.try_read() {
+            return true;
+        }
+        self.missed.store(true, Ordering::SeqCst);
+        if self.try_read() {
+            self.missed.store(false, Ordering::SeqCst);
+            return true;
+        }
+        false
+    }
+
+    /// Whether a thread holds the read side now.
+    pub fn taken(&self) -> bool {
+        self.reading.load(Ordering::SeqCst)
+    }
+
+    /// The owner lets go of the read side.
     pub fn end_read(&self) {
-        self.reading.store(false, Ordering::Release);
+        self.reading.store(false, Ordering::SeqCst);
+    }
+
+    /// A picker lets go of the read side, and wakes the owner if it missed the TAP meanwhile.
+    pub fn end_pickup(&self) {
+        self.reading.store(false, Ordering::SeqCst);
+        if self.missed.swap(false, Ordering::SeqCst) {
+            if let Some(w) = &self.owner_waker {
+                let _ = w.wake();
+            }
+        }
     }
 
     /// Whether a thread that wrote to this TAP should read it now: its owner sleeps, storm
@@ -229,6 +265,7 @@ impl WorkerHandle {
             wake_engine: false,
             paused: Vec::new(),
             idle: idle.clone(),
+            missed: Vec::new(),
             touched: Vec::new(),
         };
         let thread = std::thread::Builder::new().name(format!("datapath-{id}")).spawn(move || {
@@ -238,6 +275,11 @@ impl WorkerHandle {
             }
         })?;
         Ok(WorkerHandle { jobs, grants, bufs, waker, thread: Some(thread), stats, idle })
+    }
+
+    /// Wakes the worker's epoll.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// Runs `f` on the worker and waits for it. The worker never waits for the engine, so the
@@ -345,6 +387,8 @@ pub struct Worker {
     paused: Vec<(PortId, Instant)>,
     /// Set while this thread sleeps in epoll.
     idle: Arc<AtomicBool>,
+    /// Own TAPs a picker held when this thread came to read them: read again once let go.
+    missed: Vec<PortId>,
     /// TAPs of other threads written to in this drain: candidates for a pickup, and whether
     /// this thread took their read side before writing (see [`touch`]).
     touched: Vec<(PortId, TapOut, bool)>,
@@ -378,6 +422,7 @@ impl Worker {
         self.backlog.retain(|&p| p != port);
         self.paused.retain(|&(p, _)| p != port);
         self.touched.retain(|(p, _, _)| *p != port);
+        self.missed.retain(|&p| p != port);
     }
 
     fn run(&mut self) {
@@ -416,6 +461,7 @@ impl Worker {
             self.take_grants();
             self.cap.refresh();
             self.resume_paused();
+            self.retry_missed();
             for _ in 0..self.backlog.len() {
                 let Some(port) = self.backlog.pop_front() else { break };
                 self.in_backlog[port.0 as usize] = false;
@@ -479,6 +525,21 @@ impl Worker {
         }
     }
 
+    /// Marks ready the own TAPs a picker held and has let go of.
+    fn retry_missed(&mut self) {
+        let mut k = 0;
+        while k < self.missed.len() {
+            let port = self.missed[k];
+            match self.ports.get(port.0 as usize) {
+                Some(Some(p)) if p.tap.stats.taken() => k += 1,
+                _ => {
+                    self.missed.swap_remove(k);
+                    self.mark_ready(port);
+                }
+            }
+        }
+    }
+
     /// Marks ready the ports whose storm pause is over (frames that came meanwhile raised no
     /// new edge, or raised one that was ignored).
     fn resume_paused(&mut self) {
@@ -526,8 +587,10 @@ impl Worker {
         }
         let Some(Some(p)) = self.ports.get(port.0 as usize) else { return false };
         let tap = p.tap.clone();
-        if !tap.stats.try_read() {
-            return true;
+        if !tap.stats.owner_try_read() {
+            // A picker reads it now and wakes this thread when done.
+            self.missed.push(port);
+            return false;
         }
         let (_, more) = self.read_batch(port, &tap);
         tap.stats.end_read();
@@ -546,7 +609,7 @@ impl Worker {
             for (port, tap, held) in &touched {
                 if *held || (tap.stats.wants_pickup() && tap.stats.try_read()) {
                     let (n, _) = self.read_batch(*port, tap);
-                    tap.stats.end_read();
+                    tap.stats.end_pickup();
                     bump(&self.stats.picked_up, n as u64);
                 }
             }
@@ -557,7 +620,7 @@ impl Worker {
         }
         for (_, tap, held) in self.touched.drain(..) {
             if held {
-                tap.stats.end_read();
+                tap.stats.end_pickup();
             }
         }
     }
