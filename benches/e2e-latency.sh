@@ -66,16 +66,7 @@ gbits() {
 }
 
 # serve_load NAME: an iperf3 server in the switch's fourth container (the load pair).
-serve_load() {
-    local name=$1 spid i
-    ip netns exec "${S[$name,ns4]}" iperf3 -s -B "${S[$name,ip4]}" >"$run/iperf3-load-$name.log" 2>&1 &
-    spid=$!
-    tb_undo "kill $spid; wait $spid"
-    for i in $(seq 50); do
-        ip netns exec "${S[$name,ns4]}" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
-        sleep 0.1
-    done
-}
+serve_load() { tb_iperf3_server "${S[$1,ns4]}" "${S[$1,ip4]}" "$run/iperf3-load-$1.log"; }
 
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do

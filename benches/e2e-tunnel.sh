@@ -270,14 +270,8 @@ setup_underlay() {
 
 # serve PATH: an iperf3 server in the path's container B, stopped on exit; then ping through.
 serve() {
-    local p=$1 spid i
-    ip netns exec "${S[$p,cb]}" iperf3 -s -B "${S[$p,ip]}" >"$run/iperf3-$p.log" 2>&1 &
-    spid=$!
-    tb_undo "kill $spid; wait $spid"
-    for i in $(seq 50); do
-        ip netns exec "${S[$p,cb]}" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
-        sleep 0.1
-    done
+    local p=$1 i
+    tb_iperf3_server "${S[$p,cb]}" "${S[$p,ip]}" "$run/iperf3-$p.log"
     for i in $(seq 10); do
         ip netns exec "${S[$p,ca]}" ping -c 1 -W 1 "${S[$p,ip]}" >/dev/null 2>&1 && return 0
     done

@@ -8,15 +8,9 @@
 
 # serve NAME: an iperf3 server in the switch's second container, stopped on exit.
 serve() {
-    local name=$1 spid i
-    ip netns exec "${S[$name,ns2]}" iperf3 -s -B "${S[$name,ip2]}" >"$run/iperf3-$name.log" 2>&1 &
-    spid=$!
-    S[$name,spid]=$spid
-    tb_undo "kill $spid; wait $spid"
-    for i in $(seq 50); do
-        ip netns exec "${S[$name,ns2]}" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
-        sleep 0.1
-    done
+    local name=$1
+    tb_iperf3_server "${S[$name,ns2]}" "${S[$name,ip2]}" "$run/iperf3-$name.log"
+    S[$name,spid]=$TB_IPERF3_PID
     ip netns exec "${S[$name,ns1]}" ping -c 3 -i 0.2 -W 1 "${S[$name,ip2]}" >/dev/null \
         || tb_die "$name: ${S[$name,ns1]} cannot reach ${S[$name,ip2]}"
 }

@@ -463,3 +463,16 @@ tb_rtt_series() {
               p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
               printf "%.3f %.3f %.3f %d\n", s / NR, p50, p99, want - NR }'
 }
+
+# tb_iperf3_server NS IP LOG: starts `iperf3 -s -B IP` in namespace NS (output to LOG), stops it
+# on exit, and waits (up to 5 s) until it listens. Its pid is left in TB_IPERF3_PID.
+tb_iperf3_server() {
+    local ns=$1 ip=$2 log=$3 i
+    ip netns exec "$ns" iperf3 -s -B "$ip" >"$log" 2>&1 &
+    TB_IPERF3_PID=$!
+    tb_undo "kill $TB_IPERF3_PID; wait $TB_IPERF3_PID"
+    for i in $(seq 50); do
+        ip netns exec "$ns" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
+        sleep 0.1
+    done
+}

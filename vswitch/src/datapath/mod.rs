@@ -821,14 +821,7 @@ impl Engine {
         for w in &self.workers {
             w.forget_port(port);
         }
-        let mut queued = self.from_workers.len();
-        while queued > 0 {
-            let n = self.decide_for_workers();
-            if n == 0 {
-                break;
-            }
-            queued = queued.saturating_sub(n);
-        }
+        self.decide_all_handed();
         self.removing = None;
         let _ = self.switch.remove_port(port);
         self.egress.forget_port(port);
@@ -852,6 +845,18 @@ impl Engine {
         }
         let _ = crate::sys::set_persist(&*file, false);
         Some(file)
+    }
+
+    /// Decides every frame workers had handed over when called (not those handed meanwhile).
+    fn decide_all_handed(&mut self) {
+        let mut queued = self.from_workers.len();
+        while queued > 0 {
+            let n = self.decide_for_workers();
+            if n == 0 {
+                break;
+            }
+            queued = queued.saturating_sub(n);
+        }
     }
 
     /// Tells workers the MAC table's generation, which drops their grants if it moved.
@@ -1308,14 +1313,7 @@ impl Engine {
         let Some(members) = self.ifaces.remove(&main) else { return };
         // Frames workers handed over towards these ports are decided while they still exist.
         self.removing = Some(main);
-        let mut queued = self.from_workers.len();
-        while queued > 0 {
-            let n = self.decide_for_workers();
-            if n == 0 {
-                break;
-            }
-            queued = queued.saturating_sub(n);
-        }
+        self.decide_all_handed();
         self.removing = None;
         if let Some(Some(PortIo::Iface { file, .. })) = self.ports.get(main.0 as usize) {
             let _ = self.poll.registry().deregister(&mut SourceFd(&file.as_raw_fd()));
