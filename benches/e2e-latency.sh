@@ -3,7 +3,8 @@
 # pair of containers on the same switch runs a bulk TCP flow, through these paths in ONE run
 # (benches/paths.sh builds them as e2e-datapath.sh does):
 #
-#   vswitchd            its default datapath workers (one per CPU, at most 4)
+#   vswitchd            its default datapath workers (one per CPU, at most 4); also the RTT
+#                       to its gateway address, which the switch answers itself
 #   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
 #   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
@@ -43,7 +44,7 @@ tb_need_root
 
 tb_bench_scratch e2e-latency
 count=$(awk -v s="$secs" -v i="$interval" 'BEGIN { printf "%d", s / i }')
-limit=$((4 * (2 * secs + 3 * tput + 30) + 180))
+limit=$((4 * (3 * secs + 3 * tput + 30) + 180))
 tb_bench_watchdog e2e-latency "$limit"
 
 tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2
@@ -84,6 +85,12 @@ tb_log "idle RTT: $count pings, one every $interval s"
 for s in "${want[@]}"; do
     R[$s,idle]=$(rtt_series "${S[$s,ns1]}" "${S[$s,ip2]}" "$run/rtt-idle-$s")
     tb_log "  $s: mean p50 p99 lost = ${R[$s,idle]}"
+done
+tb_log "RTT to vswitchd's gateway (answered by the switch itself), idle"
+for s in "${want[@]}"; do
+    [ -n "${S[$s,gw]:-}" ] || continue
+    R[$s,gw]=$(rtt_series "${S[$s,ns1]}" "${S[$s,gw]}" "$run/rtt-gw-$s")
+    tb_log "  $s: mean p50 p99 lost = ${R[$s,gw]}"
 done
 tb_log "RTT under load: the same while iperf3 runs between containers 3 and 4 of the same switch"
 for s in "${want[@]}"; do
@@ -136,6 +143,13 @@ report=$run/report.md
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
         printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
             "$(ratio "$(field "$a,idle" 3)" "$(field "$b,idle" 3)")" "$(ratio "$(field "$a,idle" 1)" "$(field "$b,idle" 1)")"
+    done
+    echo
+    echo "| ping to the gateway (ms), idle | mean | p50 | p99 | lost |"
+    echo "|---|---|---|---|---|"
+    for s in "${want[@]}"; do
+        [ -n "${R[$s,gw]:-}" ] || continue
+        printf '| %s | %s | %s | %s | %s |\n' "$s" "$(field "$s,gw" 1)" "$(field "$s,gw" 2)" "$(field "$s,gw" 3)" "$(field "$s,gw" 4)"
     done
     echo
     echo "| increase under load (ms) | p50 | p99 | mean |"

@@ -2,8 +2,8 @@
 # e2e-datapath.sh and e2e-latency.sh. Each setup_* makes "container" namespaces
 # ($tag-NAME-c1 .. c$((2 * pairs))) joined by one switch, addressed NET.2, NET.3, ... in the order
 # of the containers, and fills S[NAME,ns1], S[NAME,ns2], S[NAME,ip2] (the measured pair),
-# S[NAME,ns3], S[NAME,ns4], S[NAME,ip4] (the load pair, when pairs=2), S[NAME,pid] (empty for a
-# kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, pairs (1 or 2; tapcopy
+# S[NAME,ns3], S[NAME,ns4], S[NAME,ip4] (the load pair, when pairs=2), S[NAME,gw] (vswitchd's
+# gateway address), S[NAME,pid] (empty for a kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, pairs (1 or 2; tapcopy
 # has one pair only) and declares the associative arrays S and R; testbed/lib.sh is sourced.
 
 # serve NAME: an iperf3 server in the switch's second container, stopped on exit.
@@ -44,7 +44,7 @@ setup_vswitchd() {
     for k in $(seq $((2 * ${pairs:-1}))); do
         "${ctl[@]}" attach bench --netns "/run/netns/${S[$name,ns$k]}" --name "c$k" --ip "$net.$((k + 1))" >/dev/null
     done
-    S[$name,ip2]=$net.3 S[$name,ip4]=$net.5 S[$name,pid]=$pid
+    S[$name,ip2]=$net.3 S[$name,ip4]=$net.5 S[$name,gw]=$net.1 S[$name,pid]=$pid
     local offl
     offl=$("${ctl[@]}" --json port ls | python3 -c 'import json,sys; print(",".join(next(p for p in json.load(sys.stdin) if p["name"] == "c1")["offloads"]) or "none")')
     local workers
