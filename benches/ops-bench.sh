@@ -54,13 +54,7 @@ for c in c1 c2 c3; do
 done
 ip2=$("${ctl[@]}" --json network inspect ops | python3 -c 'import json,sys; print(next(e["ip"] for e in json.load(sys.stdin)["endpoint_list"] if e["name"] == "c2"))')
 
-ip netns exec "$tag-c2" iperf3 -s -B "$ip2" >"$run/iperf3-server.log" 2>&1 &
-spid=$!
-tb_undo "kill $spid; wait $spid"
-for _ in $(seq 50); do
-    ip netns exec "$tag-c2" ss -Hltn "sport = :5201" 2>/dev/null | grep -q . && break
-    sleep 0.1
-done
+tb_iperf3_server "$tag-c2" "$ip2" "$run/iperf3-server.log"
 ip netns exec "$tag-c1" ping -c 3 -i 0.2 -W 1 "$ip2" >/dev/null || tb_die "c1 cannot reach c2"
 
 # iperf_once: Gbit/s of one 1-stream run from c1 to c2.

@@ -51,6 +51,18 @@ pub fn require_root() {
     assert_eq!(uid.as_deref(), Some("0"), "root integration tests must run as root (testbed/run-tests.sh)");
 }
 
+/// For rootless tests: requires root (the test makes the user), then says whether this machine
+/// lets unprivileged users make user namespaces (when not, prints why the test is skipped).
+pub fn userns_allowed() -> bool {
+    require_root();
+    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).ok().map(|s| s.trim().to_string());
+    if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") || sysctl("user/max_user_namespaces").as_deref() == Some("0") {
+        println!("note: skipping rootless test: unprivileged user namespaces are disabled on this machine");
+        return false;
+    }
+    true
+}
+
 /// A vswitchd started for one test, with its own socket and state directory.
 #[derive(Debug)]
 pub struct Daemon {

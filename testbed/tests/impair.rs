@@ -234,10 +234,7 @@ fn bad_values_are_refused_and_change_nothing() {
 #[test]
 fn rootless_a_delay_shows_in_ping_and_clears() {
     use testbed::{User, UserContainer};
-    testbed::require_root();
-    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).ok().map(|s| s.trim().to_string());
-    if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") || sysctl("user/max_user_namespaces").as_deref() == Some("0") {
-        println!("note: skipping rootless test: unprivileged user namespaces are disabled on this machine");
+    if !testbed::userns_allowed() {
         return;
     }
     let user = User::system("vswitch-test");

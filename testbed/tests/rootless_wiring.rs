@@ -12,18 +12,6 @@ use testbed::{eventually, Daemon, Netns, User, UserContainer};
 
 const USER: &str = "vswitch-test";
 
-/// False (with a note) where the kernel forbids unprivileged user namespaces: nothing
-/// rootless can work there, and the daemon's own error for it is checked in unit tests.
-fn userns_allowed() -> bool {
-    testbed::require_root();
-    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).ok().map(|s| s.trim().to_string());
-    if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") || sysctl("user/max_user_namespaces").as_deref() == Some("0") {
-        println!("note: skipping rootless test: unprivileged user namespaces are disabled on this machine");
-        return false;
-    }
-    true
-}
-
 fn uid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2)?.parse().ok()
@@ -43,7 +31,7 @@ fn eth0(c: &UserContainer) -> bool {
 
 #[test]
 fn user_attaches_pings_survives_kill9_and_detaches() {
-    if !userns_allowed() {
+    if !testbed::userns_allowed() {
         return;
     }
     let user = User::system(USER);
@@ -104,7 +92,7 @@ fn user_attaches_pings_survives_kill9_and_detaches() {
 
 #[test]
 fn joins_a_given_user_namespace_and_refuses_foreign_namespaces() {
-    if !userns_allowed() {
+    if !testbed::userns_allowed() {
         return;
     }
     let user = User::system(USER);
@@ -151,7 +139,7 @@ fn joins_a_given_user_namespace_and_refuses_foreign_namespaces() {
 
 #[test]
 fn rootless_without_runtime_dir_or_with_a_bad_userns_fails_clearly() {
-    if !userns_allowed() {
+    if !testbed::userns_allowed() {
         return;
     }
     let user = User::system(USER);

@@ -82,10 +82,7 @@ fn second_daemon_on_the_same_socket_is_refused() {
 
 #[test]
 fn second_rootless_daemon_of_a_user_is_refused() {
-    testbed::require_root();
-    let sysctl = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).ok().map(|s| s.trim().to_string());
-    if sysctl("kernel/unprivileged_userns_clone").as_deref() == Some("0") || sysctl("user/max_user_namespaces").as_deref() == Some("0") {
-        println!("note: skipping rootless test: unprivileged user namespaces are disabled on this machine");
+    if !testbed::userns_allowed() {
         return;
     }
     let user = User::system("vswitch-test");
