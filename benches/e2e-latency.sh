@@ -81,17 +81,20 @@ for s in "${want[@]}"; do
     [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
 done
 
+# rtt_idle KEY DEST: for every path that has S[path,DEST], R[path,KEY] = the RTT series from
+# its first container to that address.
+rtt_idle() {
+    local s
+    for s in "${want[@]}"; do
+        [ -n "${S[$s,$2]:-}" ] || continue
+        R[$s,$1]=$(rtt_series "${S[$s,ns1]}" "${S[$s,$2]}" "$run/rtt-$1-$s")
+        tb_log "  $s: mean p50 p99 lost = ${R[$s,$1]}"
+    done
+}
 tb_log "idle RTT: $count pings, one every $interval s"
-for s in "${want[@]}"; do
-    R[$s,idle]=$(rtt_series "${S[$s,ns1]}" "${S[$s,ip2]}" "$run/rtt-idle-$s")
-    tb_log "  $s: mean p50 p99 lost = ${R[$s,idle]}"
-done
+rtt_idle idle ip2
 tb_log "RTT to vswitchd's gateway (answered by the switch itself), idle"
-for s in "${want[@]}"; do
-    [ -n "${S[$s,gw]:-}" ] || continue
-    R[$s,gw]=$(rtt_series "${S[$s,ns1]}" "${S[$s,gw]}" "$run/rtt-gw-$s")
-    tb_log "  $s: mean p50 p99 lost = ${R[$s,gw]}"
-done
+rtt_idle gw gw
 tb_log "RTT under load: the same while iperf3 runs between containers 3 and 4 of the same switch"
 for s in "${want[@]}"; do
     [ -n "${S[$s,ns4]:-}" ] || continue
