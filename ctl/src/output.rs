@@ -709,6 +709,7 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
                 w.overload.to_string(),
                 w.decided_for_others.to_string(),
                 w.picked_up.to_string(),
+                w.wakeups.to_string(),
             ]
         })
         .collect();
@@ -722,6 +723,7 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             ("OVERLOAD", Right),
             ("DECIDED_FOR_OTHERS", Right),
             ("PICKED_UP", Right),
+            ("WAKEUPS", Right),
         ],
         &rows,
     )
@@ -1128,11 +1130,12 @@ mod tests {
             overload: 0,
             decided_for_others: decided,
             picked_up: 3,
+            wakeups: 7,
         };
         let out = workers(&[w(0, 1, 0, 0, 12), w(1, 2, 5000, 12, 0)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
-        assert!(lines[0].starts_with("WORKER  ROLE") && lines[0].ends_with("PICKED_UP"), "{out}");
+        assert!(lines[0].starts_with("WORKER  ROLE") && lines[0].ends_with("PICKED_UP  WAKEUPS"), "{out}");
         assert!(lines[1].contains("main (gateway, DNS, egress, tunnel)") && lines[1].contains(" 12 "), "{out}");
         assert!(lines[2].contains("TAPs") && lines[2].contains("5000"), "{out}");
     }

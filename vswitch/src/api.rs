@@ -629,6 +629,10 @@ pub struct WorkerInfo {
     /// thread slept (the reply of a round trip, without waiting for the other core to wake).
     #[serde(default)]
     pub picked_up: u64,
+    /// Times it slept in epoll and woke up to events (a thread woken per frame costs a round
+    /// trip a core's wakeup; see `picked_up`).
+    #[serde(default)]
+    pub wakeups: u64,
 }
 
 /// `POST /v1/trace`: a frame built from these fields, run through the switch without being

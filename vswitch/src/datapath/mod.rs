@@ -239,6 +239,7 @@ impl Datapath {
         let capture = Arc::new(capture::Hub::default());
         let mut engine = Engine::new(poll, rx, cfg, dns_counters, capture.clone());
         engine.waker = Some(waker.clone());
+        engine.epoll = Some(Arc::new(engine.poll.registry().try_clone()?));
         let (to_engine, from_workers) = crossbeam_channel::bounded(4 * BUDGET);
         let shared =
             worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone(), capture: capture.clone() };
@@ -369,6 +370,8 @@ pub struct Engine {
     idle: Arc<std::sync::atomic::AtomicBool>,
     /// Wakes this thread's epoll (given to pickers of its TAPs).
     waker: Option<Arc<Waker>>,
+    /// This thread's epoll, for pickers to switch its TAPs off in ([`worker::PortStats::try_pickup`]).
+    epoll: Option<Arc<mio::Registry>>,
     /// Own TAPs a worker held when this thread came to read them: read again once let go.
     missed: Vec<PortId>,
     /// Other threads' TAPs written to since the last pickup, and whether this thread took
@@ -376,6 +379,8 @@ pub struct Engine {
     touched: Vec<(PortId, bool)>,
     /// Frames this thread read from other threads' TAPs right after writing to them.
     picked_up: u64,
+    /// Times this thread slept in epoll and woke up to events.
+    wakeups: u64,
     /// Frames this thread decided for other workers.
     decided_for_workers: u64,
     /// The TAP port being removed: no grant may name it.
@@ -452,9 +457,11 @@ impl Engine {
             slot_handed: Vec::with_capacity(BUDGET),
             idle: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             waker: None,
+            epoll: None,
             missed: Vec::new(),
             touched: Vec::new(),
             picked_up: 0,
+            wakeups: 0,
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
@@ -722,11 +729,12 @@ impl Engine {
         }
         let file = Arc::new(File::from(fd));
         let owner = self.least_loaded_worker();
-        let (owner_idle, owner_waker) = match owner {
-            0 => (self.idle.clone(), self.waker.clone()),
-            w => (self.workers[w - 1].idle.clone(), Some(self.workers[w - 1].waker())),
+        let (owner_idle, owner_waker, owner_epoll) = match owner {
+            0 => (self.idle.clone(), self.waker.clone(), self.epoll.clone()),
+            w => (self.workers[w - 1].idle.clone(), Some(self.workers[w - 1].waker()), self.workers[w - 1].epoll.clone()),
         };
-        let stats = Arc::new(worker::PortStats::new(owner, owner_idle, owner_waker, max_frame(mtu)));
+        let owner_epoll = owner_epoll.map(|e| (e, token(port).0));
+        let stats = Arc::new(worker::PortStats::new(owner, owner_idle, owner_waker, owner_epoll, max_frame(mtu)));
         let registered = match owner {
             0 => self.poll.registry().register(&mut SourceFd(&file.as_raw_fd()), token(port), Interest::READABLE),
             w => {
@@ -777,6 +785,7 @@ impl Engine {
             overload: 0,
             decided_for_others: self.decided_for_workers,
             picked_up: self.picked_up,
+            wakeups: self.wakeups,
         }];
         for (k, w) in self.workers.iter().enumerate() {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -788,6 +797,7 @@ impl Engine {
                 overload: get(&w.stats.overload),
                 decided_for_others: 0,
                 picked_up: get(&w.stats.picked_up),
+                wakeups: get(&w.stats.wakeups),
             });
         }
         out
@@ -896,6 +906,9 @@ impl Engine {
             self.idle.store(!busy, Ordering::Relaxed);
             let polled = self.poll.poll(&mut events, timeout);
             self.idle.store(false, Ordering::Relaxed);
+            if !busy && !events.is_empty() {
+                self.wakeups += 1;
+            }
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(error = %e, "epoll failed; datapath stops");
@@ -1206,11 +1219,11 @@ impl Engine {
             }
             let mut touched = std::mem::take(&mut self.touched);
             for &(port, held) in &touched {
-                let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) else { continue };
-                let stats = stats.clone();
-                if held || (stats.wants_pickup() && stats.try_read()) {
+                let Some(Some(PortIo::Tap { stats, file, .. })) = self.ports.get(port.0 as usize) else { continue };
+                let (stats, file) = (stats.clone(), file.clone());
+                if held || stats.try_pickup(&file) {
                     let (n, _) = self.read_tap(port);
-                    stats.end_pickup();
+                    stats.end_pickup(&file);
                     self.picked_up += n as u64;
                 }
             }
@@ -1220,8 +1233,8 @@ impl Engine {
             self.touched = touched;
         }
         for (port, held) in std::mem::take(&mut self.touched) {
-            if let (true, Some(Some(PortIo::Tap { stats, .. }))) = (held, self.ports.get(port.0 as usize)) {
-                stats.end_pickup();
+            if let (true, Some(Some(PortIo::Tap { stats, file, .. }))) = (held, self.ports.get(port.0 as usize)) {
+                stats.end_pickup(file);
             }
         }
     }
@@ -1355,10 +1368,10 @@ impl Engine {
         if self.imp.any() && self.imp.on(to, impaired::Dir::Egress) && self.hold_egress(to, i, hdr) {
             return;
         }
-        if let Some(Some(PortIo::Tap { owner, stats, .. })) = self.ports.get(to.0 as usize) {
+        if let Some(Some(PortIo::Tap { owner, stats, file, .. })) = self.ports.get(to.0 as usize) {
             // Before writing: a reply the container makes at once is then read here (worker.rs).
             if *owner != 0 && !self.touched.iter().any(|&(p, _)| p == to) {
-                let held = stats.wants_pickup() && stats.try_read();
+                let held = stats.try_pickup(file);
                 self.touched.push((to, held));
             }
         }

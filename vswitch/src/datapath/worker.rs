@@ -71,6 +71,9 @@ pub struct PortStats {
     missed: AtomicBool,
     /// Wakes the owner's epoll.
     pub owner_waker: Option<Arc<Waker>>,
+    /// The owner's epoll and the TAP's token there: a picker switches the TAP off in it while
+    /// it holds the read side, so the owner does not wake up for the frames the picker reads.
+    pub owner_epoll: Option<(Arc<mio::Registry>, usize)>,
     /// Frames of this TAP handed to the engine and not decided yet.
     pub handed: AtomicU32,
     /// Whether the thread that owns the TAP's read side sleeps in epoll now.
@@ -86,9 +89,16 @@ fn bump(c: &AtomicU64, by: u64) {
 }
 
 impl PortStats {
-    /// The shared state of a TAP read by thread `owner`, whose idle flag is `owner_idle`.
-    pub fn new(owner: usize, owner_idle: Arc<AtomicBool>, owner_waker: Option<Arc<Waker>>, max_frame: usize) -> PortStats {
-        PortStats { owner, owner_idle, owner_waker, max_frame, ..PortStats::default() }
+    /// The shared state of a TAP read by thread `owner`, whose idle flag is `owner_idle` and
+    /// whose epoll has the TAP under token `owner_epoll.1`.
+    pub fn new(
+        owner: usize,
+        owner_idle: Arc<AtomicBool>,
+        owner_waker: Option<Arc<Waker>>,
+        owner_epoll: Option<(Arc<mio::Registry>, usize)>,
+        max_frame: usize,
+    ) -> PortStats {
+        PortStats { owner, owner_idle, owner_waker, owner_epoll, max_frame, ..PortStats::default() }
     }
 
     /// Takes the TAP's read side; `false` when another thread holds it.
@@ -122,9 +132,31 @@ impl PortStats {
         self.reading.store(false, Ordering::SeqCst);
     }
 
-    /// A picker lets go of the read side, and wakes the owner if it missed the TAP meanwhile.
-    pub fn end_pickup(&self) {
+    /// Takes the read side of `file` (this TAP) for a pickup, when [`PortStats::wants_pickup`],
+    /// and switches the TAP off in the owner's epoll until [`PortStats::end_pickup`]: the reply
+    /// the picker reads then costs the owner no wakeup (two per round trip otherwise: the
+    /// frame's, and the picker's when the owner found the TAP taken).
+    pub fn try_pickup(&self, file: &File) -> bool {
+        if !(self.wants_pickup() && self.try_read()) {
+            return false;
+        }
+        self.watch(file, false);
+        true
+    }
+
+    fn watch(&self, file: &File, on: bool) {
+        if let Some((epoll, token)) = &self.owner_epoll {
+            // Fails only when the owner has dropped the port meanwhile.
+            let _ = crate::sys::epoll_watch_readable(&**epoll, file, *token, on);
+        }
+    }
+
+    /// A picker lets go of the read side of `file` (this TAP) and switches it back on in the
+    /// owner's epoll, which reports it at once if frames wait; it wakes the owner if the owner
+    /// missed the TAP meanwhile.
+    pub fn end_pickup(&self, file: &File) {
         self.reading.store(false, Ordering::SeqCst);
+        self.watch(file, true);
         if self.missed.swap(false, Ordering::SeqCst) {
             if let Some(w) = &self.owner_waker {
                 let _ = w.wake();
@@ -163,6 +195,8 @@ pub struct WorkerStats {
     pub overload: AtomicU64,
     /// Frames it read from TAPs other threads own, right after writing to them.
     pub picked_up: AtomicU64,
+    /// Times it slept in epoll and woke up to events.
+    pub wakeups: AtomicU64,
 }
 
 /// A TAP as any thread may write to it.
@@ -218,6 +252,8 @@ pub struct WorkerHandle {
     pub stats: Arc<WorkerStats>,
     /// Set while the worker sleeps in epoll.
     pub idle: Arc<AtomicBool>,
+    /// The worker's epoll, for pickers to switch its TAPs off in ([`PortStats::try_pickup`]).
+    pub epoll: Option<Arc<mio::Registry>>,
 }
 
 /// What a worker shares with the engine.
@@ -239,6 +275,7 @@ impl WorkerHandle {
     pub fn spawn(id: usize, shared: Shared) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let epoll = Some(Arc::new(poll.registry().try_clone()?));
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         let (grants, grants_rx) = crossbeam_channel::unbounded();
         let (bufs, bufs_rx) = crossbeam_channel::unbounded();
@@ -274,7 +311,7 @@ impl WorkerHandle {
                 std::process::exit(70);
             }
         })?;
-        Ok(WorkerHandle { jobs, grants, bufs, waker, thread: Some(thread), stats, idle })
+        Ok(WorkerHandle { jobs, grants, bufs, waker, thread: Some(thread), stats, idle, epoll })
     }
 
     /// Wakes the worker's epoll.
@@ -438,6 +475,9 @@ impl Worker {
             let polled = self.poll.poll(&mut events, Some(timeout));
             if sleeps {
                 self.idle.store(false, Ordering::Relaxed);
+                if !events.is_empty() {
+                    bump(&self.stats.wakeups, 1);
+                }
             }
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -607,9 +647,9 @@ impl Worker {
             }
             let mut touched = std::mem::take(&mut self.touched);
             for (port, tap, held) in &touched {
-                if *held || (tap.stats.wants_pickup() && tap.stats.try_read()) {
+                if *held || tap.stats.try_pickup(&tap.file) {
                     let (n, _) = self.read_batch(*port, tap);
-                    tap.stats.end_pickup();
+                    tap.stats.end_pickup(&tap.file);
                     bump(&self.stats.picked_up, n as u64);
                 }
             }
@@ -620,7 +660,7 @@ impl Worker {
         }
         for (_, tap, held) in self.touched.drain(..) {
             if held {
-                tap.stats.end_pickup();
+                tap.stats.end_pickup(&tap.file);
             }
         }
     }
@@ -733,7 +773,7 @@ pub(super) fn touch(touched: &mut Vec<(PortId, TapOut, bool)>, port: PortId, tap
     if tap.stats.owner == me || touched.iter().any(|(p, _, _)| *p == port) {
         return;
     }
-    let held = tap.stats.wants_pickup() && tap.stats.try_read();
+    let held = tap.stats.try_pickup(&tap.file);
     touched.push((port, tap.clone(), held));
 }
 

@@ -70,6 +70,13 @@ fn check(ret: c_int) -> io::Result<c_int> {
     }
 }
 
+/// `epoll_ctl(epfd, EPOLL_CTL_MOD, fd, {events, data})`.
+pub(crate) fn epoll_mod(epfd: c_int, fd: BorrowedFd<'_>, events: u32, data: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: data };
+    // SAFETY: `ev` is a valid epoll_event the call only reads; a stale `epfd` gets EBADF.
+    check(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) }).map(drop)
+}
+
 /// `ioctl(fd, TUNSETIFF, &ifr)`: attach a /dev/net/tun file to a (new) TUN/TAP device.
 pub(crate) fn tun_set_iff(fd: BorrowedFd<'_>, ifr: &mut IfReqFlags) -> io::Result<()> {
     // SAFETY: fd is a valid open descriptor for the duration of the call (BorrowedFd), and

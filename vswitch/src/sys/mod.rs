@@ -45,6 +45,18 @@ pub fn set_socket_buffers(fd: std::os::fd::BorrowedFd<'_>, bytes: usize) -> std:
     Ok(())
 }
 
+/// Switches read readiness of `fd` in the epoll instance `epoll` off or back on, where mio
+/// registered it for `Interest::READABLE` under `token` (same event bits: edge-triggered
+/// EPOLLIN | EPOLLRDHUP). Switched back on, epoll reports the fd at once if it is readable, so
+/// nothing that arrived meanwhile goes unseen.
+///
+/// # Errors
+/// When the fd is not (or no longer) registered there.
+pub fn epoll_watch_readable(epoll: &impl std::os::fd::AsRawFd, fd: &impl std::os::fd::AsFd, token: usize, on: bool) -> std::io::Result<()> {
+    let events = if on { libc::EPOLLET | libc::EPOLLIN | libc::EPOLLRDHUP } else { libc::EPOLLET };
+    ffi::epoll_mod(epoll.as_raw_fd(), fd.as_fd(), events as u32, token as u64)
+}
+
 /// Raises the process's soft limit of open files to its hard limit: every container holds one
 /// TAP fd, so the usual soft limit of 1 024 would stop attaches near 1 000 containers.
 ///
