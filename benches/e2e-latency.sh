@@ -6,6 +6,7 @@
 #   vswitchd            its default datapath workers (one per CPU, at most 4); also the RTT
 #                       to its gateway address, which the switch answers itself
 #   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
+#   vswitchd-nice0      --datapath-nice 0 (datapath threads at the containers' priority)
 #   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
 #
@@ -20,7 +21,8 @@
 #     -t SECONDS   length of each ping series (default 20)
 #     -i INTERVAL  seconds between pings (default 0.01)
 #     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,tapcopy,bridge (default: all)
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nice0,tapcopy,bridge
+#                  (default: all but vswitchd-nice0)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
 #
@@ -35,7 +37,7 @@ cmdline="benches/e2e-latency.sh${*:+ $*}"
 while getopts "t:i:T:s:nBh" o; do
     case $o in
         t) secs=$OPTARG ;; i) interval=$OPTARG ;; T) tput=$OPTARG ;; s) switches=$OPTARG ;; n) write=0 ;; B) build=0 ;;
-        *) sed -n '2,26p' "$0"; exit 2 ;;
+        *) sed -n '2,28p' "$0"; exit 2 ;;
     esac
 done
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $tput =~ ^[0-9]+$ && $interval =~ ^[0-9.]+$ ]] \
@@ -72,10 +74,10 @@ serve_load() { tb_iperf3_server "${S[$1,ns4]}" "${S[$1,ip4]}" "$run/iperf3-load-
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-1worker) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-nice0) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         tapcopy) setup_tapcopy "$s" ;;
-        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, tapcopy, bridge)" ;;
+        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-nice0, tapcopy, bridge)" ;;
     esac
     serve "$s"
     [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
@@ -141,7 +143,7 @@ report=$run/report.md
     echo
     echo "| ratio | idle p50 | idle p99 | idle mean |"
     echo "|---|---|---|---|"
-    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd-1worker/tapcopy vswitchd/bridge; do
+    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-nice0 vswitchd-1worker/tapcopy vswitchd/bridge; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
         printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \

@@ -173,3 +173,33 @@ fn replies_are_picked_up_by_the_thread_that_wrote_the_request() {
         assert!(woken <= n / 4, "{label}: thread {owner} woke {woken} times for {n} replies picked up: {after:?}");
     }
 }
+
+/// Nice values of a daemon's threads named `datapath*` (field 19 of /proc/PID/task/TID/stat).
+fn datapath_nice(d: &Daemon) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap().flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // "TID (COMM) STATE ...": fields after the command name, which may hold spaces.
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        if !head.contains("(datapath") {
+            continue;
+        }
+        out.push(rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice field"));
+    }
+    out
+}
+
+/// The datapath threads run at --datapath-nice (default -10: ahead of the containers'
+/// processes, as the bridge's softirq), the daemon's other threads at 0; 0 leaves them alone,
+/// and an out-of-range value is refused.
+#[test]
+fn datapath_threads_run_at_the_configured_nice() {
+    let d = Daemon::start_with(&["--workers", "2"]);
+    assert_eq!(datapath_nice(&d), vec![-10, -10], "{}", d.log());
+    let main = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
+    assert_eq!(main.rsplit_once(") ").unwrap().1.split_whitespace().nth(16), Some("0"), "{main}");
+    let plain = Daemon::start_with(&["--workers", "2", "--datapath-nice", "0"]);
+    assert_eq!(datapath_nice(&plain), vec![0, 0]);
+    let out = std::process::Command::new(testbed::bin_dir().join("vswitchd")).args(["--datapath-nice", "-21"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--datapath-nice"), "{out:?}");
+}

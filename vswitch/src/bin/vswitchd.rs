@@ -74,6 +74,13 @@ struct Args {
     #[arg(long, env = "VSWITCH_WORKERS", value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS))]
     workers: Option<usize>,
+    /// Scheduling priority (nice, -20 to 19) of the datapath threads. Below 0 a thread with
+    /// frames to move gets a core ahead of the containers' processes, as the kernel's bridge
+    /// does in softirq: a round trip does not wait behind a bulk flow's processes. Lowering
+    /// it needs CAP_SYS_NICE (rootless keeps 0). 0 leaves the threads as they are.
+    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    datapath_nice: i32,
     /// Where the gateways forward DNS names they do not own: IP or IP:PORT, repeatable, tried
     /// in order; `none` forwards nothing. Default: the nameservers of /etc/resolv.conf, asked
     /// from the daemon's namespace (so 127.0.0.53 works). Networks can override it.
@@ -276,7 +283,9 @@ fn run(args: Args) -> Result<(), String> {
     let upstreams = default_upstreams(&args.dns_upstreams)?;
     let dns_counters = Arc::new(DnsCounters::default());
     let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
-    let dp = Arc::new(Datapath::spawn(cfg, dns_counters.clone(), workers).map_err(|e| format!("cannot start the datapath: {e}"))?);
+    let dp = Arc::new(
+        Datapath::spawn(cfg, dns_counters.clone(), workers, args.datapath_nice).map_err(|e| format!("cannot start the datapath: {e}"))?,
+    );
     let pools = address_pools(&args.address_pools)?;
     let opts = Options {
         offloads: !args.no_offloads,

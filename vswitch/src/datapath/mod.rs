@@ -231,8 +231,9 @@ impl Datapath {
     ///
     /// # Errors
     /// When epoll or the waker cannot be created.
-    /// `workers`: threads that read container TAPs, this one included (at least 1).
-    pub fn spawn(cfg: SwitchConfig, dns_counters: std::sync::Arc<DnsCounters>, workers: usize) -> io::Result<Datapath> {
+    /// `workers`: threads that read container TAPs, this one included (at least 1); `nice`:
+    /// their scheduling priority (see [`set_nice`]).
+    pub fn spawn(cfg: SwitchConfig, dns_counters: std::sync::Arc<DnsCounters>, workers: usize, nice: i32) -> io::Result<Datapath> {
         let poll = Poll::new()?;
         let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (jobs, rx) = crossbeam_channel::unbounded();
@@ -244,10 +245,13 @@ impl Datapath {
         let shared =
             worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone(), capture: capture.clone() };
         for id in 1..workers.max(1) {
-            engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone())?);
+            engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone(), nice)?);
         }
         engine.from_workers = from_workers;
         let thread = std::thread::Builder::new().name("datapath".into()).spawn(move || {
+            if let Err(e) = set_nice(nice) {
+                tracing::info!(nice, error = %e, "the datapath threads keep the default priority (lowering nice needs CAP_SYS_NICE)");
+            }
             // A bug here must not leave a daemon that answers the API but switches nothing:
             // exit, and let the supervisor restart it (the kernel removes our TAPs).
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run())).is_err() {
@@ -1911,6 +1915,21 @@ fn split_vnet(buf: &[u8], hdr: usize) -> (bool, &[u8]) {
 /// The largest frame a port of this MTU may send without GSO: MTU + Ethernet header + one VLAN tag.
 pub const fn max_frame(mtu: u32) -> usize {
     mtu as usize + 14 + 4
+}
+
+/// Gives the calling datapath thread nice value `nice` (0: leave it). Below 0, a thread with
+/// frames to move gets a core ahead of the containers' own processes, as the kernel's bridge
+/// forwards in softirq ahead of any process: under load a round trip no longer waits for the
+/// bulk flow's processes to use up their time slice. It sleeps when there is nothing to move,
+/// and storm control bounds what one container makes it do.
+///
+/// # Errors
+/// When the kernel refuses (below 0 without CAP_SYS_NICE, as rootless).
+pub fn set_nice(nice: i32) -> io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    crate::sys::set_thread_nice(nice)
 }
 
 fn token(port: PortId) -> Token {

@@ -268,11 +268,12 @@ pub struct Shared {
 }
 
 impl WorkerHandle {
-    /// Starts worker `id` (1 and up; 0 is the engine).
+    /// Starts worker `id` (1 and up; 0 is the engine) at nice value `nice`
+    /// ([`super::set_nice`]; the engine reports a refusal).
     ///
     /// # Errors
     /// When epoll, the waker or the thread cannot be made.
-    pub fn spawn(id: usize, shared: Shared) -> io::Result<WorkerHandle> {
+    pub fn spawn(id: usize, shared: Shared, nice: i32) -> io::Result<WorkerHandle> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let epoll = Some(Arc::new(poll.registry().try_clone()?));
@@ -306,6 +307,7 @@ impl WorkerHandle {
             touched: Vec::new(),
         };
         let thread = std::thread::Builder::new().name(format!("datapath-{id}")).spawn(move || {
+            let _ = super::set_nice(nice);
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
                 tracing::error!(worker = id, "datapath worker panicked; vswitchd exits");
                 std::process::exit(70);

@@ -192,6 +192,13 @@ pub(crate) fn set_sockopt_int(fd: BorrowedFd<'_>, opt: c_int, value: c_int) -> i
     check(ret).map(drop)
 }
 
+/// `setpriority(PRIO_PROCESS, gettid(), nice)`: the calling thread's nice value (each Linux
+/// thread has its own).
+pub(crate) fn set_thread_nice(nice: c_int) -> io::Result<()> {
+    // SAFETY: gettid and setpriority take and return plain integers.
+    check(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) }).map(drop)
+}
+
 /// Raises the soft limit of open files to the hard limit; returns the new soft limit.
 pub(crate) fn raise_nofile() -> io::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

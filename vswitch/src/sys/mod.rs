@@ -57,6 +57,14 @@ pub fn epoll_watch_readable(epoll: &impl std::os::fd::AsRawFd, fd: &impl std::os
     ffi::epoll_mod(epoll.as_raw_fd(), fd.as_fd(), events as u32, token as u64)
 }
 
+/// Sets the calling thread's nice value (-20 to 19; below 0 needs CAP_SYS_NICE or RLIMIT_NICE).
+///
+/// # Errors
+/// When the kernel refuses it (EACCES: no privilege to go below 0).
+pub fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    ffi::set_thread_nice(nice)
+}
+
 /// Raises the process's soft limit of open files to its hard limit: every container holds one
 /// TAP fd, so the usual soft limit of 1 024 would stop attaches near 1 000 containers.
 ///
