@@ -11,7 +11,10 @@
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
 #
 # RTT: `ping -i INTERVAL` for SECONDS s (default one every 10 ms for 20 s), every reply's time
-# kept: mean, p50, p99 and losses. Under load: the same while iperf3 runs from container 3 to
+# kept: mean, p50, p99 and losses. The same count and spacing (testbed/rtt.py) for a TCP connect
+# to a listener in the second container (every path), and for what vswitchd's gateway does
+# itself: a DNS answer for the second container's name, and an egress TCP connect to the host's
+# 127.0.0.1 (vswitchd runs with --egress, the network with --host-loopback). Under load: the same while iperf3 runs from container 3 to
 # container 4 of the same switch (1 stream), whose throughput is reported too. Then, in the same
 # run, iperf3 between the measured pair (1 stream and 4 streams, idle) to show throughput did not
 # pay for the round trips. Prints a markdown table and ratios and appends them to
@@ -53,6 +56,9 @@ tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2
 tb_release_bins "$build" tapcopy
 git_rev=$(git -C "$TB_ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 tag="vsbl$$"
+conn_port=5301
+vsd_args+=(--egress)
+vsd_net_args=(--host-loopback "$conn_port")
 pairs=2
 declare -A R S
 . "$(dirname "$0")/paths.sh"
@@ -97,6 +103,32 @@ tb_log "idle RTT: $count pings, one every $interval s"
 rtt_idle idle ip2
 tb_log "RTT to vswitchd's gateway (answered by the switch itself), idle"
 rtt_idle gw gw
+# rtt_py NS FILE ARGS...: testbed/rtt.py ARGS COUNT INTERVAL in namespace NS (times to FILE),
+# then "MEAN P50 P99 LOST".
+rtt_py() {
+    local ns=$1 file=$2
+    shift 2
+    ip netns exec "$ns" timeout $((3 * secs + 30)) python3 "$TB_ROOT/testbed/rtt.py" "$@" "$count" "$interval" >"$file" 2>/dev/null || true
+    tb_rtt_stats "$file" "$count"
+}
+tb_log "TCP connect round trips to a listener in the second container"
+for s in "${want[@]}"; do
+    ip netns exec "${S[$s,ns2]}" python3 "$TB_ROOT/testbed/rtt.py" serve "${S[$s,ip2]}" "$conn_port" &
+    tb_undo "kill $!; wait $!"
+    sleep 0.3
+    R[$s,conn]=$(rtt_py "${S[$s,ns1]}" "$run/conn-$s" connect "${S[$s,ip2]}" "$conn_port")
+    tb_log "  $s: mean p50 p99 lost = ${R[$s,conn]}"
+done
+tb_log "vswitchd's gateway: DNS answers for c2, egress TCP connects to the host's 127.0.0.1:$conn_port"
+python3 "$TB_ROOT/testbed/rtt.py" serve 127.0.0.1 "$conn_port" &
+tb_undo "kill $!; wait $!"
+sleep 0.3
+for s in "${want[@]}"; do
+    [ -n "${S[$s,gw]:-}" ] || continue
+    R[$s,dns]=$(rtt_py "${S[$s,ns1]}" "$run/dns-$s" dns "${S[$s,gw]}" c2)
+    R[$s,egress]=$(rtt_py "${S[$s,ns1]}" "$run/egress-$s" connect "${S[$s,gw]}" "$conn_port")
+    tb_log "  $s: DNS ${R[$s,dns]}; egress connect ${R[$s,egress]}"
+done
 tb_log "RTT under load: the same while iperf3 runs between containers 3 and 4 of the same switch"
 for s in "${want[@]}"; do
     [ -n "${S[$s,ns4]:-}" ] || continue
@@ -155,6 +187,17 @@ report=$run/report.md
     for s in "${want[@]}"; do
         [ -n "${R[$s,gw]:-}" ] || continue
         printf '| %s | %s | %s | %s | %s |\n' "$s" "$(field "$s,gw" 1)" "$(field "$s,gw" 2)" "$(field "$s,gw" 3)" "$(field "$s,gw" 4)"
+    done
+    echo
+    echo "| other round trips, idle (ms) | mean | p50 | p99 | lost |"
+    echo "|---|---|---|---|---|"
+    for s in "${want[@]}"; do
+        printf '| TCP connect to container 2, %s | %s | %s | %s | %s |\n' "$s" "$(field "$s,conn" 1)" "$(field "$s,conn" 2)" "$(field "$s,conn" 3)" "$(field "$s,conn" 4)"
+    done
+    for s in "${want[@]}"; do
+        [ -n "${R[$s,dns]:-}" ] || continue
+        printf '| DNS answer from the gateway, %s | %s | %s | %s | %s |\n' "$s" "$(field "$s,dns" 1)" "$(field "$s,dns" 2)" "$(field "$s,dns" 3)" "$(field "$s,dns" 4)"
+        printf '| egress TCP connect to the host, %s | %s | %s | %s | %s |\n' "$s" "$(field "$s,egress" 1)" "$(field "$s,egress" 2)" "$(field "$s,egress" 3)" "$(field "$s,egress" 4)"
     done
     echo
     echo "| increase under load (ms) | p50 | p99 | mean |"

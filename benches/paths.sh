@@ -3,8 +3,10 @@
 # ($tag-NAME-c1 .. c$((2 * pairs))) joined by one switch, addressed NET.2, NET.3, ... in the order
 # of the containers, and fills S[NAME,ns1], S[NAME,ns2], S[NAME,ip2] (the measured pair),
 # S[NAME,ns3], S[NAME,ns4], S[NAME,ip4] (the load pair, when pairs=2), S[NAME,gw] (vswitchd's
-# gateway address), S[NAME,pid] (empty for a kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, pairs (1 or 2; tapcopy
+# gateway address), S[NAME,pid] (empty for a kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, vsd_net_args (for `network create`), pairs (1 or 2; tapcopy
 # has one pair only) and declares the associative arrays S and R; testbed/lib.sh is sourced.
+
+[ -n "${vsd_net_args+x}" ] || vsd_net_args=()
 
 # serve NAME: an iperf3 server in the switch's second container, stopped on exit.
 serve() {
@@ -40,7 +42,7 @@ setup_vswitchd() {
     [ "$name" = vswitchd-nooffload ] && net=10.234.0
     [ "$name" = vswitchd-1worker ] && net=10.235.0
     [ "$name" = vswitchd-nice0 ] && net=10.237.0
-    "${ctl[@]}" network create bench --subnet "$net.0/24" >/dev/null
+    "${ctl[@]}" network create bench --subnet "$net.0/24" "${vsd_net_args[@]}" >/dev/null
     containers "$name"
     local k
     for k in $(seq $((2 * ${pairs:-1}))); do

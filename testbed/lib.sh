@@ -458,6 +458,13 @@ tb_rtt_series() {
     ip netns exec "$ns" ping -c 1 -W 2 "$ip" >/dev/null 2>&1 || true
     ip netns exec "$ns" ping -n -c "$count" -i "$interval" -W 1 "$ip" 2>/dev/null \
         | sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' >"$file" || true
+    tb_rtt_stats "$file" "$count"
+}
+
+# tb_rtt_stats FILE COUNT: of the times (ms, one per line) in FILE, out of COUNT tries, prints
+# "MEAN P50 P99 LOST"; "- - - COUNT" when FILE has none.
+tb_rtt_stats() {
+    local file=$1 count=$2
     sort -g "$file" | awk -v want="$count" '{ v[NR] = $1; s += $1 }
         END { if (NR == 0) { print "- - - " want; exit }
               p50 = v[int((NR - 1) * 0.50) + 1]; p99 = v[int((NR - 1) * 0.99) + 1]
