@@ -6,7 +6,7 @@
 #   vswitchd            its default datapath workers (one per CPU, at most 4); also the RTT
 #                       to its gateway address, which the switch answers itself
 #   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
-#   vswitchd-nice0      --datapath-nice 0 (datapath threads at the containers' priority)
+#   vswitchd-nice10     --datapath-nice -10 (datapath threads ahead of the containers' processes)
 #   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
 #
@@ -24,8 +24,8 @@
 #     -t SECONDS   length of each ping series (default 20)
 #     -i INTERVAL  seconds between pings (default 0.01)
 #     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nice0,tapcopy,bridge
-#                  (default: all but vswitchd-nice0)
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nice10,tapcopy,bridge
+#                  (default: all but vswitchd-nice10)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
 #
@@ -80,10 +80,10 @@ serve_load() { tb_iperf3_server "${S[$1,ns4]}" "${S[$1,ip4]}" "$run/iperf3-load-
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-1worker | vswitchd-nice0) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-nice10) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         tapcopy) setup_tapcopy "$s" ;;
-        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-nice0, tapcopy, bridge)" ;;
+        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-nice10, tapcopy, bridge)" ;;
     esac
     serve "$s"
     [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
@@ -175,7 +175,7 @@ report=$run/report.md
     echo
     echo "| ratio | idle p50 | idle p99 | idle mean |"
     echo "|---|---|---|---|"
-    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-nice0 vswitchd-1worker/tapcopy vswitchd/bridge; do
+    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-nice10 vswitchd-1worker/tapcopy vswitchd/bridge; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
         printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \

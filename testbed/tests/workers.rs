@@ -189,16 +189,16 @@ fn datapath_nice(d: &Daemon) -> Vec<i64> {
     out
 }
 
-/// The datapath threads run at --datapath-nice (default -10: ahead of the containers'
-/// processes, as the bridge's softirq), the daemon's other threads at 0; 0 leaves them alone,
-/// and an out-of-range value is refused.
+/// The datapath threads run at --datapath-nice (-10: ahead of the containers' processes, as
+/// the bridge's softirq), the daemon's other threads at 0; the default 0 leaves them alone, and
+/// an out-of-range value is refused.
 #[test]
 fn datapath_threads_run_at_the_configured_nice() {
-    let d = Daemon::start_with(&["--workers", "2"]);
+    let d = Daemon::start_with(&["--workers", "2", "--datapath-nice", "-10"]);
     assert_eq!(datapath_nice(&d), vec![-10, -10], "{}", d.log());
     let main = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap();
     assert_eq!(main.rsplit_once(") ").unwrap().1.split_whitespace().nth(16), Some("0"), "{main}");
-    let plain = Daemon::start_with(&["--workers", "2", "--datapath-nice", "0"]);
+    let plain = Daemon::start_with(&["--workers", "2"]);
     assert_eq!(datapath_nice(&plain), vec![0, 0]);
     let out = std::process::Command::new(testbed::bin_dir().join("vswitchd")).args(["--datapath-nice", "-21"]).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--datapath-nice"), "{out:?}");

@@ -74,11 +74,13 @@ struct Args {
     #[arg(long, env = "VSWITCH_WORKERS", value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS))]
     workers: Option<usize>,
-    /// Scheduling priority (nice, -20 to 19) of the datapath threads. Below 0 a thread with
-    /// frames to move gets a core ahead of the containers' processes, as the kernel's bridge
-    /// does in softirq: a round trip does not wait behind a bulk flow's processes. Lowering
-    /// it needs CAP_SYS_NICE (rootless keeps 0). 0 leaves the threads as they are.
-    #[arg(long, default_value_t = -10, allow_negative_numbers = true,
+    /// Scheduling priority (nice, -20 to 19) of the datapath threads. Below 0 (e.g. -10) a
+    /// thread with frames to move gets a core ahead of the containers' processes, as the
+    /// kernel's bridge does in softirq: under load a round trip waits less behind a bulk
+    /// flow's processes, but with two or more workers on a small box one stream moves ~10 %
+    /// less (benches/RESULTS.md). Lowering it needs CAP_SYS_NICE. 0 (default) leaves the
+    /// threads as they are.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     datapath_nice: i32,
     /// Where the gateways forward DNS names they do not own: IP or IP:PORT, repeatable, tried

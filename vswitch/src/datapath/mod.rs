@@ -1183,7 +1183,7 @@ impl Engine {
                 break;
             }
         }
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else { return (0, false) };
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else { return (0, false) };
         let hdr = *vnet_hdr_len;
         let (mut n, mut bytes) = (0, 0);
         while n < BUDGET && bytes < BYTE_BUDGET {
@@ -1195,6 +1195,7 @@ impl Engine {
             n += 1;
             bytes += len;
         }
+        stats.note_read(bytes);
         self.decide_batch(n, false);
         (n, n == BUDGET || bytes >= BYTE_BUDGET)
     }
@@ -1374,7 +1375,7 @@ impl Engine {
         }
         if let Some(Some(PortIo::Tap { owner, stats, file, .. })) = self.ports.get(to.0 as usize) {
             // Before writing: a reply the container makes at once is then read here (worker.rs).
-            if *owner != 0 && !self.touched.iter().any(|&(p, _)| p == to) {
+            if *owner != 0 && len - start - hdr <= worker::PICKUP_FRAME && !self.touched.iter().any(|&(p, _)| p == to) {
                 let held = stats.try_pickup(file);
                 self.touched.push((to, held));
             }

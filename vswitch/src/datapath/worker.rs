@@ -76,6 +76,9 @@ pub struct PortStats {
     pub owner_epoll: Option<(Arc<mio::Registry>, usize)>,
     /// Frames of this TAP handed to the engine and not decided yet.
     pub handed: AtomicU32,
+    /// Until when (ms on [`mono_ms`]'s clock) nobody picks the TAP up: a read of it brought
+    /// a bulk flow's batch ([`PortStats::note_read`]).
+    bulk_until: AtomicU64,
     /// Whether the thread that owns the TAP's read side sleeps in epoll now.
     pub owner_idle: Arc<AtomicBool>,
     /// The thread that owns the read side (0: the engine).
@@ -165,12 +168,25 @@ impl PortStats {
     }
 
     /// Whether a thread that wrote to this TAP should read it now: its owner sleeps, storm
-    /// control leaves it alone, and nothing of it waits in the engine's queue.
+    /// control leaves it alone, nothing of it waits in the engine's queue, and it has not
+    /// brought a bulk batch lately.
     pub fn wants_pickup(&self) -> bool {
         self.owner_idle.load(Ordering::Relaxed)
             && !self.paused.load(Ordering::Relaxed)
             && !self.storm.load(Ordering::Relaxed)
             && self.handed.load(Ordering::Acquire) == 0
+            && self.bulk_until.load(Ordering::Relaxed) <= mono_ms()
+    }
+
+    /// Notes a read of `bytes` from this TAP. A bulk one keeps pickers off it for [`BULK_HOLD`]:
+    /// a bulk flow's sender has its batches read by its own thread, which sleeps little
+    /// anyway, instead of by whichever thread wrote it an ACK (two threads then took turns
+    /// sleeping and waking ~10 000 times a second each, and one stream lost a fifth of its
+    /// throughput against one worker). Pickups stay for round trips' small replies.
+    pub fn note_read(&self, bytes: usize) {
+        if bytes >= BULK_BYTES {
+            self.bulk_until.store(mono_ms() + BULK_HOLD.as_millis() as u64, Ordering::Relaxed);
+        }
     }
 
     pub fn add_to(&self, c: &mut PortCounters) {
@@ -690,6 +706,7 @@ impl Worker {
         if n > 0 {
             self.check_generation();
         }
+        tap.stats.note_read(bytes);
         (n, n == BUDGET || bytes >= BYTE_BUDGET)
     }
 
@@ -720,7 +737,9 @@ impl Worker {
             self.cap.offer(c.to, super::capture::Dir::Out, buf, hdr);
         }
         // Before writing: a reply the container makes at once is then read here.
-        touch(&mut self.touched, c.to, &c.out, self.id);
+        if frame.len() <= PICKUP_FRAME {
+            touch(&mut self.touched, c.to, &c.out, self.id);
+        }
         if write_frame(&c.out.file, buf) {
             bump(&c.out.stats.tx_packets, 1);
             bump(&c.out.stats.tx_bytes, bytes);
@@ -760,6 +779,24 @@ impl Worker {
             }
         }
     }
+}
+
+/// Longest frame after which the writer picks up the reply: requests of round trips (a ping, a
+/// SYN, a DNS query, a small call) fit; a bulk flow's super-frames do not, and their ACKs are
+/// left to the TAP's owner, whose thread is awake anyway (picking them up cost a switch-off and
+/// a switch-on of the TAP per batch).
+pub(super) const PICKUP_FRAME: usize = 2048;
+
+/// A read of at least this much from one TAP marks it bulk ([`PortStats::note_read`]): one
+/// super-frame and more.
+const BULK_BYTES: usize = 32 * 1024;
+/// How long a bulk TAP is left to its owner.
+const BULK_HOLD: Duration = Duration::from_millis(20);
+
+/// Milliseconds since the first call: a clock all datapath threads share.
+fn mono_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 /// Most rounds of pickups after one drain (a pickup's frames may go to yet another sleeping
