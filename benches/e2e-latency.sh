@@ -49,7 +49,9 @@ tb_need_root
 
 tb_bench_scratch e2e-latency
 count=$(awk -v s="$secs" -v i="$interval" 'BEGIN { printf "%d", s / i }')
-limit=$((4 * (3 * secs + 3 * tput + 30) + 180))
+# Per path at most six series (idle, gateway, connect, DNS, egress, under load) and two throughput runs.
+npaths=$(tr ',' '\n' <<<"$switches" | grep -c .)
+limit=$((npaths * (6 * secs + 2 * tput + 30) + 180))
 tb_bench_watchdog e2e-latency "$limit"
 
 tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2
