@@ -77,7 +77,7 @@ struct Args {
     /// Scheduling priority (nice, -20 to 19) of the datapath threads. Below 0 (e.g. -10) a
     /// thread with frames to move gets a core ahead of the containers' processes, as the
     /// kernel's bridge does in softirq: under load a round trip waits less behind a bulk
-    /// flow's processes, but with two or more workers on a small box one stream moves ~10 %
+    /// flow's processes, but with two or more workers on a small box one stream moves ~13 %
     /// less (benches/RESULTS.md). Lowering it needs CAP_SYS_NICE. 0 (default) leaves the
     /// threads as they are.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true,
