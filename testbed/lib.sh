@@ -93,6 +93,25 @@ tb_cleanup() {
     TB_UNDO=()
 }
 
+# tb_cpu_cgroup NAME CPUS: a cgroup that holds its processes to CPUS cores (e.g. 0.5), as a
+# runtime's --cpus does; removed on exit. Sets TB_CGROUP_PROCS to the file a pid is written
+# into (cgroup.procs in the cpu controller's hierarchy, v2 or v1).
+tb_cpu_cgroup() {
+    local name=$1 cpus=$2 dir quota
+    quota=$(awk -v c="$cpus" 'BEGIN { printf "%d", c * 100000 }')
+    [ "$quota" -gt 0 ] || tb_die "tb_cpu_cgroup: CPUS must be above 0 (got $cpus)"
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        dir=/sys/fs/cgroup/$name
+        mkdir "$dir" && echo "$quota 100000" >"$dir/cpu.max" || tb_die "cannot make cgroup $dir"
+    else
+        dir=/sys/fs/cgroup/cpu/$name
+        mkdir "$dir" && echo 100000 >"$dir/cpu.cfs_period_us" && echo "$quota" >"$dir/cpu.cfs_quota_us" \
+            || tb_die "cannot make cgroup $dir"
+    fi
+    tb_undo "rmdir $dir"
+    TB_CGROUP_PROCS=$dir/cgroup.procs
+}
+
 # tb_netns NAME: a "container" network namespace, deleted on exit.
 tb_netns() {
     ip netns add "$1" || tb_die "cannot create netns $1"
