@@ -3,8 +3,9 @@
 # MTU 1500, through six switches measured in ONE run so that their ratios can be compared:
 #
 #   vswitchd            offloads on (IFF_VNET_HDR + TSO: 64 KiB super-frames TAP to TAP), its
-#                       default datapath workers (one per CPU, at most 4)
+#                       default datapath workers (half the CPUs, 1 to 4)
 #   vswitchd-1worker    the same with --workers 1 (one datapath thread reads every TAP)
+#   vswitchd-2workers   (only with -s) the same with --workers 2
 #   vswitchd-nooffload  vswitchd --no-offloads (one MTU-sized frame per syscall)
 #   bridge              kernel bridge with two veth pairs (in a namespace of its own)
 #   vde_switch          one vde_switch process owning both TAPs (vde_switch -t tapA -t tapB,
@@ -23,7 +24,7 @@
 #   sudo benches/e2e-datapath.sh [-t SECONDS] [-r REPS] [-s SWITCHES] [-w SECONDS] [-n] [-B]
 #     -t SECONDS   length of one iperf3 run (default 5)
 #     -r REPS      runs per cell, the median is reported (default 3)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nooffload,bridge,vde_switch,
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-2workers,vswitchd-nooffload,bridge,vde_switch,
 #                  tapcopy,tapcopy-mq (default: all but tapcopy-mq)
 #     -w SECONDS   longest total wait for a quiet box before runs (default 60; 0: never wait)
 #     -n           do not write benches/RESULTS.md (print only)
@@ -41,7 +42,7 @@ while getopts "t:r:s:w:nBh" o; do
     case $o in
         t) secs=$OPTARG ;; r) reps=$OPTARG ;; s) switches=$OPTARG ;; n) write=0 ;; B) build=0 ;;
         w) wait_budget=$OPTARG; wait_max=$((OPTARG < 20 ? OPTARG : 20)) ;;
-        *) sed -n '2,28p' "$0"; exit 2 ;;
+        *) sed -n '2,31p' "$0"; exit 2 ;;
     esac
 done
 [[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $reps =~ ^[0-9]+$ && $reps -ge 1 && $wait_budget =~ ^[0-9]+$ ]] \
@@ -153,11 +154,11 @@ declare -A S          # setup: S[switch,ns1], S[switch,ns2], S[switch,ip2], S[sw
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-1worker | vswitchd-nooffload) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-2workers | vswitchd-nooffload) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         vde_switch) setup_vde ;;
         tapcopy | tapcopy-mq) setup_tapcopy "$s" ;;
-        *) tb_die "unknown switch $s (vswitchd, vswitchd-1worker, vswitchd-nooffload, bridge, vde_switch, tapcopy, tapcopy-mq)" ;;
+        *) tb_die "unknown switch $s (vswitchd, vswitchd-1worker, vswitchd-2workers, vswitchd-nooffload, bridge, vde_switch, tapcopy, tapcopy-mq)" ;;
     esac
     serve "$s"
 done
@@ -236,7 +237,7 @@ report=$run/report.md
     echo
     echo "| ratio | 1 stream | 1 stream -R | 4 streams | 4 streams -R |"
     echo "|---|---|---|---|---|"
-    for pair in vswitchd/vde_switch vswitchd/bridge vswitchd-1worker/bridge vswitchd/vswitchd-1worker vswitchd/tapcopy tapcopy/bridge vswitchd-nooffload/vde_switch vswitchd/vswitchd-nooffload; do
+    for pair in vswitchd/vde_switch vswitchd/bridge vswitchd-1worker/bridge vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/tapcopy tapcopy/bridge vswitchd-nooffload/vde_switch vswitchd/vswitchd-nooffload; do
         a=${pair%/*} b=${pair#*/}
         [ -n "$(v "$a,1,0")" ] && [ -n "$(v "$b,1,0")" ] || continue
         printf '| %s | %s | %s | %s | %s |\n' "$pair" "$(ratio "$(v "$a,1,0")" "$(v "$b,1,0")")" "$(ratio "$(v "$a,1,1")" "$(v "$b,1,1")")" \

@@ -3,9 +3,10 @@
 # pair of containers on the same switch runs a bulk TCP flow, through these paths in ONE run
 # (benches/paths.sh builds them as e2e-datapath.sh does):
 #
-#   vswitchd            its default datapath workers (one per CPU, at most 4); also the RTT
+#   vswitchd            its default datapath workers (half the CPUs, 1 to 4); also the RTT
 #                       to its gateway address, which the switch answers itself
 #   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
+#   vswitchd-2workers   --workers 2
 #   vswitchd-nice10     --datapath-nice -10 (datapath threads ahead of the containers' processes)
 #   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
@@ -20,12 +21,15 @@
 # pay for the round trips. Prints a markdown table and ratios and appends them to
 # benches/RESULTS.md.
 #
-#   sudo benches/e2e-latency.sh [-t SECONDS] [-i INTERVAL] [-T SECONDS] [-s SWITCHES] [-n] [-B]
+#   sudo benches/e2e-latency.sh [-t SECONDS] [-i INTERVAL] [-r ROUNDS] [-T SECONDS] [-s SWITCHES] [-n] [-B]
 #     -t SECONDS   length of each ping series (default 20)
+#     -r ROUNDS    idle ping series per path (default 3), the paths taking turns in each round:
+#                  the idle row pools every round's replies, and the ratios to tapcopy are given
+#                  per round and as their median (this box drifts by more than the gap measured)
 #     -i INTERVAL  seconds between pings (default 0.01)
 #     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-nice10,tapcopy,bridge
-#                  (default: all but vswitchd-nice10)
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-2workers,vswitchd-nice10,tapcopy,bridge
+#                  (default: all but vswitchd-1worker and vswitchd-nice10)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
 #
@@ -34,24 +38,25 @@
 set -euo pipefail
 . "$(dirname "$0")/../testbed/lib.sh"
 
-secs=20 interval=0.01 tput=5 write=1 build=1
-switches=vswitchd,vswitchd-1worker,tapcopy,bridge
+secs=20 interval=0.01 rounds=3 tput=5 write=1 build=1
+switches=vswitchd,vswitchd-2workers,tapcopy,bridge
 cmdline="benches/e2e-latency.sh${*:+ $*}"
-while getopts "t:i:T:s:nBh" o; do
+while getopts "t:i:r:T:s:nBh" o; do
     case $o in
-        t) secs=$OPTARG ;; i) interval=$OPTARG ;; T) tput=$OPTARG ;; s) switches=$OPTARG ;; n) write=0 ;; B) build=0 ;;
-        *) sed -n '2,28p' "$0"; exit 2 ;;
+        t) secs=$OPTARG ;; i) interval=$OPTARG ;; r) rounds=$OPTARG ;; T) tput=$OPTARG ;; s) switches=$OPTARG ;; n) write=0 ;; B) build=0 ;;
+        *) sed -n '2,34p' "$0"; exit 2 ;;
     esac
 done
-[[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $tput =~ ^[0-9]+$ && $interval =~ ^[0-9.]+$ ]] \
-    || tb_die "-t and -T take whole seconds, -i a number of seconds"
+[[ $secs =~ ^[0-9]+$ && $secs -ge 1 && $tput =~ ^[0-9]+$ && $interval =~ ^[0-9.]+$ && $rounds =~ ^[0-9]+$ && $rounds -ge 1 ]] \
+    || tb_die "-t and -T take whole seconds, -i a number of seconds, -r a number of rounds"
 tb_need_root
 
 tb_bench_scratch e2e-latency
 count=$(awk -v s="$secs" -v i="$interval" 'BEGIN { printf "%d", s / i }')
-# Per path at most six series (idle, gateway, connect, DNS, egress, under load) and two throughput runs.
+# Per path at most ROUNDS idle series, five others (gateway, connect, DNS, egress, under load)
+# and two throughput runs.
 npaths=$(tr ',' '\n' <<<"$switches" | grep -c .)
-limit=$((npaths * (6 * secs + 2 * tput + 30) + 180))
+limit=$((npaths * ((rounds + 5) * secs + 2 * tput + 30) + 180))
 tb_bench_watchdog e2e-latency "$limit"
 
 tb_apt iperf3=iperf3 ping=iputils-ping python3=python3 ip=iproute2
@@ -82,10 +87,10 @@ serve_load() { tb_iperf3_server "${S[$1,ns4]}" "${S[$1,ip4]}" "$run/iperf3-load-
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-1worker | vswitchd-nice10) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-2workers | vswitchd-nice10) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         tapcopy) setup_tapcopy "$s" ;;
-        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-nice10, tapcopy, bridge)" ;;
+        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-2workers, vswitchd-nice10, tapcopy, bridge)" ;;
     esac
     serve "$s"
     [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
@@ -101,8 +106,15 @@ rtt_idle() {
         tb_log "  $s: mean p50 p99 lost = ${R[$s,$1]}"
     done
 }
-tb_log "idle RTT: $count pings, one every $interval s"
-rtt_idle idle ip2
+tb_log "idle RTT: $count pings, one every $interval s, $rounds rounds"
+for r in $(seq "$rounds"); do
+    rtt_idle "idle$r" ip2
+done
+# The idle row: every round's replies pooled.
+for s in "${want[@]}"; do
+    for r in $(seq "$rounds"); do cat "$run/rtt-idle$r-$s"; done >"$run/rtt-idle-$s"
+    R[$s,idle]=$(tb_rtt_stats "$run/rtt-idle-$s" $((count * rounds)))
+done
 tb_log "RTT to vswitchd's gateway (answered by the switch itself), idle"
 rtt_idle gw gw
 # rtt_py NS FILE ARGS...: testbed/rtt.py ARGS COUNT INTERVAL in namespace NS (times to FILE),
@@ -161,7 +173,7 @@ report=$run/report.md
     echo
     echo "Command: \`sudo $cmdline\` (vswitchd release build of \`$git_rev\`; $(nproc) vCPU"
     echo "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); pingers, iperf3 and the switches share the cores)."
-    echo "ICMP echo between two namespaces, MTU 1500: $count pings one every $interval s per cell; RTT in ms."
+    echo "ICMP echo between two namespaces, MTU 1500: $count pings one every $interval s per cell (idle: $rounds rounds, the paths taking turns, replies pooled); RTT in ms."
     echo "Under load: iperf3 -c (1 stream) between two other containers of the same switch meanwhile."
     echo "Throughput: iperf3 between the measured pair afterwards, idle, ${tput} s per run (one run each)."
     echo "Load average before/after: $(cut -d' ' -f1-3 /proc/loadavg)."
@@ -177,12 +189,24 @@ report=$run/report.md
     echo
     echo "| ratio | idle p50 | idle p99 | idle mean |"
     echo "|---|---|---|---|"
-    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-nice10 vswitchd-1worker/tapcopy vswitchd/bridge; do
+    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/vswitchd-nice10 vswitchd-1worker/tapcopy vswitchd-2workers/tapcopy vswitchd/bridge; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
         printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
             "$(ratio "$(field "$a,idle" 3)" "$(field "$b,idle" 3)")" "$(ratio "$(field "$a,idle" 1)" "$(field "$b,idle" 1)")"
     done
+    if [ -n "${R[vswitchd,idle1]:-}" ] && [ -n "${R[tapcopy,idle1]:-}" ]; then
+        echo
+        echo "| vswitchd/tapcopy, idle, per round | p50 | p99 |"
+        echo "|---|---|---|"
+        p50s=() p99s=()
+        for r in $(seq "$rounds"); do
+            p50s+=("$(ratio "$(field "vswitchd,idle$r" 2)" "$(field "tapcopy,idle$r" 2)")")
+            p99s+=("$(ratio "$(field "vswitchd,idle$r" 3)" "$(field "tapcopy,idle$r" 3)")")
+            echo "| round $r | ${p50s[-1]} | ${p99s[-1]} |"
+        done
+        echo "| median of the rounds | $(tb_median "${p50s[@]}") | $(tb_median "${p99s[@]}") |"
+    fi
     echo
     echo "| ping to the gateway (ms), idle | mean | p50 | p99 | lost |"
     echo "|---|---|---|---|---|"

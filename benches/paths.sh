@@ -32,6 +32,7 @@ setup_vswitchd() {
     local name=$1 args=() sock=$run/$1/vswitchd.sock pid
     [ "$name" = vswitchd-nooffload ] && args=(--no-offloads)
     [ "$name" = vswitchd-1worker ] && args=(--workers 1)
+    [ "$name" = vswitchd-2workers ] && args=(--workers 2)
     [ "$name" = vswitchd-nice10 ] && args=(--datapath-nice -10)
     tb_log "$name: vswitchd ${args[*]}"
     mkdir -p "$run/$name"
@@ -41,6 +42,7 @@ setup_vswitchd() {
     local ctl=("$bin/vswitchctl" --socket "$sock") net=10.231.0 
     [ "$name" = vswitchd-nooffload ] && net=10.234.0
     [ "$name" = vswitchd-1worker ] && net=10.235.0
+    [ "$name" = vswitchd-2workers ] && net=10.238.0
     [ "$name" = vswitchd-nice10 ] && net=10.237.0
     "${ctl[@]}" network create bench --subnet "$net.0/24" "${vsd_net_args[@]}" >/dev/null
     containers "$name"

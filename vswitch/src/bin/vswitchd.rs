@@ -70,7 +70,10 @@ struct Args {
     #[arg(long)]
     no_offloads: bool,
     /// Datapath threads that read container TAPs (each TAP is read by one of them, so each
-    /// flow stays on one thread). Default: the number of CPUs, at most 4.
+    /// flow stays on one thread). Default: half the CPUs, at least 1 and at most 4. The
+    /// containers' own processes and the kernel's work for them need the other half: on 2 CPUs
+    /// a second thread moved no more and made round trips under load wait longer
+    /// (benches/RESULTS.md).
     #[arg(long, env = "VSWITCH_WORKERS", value_name = "N",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_WORKERS))]
     workers: Option<usize>,
@@ -152,6 +155,11 @@ struct Args {
 
 /// Most `--workers`.
 const MAX_WORKERS: u64 = 64;
+
+/// `--workers` when not given: half of `cpus`, at least 1, at most 4.
+fn default_workers(cpus: usize) -> usize {
+    (cpus / 2).clamp(1, 4)
+}
 
 /// The levels `--log-level` takes.
 const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
@@ -284,7 +292,7 @@ fn run(args: Args) -> Result<(), String> {
     }
     let upstreams = default_upstreams(&args.dns_upstreams)?;
     let dns_counters = Arc::new(DnsCounters::default());
-    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)));
+    let workers = args.workers.unwrap_or_else(|| default_workers(std::thread::available_parallelism().map_or(1, |n| n.get())));
     let dp = Arc::new(
         Datapath::spawn(cfg, dns_counters.clone(), workers, args.datapath_nice).map_err(|e| format!("cannot start the datapath: {e}"))?,
     );
@@ -475,4 +483,15 @@ fn first_live_netns(snap: &vswitch::state::Snapshot) -> Option<PathBuf> {
         let id = vswitch::sys::netns::netns_id(&NetnsRef::Path(path.clone())).ok();
         (e.netns_id.is_some() && id == e.netns_id).then_some(path)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_workers;
+
+    #[test]
+    fn default_workers_are_half_the_cpus_from_one_to_four() {
+        let got: Vec<usize> = [1, 2, 3, 4, 6, 8, 9, 64].into_iter().map(default_workers).collect();
+        assert_eq!(got, [1, 1, 1, 2, 3, 4, 4, 4]);
+    }
 }

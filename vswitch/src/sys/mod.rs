@@ -7,7 +7,9 @@
 //! - [`tap`]: `/dev/net/tun` (TUNSETIFF, vnet header, offloads, persistence).
 //! - [`netlink`]: synchronous rtnetlink requests (link, address, route).
 //! - [`lock`]: the state directory's lock (one vswitchd per `STATE_DIR`).
-//! - `ffi`: `struct ifreq` layouts and the raw syscall wrappers; every `unsafe` block is there.
+//! - [`pcap_filter`]: capture filters (libpcap's BPF), shared by the datapath threads.
+//! - `ffi`: `struct ifreq` layouts and the raw syscall wrappers; every `unsafe` block is there
+//!   (`pcap_filter` holds the one `unsafe impl`).
 
 mod ffi;
 pub mod lock;
@@ -15,6 +17,7 @@ pub mod log;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod pcap_filter;
 pub mod tap;
 pub mod timer;
 pub mod userns;
