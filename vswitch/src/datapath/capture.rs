@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 use super::segment;
-pub use crate::sys::pcap_filter::Filter;
 use crate::switch::Verdict;
+pub use crate::sys::pcap_filter::Filter;
 use crate::types::PortId;
 
 /// Which way a frame went through a port, as the pcapng `epb_flags` direction bits say.
