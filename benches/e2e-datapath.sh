@@ -204,7 +204,6 @@ done
 
 # ---- report ---------------------------------------------------------------------------------
 v() { echo "${R[$1]:-}"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 per_gbit() { awk -v c="$1" -v g="$2" 'BEGIN { if (c !~ /^[0-9.]+$/ || g + 0 == 0) print "-"; else printf "%.1f", c / g }'; }
 kernel=$(uname -r)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
@@ -240,16 +239,16 @@ report=$run/report.md
     for pair in vswitchd/vde_switch vswitchd/bridge vswitchd-1worker/bridge vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/tapcopy tapcopy/bridge vswitchd-nooffload/vde_switch vswitchd/vswitchd-nooffload; do
         a=${pair%/*} b=${pair#*/}
         [ -n "$(v "$a,1,0")" ] && [ -n "$(v "$b,1,0")" ] || continue
-        printf '| %s | %s | %s | %s | %s |\n' "$pair" "$(ratio "$(v "$a,1,0")" "$(v "$b,1,0")")" "$(ratio "$(v "$a,1,1")" "$(v "$b,1,1")")" \
-            "$(ratio "$(v "$a,4,0")" "$(v "$b,4,0")")" "$(ratio "$(v "$a,4,1")" "$(v "$b,4,1")")"
+        printf '| %s | %s | %s | %s | %s |\n' "$pair" "$(tb_ratio "$(v "$a,1,0")" "$(v "$b,1,0")")" "$(tb_ratio "$(v "$a,1,1")" "$(v "$b,1,1")")" \
+            "$(tb_ratio "$(v "$a,4,0")" "$(v "$b,4,0")")" "$(tb_ratio "$(v "$a,4,1")" "$(v "$b,4,1")")"
     done
     echo
     # The goals (PEERS.md): 1 stream, MTU 1500: >= 15x vde_switch and >= 0.9x the kernel bridge;
     # CPU per Gbit/s below the bare copy loop's 54 % at ~12 Gbit/s (4.5 % per Gbit/s).
     if [ -n "$(v vswitchd,1,0)" ]; then
         goal() { awk -v r="$1" -v t="$2" 'BEGIN { if (r == "n/a") print "not measured"; else if (r + 0 >= t) print "met"; else print "NOT met" }'; }
-        r_vde=$(ratio "$(v vswitchd,1,0)" "$(v vde_switch,1,0)")
-        r_br=$(ratio "$(v vswitchd,1,0)" "$(v bridge,1,0)")
+        r_vde=$(tb_ratio "$(v vswitchd,1,0)" "$(v vde_switch,1,0)")
+        r_br=$(tb_ratio "$(v vswitchd,1,0)" "$(v bridge,1,0)")
         cpg=$(per_gbit "$(v vswitchd,1,0,cpu)" "$(v vswitchd,1,0)")
         echo "Goals (1 stream, MTU 1500):"
         echo "- ≥ 15× vde_switch: ${r_vde}× → $(goal "$r_vde" 15)"

@@ -165,8 +165,6 @@ fi
 
 # ---- report ---------------------------------------------------------------------------------
 field() { awk -v k="$2" '{ print $k }' <<<"${R[$1]:--}"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
-rise() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "-"; else printf "%.3f", a - b }'; }
 report=$run/report.md
 {
     echo "## End-to-end latency: $(date -u +%Y-%m-%d), kernel $(uname -r)"
@@ -192,8 +190,8 @@ report=$run/report.md
     for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/vswitchd-nice10 vswitchd-1worker/tapcopy vswitchd-2workers/tapcopy vswitchd/bridge; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
-        printf '| %s | %s | %s | %s |\n' "$pair" "$(ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
-            "$(ratio "$(field "$a,idle" 3)" "$(field "$b,idle" 3)")" "$(ratio "$(field "$a,idle" 1)" "$(field "$b,idle" 1)")"
+        printf '| %s | %s | %s | %s |\n' "$pair" "$(tb_ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
+            "$(tb_ratio "$(field "$a,idle" 3)" "$(field "$b,idle" 3)")" "$(tb_ratio "$(field "$a,idle" 1)" "$(field "$b,idle" 1)")"
     done
     if [ -n "${R[vswitchd,idle1]:-}" ] && [ -n "${R[tapcopy,idle1]:-}" ]; then
         echo
@@ -201,8 +199,8 @@ report=$run/report.md
         echo "|---|---|---|"
         p50s=() p99s=()
         for r in $(seq "$rounds"); do
-            p50s+=("$(ratio "$(field "vswitchd,idle$r" 2)" "$(field "tapcopy,idle$r" 2)")")
-            p99s+=("$(ratio "$(field "vswitchd,idle$r" 3)" "$(field "tapcopy,idle$r" 3)")")
+            p50s+=("$(tb_ratio "$(field "vswitchd,idle$r" 2)" "$(field "tapcopy,idle$r" 2)")")
+            p99s+=("$(tb_ratio "$(field "vswitchd,idle$r" 3)" "$(field "tapcopy,idle$r" 3)")")
             echo "| round $r | ${p50s[-1]} | ${p99s[-1]} |"
         done
         echo "| median of the rounds | $(tb_median "${p50s[@]}") | $(tb_median "${p99s[@]}") |"
@@ -230,13 +228,13 @@ report=$run/report.md
     echo "|---|---|---|---|"
     for s in "${want[@]}"; do
         [ -n "${R[$s,load]:-}" ] || continue
-        printf '| %s | %s | %s | %s |\n' "$s" "$(rise "$(field "$s,load" 2)" "$(field "$s,idle" 2)")" \
-            "$(rise "$(field "$s,load" 3)" "$(field "$s,idle" 3)")" "$(rise "$(field "$s,load" 1)" "$(field "$s,idle" 1)")"
+        printf '| %s | %s | %s | %s |\n' "$s" "$(tb_diff "$(field "$s,load" 2)" "$(field "$s,idle" 2)")" \
+            "$(tb_diff "$(field "$s,load" 3)" "$(field "$s,idle" 3)")" "$(tb_diff "$(field "$s,load" 1)" "$(field "$s,idle" 1)")"
     done
     if [ -n "${R[vswitchd,load]:-}" ] && [ -n "${R[bridge,load]:-}" ]; then
         echo
         echo "Goals: vswitchd (default) idle p50 and p99 ≤ 1.2× tapcopy's; its increase under load ≤ 1.5× the bridge's."
-        echo "vswitchd/bridge increase under load: p50 $(ratio "$(rise "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(rise "$(field bridge,load 2)" "$(field bridge,idle 2)")")×, p99 $(ratio "$(rise "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(rise "$(field bridge,load 3)" "$(field bridge,idle 3)")")×."
+        echo "vswitchd/bridge increase under load: p50 $(tb_ratio "$(tb_diff "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(tb_diff "$(field bridge,load 2)" "$(field bridge,idle 2)")")×, p99 $(tb_ratio "$(tb_diff "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(tb_diff "$(field bridge,load 3)" "$(field bridge,idle 3)")")×."
     fi
     echo
 } >"$report"

@@ -348,7 +348,6 @@ for p in "${want[@]}"; do
 done
 
 # ---- report ---------------------------------------------------------------------------------
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
 kernel=$(uname -r)
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 report=$run/report.md
@@ -387,14 +386,14 @@ report=$run/report.md
         echo "|---|---|---|---|---|"
         for b in boringtun-1 boringtun-4; do
             has "$b" || continue
-            printf '| vswitchd / %s | %s× | %s× | %s× | %s× |\n' "$b" "$(ratio "${R[vswitchd,g]}" "${R[$b,g]}")" "$(ratio "${R[vswitchd,rtt]}" "${R[$b,rtt]}")" \
-                "$(ratio "${R[vswitchd,p50]}" "${R[$b,p50]}")" "$(ratio "${R[vswitchd,p99]}" "${R[$b,p99]}")"
+            printf '| vswitchd / %s | %s× | %s× | %s× | %s× |\n' "$b" "$(tb_ratio "${R[vswitchd,g]}" "${R[$b,g]}")" "$(tb_ratio "${R[vswitchd,rtt]}" "${R[$b,rtt]}")" \
+                "$(tb_ratio "${R[vswitchd,p50]}" "${R[$b,p50]}")" "$(tb_ratio "${R[vswitchd,p99]}" "${R[$b,p99]}")"
         done
         echo
     fi
     if has vswitchd; then
         if has boringtun-1; then
-            r=$(ratio "${R[vswitchd,g]}" "${R[boringtun-1,g]}")
+            r=$(tb_ratio "${R[vswitchd,g]}" "${R[boringtun-1,g]}")
             verdict=$(awk -v r="$r" 'BEGIN { if (r == "n/a") print "not measured"; else if (r + 0 >= 5) print "met"; else print "NOT met" }')
             echo "Goal (PEERS.md): container↔container ≥ 5× boringtun with 1 thread: ${r}× → **$verdict**."
         else

@@ -216,7 +216,6 @@ R[n_off]=$(tb_median $n_off) R[n_on]=$(tb_median $n_on)
 # ---- report -----------------------------------------------------------------------------------
 v() { echo "${R[$1]:-}"; }
 err() { awk -v a="$1" -v t="$2" 'BEGIN { if (a !~ /^-?[0-9.]+$/) print "-"; else printf "%+.1f %%", 100 * (a - t) / t }'; }
-cost() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/) print "-"; else printf "%.1f", a - b }'; }
 report=$run/report.md
 {
     echo "## Link impairments: vswitchd against tc netem: $(date -u +%Y-%m-%d), kernel $(uname -r)"
@@ -242,7 +241,7 @@ report=$run/report.md
     echo "| rate 50mbit: iperf3 goodput, Mbit/s | $(v vs,rate) ($(err "$(v vs,rate)" 47.82)) | $(v ne,rate) ($(err "$(v ne,rate)" 47.82)) | 47.82 |"
     echo "| unimpaired, iperf3 -b 50M, Mbit/s | $(v vs,paced) | $(v ne,paced) | 50 |"
     echo "| path CPU %, rate-limited / paced unimpaired | $(v vs,rate_cpu) / $(v vs,paced_cpu) | $(v ne,rate_cpu) / $(v ne,paced_cpu) | |"
-    echo "| CPU the rate limit costs (difference), % of a CPU | $(cost "$(v vs,rate_cpu)" "$(v vs,paced_cpu)") | $(cost "$(v ne,rate_cpu)" "$(v ne,paced_cpu)") | |"
+    echo "| CPU the rate limit costs (difference), % of a CPU | $(tb_diff "$(v vs,rate_cpu)" "$(v vs,paced_cpu)" 1) | $(tb_diff "$(v ne,rate_cpu)" "$(v ne,paced_cpu)" 1) | |"
     echo "| vswitchd's own CPU %, rate-limited / paced | $(v vs,rate_vcpu) / $(v vs,paced_vcpu) | (kernel) | |"
     echo
     echo "Unimpaired neighbour (vswitchd, iperf3 c1 → c3, $secs s, median of $reps, taking turns): $(v n_off) Gbit/s while no port"

@@ -94,7 +94,6 @@ ip netns exec "pbbc$id" ping -c 3 -i 0.2 -W 1 10.232.0.200 >/dev/null || tb_die 
 b_fwd=$(iperf_cell "pbbc$id" "pbbl$id" 10.232.0.200)
 b_rev=$(iperf_cell "pbbc$id" "pbbl$id" 10.232.0.200 -R)
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0) ? "%.2f" : "-", a / b }'; }
 report=$(cat <<EOF
 
 ## Interface port vs kernel bridge ($(date -u +%Y-%m-%d), rev $git_rev)
@@ -108,7 +107,7 @@ PACKET_VNET_HDR), against the same two namespaces joined by a kernel bridge.
 |---|---|---|
 | vswitchd, interface port | $v_fwd Gbit/s | $v_rev Gbit/s |
 | kernel bridge | $b_fwd Gbit/s | $b_rev Gbit/s |
-| ratio vswitchd / bridge | $(ratio "$v_fwd" "$b_fwd") | $(ratio "$v_rev" "$b_rev") |
+| ratio vswitchd / bridge | $(tb_ratio "$v_fwd" "$b_fwd") | $(tb_ratio "$v_rev" "$b_rev") |
 EOF
 )
 echo "$report"

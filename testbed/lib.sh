@@ -280,6 +280,8 @@ tb_positive() {
 tb_median() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.10g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # tb_ratio A B: A / B to two decimals, "n/a" unless both are numbers and B is not 0.
 tb_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'; }
+# tb_diff A B [DECIMALS]: A - B to DECIMALS (default 3) decimals, "-" unless both are numbers.
+tb_diff() { awk -v a="$1" -v b="$2" -v d="${3:-3}" 'BEGIN { if (a !~ /^-?[0-9.]+$/ || b !~ /^-?[0-9.]+$/) print "-"; else printf "%." d "f", a - b }'; }
 
 # tb_report FILE WRITE: prints a benchmark's report; with WRITE=1 also appends it to
 # benches/RESULTS.md (append only: another bench may be appending too).
