@@ -203,7 +203,7 @@ report=$run/report.md
             p99s+=("$(tb_ratio "$(field "vswitchd,idle$r" 3)" "$(field "tapcopy,idle$r" 3)")")
             echo "| round $r | ${p50s[-1]} | ${p99s[-1]} |"
         done
-        echo "| median of the rounds | $(tb_median "${p50s[@]}") | $(tb_median "${p99s[@]}") |"
+        echo "| median of the rounds | $(tb_ratio "$(tb_median "${p50s[@]}")" 1) | $(tb_ratio "$(tb_median "${p99s[@]}")" 1) |"
     fi
     echo
     echo "| ping to the gateway (ms), idle | mean | p50 | p99 | lost |"
