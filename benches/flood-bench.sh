@@ -15,8 +15,8 @@
 #
 #   sudo benches/flood-bench.sh [-c COUNT] [-t SECONDS] [-q CPUS] [-b BIN_DIR] [-a 'VSWITCHD ARGS'] [-k] [-n] [-B]
 #     -c COUNT    frames of the flood (default 1000000)
-#     -q CPUS     the held attacker's CPU quota (default 0.2; 0: only the unheld flood)
 #     -t SECONDS  iperf3 length (default 8; the flood is restarted until the run ends)
+#     -q CPUS     the held attacker's CPU quota (default 0.2; 0: only the unheld flood)
 #     -b DIR      take vswitchd and vswitchctl from DIR (implies -B)
 #     -a ARGS     extra vswitchd arguments (e.g. '--flood-rate 0' to turn storm control off)
 #     -k          also measure a kernel bridge under the same flood
@@ -85,17 +85,18 @@ measure() {
     ip netns exec "$c1" ping -c 3 -i 0.2 -W 1 "$ip2" >/dev/null || tb_die "$name: c1 cannot reach c2"
     R[$name,alone]=$(iperf "$c1" "$ip2")
     flooded "$name" "$c1" "$ip2" "$x"
-    if [ "$held" = 1 ]; then
+    if [ -n "$cg_procs" ]; then
         R[$name-held,alone]=${R[$name,alone]}
         flooded "$name-held" "$c1" "$ip2" "$x" "$cg_procs"
     fi
     kill $spid 2>/dev/null || true
 }
 declare -A R
-held=0 cg_procs=""
+# The held attacker's cgroup (none with -q 0).
+cg_procs=""
 if awk -v c="$cpus" 'BEGIN { exit !(c > 0) }'; then
     tb_cpu_cgroup "$tag-attacker" "$cpus"
-    held=1 cg_procs=$TB_CGROUP_PROCS
+    cg_procs=$TB_CGROUP_PROCS
 fi
 
 # ---- vswitchd ------------------------------------------------------------------------------
