@@ -8,7 +8,10 @@
 #   vswitchd-1worker    --workers 1 (one datapath thread reads every TAP)
 #   vswitchd-2workers   --workers 2
 #   vswitchd-nice10     --datapath-nice -10 (datapath threads ahead of the containers' processes)
-#   tapcopy             the bare copy loop between two TAPs (idle only: it joins two TAPs)
+#   vswitchd-normal     --datapath-realtime never (the datapath threads never SCHED_FIFO)
+#   tapcopy             the bare copy loop: one thread copying between TAPs 1-2 and 3-4, so its
+#                       increase under load is what the same load costs a userspace loop that
+#                       does no switching at all
 #   bridge              kernel bridge with veth pairs (in a namespace of its own)
 #
 # RTT: `ping -i INTERVAL` for SECONDS s (default one every 10 ms for 20 s), every reply's time
@@ -28,7 +31,7 @@
 #                  per round and as their median (this box drifts by more than the gap measured)
 #     -i INTERVAL  seconds between pings (default 0.01)
 #     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
-#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-2workers,vswitchd-nice10,tapcopy,bridge
+#     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-2workers,vswitchd-nice10,vswitchd-normal,tapcopy,bridge
 #                  (default: all but vswitchd-1worker and vswitchd-nice10)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
@@ -87,10 +90,10 @@ serve_load() { tb_iperf3_server "${S[$1,ns4]}" "${S[$1,ip4]}" "$run/iperf3-load-
 IFS=, read -r -a want <<<"$switches"
 for s in "${want[@]}"; do
     case $s in
-        vswitchd | vswitchd-1worker | vswitchd-2workers | vswitchd-nice10) setup_vswitchd "$s" ;;
+        vswitchd | vswitchd-1worker | vswitchd-2workers | vswitchd-nice10 | vswitchd-normal) setup_vswitchd "$s" ;;
         bridge) setup_bridge ;;
         tapcopy) setup_tapcopy "$s" ;;
-        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-2workers, vswitchd-nice10, tapcopy, bridge)" ;;
+        *) tb_die "unknown path $s (vswitchd, vswitchd-1worker, vswitchd-2workers, vswitchd-nice10, vswitchd-normal, tapcopy, bridge)" ;;
     esac
     serve "$s"
     [ -n "${S[$s,ns4]:-}" ] && serve_load "$s"
@@ -187,7 +190,7 @@ report=$run/report.md
     echo
     echo "| ratio | idle p50 | idle p99 | idle mean |"
     echo "|---|---|---|---|"
-    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/vswitchd-nice10 vswitchd-1worker/tapcopy vswitchd-2workers/tapcopy vswitchd/bridge; do
+    for pair in vswitchd/tapcopy vswitchd/vswitchd-1worker vswitchd/vswitchd-2workers vswitchd/vswitchd-nice10 vswitchd/vswitchd-normal vswitchd-1worker/tapcopy vswitchd-2workers/tapcopy vswitchd/bridge; do
         a=${pair%/*} b=${pair#*/}
         [ -n "${R[$a,idle]:-}" ] && [ -n "${R[$b,idle]:-}" ] || continue
         printf '| %s | %s | %s | %s |\n' "$pair" "$(tb_ratio "$(field "$a,idle" 2)" "$(field "$b,idle" 2)")" \
@@ -234,7 +237,10 @@ report=$run/report.md
     if [ -n "${R[vswitchd,load]:-}" ] && [ -n "${R[bridge,load]:-}" ]; then
         echo
         echo "Goals: vswitchd (default) idle p50 and p99 ≤ 1.2× tapcopy's; its increase under load ≤ 1.5× the bridge's."
-        echo "vswitchd/bridge increase under load: p50 $(tb_ratio "$(tb_diff "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(tb_diff "$(field bridge,load 2)" "$(field bridge,idle 2)")")×, p99 $(tb_ratio "$(tb_diff "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(tb_diff "$(field bridge,load 3)" "$(field bridge,idle 3)")")×."
+        for b in bridge tapcopy; do
+            [ -n "${R[$b,load]:-}" ] || continue
+            echo "vswitchd/$b increase under load: p50 $(tb_ratio "$(tb_diff "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(tb_diff "$(field $b,load 2)" "$(field $b,idle 2)")")×, p99 $(tb_ratio "$(tb_diff "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(tb_diff "$(field $b,load 3)" "$(field $b,idle 3)")")×."
+        done
     fi
     echo
 } >"$report"

@@ -3,7 +3,7 @@
 # ($tag-NAME-c1 .. c$((2 * pairs))) joined by one switch, addressed NET.2, NET.3, ... in the order
 # of the containers, and fills S[NAME,ns1], S[NAME,ns2], S[NAME,ip2] (the measured pair),
 # S[NAME,ns3], S[NAME,ns4], S[NAME,ip4] (the load pair, when pairs=2), S[NAME,gw] (vswitchd's
-# gateway address), S[NAME,pid] (empty for a kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, vsd_net_args (for `network create`), pairs (1 or 2; tapcopy
+# gateway address), S[NAME,pid] (empty for a kernel path) and R[NAME,desc]. The caller sets tag, run, bin, vsd_args, vsd_net_args (for `network create`), pairs (1 or 2; tapcopy-mq
 # has one pair only) and declares the associative arrays S and R; testbed/lib.sh is sourced.
 
 [ -n "${vsd_net_args+x}" ] || vsd_net_args=()
@@ -34,6 +34,7 @@ setup_vswitchd() {
     [ "$name" = vswitchd-1worker ] && args=(--workers 1)
     [ "$name" = vswitchd-2workers ] && args=(--workers 2)
     [ "$name" = vswitchd-nice10 ] && args=(--datapath-nice -10)
+    [ "$name" = vswitchd-normal ] && args=(--datapath-realtime never)
     tb_log "$name: vswitchd ${args[*]}"
     mkdir -p "$run/$name"
     tb_daemon "$bin" "$sock" --log-level warn "${vsd_args[@]}" "${args[@]}" 2>>"$run/$name/vswitchd.log"
@@ -44,6 +45,7 @@ setup_vswitchd() {
     [ "$name" = vswitchd-1worker ] && net=10.235.0
     [ "$name" = vswitchd-2workers ] && net=10.238.0
     [ "$name" = vswitchd-nice10 ] && net=10.237.0
+    [ "$name" = vswitchd-normal ] && net=10.239.0
     "${ctl[@]}" network create bench --subnet "$net.0/24" "${vsd_net_args[@]}" >/dev/null
     containers "$name"
     local k
@@ -77,13 +79,13 @@ setup_bridge() {
     R[$name,desc]="kernel bridge + $n veth pairs"
 }
 
-# move_taps NAME SWITCH_NS TAP1 TAP2 NET: moves the two TAPs a switch process made in SWITCH_NS
-# into NAME's containers as eth0 (the open fds keep working), addressed NET.2 and NET.3.
+# move_taps NAME SWITCH_NS NET TAP...: moves the TAPs a switch process made in SWITCH_NS into
+# NAME's containers 1, 2, ... as eth0 (the open fds keep working), addressed NET.2, NET.3, ...
 move_taps() {
-    local name=$1 sw=$2 net=$5 i tap c
-    for i in 1 2; do
-        tap=$3 c=$tag-$name-c$i
-        [ "$i" = 2 ] && tap=$4
+    local name=$1 sw=$2 net=$3 i=0 tap c
+    shift 3
+    for tap in "$@"; do
+        i=$((i + 1)) c=$tag-$name-c$i
         ip -n "$sw" link set "$tap" netns "$c"
         ip -n "$c" link set "$tap" name eth0
         ip -n "$c" link set eth0 mtu 1500 up
@@ -106,25 +108,28 @@ setup_vde() {
     pid=$(cat "$run/vde/pid")
     tb_undo "kill $pid; for _w in \$(seq 50); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done"
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = vde_switch ] || tb_die "cannot find the vde_switch pid"
-    move_taps $name "$sw" "${tag}a" "${tag}b" 10.233.0
+    move_taps $name "$sw" 10.233.0 "${tag}a" "${tag}b"
     S[$name,ip2]=10.233.0.3 S[$name,pid]=$pid
     R[$name,desc]="vde_switch -t tapA -t tapB (one process owning both TAPs; $(vde_switch -v 2>&1 | head -1 | tr -s ' '))"
 }
 
 # ---- (e): tapcopy, the bare copy loop ------------------------------------------------------
 setup_tapcopy() {
-    local name=$1 sw=$tag-$1 pid i args=() t=t net=10.236.0 what="1 thread"
-    [ "$name" = tapcopy-mq ] && args=(--queues 2) t=m net=10.230.0 what="2 threads, 2-queue TAPs"
-    tb_log "$name: the bare copy loop between two vnet/TSO TAPs ($what), TAPs moved into the containers"
-    containers "$name" 2
+    local name=$1 sw=$tag-$1 pid i args=() t=t net=10.236.0 n=$((2 * ${pairs:-1})) taps=() what
+    [ "$name" = tapcopy-mq ] && args=(--queues 2) t=m net=10.230.0 n=2
+    what="1 thread, $((n / 2)) pair(s)"
+    [ "$name" = tapcopy-mq ] && what="2 threads, 2-queue TAPs"
+    for i in $(seq "$n"); do taps+=("${tag}${t}$i"); done
+    tb_log "$name: the bare copy loop between vnet/TSO TAPs ($what), TAPs moved into the containers"
+    containers "$name" "$n"
     tb_netns "$sw"
-    ip netns exec "$sw" "$bin/tapcopy" "${args[@]}" "${tag}${t}a" "${tag}${t}b" </dev/null >"$run/$name.log" 2>&1 &
+    ip netns exec "$sw" "$bin/tapcopy" "${args[@]}" "${taps[@]}" </dev/null >"$run/$name.log" 2>&1 &
     pid=$!
     tb_undo "kill $pid; wait $pid"
-    for i in $(seq 50); do ip -n "$sw" link show "${tag}${t}b" >/dev/null 2>&1 && break; sleep 0.05; done
+    for i in $(seq 50); do ip -n "$sw" link show "${taps[-1]}" >/dev/null 2>&1 && break; sleep 0.05; done
     [ "$(cat /proc/$pid/comm 2>/dev/null)" = tapcopy ] || tb_die "tapcopy did not start: $(cat "$run/$name.log")"
-    move_taps "$name" "$sw" "${tag}${t}a" "${tag}${t}b" "$net"
+    move_taps "$name" "$sw" "$net" "${taps[@]}"
     S[$name,ip2]=$net.3 S[$name,pid]=$pid
+    [ "$n" -ge 4 ] && S[$name,ip4]=$net.5
     R[$name,desc]="tapcopy${args[*]:+ ${args[*]}} (bare copy loop, $what, TAP offloads as vswitchd's)"
 }
-

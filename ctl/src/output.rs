@@ -710,6 +710,7 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
                 w.decided_for_others.to_string(),
                 w.picked_up.to_string(),
                 w.wakeups.to_string(),
+                if w.realtime { "fifo" } else { "normal" }.to_string(),
             ]
         })
         .collect();
@@ -724,6 +725,7 @@ pub fn workers(workers: &[WorkerInfo]) -> String {
             ("DECIDED_FOR_OTHERS", Right),
             ("PICKED_UP", Right),
             ("WAKEUPS", Right),
+            ("POLICY", Left),
         ],
         &rows,
     )
@@ -1131,13 +1133,15 @@ mod tests {
             decided_for_others: decided,
             picked_up: 3,
             wakeups: 7,
+            realtime: id == 1,
         };
         let out = workers(&[w(0, 1, 0, 0, 12), w(1, 2, 5000, 12, 0)]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 3, "{out}");
-        assert!(lines[0].starts_with("WORKER  ROLE") && lines[0].ends_with("PICKED_UP  WAKEUPS"), "{out}");
+        assert!(lines[0].starts_with("WORKER  ROLE") && lines[0].ends_with("WAKEUPS  POLICY"), "{out}");
         assert!(lines[1].contains("main (gateway, DNS, egress, tunnel)") && lines[1].contains(" 12 "), "{out}");
-        assert!(lines[2].contains("TAPs") && lines[2].contains("5000"), "{out}");
+        assert!(lines[2].contains("TAPs") && lines[2].contains("5000") && lines[2].ends_with("fifo"), "{out}");
+        assert!(lines[1].ends_with("normal"), "{out}");
     }
 
     #[test]

@@ -633,6 +633,10 @@ pub struct WorkerInfo {
     /// trip a core's wakeup; see `picked_up`).
     #[serde(default)]
     pub wakeups: u64,
+    /// Whether it runs `SCHED_FIFO` now (`--datapath-realtime`: by default while the CPUs are
+    /// busy).
+    #[serde(default)]
+    pub realtime: bool,
 }
 
 /// `POST /v1/trace`: a frame built from these fields, run through the switch without being

@@ -16,8 +16,8 @@ use vswitch::control::front::cluster::{parse_cluster_url, Cluster, ClusterConfig
 use vswitch::control::front::http as server;
 use vswitch::control::model::parse_upstream;
 use vswitch::control::{Control, Options};
-use vswitch::datapath::Datapath;
 use vswitch::datapath::DnsCounters;
+use vswitch::datapath::{realtime, Datapath};
 use vswitch::fdb::FdbConfig;
 use vswitch::switch::{StormConfig, SwitchConfig};
 use vswitch::sys::log::LogFormat;
@@ -86,6 +86,14 @@ struct Args {
     #[arg(long, default_value_t = 0, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     datapath_nice: i32,
+    /// When the datapath threads run as real-time threads (SCHED_FIFO, lowest priority), so
+    /// that a frame is moved as soon as it arrives, as the kernel's bridge does in softirq:
+    /// `auto` while the CPUs are busy (a round trip then no longer waits behind the containers'
+    /// bulk flows for a time slice; while they idle a real-time thread answers slower, see
+    /// benches/RESULTS.md), `always`, or `never`. Needs CAP_SYS_NICE; without it the threads
+    /// keep the normal policy.
+    #[arg(long, value_name = "WHEN", default_value = "auto", value_parser = clap::value_parser!(realtime::Mode))]
+    datapath_realtime: realtime::Mode,
     /// Where the gateways forward DNS names they do not own: IP or IP:PORT, repeatable, tried
     /// in order; `none` forwards nothing. Default: the nameservers of /etc/resolv.conf, asked
     /// from the daemon's namespace (so 127.0.0.53 works). Networks can override it.
@@ -167,6 +175,47 @@ const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"]
 /// `--log-level`: a level, or comma-separated tracing directives (`[TARGET[SPAN]=]LEVEL`) whose
 /// every level is one of [`LOG_LEVELS`]. A bare word is a level, never a target: tracing would
 /// take `warning` for a target and log nothing.
+/// Samples /proc/stat every [`realtime::Governor::TICK`] and switches the datapath threads
+/// between SCHED_FIFO and the normal policy as the governor decides (datapath/realtime.rs). It
+/// stops, leaving them normal, when the kernel refuses (no CAP_SYS_NICE).
+fn spawn_realtime_governor(mode: realtime::Mode, threads: Arc<realtime::Threads>) {
+    if mode == realtime::Mode::Never {
+        return;
+    }
+    let governor = move || {
+        let mut gov = realtime::Governor::new(mode);
+        loop {
+            std::thread::sleep(realtime::Governor::TICK);
+            let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+            let Some(times) = realtime::CpuTimes::parse(&stat) else {
+                tracing::warn!("cannot read the CPU times of /proc/stat; the datapath threads keep the normal policy");
+                return;
+            };
+            let Some(on) = gov.observe(times) else { continue };
+            let tids = threads.tids();
+            let priority = on.then_some(realtime::PRIORITY);
+            // A thread that is gone (ESRCH) is not a refusal.
+            let refused = tids
+                .iter()
+                .map(|&t| vswitch::sys::set_thread_realtime(t, priority))
+                .find_map(|r| r.err().filter(|e| e.raw_os_error() != Some(libc::ESRCH)));
+            if let Some(e) = refused {
+                for &t in &tids {
+                    let _ = vswitch::sys::set_thread_realtime(t, None);
+                }
+                threads.set_on(false);
+                tracing::info!(error = %e, "the datapath threads keep the normal policy (SCHED_FIFO needs CAP_SYS_NICE)");
+                return;
+            }
+            threads.set_on(on);
+            tracing::debug!(realtime = on, threads = tids.len(), "datapath threads' scheduling policy");
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("rt-governor".into()).spawn(governor) {
+        tracing::warn!(error = %e, "cannot start the real-time governor; the datapath threads keep the normal policy");
+    }
+}
+
 fn parse_log_level(s: &str) -> Result<String, String> {
     let valid = || format!("valid levels: {}; or directives such as vswitch=debug,info", LOG_LEVELS.join(", "));
     let mut any = false;
@@ -296,6 +345,7 @@ fn run(args: Args) -> Result<(), String> {
     let dp = Arc::new(
         Datapath::spawn(cfg, dns_counters.clone(), workers, args.datapath_nice).map_err(|e| format!("cannot start the datapath: {e}"))?,
     );
+    spawn_realtime_governor(args.datapath_realtime, dp.threads.clone());
     let pools = address_pools(&args.address_pools)?;
     let opts = Options {
         offloads: !args.no_offloads,

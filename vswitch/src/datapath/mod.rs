@@ -11,6 +11,7 @@ pub mod dns_tcp;
 pub mod egress;
 pub mod impaired;
 pub mod overlay;
+pub mod realtime;
 pub mod segment;
 pub mod trace;
 pub mod worker;
@@ -42,7 +43,7 @@ pub const VNET_HDR_LEN: usize = 12;
 /// TTL of the gateway's DNS answers, in seconds: short, since endpoints come and go.
 pub const DNS_TTL: u32 = 5;
 /// Room for the largest frame a TAP may hand over: a 64 KiB GSO super-frame plus headers.
-const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
+pub const BUF_LEN: usize = VNET_HDR_LEN + 14 + 4 + 65535;
 const WAKER: Token = Token(usize::MAX);
 /// The timer that releases impaired frames on time (made with the first impairment).
 const IMP_TIMER: Token = Token(usize::MAX - 2);
@@ -224,6 +225,8 @@ pub struct Datapath {
     pub capture: Arc<capture::Hub>,
     waker: std::sync::Arc<Waker>,
     thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// The datapath threads, for their scheduling policy ([`realtime`]).
+    pub threads: Arc<realtime::Threads>,
 }
 
 impl Datapath {
@@ -242,8 +245,14 @@ impl Datapath {
         engine.waker = Some(waker.clone());
         engine.epoll = Some(Arc::new(engine.poll.registry().try_clone()?));
         let (to_engine, from_workers) = crossbeam_channel::bounded(4 * BUDGET);
-        let shared =
-            worker::Shared { to_engine, engine_waker: waker.clone(), generation: engine.generation.clone(), capture: capture.clone() };
+        let threads = engine.threads.clone();
+        let shared = worker::Shared {
+            to_engine,
+            engine_waker: waker.clone(),
+            generation: engine.generation.clone(),
+            capture: capture.clone(),
+            threads: threads.clone(),
+        };
         for id in 1..workers.max(1) {
             engine.workers.push(worker::WorkerHandle::spawn(id, shared.clone(), nice)?);
         }
@@ -252,6 +261,7 @@ impl Datapath {
             if let Err(e) = set_nice(nice) {
                 tracing::info!(nice, error = %e, "the datapath threads keep the default priority (lowering nice needs CAP_SYS_NICE)");
             }
+            engine.threads.register(crate::sys::current_tid());
             // A bug here must not leave a daemon that answers the API but switches nothing:
             // exit, and let the supervisor restart it (the kernel removes our TAPs).
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run())).is_err() {
@@ -259,7 +269,7 @@ impl Datapath {
                 std::process::exit(70);
             }
         })?;
-        Ok(Datapath { jobs, capture, waker, thread: std::sync::Mutex::new(Some(thread)) })
+        Ok(Datapath { jobs, capture, waker, thread: std::sync::Mutex::new(Some(thread)), threads })
     }
 
     /// Runs `f` on the datapath thread and returns its result.
@@ -385,6 +395,8 @@ pub struct Engine {
     picked_up: u64,
     /// Times this thread slept in epoll and woke up to events.
     wakeups: u64,
+    /// Every datapath thread, for the real-time policy.
+    threads: Arc<realtime::Threads>,
     /// Frames this thread decided for other workers.
     decided_for_workers: u64,
     /// The TAP port being removed: no grant may name it.
@@ -466,6 +478,7 @@ impl Engine {
             touched: Vec::new(),
             picked_up: 0,
             wakeups: 0,
+            threads: Arc::default(),
             decided_for_workers: 0,
             removing: None,
             cap: capture::View::new(capture),
@@ -790,6 +803,7 @@ impl Engine {
             decided_for_others: self.decided_for_workers,
             picked_up: self.picked_up,
             wakeups: self.wakeups,
+            realtime: self.threads.is_on(),
         }];
         for (k, w) in self.workers.iter().enumerate() {
             let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -802,6 +816,7 @@ impl Engine {
                 decided_for_others: 0,
                 picked_up: get(&w.stats.picked_up),
                 wakeups: get(&w.stats.wakeups),
+                realtime: self.threads.is_on(),
             });
         }
         out
@@ -1183,21 +1198,39 @@ impl Engine {
                 break;
             }
         }
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else { return (0, false) };
-        let hdr = *vnet_hdr_len;
-        let (mut n, mut bytes) = (0, 0);
-        while n < BUDGET && bytes < BYTE_BUDGET {
-            let Some(len) = read_frame(file, &mut self.bufs[n], port) else { break };
-            self.starts[n] = 0;
-            self.lens[n] = len;
-            self.slot_port[n] = (port, hdr);
-            self.slot_reader[n] = 0;
-            n += 1;
+        let (mut total, mut n, mut bytes) = (0, 0, 0);
+        while total < BUDGET && bytes < BYTE_BUDGET {
+            let Some(len) = self.read_slot(port, n) else { break };
+            total += 1;
             bytes += len;
+            if total == 1 && len.saturating_sub(self.slot_port[0].1) <= worker::PICKUP_FRAME {
+                // A small first frame (a ping, a request, a SYN) is decided and written before
+                // the read that most often finds the TAP empty, as the bare copy loop does: a
+                // round trip does not wait for that read.
+                self.decide_batch(1, false);
+            } else {
+                n += 1;
+            }
         }
-        stats.note_read(bytes);
-        self.decide_batch(n, false);
-        (n, n == BUDGET || bytes >= BYTE_BUDGET)
+        if let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) {
+            stats.note_read(bytes);
+        }
+        if n > 0 || total == 0 {
+            self.decide_batch(n, false);
+        }
+        (total, total == BUDGET || bytes >= BYTE_BUDGET)
+    }
+
+    /// Reads one frame from TAP `port` into batch slot `n`; its length, or `None` when the TAP
+    /// has nothing (or is gone).
+    fn read_slot(&mut self, port: PortId, n: usize) -> Option<usize> {
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else { return None };
+        let len = read_frame(file, &mut self.bufs[n], port)?;
+        self.starts[n] = 0;
+        self.lens[n] = len;
+        self.slot_port[n] = (port, *vnet_hdr_len);
+        self.slot_reader[n] = 0;
+        Some(len)
     }
 
     /// Marks ready the own TAPs a worker held and has let go of.

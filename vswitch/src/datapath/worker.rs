@@ -281,6 +281,8 @@ pub struct Shared {
     pub generation: Arc<AtomicU64>,
     /// Packet captures.
     pub capture: Arc<super::capture::Hub>,
+    /// Every datapath thread's id, for the real-time policy (realtime.rs).
+    pub threads: Arc<super::realtime::Threads>,
 }
 
 impl WorkerHandle {
@@ -324,6 +326,7 @@ impl WorkerHandle {
         };
         let thread = std::thread::Builder::new().name(format!("datapath-{id}")).spawn(move || {
             let _ = super::set_nice(nice);
+            w.shared.threads.register(crate::sys::current_tid());
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run())).is_err() {
                 tracing::error!(worker = id, "datapath worker panicked; vswitchd exits");
                 std::process::exit(70);

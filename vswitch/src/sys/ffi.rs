@@ -199,6 +199,24 @@ pub(crate) fn set_thread_nice(nice: c_int) -> io::Result<()> {
     check(unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) }).map(drop)
 }
 
+/// The calling thread's kernel id.
+pub(crate) fn gettid() -> i32 {
+    // SAFETY: gettid takes nothing and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// `sched_setscheduler(tid, ...)`: thread `tid` becomes `SCHED_FIFO` at `priority`, or with
+/// `None` goes back to `SCHED_OTHER` (its nice value is kept).
+pub(crate) fn set_thread_fifo(tid: i32, priority: Option<c_int>) -> io::Result<()> {
+    let (policy, prio) = match priority {
+        Some(p) => (libc::SCHED_FIFO, p),
+        None => (libc::SCHED_OTHER, 0),
+    };
+    let param = libc::sched_param { sched_priority: prio };
+    // SAFETY: the pointer is to a live local `sched_param`, which the kernel only reads.
+    check(unsafe { libc::sched_setscheduler(tid, policy, &param) }).map(drop)
+}
+
 /// Raises the soft limit of open files to the hard limit; returns the new soft limit.
 pub(crate) fn raise_nofile() -> io::Result<u64> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -30,6 +30,20 @@ pub use netns::{current_netns_id, AttachSpec, Attached, NetnsRef, NetnsWorker, S
 pub use tap::{set_persist, Offloads, VNET_HDR_LEN};
 pub use userns::{helper_main, RootlessOptions, HELPER_ARG};
 
+/// The calling thread's kernel thread id (what `sched_setscheduler` and /proc/PID/task take).
+pub fn current_tid() -> i32 {
+    ffi::gettid()
+}
+
+/// Makes thread `tid` of this process `SCHED_FIFO` at `priority`, or with `None` puts it back
+/// to the normal policy, keeping its nice value.
+///
+/// # Errors
+/// EPERM without CAP_SYS_NICE (or an RLIMIT_RTPRIO that allows it); ESRCH for a thread gone.
+pub fn set_thread_realtime(tid: i32, priority: Option<i32>) -> std::io::Result<()> {
+    ffi::set_thread_fifo(tid, priority)
+}
+
 /// Gives a socket receive and send buffers of `bytes` each: past the `net.core.*mem_max` limits
 /// where the process may (`SO_RCVBUFFORCE`, CAP_NET_ADMIN), else as large as they allow. A
 /// tunnel socket fed by a fast sender overflows the kernel's default of ~200 KiB.

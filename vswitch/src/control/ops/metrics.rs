@@ -175,6 +175,7 @@ impl Control {
         let w_decided = fam.counter("worker_decided_for_others", "Frames the main datapath thread decided for other workers");
         let w_picked = fam.counter("worker_picked_up", "Frames a datapath thread read from another thread's TAP while that one slept");
         let w_wake = fam.counter("worker_wakeups", "Times a datapath thread slept in epoll and woke up to events");
+        let w_rt = fam.gauge("worker_realtime", "1 while a datapath thread runs SCHED_FIFO (--datapath-realtime)");
         for w in &snap.workers {
             let l = || vec![("worker", w.id.to_string())];
             gauge(&w_ports, l(), w.ports);
@@ -184,6 +185,7 @@ impl Control {
             set(&w_decided, l(), w.decided_for_others);
             set(&w_picked, l(), w.picked_up);
             set(&w_wake, l(), w.wakeups);
+            gauge(&w_rt, l(), u64::from(w.realtime));
         }
 
         // DNS.
