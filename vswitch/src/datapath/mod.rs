@@ -1198,39 +1198,21 @@ impl Engine {
                 break;
             }
         }
-        let (mut total, mut n, mut bytes) = (0, 0, 0);
-        while total < BUDGET && bytes < BYTE_BUDGET {
-            let Some(len) = self.read_slot(port, n) else { break };
-            total += 1;
+        let Some(Some(PortIo::Tap { file, vnet_hdr_len, stats, .. })) = self.ports.get(port.0 as usize) else { return (0, false) };
+        let hdr = *vnet_hdr_len;
+        let (mut n, mut bytes) = (0, 0);
+        while n < BUDGET && bytes < BYTE_BUDGET {
+            let Some(len) = read_frame(file, &mut self.bufs[n], port) else { break };
+            self.starts[n] = 0;
+            self.lens[n] = len;
+            self.slot_port[n] = (port, hdr);
+            self.slot_reader[n] = 0;
+            n += 1;
             bytes += len;
-            if total == 1 && len.saturating_sub(self.slot_port[0].1) <= worker::PICKUP_FRAME {
-                // A small first frame (a ping, a request, a SYN) is decided and written before
-                // the read that most often finds the TAP empty, as the bare copy loop does: a
-                // round trip does not wait for that read.
-                self.decide_batch(1, false);
-            } else {
-                n += 1;
-            }
         }
-        if let Some(Some(PortIo::Tap { stats, .. })) = self.ports.get(port.0 as usize) {
-            stats.note_read(bytes);
-        }
-        if n > 0 || total == 0 {
-            self.decide_batch(n, false);
-        }
-        (total, total == BUDGET || bytes >= BYTE_BUDGET)
-    }
-
-    /// Reads one frame from TAP `port` into batch slot `n`; its length, or `None` when the TAP
-    /// has nothing (or is gone).
-    fn read_slot(&mut self, port: PortId, n: usize) -> Option<usize> {
-        let Some(Some(PortIo::Tap { file, vnet_hdr_len, .. })) = self.ports.get(port.0 as usize) else { return None };
-        let len = read_frame(file, &mut self.bufs[n], port)?;
-        self.starts[n] = 0;
-        self.lens[n] = len;
-        self.slot_port[n] = (port, *vnet_hdr_len);
-        self.slot_reader[n] = 0;
-        Some(len)
+        stats.note_read(bytes);
+        self.decide_batch(n, false);
+        (n, n == BUDGET || bytes >= BYTE_BUDGET)
     }
 
     /// Marks ready the own TAPs a worker held and has let go of.
