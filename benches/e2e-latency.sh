@@ -32,7 +32,7 @@
 #     -i INTERVAL  seconds between pings (default 0.01)
 #     -T SECONDS   length of each throughput run (default 5; 0: no throughput runs)
 #     -s LIST      comma-separated subset of vswitchd,vswitchd-1worker,vswitchd-2workers,vswitchd-nice10,vswitchd-normal,tapcopy,bridge
-#                  (default: all but vswitchd-1worker and vswitchd-nice10)
+#                  (default: vswitchd,vswitchd-normal,tapcopy,bridge)
 #     -n           do not write benches/RESULTS.md (print only)
 #     -B           do not build (use target/release as it is)
 #
@@ -42,7 +42,7 @@ set -euo pipefail
 . "$(dirname "$0")/../testbed/lib.sh"
 
 secs=20 interval=0.01 rounds=3 tput=5 write=1 build=1
-switches=vswitchd,vswitchd-2workers,tapcopy,bridge
+switches=vswitchd,vswitchd-normal,tapcopy,bridge
 cmdline="benches/e2e-latency.sh${*:+ $*}"
 while getopts "t:i:r:T:s:nBh" o; do
     case $o in

@@ -174,8 +174,9 @@ fn replies_are_picked_up_by_the_thread_that_wrote_the_request() {
     }
 }
 
-/// Nice values of a daemon's threads named `datapath*` (field 19 of /proc/PID/task/TID/stat).
-fn datapath_nice(d: &Daemon) -> Vec<i64> {
+/// Field `k` (1-based, as in proc(5)) of /proc/PID/task/TID/stat for each of a daemon's threads
+/// named `datapath*`.
+fn datapath_field(d: &Daemon, k: usize) -> Vec<i64> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{}/task", d.pid())).unwrap().flatten() {
         let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
@@ -184,9 +185,69 @@ fn datapath_nice(d: &Daemon) -> Vec<i64> {
         if !head.contains("(datapath") {
             continue;
         }
-        out.push(rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()).expect("nice field"));
+        out.push(rest.split_whitespace().nth(k - 3).and_then(|n| n.parse().ok()).expect("stat field"));
     }
     out
+}
+
+/// Nice values of a daemon's datapath threads.
+fn datapath_nice(d: &Daemon) -> Vec<i64> {
+    datapath_field(d, 19)
+}
+
+/// Scheduling policy (0 normal, 1 SCHED_FIFO) and real-time priority of each datapath thread.
+fn datapath_policy(d: &Daemon) -> Vec<(i64, i64)> {
+    datapath_field(d, 41).into_iter().zip(datapath_field(d, 40)).collect()
+}
+
+/// Busy loops, one per CPU, until dropped.
+struct Burn(Vec<std::process::Child>);
+
+impl Burn {
+    fn start() -> Burn {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let spawn = || std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("sh");
+        Burn((0..cpus).map(|_| spawn()).collect())
+    }
+}
+
+impl Drop for Burn {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `--datapath-realtime`: by default (auto) the datapath threads turn SCHED_FIFO while every
+/// CPU is busy and back once they calm down; `always` keeps them SCHED_FIFO, `never` normal.
+/// `vswitchctl workers` and the metrics say which policy they have.
+#[test]
+fn datapath_threads_go_realtime_while_the_cpus_are_busy() {
+    let auto = Daemon::start_with(&["--workers", "2"]);
+    let never = Daemon::start_with(&["--workers", "2", "--datapath-realtime", "never"]);
+    let always = Daemon::start_with(&["--workers", "2", "--datapath-realtime", "always"]);
+    let fifo = vec![(1, 1), (1, 1)];
+    let normal = vec![(0, 0), (0, 0)];
+    assert!(eventually(Duration::from_secs(5), || datapath_policy(&always) == fifo), "{:?}", datapath_policy(&always));
+    {
+        let _burn = Burn::start();
+        assert!(eventually(Duration::from_secs(10), || datapath_policy(&auto) == fifo), "{:?} {}", datapath_policy(&auto), auto.log());
+        assert!(workers(&auto).iter().all(|w| w["realtime"] == true), "{:?}", workers(&auto));
+        let metrics = testbed::run_ok("curl", &["-sSf", "--unix-socket", auto.socket.to_str().unwrap(), "http://localhost/metrics"]);
+        assert!(
+            metrics.lines().any(|l| l.starts_with("vswitch_worker_realtime{") && l.contains("worker=\"1\"") && l.ends_with(" 1")),
+            "{metrics}"
+        );
+        assert_eq!(datapath_policy(&never), normal);
+    }
+    // Back to normal after half a second of calm (other tests may keep the CPUs busy a while).
+    assert!(eventually(Duration::from_secs(60), || datapath_policy(&auto) == normal), "{:?}", datapath_policy(&auto));
+    assert!(workers(&auto).iter().all(|w| w["realtime"] == false), "{:?}", workers(&auto));
+    assert_eq!(datapath_policy(&always), fifo);
+    let out = std::process::Command::new(testbed::bin_dir().join("vswitchd")).args(["--datapath-realtime", "fifo"]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--datapath-realtime"), "{out:?}");
 }
 
 /// The datapath threads run at --datapath-nice (-10: ahead of the containers' processes, as

@@ -85,7 +85,8 @@ impl Threads {
 /// CPU time of all CPUs together, in clock ticks: the `cpu` line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CpuTimes {
-    /// user, nice, system, irq and softirq.
+    /// user, system, irq and softirq. Not nice: processes at a nice above 0 (a build, a
+    /// fuzzer) give way to a woken thread at 0 anyway, so they do not call for real-time.
     pub busy: u64,
     /// All of the line's fields (idle, iowait and steal too).
     pub total: u64,
@@ -106,7 +107,7 @@ impl CpuTimes {
         }
         // Guest time (fields 9 and 10) is already counted in user and nice.
         let total = v.iter().take(8).sum();
-        let busy = v[0] + v[1] + v[2] + v[5] + v[6];
+        let busy = v[0] + v[2] + v[5] + v[6];
         Some(CpuTimes { busy, total })
     }
 }
@@ -180,7 +181,7 @@ mod tests {
     #[test]
     fn parses_the_cpu_line() {
         let stat = "cpu  176008 66644 46060 245964 1003 0 4303 3340 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
-        assert_eq!(CpuTimes::parse(stat), Some(t(176008 + 66644 + 46060 + 4303, 176008 + 66644 + 46060 + 245964 + 1003 + 4303 + 3340)));
+        assert_eq!(CpuTimes::parse(stat), Some(t(176008 + 46060 + 4303, 176008 + 66644 + 46060 + 245964 + 1003 + 4303 + 3340)));
         assert_eq!(CpuTimes::parse("cpu0 1 2 3 4 5 6 7\n"), None);
         assert_eq!(CpuTimes::parse("cpu 1 2 x 4 5 6 7\n"), None);
         assert_eq!(CpuTimes::parse("cpu 1 2 3\n"), None);
