@@ -168,6 +168,8 @@ fi
 
 # ---- report ---------------------------------------------------------------------------------
 field() { awk -v k="$2" '{ print $k }' <<<"${R[$1]:--}"; }
+# rise PATH COLUMN: how much column COLUMN (1 mean, 2 p50, 3 p99) rose from idle to under load.
+rise() { tb_diff "$(field "$1,load" "$2")" "$(field "$1,idle" "$2")"; }
 report=$run/report.md
 {
     echo "## End-to-end latency: $(date -u +%Y-%m-%d), kernel $(uname -r)"
@@ -231,15 +233,14 @@ report=$run/report.md
     echo "|---|---|---|---|"
     for s in "${want[@]}"; do
         [ -n "${R[$s,load]:-}" ] || continue
-        printf '| %s | %s | %s | %s |\n' "$s" "$(tb_diff "$(field "$s,load" 2)" "$(field "$s,idle" 2)")" \
-            "$(tb_diff "$(field "$s,load" 3)" "$(field "$s,idle" 3)")" "$(tb_diff "$(field "$s,load" 1)" "$(field "$s,idle" 1)")"
+        printf '| %s | %s | %s | %s |\n' "$s" "$(rise "$s" 2)" "$(rise "$s" 3)" "$(rise "$s" 1)"
     done
     if [ -n "${R[vswitchd,load]:-}" ] && [ -n "${R[bridge,load]:-}" ]; then
         echo
         echo "Goals: vswitchd (default) idle p50 and p99 ≤ 1.2× tapcopy's; its increase under load ≤ 1.5× the bridge's."
         for b in bridge tapcopy; do
             [ -n "${R[$b,load]:-}" ] || continue
-            echo "vswitchd/$b increase under load: p50 $(tb_ratio "$(tb_diff "$(field vswitchd,load 2)" "$(field vswitchd,idle 2)")" "$(tb_diff "$(field $b,load 2)" "$(field $b,idle 2)")")×, p99 $(tb_ratio "$(tb_diff "$(field vswitchd,load 3)" "$(field vswitchd,idle 3)")" "$(tb_diff "$(field $b,load 3)" "$(field $b,idle 3)")")×."
+            echo "vswitchd/$b increase under load: p50 $(tb_ratio "$(rise vswitchd 2)" "$(rise "$b" 2)")×, p99 $(tb_ratio "$(rise vswitchd 3)" "$(rise "$b" 3)")×."
         done
     fi
     echo
