@@ -184,6 +184,9 @@ fn spawn_realtime_governor(mode: realtime::Mode, threads: Arc<realtime::Threads>
     }
     let governor = move || {
         let mut gov = realtime::Governor::new(mode);
+        // The policy the threads should have, and how many of them (in registration order)
+        // have it: a thread that registers late gets it at the next sample.
+        let (mut on, mut applied) = (false, 0);
         loop {
             std::thread::sleep(realtime::Governor::TICK);
             let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -191,11 +194,16 @@ fn spawn_realtime_governor(mode: realtime::Mode, threads: Arc<realtime::Threads>
                 tracing::warn!("cannot read the CPU times of /proc/stat; the datapath threads keep the normal policy");
                 return;
             };
-            let Some(on) = gov.observe(times) else { continue };
+            if let Some(want) = gov.observe(times) {
+                (on, applied) = (want, 0);
+            }
             let tids = threads.tids();
+            if applied >= tids.len() {
+                continue;
+            }
             let priority = on.then_some(realtime::PRIORITY);
             // A thread that is gone (ESRCH) is not a refusal.
-            let refused = tids
+            let refused = tids[applied..]
                 .iter()
                 .map(|&t| vswitch::sys::set_thread_realtime(t, priority))
                 .find_map(|r| r.err().filter(|e| e.raw_os_error() != Some(libc::ESRCH)));
@@ -207,8 +215,9 @@ fn spawn_realtime_governor(mode: realtime::Mode, threads: Arc<realtime::Threads>
                 tracing::info!(error = %e, "the datapath threads keep the normal policy (SCHED_FIFO needs CAP_SYS_NICE)");
                 return;
             }
+            applied = tids.len();
             threads.set_on(on);
-            tracing::debug!(realtime = on, threads = tids.len(), "datapath threads' scheduling policy");
+            tracing::debug!(realtime = on, threads = applied, "datapath threads' scheduling policy");
         }
     };
     if let Err(e) = std::thread::Builder::new().name("rt-governor".into()).spawn(governor) {
